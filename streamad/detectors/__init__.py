@@ -1,0 +1,44 @@
+"""Detectors, and the registry that builds them from a name and parameters."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from streamad.detectors.base import Detector, LearnReport
+
+_REGISTRY: dict[str, Callable[..., Detector]] = {}
+
+
+def register(name: str, factory: Callable[..., Detector]) -> None:
+    _REGISTRY[name] = factory
+
+
+def available() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def make_detector(name: str, **params: Any) -> Detector:
+    """Build a registered detector; unknown names and parameters raise ``ValueError``."""
+    _load_builtin()
+    try:
+        factory = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown detector {name!r}; available: {', '.join(sorted(_REGISTRY))}") from None
+    try:
+        return factory(**params)
+    except TypeError as e:
+        raise ValueError(f"bad parameters for detector {name!r}: {e}") from None
+
+
+def _load_builtin() -> None:
+    if _REGISTRY:
+        return
+    from streamad.detectors.river_hst import RiverHST
+
+    register(RiverHST.name, RiverHST)
+
+
+DEFAULT_DETECTOR = "river-hst"
+
+__all__ = ["Detector", "LearnReport", "available", "make_detector", "register", "DEFAULT_DETECTOR"]

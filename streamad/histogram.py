@@ -1,0 +1,214 @@
+"""A decayed histogram of a stream of values over a range that follows the data.
+
+Thresholds, importance weights and metrics all need a running picture of the score
+distribution that forgets slowly and never stores the stream. Counts decay by
+``decay`` per update; the bin range is fitted to the bulk of the data, with an
+underflow and an overflow bin, and re-fitted when too much mass falls outside it.
+
+>>> import numpy as np
+>>> h = DecayedHistogram(bins=64, decay=1.0)
+>>> h.update(np.random.default_rng(0).normal(size=20000))
+>>> abs(h.quantile(0.5)) < 0.05, round(h.quantile(0.975), 1)
+(True, 2.0)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+
+class DecayedHistogram:
+    """Equal-width bins between ``lo`` and ``hi``, plus one bin below and one above.
+
+    Within a bin, mass is taken as uniform; the outer bins stretch to the most extreme
+    value they have seen. ``min_init`` values are collected before the first range is
+    fixed. When more than ``refit_share`` of the mass lies outside the range, the range
+    is refitted to the central quantiles and the counts are redistributed.
+    With ``half_life`` (in values), old counts halve after that many new values, however
+    they are batched; otherwise they are multiplied by ``decay`` once per update.
+    """
+
+    def __init__(
+        self,
+        bins: int = 64,
+        decay: float = 0.99,
+        min_init: int = 64,
+        refit_share: float = 0.02,
+        margin: float = 0.25,
+        smoothing: float = 1.0,
+        half_life: float | None = None,
+    ) -> None:
+        if bins < 2:
+            raise ValueError("bins must be at least 2")
+        if not 0.0 < decay <= 1.0:
+            raise ValueError("decay must be in (0, 1]")
+        self.bins = bins
+        self.decay = decay
+        self.min_init = min_init
+        self.refit_share = refit_share
+        self.margin = margin
+        self.smoothing = smoothing
+        self.half_life = half_life
+        self.counts = np.zeros(bins + 2)  # [under, bins..., over]
+        self.lo = 0.0
+        self.hi = 0.0
+        self.vmin = np.inf
+        self.vmax = -np.inf
+        self.ready = False
+        self.n_seen = 0
+        self._pending: list[np.ndarray] = []
+
+    # -- updating ----------------------------------------------------------------------
+
+    @property
+    def total(self) -> float:
+        if not self.ready:
+            return float(sum(len(p) for p in self._pending))
+        return float(self.counts.sum())
+
+    def update(self, values: np.ndarray, weights: np.ndarray | None = None) -> None:
+        """Decay the old counts once, then add ``values`` (non-finite ones are ignored)."""
+        v = np.asarray(values, dtype=np.float64).ravel()
+        keep = np.isfinite(v)
+        v = v[keep]
+        w = None if weights is None else np.asarray(weights, dtype=np.float64).ravel()[keep]
+        self.n_seen += len(v)
+        if not self.ready:
+            if len(v):
+                self._pending.append(v)
+            pooled = np.concatenate(self._pending) if self._pending else np.empty(0)
+            if len(pooled) < self.min_init:
+                return
+            self._pending = []
+            lo, hi = np.quantile(pooled, [0.01, 0.99])
+            self._set_range(float(lo), float(hi))
+            self.ready = True
+            v, w = pooled, None
+        elif self.half_life:
+            self.counts *= 0.5 ** (len(v) / self.half_life)
+        else:
+            self.counts *= self.decay
+        if len(v) == 0:
+            return
+        self.vmin = min(self.vmin, float(v.min()))
+        self.vmax = max(self.vmax, float(v.max()))
+        self.counts += np.bincount(self._index(v), weights=w, minlength=self.bins + 2)
+        outside = self.counts[0] + self.counts[-1]
+        if outside > self.refit_share * self.counts.sum():
+            self._refit()
+
+    def _set_range(self, lo: float, hi: float) -> None:
+        span = hi - lo
+        if not np.isfinite(span) or span <= 0:
+            span = max(abs(lo), 1.0) * 1e-3
+        self.lo = lo - self.margin * span
+        self.hi = hi + self.margin * span
+
+    def _index(self, v: np.ndarray) -> np.ndarray:
+        pos = (v - self.lo) / (self.hi - self.lo) * self.bins
+        return np.clip(np.floor(pos).astype(np.int64) + 1, 0, self.bins + 1)
+
+    def _edges(self) -> np.ndarray:
+        """Edges of all bins, outer ones included (bins + 3 values)."""
+        inner = np.linspace(self.lo, self.hi, self.bins + 1)
+        left = min(self.vmin, self.lo)
+        right = max(self.vmax, self.hi)
+        return np.concatenate([[left], inner, [right]])
+
+    def _refit(self) -> None:
+        lo, hi = self.quantile(0.005), self.quantile(0.995)
+        old_edges, old_cdf = self._edges(), self._cum()
+        self._set_range(lo, hi)
+        new_edges = self._edges()
+        cdf_at = np.interp(new_edges, old_edges, old_cdf)
+        self.counts = np.maximum(np.diff(cdf_at), 0.0)
+        # np.interp clamps: put any mass left beyond the new outer edges back in the outer bins.
+        self.counts[0] += cdf_at[0]
+        self.counts[-1] += old_cdf[-1] - cdf_at[-1]
+
+    # -- reading -----------------------------------------------------------------------
+
+    def _cum(self) -> np.ndarray:
+        return np.concatenate([[0.0], np.cumsum(self.counts)])
+
+    def quantile(self, q: float | np.ndarray) -> Any:
+        """The value below which a share ``q`` of the (decayed) mass lies."""
+        if not self.ready:
+            pooled = np.concatenate(self._pending) if self._pending else np.empty(0)
+            if len(pooled) == 0:
+                return np.nan if np.ndim(q) == 0 else np.full(np.shape(q), np.nan)
+            return np.quantile(pooled, q)
+        cum = self._cum()
+        edges = self._edges()
+        target = np.asarray(q, dtype=np.float64) * cum[-1]
+        # Drop empty bins so interpolation is strictly increasing in the cumulative mass.
+        keep = np.concatenate([[True], np.diff(cum) > 0])
+        out = np.interp(target, cum[keep], edges[keep])
+        return float(out) if np.ndim(q) == 0 else out
+
+    def cdf(self, x: np.ndarray | float) -> Any:
+        """Share of the mass below ``x``."""
+        if not self.ready:
+            pooled = np.concatenate(self._pending) if self._pending else np.empty(0)
+            if len(pooled) == 0:
+                return np.full(np.shape(x), np.nan) if np.ndim(x) else np.nan
+            s = np.sort(pooled)
+            out = np.searchsorted(s, x, side="right") / len(s)
+            return out
+        cum = self._cum()
+        return np.interp(x, self._edges(), cum / cum[-1])
+
+    def density(self, x: np.ndarray) -> np.ndarray:
+        """Laplace-smoothed density estimate at ``x`` (per unit of the value)."""
+        x = np.asarray(x, dtype=np.float64)
+        idx = self._index(x)
+        edges = self._edges()
+        widths = np.maximum(np.diff(edges), (self.hi - self.lo) / self.bins)
+        c = self.counts + self.smoothing
+        return c[idx] / (c.sum() * widths[idx])
+
+    def median_mad(self) -> tuple[float, float]:
+        """Median and median absolute deviation, read off the histogram."""
+        med = float(self.quantile(0.5))
+        edges = self._edges()
+        lo_r, hi_r = 0.0, float(max(edges[-1] - med, med - edges[0], 1e-12))
+        for _ in range(50):
+            r = (lo_r + hi_r) / 2
+            inside = self.cdf(med + r) - self.cdf(med - r)
+            if inside < 0.5:
+                lo_r = r
+            else:
+                hi_r = r
+        return med, (lo_r + hi_r) / 2
+
+    def reset(self) -> None:
+        self.__init__(self.bins, self.decay, self.min_init, self.refit_share, self.margin, self.smoothing, self.half_life)  # type: ignore[misc]
+
+    # -- checkpoints -------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "bins": self.bins,
+            "decay": self.decay,
+            "counts": self.counts.copy(),
+            "lo": self.lo,
+            "hi": self.hi,
+            "vmin": self.vmin,
+            "vmax": self.vmax,
+            "ready": self.ready,
+            "n_seen": self.n_seen,
+            "pending": np.concatenate(self._pending) if self._pending else np.empty(0),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.bins = int(state["bins"])
+        self.decay = float(state["decay"])
+        self.counts = np.asarray(state["counts"], dtype=np.float64).copy()
+        self.lo, self.hi = float(state["lo"]), float(state["hi"])
+        self.vmin, self.vmax = float(state["vmin"]), float(state["vmax"])
+        self.ready = bool(state["ready"])
+        self.n_seen = int(state["n_seen"])
+        pending = np.asarray(state["pending"], dtype=np.float64)
+        self._pending = [pending] if len(pending) else []

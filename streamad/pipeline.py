@@ -1,0 +1,390 @@
+"""The one code path from records to detections, for file replay and Kafka alike.
+
+Per lane (a file, or a Kafka partition): records are buffered into windows; each
+window is scaled with the statistics from before it, scored by the detector as it was
+before it, thresholded, attributed and emitted; only then do the detector, threshold
+and scaler learn from it. A checkpoint flushes the sinks first, then saves each
+lane's state together with the offset it has learned through, and only then are
+input offsets committed, so nothing is acknowledged before it is delivered.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
+
+import numpy as np
+
+from streamad.config import Settings
+from streamad.detection import DetectionBatch
+from streamad.detectors import Detector, LearnReport
+from streamad.factory import build_detector, build_scaler, build_threshold, detector_name
+from streamad.records import Batch, Lane, Reject
+from streamad.scaling import Scaler, StandardScaler
+from streamad.state import StateStore
+from streamad.threshold import Threshold
+from streamad.window import WindowBuffer
+
+log = logging.getLogger("streamad")
+
+
+# -- the outside world, as the pipeline sees it ---------------------------------------------
+
+
+class Source(Protocol):
+    """Yields batches; ``None`` means "nothing right now" so time-limited windows can close."""
+
+    def __iter__(self) -> Iterator[Batch | None]: ...
+
+    def commit(self, offsets: Mapping[Lane, int]) -> None:
+        """Record that every offset below ``offsets[lane]`` is fully handled."""
+        ...
+
+
+class Sink(Protocol):
+    def write(self, detections: DetectionBatch) -> None: ...
+
+    def flush(self) -> None:
+        """Block until everything written is durable or acknowledged; raise if it is not."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class RejectSink(Protocol):
+    def write(self, rejects: Sequence[Reject]) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class WindowResult:
+    """Everything known about one processed window; observers (metrics, drift,
+    evaluation, plots) read it."""
+
+    lane: Lane
+    window: Batch
+    scaled: np.ndarray
+    scores: np.ndarray
+    threshold: float
+    alarms: np.ndarray
+    report: LearnReport
+    seconds: float
+
+
+class Observer:
+    """Hooks for metrics, evaluation and plotting; every method is optional."""
+
+    def on_batch(self, batch: Batch) -> None: ...
+
+    def on_rejects(self, rejects: Sequence[Reject]) -> None: ...
+
+    def on_window(self, result: WindowResult) -> None: ...
+
+    def on_checkpoint(self, lanes: Sequence[Lane]) -> None: ...
+
+
+@dataclass
+class Counts:
+    read: int = 0
+    scored: int = 0
+    rejected: int = 0
+    skipped: int = 0  # already learned before a restart; delivered then
+    alarms: int = 0
+    windows: int = 0
+    rejected_by_code: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def pending(self) -> int:
+        return self.read - self.scored - self.rejected - self.skipped
+
+
+# -- per-lane model -----------------------------------------------------------------------------
+
+
+class LaneModel:
+    """Scaler, detector, threshold and window buffer of one lane, and how far it has learned."""
+
+    STATE_VERSION = 1
+
+    def __init__(self, lane: Lane, settings: Settings, feature_names: Sequence[str], clock: Callable[[], float]) -> None:
+        self.lane = lane
+        self.settings = settings
+        self.feature_names = tuple(feature_names)
+        self.detector: Detector = build_detector(settings)
+        self.scaler: Scaler = build_scaler(settings, self.detector)
+        # Independent of the detector's scaler: z-scores for attribution of alarms.
+        self.stats = StandardScaler(half_life=10_000)
+        self.threshold: Threshold = build_threshold(settings)
+        self.buffer = WindowBuffer(settings.window.size, settings.window.max_wait_seconds, clock=clock)
+        self.next_offset: int | None = None  # first offset not yet learned
+        self.read_offset: int | None = None  # one past the highest offset seen
+        self.learned = 0
+
+    @property
+    def commit_offset(self) -> int | None:
+        """Every record below this offset is delivered (scored or dead-lettered)."""
+        if len(self.buffer):
+            return int(self.buffer._parts[0].offsets[0])
+        return self.read_offset
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.STATE_VERSION,
+            "lane": {"stream": self.lane.stream, "partition": self.lane.partition},
+            "features": list(self.feature_names),
+            "detector_name": self.detector.name,
+            "detector": self.detector.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "stats": self.stats.state_dict(),
+            "threshold": self.threshold.state_dict(),
+            "next_offset": self.next_offset,
+            "learned": self.learned,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state.get("version") != self.STATE_VERSION:
+            raise ValueError(f"checkpoint version {state.get('version')!r} is not {self.STATE_VERSION}")
+        if tuple(state["features"]) != self.feature_names:
+            raise ValueError(f"checkpoint was made for features {state['features']}, not {list(self.feature_names)}")
+        if state["detector_name"] != self.detector.name:
+            raise ValueError(f"checkpoint holds detector {state['detector_name']!r}, configured is {self.detector.name!r}")
+        self.detector.load_state_dict(state["detector"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.stats.load_state_dict(state["stats"])
+        self.threshold.load_state_dict(state["threshold"])
+        self.next_offset = state["next_offset"]
+        self.read_offset = self.next_offset
+        self.learned = int(state["learned"])
+
+
+# -- the pipeline --------------------------------------------------------------------------------
+
+
+class Pipeline:
+    """Records in, detections out; see the module docstring for the order of things."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sink: Sink,
+        feature_names: Sequence[str] | None = None,
+        rejects: RejectSink | None = None,
+        observers: Iterable[Observer] = (),
+        store: StateStore | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.sink = sink
+        self.rejects = rejects
+        self.observers = list(observers)
+        self.store = store
+        self.clock = clock
+        self.feature_names: tuple[str, ...] | None = tuple(feature_names) if feature_names is not None else None
+        self.lanes: dict[Lane, LaneModel] = {}
+        self.counts = Counts()
+        self.model_name = detector_name(settings)
+        self._last_checkpoint = clock()
+
+    # -- lanes ---------------------------------------------------------------------------
+
+    def lane(self, lane: Lane, n_features: int | None = None) -> LaneModel:
+        """The model of a lane, restored from the state store when it has a checkpoint."""
+        lm = self.lanes.get(lane)
+        if lm is not None:
+            return lm
+        if self.feature_names is None:
+            if n_features is None:
+                raise ValueError("feature names are unknown")
+            self.feature_names = tuple(f"x{i}" for i in range(n_features))
+        lm = LaneModel(lane, self.settings, self.feature_names, self.clock)
+        if self.store is not None:
+            state = self.store.load(lane)
+            if state is not None:
+                lm.load_state_dict(state)
+                log.info("restored %s from checkpoint: learned %d records, next offset %s", lane, lm.learned, lm.next_offset)
+        self.lanes[lane] = lm
+        return lm
+
+    def resume_offset(self, lane: Lane) -> int | None:
+        """Where a lane should resume reading: the checkpoint's learned-through offset."""
+        return self.lane(lane).next_offset if self.store is not None else None
+
+    def release(self, lanes: Iterable[Lane]) -> None:
+        """Forget lanes after they were drained and checkpointed (a partition moved away)."""
+        for lane in lanes:
+            self.lanes.pop(lane, None)
+
+    # -- processing ------------------------------------------------------------------------
+
+    def process(self, batch: Batch) -> None:
+        """Take one batch of a lane: dead-letter its rejects, buffer its records, and
+        process every window that fills up."""
+        lm = self.lane(batch.lane, batch.n_features)
+        rejects = batch.rejects
+        n_in = len(batch) + len(rejects)
+        last = max(int(batch.offsets[-1]) if len(batch) else -1, max((r.offset for r in rejects), default=-1))
+        if lm.next_offset is not None:
+            # Already learned before a restart, and delivered before that checkpoint.
+            seen = batch.offsets < lm.next_offset
+            if seen.any():
+                self.counts.skipped += int(seen.sum())
+                batch = batch.select(~seen)
+            old = [r for r in rejects if r.offset < lm.next_offset]
+            if old:
+                self.counts.skipped += len(old)
+                rejects = [r for r in rejects if r.offset >= lm.next_offset]
+        self.counts.read += n_in
+        if last >= 0:
+            lm.read_offset = max(lm.read_offset or 0, last + 1)
+        if rejects:
+            self._reject(rejects)
+        if len(batch) == 0:
+            return
+        if batch.n_features != len(lm.feature_names):
+            raise ValueError(f"{batch.lane}: batch has {batch.n_features} features, expected {len(lm.feature_names)}")
+        for obs in self.observers:
+            obs.on_batch(batch)
+        for window in lm.buffer.add(batch):
+            self._process_window(lm, window)
+
+    def _reject(self, rejects: Sequence[Reject]) -> None:
+        self.counts.rejected += len(rejects)
+        by = self.counts.rejected_by_code
+        for r in rejects:
+            by[r.code] = by.get(r.code, 0) + 1
+        if self.rejects is not None:
+            self.rejects.write(rejects)
+        for obs in self.observers:
+            obs.on_rejects(rejects)
+
+    def _process_window(self, lm: LaneModel, window: Batch) -> None:
+        t0 = time.perf_counter()
+        Xs = lm.scaler.transform(window.X)
+        scores = np.asarray(lm.detector.score(Xs), dtype=np.float64)
+        thr = lm.threshold.value
+        alarms = scores > thr
+        emit = alarms if self.settings.output.emit == "alarms" else np.ones(len(scores), dtype=bool)
+        if emit.any():
+            self.sink.write(self._detections(lm, window, Xs, scores, thr, alarms, emit))
+        report = lm.detector.learn(Xs)
+        lm.threshold.update(scores)
+        lm.scaler.learn(window.X)
+        lm.stats.learn(window.X)
+        lm.next_offset = int(window.offsets[-1]) + 1
+        lm.learned += len(window)
+        n_alarms = int(alarms.sum())
+        self.counts.scored += len(window)
+        self.counts.alarms += n_alarms
+        self.counts.windows += 1
+        result = WindowResult(lm.lane, window, Xs, scores, thr, alarms, report, time.perf_counter() - t0)
+        for obs in self.observers:
+            obs.on_window(result)
+
+    def _detections(
+        self,
+        lm: LaneModel,
+        window: Batch,
+        Xs: np.ndarray,
+        scores: np.ndarray,
+        thr: float,
+        alarms: np.ndarray,
+        emit: np.ndarray,
+    ) -> DetectionBatch:
+        idx = np.flatnonzero(emit)
+        k = self.settings.output.top_features
+        names = lm.feature_names
+        top: list[list[tuple[str, float]]] = [[] for _ in idx]
+        alarm_pos = np.flatnonzero(alarms[idx])
+        if k and len(alarm_pos):
+            rows = idx[alarm_pos]
+            contrib = lm.detector.contributions(Xs[rows])
+            if contrib is None:
+                contrib = lm.stats.transform(window.X[rows]) ** 2
+            top_k = attribute(np.asarray(contrib, dtype=np.float64), k)
+            for j, p in enumerate(alarm_pos):
+                top[p] = [(names[f], s) for f, s in top_k[j]]
+        return DetectionBatch(
+            lane=lm.lane,
+            offsets=window.offsets[idx],
+            keys=None if window.keys is None else window.keys[idx],
+            timestamps=None if window.timestamps is None else window.timestamps[idx],
+            scores=scores[idx],
+            threshold=thr,
+            is_anomaly=alarms[idx],
+            tail_probability=lm.threshold.tail_probability(scores[idx]),
+            top_features=top,
+            model=self.model_name,
+            model_version=lm.detector.version,
+        )
+
+    def tick(self, now: float | None = None) -> None:
+        """Close windows that have waited their time limit."""
+        now = self.clock() if now is None else now
+        for lm in list(self.lanes.values()):
+            if lm.buffer.due(now):
+                self._process_window(lm, lm.buffer.flush())
+
+    def drain(self, lanes: Iterable[Lane] | None = None) -> None:
+        """Process every partial window (end of input, shutdown, partitions revoked)."""
+        for lane in list(self.lanes) if lanes is None else list(lanes):
+            lm = self.lanes.get(lane)
+            if lm is not None and len(lm.buffer):
+                self._process_window(lm, lm.buffer.flush())
+
+    def checkpoint(self, lanes: Iterable[Lane] | None = None) -> dict[Lane, int]:
+        """Flush sinks, save lane states; return the offsets that are now safe to commit."""
+        self.sink.flush()
+        if self.rejects is not None:
+            self.rejects.flush()
+        chosen = [self.lanes[l] for l in (self.lanes if lanes is None else lanes) if l in self.lanes]
+        offsets: dict[Lane, int] = {}
+        for lm in chosen:
+            if self.store is not None and lm.next_offset is not None:
+                self.store.save(lm.lane, lm.state_dict())
+            off = lm.commit_offset
+            if off is not None:
+                offsets[lm.lane] = off
+        self._last_checkpoint = self.clock()
+        for obs in self.observers:
+            obs.on_checkpoint([lm.lane for lm in chosen])
+        return offsets
+
+    def checkpoint_due(self) -> bool:
+        return self.clock() - self._last_checkpoint >= self.settings.state.checkpoint_interval_seconds
+
+    def run(self, source: Source, should_stop: Callable[[], bool] | None = None) -> Counts:
+        """Drive the pipeline from a source until it ends or ``should_stop()``; the last
+        windows are processed and checkpointed before returning."""
+        for item in source:
+            if item is not None:
+                self.process(item)
+            self.tick()
+            if self.checkpoint_due():
+                source.commit(self.checkpoint())
+            if should_stop is not None and should_stop():
+                break
+        self.drain()
+        source.commit(self.checkpoint())
+        return self.counts
+
+
+def attribute(contrib: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
+    """Top ``k`` features of each row by share of its total contribution.
+
+    >>> attribute(np.array([[1.0, 3.0, 0.0]]), 2)
+    [[(1, 0.75), (0, 0.25)]]
+    """
+    contrib = np.nan_to_num(np.maximum(contrib, 0.0), nan=0.0, posinf=1e300)
+    total = contrib.sum(axis=1, keepdims=True)
+    share = np.divide(contrib, total, out=np.zeros_like(contrib), where=total > 0)
+    k = min(k, contrib.shape[1])
+    order = np.argsort(-share, axis=1, kind="stable")[:, :k]
+    out = []
+    for row, cols in zip(share, order):
+        out.append([(int(c), float(row[c])) for c in cols if row[c] > 0])
+    return out

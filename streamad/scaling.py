@@ -1,0 +1,157 @@
+"""Online feature scalers that learn from whole windows.
+
+A scaler transforms a window with the statistics it had *before* the window, then
+learns from it, like the detector: no record is scaled with information from itself
+or from the future.
+
+>>> import numpy as np
+>>> sc = StandardScaler()
+>>> sc.learn(np.array([[1.0, 10.0], [3.0, 30.0]]))
+>>> sc.transform(np.array([[2.0, 20.0], [4.0, 40.0]])).round(3).tolist()
+[[0.0, 0.0], [2.0, 2.0]]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+class Scaler:
+    """Base class: ``transform`` leaves state unchanged; ``learn`` updates it."""
+
+    name = "none"
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(X, dtype=np.float64)
+
+    def learn(self, X: np.ndarray) -> None:
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None
+
+    @property
+    def center(self) -> np.ndarray | None:
+        """Where an unremarkable record sits, in raw units (for attribution)."""
+        return None
+
+
+class StandardScaler(Scaler):
+    """Running mean and variance (Chan et al.'s parallel update), optionally forgetting.
+
+    ``half_life`` (in records) makes old records count half as much after that many new
+    ones, so the scale follows slow drift. Scaled values are clipped to ``±clip`` so a
+    wild record cannot blow up training. Constant features scale to 0.
+    """
+
+    name = "standard"
+
+    def __init__(self, half_life: float | None = None, clip: float = 10.0) -> None:
+        self.half_life = half_life
+        self.clip = clip
+        self.n = 0.0
+        self.mean: np.ndarray | None = None
+        self.m2: np.ndarray | None = None
+
+    def learn(self, X: np.ndarray) -> None:
+        X = np.asarray(X, dtype=np.float64)
+        if len(X) == 0:
+            return
+        if self.mean is None:
+            self.mean = np.zeros(X.shape[1])
+            self.m2 = np.zeros(X.shape[1])
+        assert self.m2 is not None
+        if self.half_life:
+            keep = 0.5 ** (len(X) / self.half_life)
+            self.n *= keep
+            self.m2 *= keep
+        nb = float(len(X))
+        mb = X.mean(axis=0)
+        m2b = ((X - mb) ** 2).sum(axis=0)
+        delta = mb - self.mean
+        tot = self.n + nb
+        self.mean = self.mean + delta * (nb / tot)
+        self.m2 = self.m2 + m2b + delta**2 * (self.n * nb / tot)
+        self.n = tot
+
+    @property
+    def std(self) -> np.ndarray | None:
+        if self.mean is None or self.n < 2:
+            return None
+        assert self.m2 is not None
+        return np.sqrt(self.m2 / self.n)
+
+    @property
+    def center(self) -> np.ndarray | None:
+        return self.mean
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        std = self.std
+        if std is None:
+            return np.zeros_like(X)
+        assert self.mean is not None
+        safe = np.where(std > 1e-12 * (1.0 + np.abs(self.mean)), std, np.inf)
+        return np.clip((X - self.mean) / safe, -self.clip, self.clip)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "n": self.n, "mean": self.mean, "m2": self.m2}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.n = float(state["n"])
+        self.mean = None if state["mean"] is None else np.asarray(state["mean"], dtype=np.float64)
+        self.m2 = None if state["m2"] is None else np.asarray(state["m2"], dtype=np.float64)
+
+
+class MinMaxScaler(Scaler):
+    """Running minimum and maximum; values outside the seen range clip to [-clip, 1+clip]."""
+
+    name = "minmax"
+
+    def __init__(self, clip: float = 1.0) -> None:
+        self.clip = clip
+        self.lo: np.ndarray | None = None
+        self.hi: np.ndarray | None = None
+
+    def learn(self, X: np.ndarray) -> None:
+        X = np.asarray(X, dtype=np.float64)
+        if len(X) == 0:
+            return
+        lo, hi = X.min(axis=0), X.max(axis=0)
+        self.lo = lo if self.lo is None else np.minimum(self.lo, lo)
+        self.hi = hi if self.hi is None else np.maximum(self.hi, hi)
+
+    @property
+    def center(self) -> np.ndarray | None:
+        return None if self.lo is None or self.hi is None else (self.lo + self.hi) / 2
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        if self.lo is None or self.hi is None:
+            return np.zeros_like(X)
+        span = self.hi - self.lo
+        safe = np.where(span > 0, span, np.inf)
+        return np.clip((X - self.lo) / safe, -self.clip, 1.0 + self.clip)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "lo": self.lo, "hi": self.hi}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.lo = None if state["lo"] is None else np.asarray(state["lo"], dtype=np.float64)
+        self.hi = None if state["hi"] is None else np.asarray(state["hi"], dtype=np.float64)
+
+
+SCALERS: dict[str, type[Scaler]] = {"none": Scaler, "standard": StandardScaler, "minmax": MinMaxScaler}
+
+
+def make_scaler(name: str, **params: Any) -> Scaler:
+    try:
+        cls = SCALERS[name]
+    except KeyError:
+        raise ValueError(f"unknown scaler {name!r}; choose one of {', '.join(SCALERS)}") from None
+    return cls(**params)

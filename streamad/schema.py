@@ -1,0 +1,313 @@
+"""Which fields of a record are features, key, event time and label, and how to parse them.
+
+Parsing is where bad input is caught: every record either becomes a row of a `Batch`
+or a `Reject` with a reason naming the field. Labels are parsed for evaluation only.
+
+>>> schema = Schema(features=["a", "b"], label="y")
+>>> batch = schema.parse_mappings(
+...     [{"a": 1, "b": 2.5, "y": 0}, {"a": "x", "b": 1}, {"a": 3}],
+...     offsets=[0, 1, 2], lane=Lane("demo"))
+>>> batch.X.tolist(), batch.labels.tolist()
+([[1.0, 2.5]], [0])
+>>> [r.reason for r in batch.rejects]
+["non-numeric value 'x' in field 'a'", "missing field 'b'"]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from streamad.errors import InputError
+from streamad.records import NO_LABEL, Batch, Lane, Reject
+
+# Column names recognised without being told, in order of preference.
+TIMESTAMP_NAMES = ("timestamp", "datetime", "time", "ts", "event_time", "date")
+LABEL_NAMES = ("anomaly", "label", "is_anomaly", "outlier", "y", "target")
+# Columns that carry ground truth of some kind and must never become features.
+GROUND_TRUTH_NAMES = LABEL_NAMES + ("changepoint", "change_point", "anomaly_type")
+
+_TRUE = {"1", "1.0", "true", "yes", "anomaly", "outlier"}
+_FALSE = {"0", "0.0", "false", "no", "normal", "inlier", ""}
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Field roles. ``features=None`` means every column not given another role."""
+
+    features: tuple[str, ...] | None = None
+    key: str | None = None
+    timestamp: str | None = None
+    label: str | None = None
+    exclude: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if self.features is not None:
+            object.__setattr__(self, "features", tuple(self.features))
+        object.__setattr__(self, "exclude", tuple(self.exclude))
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return tuple(c for c in (self.key, self.timestamp, self.label) if c)
+
+    def resolve(self, columns: Sequence[str], guess: bool = True) -> "Schema":
+        """Fix the feature list against the columns of a file or first message.
+
+        With ``guess``, a timestamp or label column with a well-known name is picked
+        up, and other ground-truth columns (``changepoint``...) are excluded, so that
+        ``streamad replay file.csv`` never feeds a label to the model.
+        """
+        cols = list(columns)
+        dupes = sorted({c for c in cols if cols.count(c) > 1})
+        if dupes:
+            raise InputError(f"duplicate column names: {', '.join(dupes)}")
+        lower = {c.lower(): c for c in cols}
+        s = self
+        if guess and s.timestamp is None:
+            hit = next((lower[n] for n in TIMESTAMP_NAMES if n in lower), None)
+            s = replace(s, timestamp=hit)
+        if guess and s.label is None:
+            hit = next((lower[n] for n in LABEL_NAMES if n in lower), None)
+            s = replace(s, label=hit)
+        for role, name in (("key", s.key), ("timestamp", s.timestamp), ("label", s.label)):
+            if name is not None and name not in cols:
+                raise InputError(f"{role} column '{name}' not found; columns are: {', '.join(cols)}")
+        missing = [c for c in s.exclude if c not in cols]
+        if missing:
+            raise InputError(f"excluded column(s) not found: {', '.join(missing)}")
+        if s.features is None:
+            skip = set(s.roles) | set(s.exclude)
+            if guess:
+                skip |= {c for c in cols if c.lower() in GROUND_TRUTH_NAMES}
+            feats = tuple(c for c in cols if c not in skip)
+        else:
+            absent = [f for f in s.features if f not in cols]
+            if absent:
+                raise InputError(f"feature column(s) not found: {', '.join(absent)}; columns are: {', '.join(cols)}")
+            clash = [f for f in s.features if f in s.roles]
+            if clash:
+                raise InputError(f"column(s) used both as feature and as key/timestamp/label: {', '.join(clash)}")
+            feats = s.features
+        if not feats:
+            raise InputError("no feature columns left after removing key, timestamp, label and excluded columns")
+        return replace(s, features=feats)
+
+    # -- parsing -------------------------------------------------------------------------
+
+    def parse_columns(
+        self,
+        columns: Mapping[str, Sequence[str]],
+        offsets: Sequence[int] | np.ndarray,
+        lane: Lane,
+        raws: Sequence[Any] | None = None,
+        rejects: list[Reject] | None = None,
+        arrival: float = 0.0,
+    ) -> Batch:
+        """Parse text columns (CSV) into a batch; bad rows become rejects."""
+        assert self.features is not None, "resolve() the schema first"
+        offsets = np.asarray(offsets, dtype=np.int64)
+        n = len(offsets)
+        rejects = list(rejects or [])
+        bad = np.zeros(n, dtype=bool)
+        reasons: dict[int, tuple[str, str, str]] = {}
+        X = np.empty((n, len(self.features)), dtype=np.float64)
+        for j, name in enumerate(self.features):
+            col = columns[name]
+            try:
+                X[:, j] = np.asarray(col, dtype=np.float64)
+            except ValueError:
+                for i, v in enumerate(col):
+                    try:
+                        X[i, j] = float(v)
+                    except ValueError:
+                        X[i, j] = np.nan
+                        if not bad[i]:
+                            bad[i] = True
+                            text = str(v).strip()
+                            reasons[i] = (
+                                ("missing_field", f"missing value in field '{name}'", name)
+                                if text == ""
+                                else ("non_numeric", f"non-numeric value {text[:40]!r} in field '{name}'", name)
+                            )
+            nonfinite = ~np.isfinite(X[:, j]) & ~bad
+            for i in np.flatnonzero(nonfinite):
+                bad[i] = True
+                reasons[i] = ("non_finite", f"non-finite value {str(col[i]).strip()!r} in field '{name}'", name)
+        timestamps = None
+        if self.timestamp is not None:
+            timestamps, tbad = parse_timestamps(columns[self.timestamp])
+            for i in np.flatnonzero(tbad & ~bad):
+                bad[i] = True
+                value = str(columns[self.timestamp][i])[:40]
+                reasons[i] = ("bad_timestamp", f"unparseable timestamp {value!r} in field '{self.timestamp}'", self.timestamp)
+        labels = None if self.label is None else parse_labels(columns[self.label])
+        keys = None if self.key is None else np.asarray(columns[self.key], dtype=object)
+        for i in sorted(reasons):
+            code, reason, fld = reasons[i]
+            rejects.append(Reject(lane, int(offsets[i]), code, reason, None if raws is None else raws[i], fld))
+        rejects.sort(key=lambda r: r.offset)
+        good = ~bad
+        return Batch(
+            lane=lane,
+            X=X[good],
+            offsets=offsets[good],
+            keys=None if keys is None else keys[good],
+            timestamps=None if timestamps is None else timestamps[good],
+            labels=None if labels is None else labels[good],
+            arrival=arrival,
+            rejects=rejects,
+        )
+
+    def parse_mappings(
+        self,
+        records: Iterable[Mapping[str, Any]],
+        offsets: Sequence[int] | np.ndarray,
+        lane: Lane,
+        raws: Sequence[Any] | None = None,
+        rejects: list[Reject] | None = None,
+        arrival: float = 0.0,
+    ) -> Batch:
+        """Parse decoded JSON objects into a batch; bad records become rejects."""
+        assert self.features is not None, "resolve() the schema first"
+        feats = self.features
+        rows: list[list[float]] = []
+        kept: list[int] = []
+        keys: list[Any] = []
+        stamps: list[float] = []
+        labels: list[int] = []
+        rejects = list(rejects or [])
+        offsets = np.asarray(offsets, dtype=np.int64)
+        for i, rec in enumerate(records):
+            code, reason, fld, row = _parse_mapping(rec, feats)
+            ts = math.nan
+            if code is None and self.timestamp is not None:
+                ts = _timestamp_scalar(rec.get(self.timestamp))
+                if math.isnan(ts):
+                    code, fld = "bad_timestamp", self.timestamp
+                    reason = f"missing or unparseable timestamp in field '{self.timestamp}'"
+            if code is not None:
+                rejects.append(Reject(lane, int(offsets[i]), code, str(reason), None if raws is None else raws[i], fld))
+                continue
+            rows.append(row)
+            kept.append(i)
+            if self.key is not None:
+                k = rec.get(self.key)
+                keys.append(None if k is None else str(k))
+            stamps.append(ts)
+            if self.label is not None:
+                labels.append(_label_scalar(rec.get(self.label)))
+        idx = np.asarray(kept, dtype=np.int64)
+        return Batch(
+            lane=lane,
+            X=np.asarray(rows, dtype=np.float64).reshape(len(rows), len(feats)),
+            offsets=offsets[idx] if len(idx) else np.empty(0, dtype=np.int64),
+            keys=np.asarray(keys, dtype=object) if self.key is not None else None,
+            timestamps=np.asarray(stamps, dtype=np.float64) if self.timestamp is not None else None,
+            labels=np.asarray(labels, dtype=np.int8) if self.label is not None else None,
+            arrival=arrival,
+            rejects=rejects,
+        )
+
+
+def _parse_mapping(rec: Any, feats: Sequence[str]) -> tuple[str | None, str | None, str | None, list[float]]:
+    """(code, reason, field, row); code is None when the record is good."""
+    if not isinstance(rec, Mapping):
+        return "not_object", f"expected a JSON object, got {type(rec).__name__}", None, []
+    row: list[float] = []
+    for f in feats:
+        try:
+            v = rec[f]
+        except KeyError:
+            return "missing_field", f"missing field '{f}'", f, row
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            if v is None:
+                return "missing_field", f"missing value (null) in field '{f}'", f, row
+            return "non_numeric", f"non-numeric value {str(v)[:40]!r} in field '{f}'", f, row
+        v = float(v)
+        if not math.isfinite(v):
+            return "non_finite", f"non-finite value {v!r} in field '{f}'", f, row
+        row.append(v)
+    return None, None, None, row
+
+
+def parse_labels(values: Sequence[Any]) -> np.ndarray:
+    """0/1-like values to int8; anything else is -1 (unknown)."""
+    out = np.full(len(values), NO_LABEL, dtype=np.int8)
+    for i, v in enumerate(values):
+        out[i] = _label_scalar(v)
+    return out
+
+
+def _label_scalar(v: Any) -> int:
+    if v is None:
+        return NO_LABEL
+    if isinstance(v, (bool, int, float, np.integer, np.floating)):
+        if isinstance(v, float) and math.isnan(v):
+            return NO_LABEL
+        return 1 if float(v) > 0 else 0
+    s = str(v).strip().lower()
+    if s in _TRUE:
+        return 1
+    if s in _FALSE and s != "":
+        return 0
+    try:
+        f = float(s)
+    except ValueError:
+        return NO_LABEL
+    return NO_LABEL if math.isnan(f) else int(f > 0)
+
+
+def parse_timestamps(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Seconds since the epoch, and a mask of values that could not be parsed.
+
+    Numbers are read as epoch seconds, or milliseconds when larger than 1e11;
+    text goes through pandas' ISO-8601 parser (naive times are taken as UTC).
+    """
+    import pandas as pd
+
+    n = len(values)
+    try:
+        num = np.asarray(values, dtype=np.float64)
+    except (ValueError, TypeError):
+        num = None
+    if num is not None:
+        out = np.where(np.abs(num) > 1e11, num / 1000.0, num)
+        return out, ~np.isfinite(out)
+    parsed = pd.to_datetime(pd.Series(list(values), dtype=object), errors="coerce", utc=True, format="mixed")
+    bad = parsed.isna().to_numpy()
+    out = np.full(n, np.nan)
+    ok = ~bad
+    epoch = pd.Timestamp(0, tz="UTC")
+    out[ok] = (parsed[ok] - epoch).dt.total_seconds().to_numpy()
+    return out, bad
+
+
+def _timestamp_scalar(v: Any) -> float:
+    if v is None or isinstance(v, bool):
+        return math.nan
+    if isinstance(v, (int, float)):
+        f = float(v)
+        return f / 1000.0 if abs(f) > 1e11 else f
+    arr, bad = parse_timestamps([v])
+    return math.nan if bad[0] else float(arr[0])
+
+
+def split_nonfinite(batch: Batch, names: Sequence[str]) -> Batch:
+    """Move rows of an array batch holding NaN or inf into its rejects."""
+    finite = np.isfinite(batch.X)
+    bad_rows = np.flatnonzero(~finite.all(axis=1))
+    if len(bad_rows) == 0:
+        return batch
+    rejects = list(batch.rejects)
+    for i in bad_rows:
+        j = int(np.flatnonzero(~finite[i])[0])
+        rejects.append(
+            Reject(batch.lane, int(batch.offsets[i]), "non_finite", f"non-finite value {batch.X[i, j]!r} in field '{names[j]}'", None, names[j])
+        )
+    good = finite.all(axis=1)
+    out = batch.select(good)
+    out.rejects = sorted(rejects, key=lambda r: r.offset)
+    return out

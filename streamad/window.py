@@ -1,0 +1,76 @@
+"""Cut a lane's record stream into windows, by count and by a maximum wait.
+
+>>> import numpy as np
+>>> from streamad.records import Batch, Lane
+>>> buf = WindowBuffer(size=4, max_wait_seconds=1.0, clock=lambda: 0.0)
+>>> b = Batch(Lane("s"), np.zeros((10, 2)), np.arange(10))
+>>> [len(w) for w in buf.add(b)], len(buf)
+([4, 4], 2)
+>>> buf.due(now=0.5), buf.due(now=1.0)
+(False, True)
+>>> [w.offsets.tolist() for w in [buf.flush()]]
+[[8, 9]]
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from streamad.records import Batch
+
+
+class WindowBuffer:
+    """Holds records until ``size`` have arrived or the oldest has waited ``max_wait_seconds``.
+
+    The wait is measured on the processing clock from when the window's first record
+    was read, so a quiet topic still gets its detections out within the time limit.
+    """
+
+    def __init__(self, size: int, max_wait_seconds: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        if size < 1:
+            raise ValueError("window size must be at least 1")
+        if max_wait_seconds is not None and max_wait_seconds <= 0:
+            raise ValueError("max_wait_seconds must be positive")
+        self.size = size
+        self.max_wait_seconds = max_wait_seconds
+        self.clock = clock
+        self._parts: list[Batch] = []
+        self._count = 0
+        self._opened: float | None = None
+
+    def __len__(self) -> int:
+        return self._count
+
+    def add(self, batch: Batch) -> list[Batch]:
+        """Buffer a batch; return the windows it completes (each exactly ``size`` long)."""
+        out: list[Batch] = []
+        start = 0
+        n = len(batch)
+        while start < n:
+            if self._count == 0:
+                self._opened = batch.arrival or self.clock()
+            take = min(self.size - self._count, n - start)
+            self._parts.append(batch.slice(start, start + take) if (start, take) != (0, n) else batch)
+            self._count += take
+            start += take
+            if self._count == self.size:
+                out.append(self.flush())
+        return out
+
+    def due(self, now: float | None = None) -> bool:
+        """True when a partial window has waited its limit."""
+        if self._count == 0 or self.max_wait_seconds is None or self._opened is None:
+            return False
+        now = self.clock() if now is None else now
+        return now - self._opened >= self.max_wait_seconds
+
+    def flush(self) -> Batch:
+        """Close the current (possibly partial) window and return it."""
+        if not self._parts:
+            raise ValueError("flush() of an empty window buffer")
+        window = Batch.concat(self._parts)
+        self._parts = []
+        self._count = 0
+        self._opened = None
+        return window
