@@ -92,12 +92,14 @@ class DecayedHistogram:
             self.counts *= self.decay
         if len(v) == 0:
             return
+        w_new = float(len(v)) if w is None else float(w.sum())
+        out = (v < self.lo) | (v >= self.hi)
+        w_out = float(out.sum()) if w is None else float(w[out].sum())
+        if self.counts[0] + self.counts[-1] + w_out > self.refit_share * (self.counts.sum() + w_new):
+            self._refit(v)
         self.vmin = min(self.vmin, float(v.min()))
         self.vmax = max(self.vmax, float(v.max()))
         self.counts += np.bincount(self._index(v), weights=w, minlength=self.bins + 2)
-        outside = self.counts[0] + self.counts[-1]
-        if outside > self.refit_share * self.counts.sum():
-            self._refit()
 
     def _set_range(self, lo: float, hi: float) -> None:
         span = hi - lo
@@ -117,10 +119,14 @@ class DecayedHistogram:
         right = max(self.vmax, self.hi)
         return np.concatenate([[left], inner, [right]])
 
-    def _refit(self) -> None:
-        lo, hi = self.quantile(0.005), self.quantile(0.995)
+    def _refit(self, new: np.ndarray) -> None:
+        """Fit the range to the central 99% of the old mass and of the incoming values,
+        and move the old counts onto the new bins."""
+        cand = list(np.quantile(new, [0.005, 0.995]))
+        if self.counts.sum() > 0:
+            cand += [self.quantile(0.005), self.quantile(0.995)]
         old_edges, old_cdf = self._edges(), self._cum()
-        self._set_range(lo, hi)
+        self._set_range(min(cand), max(cand))
         new_edges = self._edges()
         cdf_at = np.interp(new_edges, old_edges, old_cdf)
         self.counts = np.maximum(np.diff(cdf_at), 0.0)
@@ -143,8 +149,9 @@ class DecayedHistogram:
         cum = self._cum()
         edges = self._edges()
         target = np.asarray(q, dtype=np.float64) * cum[-1]
-        # Drop empty bins so interpolation is strictly increasing in the cumulative mass.
-        keep = np.concatenate([[True], np.diff(cum) > 0])
+        # Keep only the edges of non-empty bins, so runs of empty bins hold no mass.
+        full = np.diff(cum) > 0
+        keep = np.concatenate([[False], full]) | np.concatenate([full, [False]])
         out = np.interp(target, cum[keep], edges[keep])
         return float(out) if np.ndim(q) == 0 else out
 

@@ -272,7 +272,9 @@ class Pipeline:
         if emit.any():
             self.sink.write(self._detections(lm, window, Xs, scores, thr, alarms, emit))
         report = lm.detector.learn(Xs)
-        lm.threshold.update(scores)
+        if not report.warmup:
+            # Scores of a model still warming up say nothing about the normal tail.
+            lm.threshold.update(scores)
         lm.scaler.learn(window.X)
         lm.stats.learn(window.X)
         lm.next_offset = int(window.offsets[-1]) + 1

@@ -268,21 +268,18 @@ def parse_timestamps(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     """
     import pandas as pd
 
-    n = len(values)
     try:
         num = np.asarray(values, dtype=np.float64)
     except (ValueError, TypeError):
-        num = None
-    if num is not None:
-        out = np.where(np.abs(num) > 1e11, num / 1000.0, num)
-        return out, ~np.isfinite(out)
-    parsed = pd.to_datetime(pd.Series(list(values), dtype=object), errors="coerce", utc=True, format="mixed")
-    bad = parsed.isna().to_numpy()
-    out = np.full(n, np.nan)
-    ok = ~bad
-    epoch = pd.Timestamp(0, tz="UTC")
-    out[ok] = (parsed[ok] - epoch).dt.total_seconds().to_numpy()
-    return out, bad
+        num = pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce").to_numpy(dtype=np.float64)
+    out = np.where(np.abs(num) > 1e11, num / 1000.0, num)
+    text = np.flatnonzero(~np.isfinite(out))
+    if len(text):
+        parsed = pd.to_datetime(pd.Series([values[i] for i in text], dtype=object), errors="coerce", utc=True, format="mixed")
+        ok = ~parsed.isna().to_numpy()
+        epoch = pd.Timestamp(0, tz="UTC")
+        out[text[ok]] = (parsed[ok] - epoch).dt.total_seconds().to_numpy()
+    return out, ~np.isfinite(out)
 
 
 def _timestamp_scalar(v: Any) -> float:

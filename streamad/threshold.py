@@ -62,7 +62,8 @@ class Threshold(abc.ABC):
         """Estimated share of normal records that score at least this high."""
         if not self.hist.ready:
             return np.ones(len(scores))
-        return np.clip(1.0 - np.asarray(self.hist.cdf(scores), dtype=np.float64), 0.0, 1.0)
+        floor = 1.0 / (self.hist.total + 1.0)
+        return np.clip(1.0 - np.asarray(self.hist.cdf(scores), dtype=np.float64), floor, 1.0)
 
     def reset(self) -> None:
         """Forget the score distribution (for example after drift) and warm up again."""
@@ -98,6 +99,8 @@ class SpotThreshold(Threshold):
     The initial threshold ``t`` is the running ``level`` quantile; the excesses of
     recent scores over ``t`` (at most ``max_peaks`` of them) are fitted by
     probability-weighted moments, which is closed-form and stable for shape < 0.5.
+    Excesses are weighted by age with the histogram's half-life, so the tail and the
+    bulk of the distribution forget at the same pace.
 
     SPOT keeps anomalies out of the tail fit. Doing that from the first, noisy fit
     truncates the tail and locks in a threshold that is too low, so here a score is
@@ -126,6 +129,7 @@ class SpotThreshold(Threshold):
         self.exclude_factor = exclude_factor
         self.exclude_above = math.inf
         self.peaks = np.empty(0)
+        self.born = np.empty(0)  # hist.n_seen when each peak arrived
         self.t = math.nan
         self.shape = 0.0
         self.scale = math.nan
@@ -133,16 +137,23 @@ class SpotThreshold(Threshold):
     def _after_update(self, scores: np.ndarray) -> None:
         t = float(self.hist.quantile(self.level))
         keep = scores[(scores > t) & (scores <= self.exclude_above)]
-        peaks = np.concatenate([self.peaks, keep]) if len(keep) else self.peaks
-        self.peaks = peaks[-self.max_peaks :]
+        if len(keep):
+            self.peaks = np.concatenate([self.peaks, keep])[-self.max_peaks :]
+            self.born = np.concatenate([self.born, np.full(len(keep), float(self.hist.n_seen))])[-self.max_peaks :]
+        # Peaks whose weight has decayed to nothing only cost time.
+        fresh = self.hist.n_seen - self.born < 10 * self.half_life
+        if not fresh.all():
+            self.peaks, self.born = self.peaks[fresh], self.born[fresh]
         self.t = t
 
     def _refresh(self) -> None:
-        y = self.peaks[self.peaks > self.t] - self.t
+        above = self.peaks > self.t
+        y = self.peaks[above] - self.t
         if len(y) < 10:
             self.value = float(self.hist.quantile(1.0 - self.risk))
             return
-        self.shape, self.scale = fit_gpd_pwm(y)
+        w = 0.5 ** ((self.hist.n_seen - self.born[above]) / self.half_life)
+        self.shape, self.scale = fit_gpd_pwm(y, w)
         self.value = self.t + gpd_isf(self.risk / (1.0 - self.level), self.shape, self.scale)
         if len(y) >= self.min_peaks:
             p = self.risk * self.exclude_factor / (1.0 - self.level)
@@ -161,35 +172,54 @@ class SpotThreshold(Threshold):
 
     def reset(self) -> None:
         super().reset()
-        self.peaks = np.empty(0)
+        self.peaks, self.born = np.empty(0), np.empty(0)
         self.t, self.shape, self.scale = math.nan, 0.0, math.nan
         self.exclude_above = math.inf
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "peaks": self.peaks, "t": self.t, "shape": self.shape, "scale": self.scale, "exclude_above": self.exclude_above}
+        return {
+            **super().state_dict(),
+            "peaks": self.peaks,
+            "born": self.born,
+            "t": self.t,
+            "shape": self.shape,
+            "scale": self.scale,
+            "exclude_above": self.exclude_above,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
         self.peaks = np.asarray(state["peaks"], dtype=np.float64)
+        self.born = np.asarray(state["born"], dtype=np.float64)
         self.t, self.shape, self.scale = float(state["t"]), float(state["shape"]), float(state["scale"])
         self.exclude_above = float(state["exclude_above"])
 
 
-def fit_gpd_pwm(y: np.ndarray) -> tuple[float, float]:
-    """Shape and scale of a generalised Pareto fitted to excesses ``y`` by
-    probability-weighted moments (Hosking & Wallis, Technometrics 1987)."""
-    y = np.sort(np.asarray(y, dtype=np.float64))
-    n = len(y)
-    a0 = y.mean()
-    p = (np.arange(1, n + 1) - 0.35) / n
-    a1 = np.mean((1.0 - p) * y)
+def fit_gpd_pwm(y: np.ndarray, w: np.ndarray | None = None) -> tuple[float, float]:
+    """Shape and scale of a generalised Pareto fitted to excesses ``y`` (optionally
+    weighted) by probability-weighted moments (Hosking & Wallis, Technometrics 1987).
+
+    The shape is kept in [-0.5, 0.49], where the estimator is valid; when it has to be
+    clipped, the scale is set from the mean excess so the fitted mean stays right.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    w = np.ones(len(y)) if w is None else np.asarray(w, dtype=np.float64)
+    order = np.argsort(y)
+    y, w = y[order], w[order]
+    W = w.sum()
+    a0 = float(np.dot(w, y) / W)
+    F = (np.cumsum(w) - 0.5 * w) / W  # weighted plotting positions
+    a1 = float(np.dot(w, (1.0 - F) * y) / W)
     denom = a0 - 2.0 * a1
     if denom <= 0 or a0 <= 0:
         return 0.0, max(a0, 1e-12)
     k = a0 / denom - 2.0  # Hosking's shape; the usual xi is -k
+    shape = -k
     scale = 2.0 * a0 * a1 / denom
-    shape = float(np.clip(-k, -0.5, 0.49))
-    return shape, max(float(scale), 1e-12)
+    if not -0.5 <= shape <= 0.49:
+        shape = float(np.clip(shape, -0.5, 0.49))
+        scale = a0 * (1.0 - shape)  # mean of a GPD excess is scale / (1 - shape)
+    return float(shape), max(float(scale), 1e-12)
 
 
 def gpd_sf(y: np.ndarray, shape: float, scale: float) -> np.ndarray:

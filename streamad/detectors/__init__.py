@@ -34,11 +34,13 @@ def make_detector(name: str, **params: Any) -> Detector:
 def _load_builtin() -> None:
     if _REGISTRY:
         return
+    from streamad.detectors.gaussian import Gaussian
     from streamad.detectors.river_hst import RiverHST
 
+    register(Gaussian.name, Gaussian)
     register(RiverHST.name, RiverHST)
 
 
-DEFAULT_DETECTOR = "river-hst"
+DEFAULT_DETECTOR = "gaussian"
 
 __all__ = ["Detector", "LearnReport", "available", "make_detector", "register", "DEFAULT_DETECTOR"]

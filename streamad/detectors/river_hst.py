@@ -41,10 +41,11 @@ class RiverHST(Detector):
         return np.fromiter((score_one(dict(enumerate(row))) for row in X.tolist()), dtype=np.float64, count=len(X))
 
     def learn(self, X: np.ndarray) -> LearnReport:
+        warmup = self.model._first_window  # its scores were all 0: HST had no reference mass yet
         learn_one = self.model.learn_one
         for row in X.tolist():
             learn_one(dict(enumerate(row)))
-        return LearnReport(n_learned=len(X), warmup=self.model._first_window)
+        return LearnReport(n_learned=len(X), warmup=warmup)
 
     def state_dict(self) -> dict[str, Any]:
         m = self.model

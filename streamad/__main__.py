@@ -1,0 +1,3 @@
+from streamad.cli import main
+
+main()

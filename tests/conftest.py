@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("STREAMAD_SHARED", ROOT.parent / "shared"))
+ODDS = SHARED / "datasets" / "odds"
+SKAB = SHARED / "datasets" / "skab"
+
+
+@pytest.fixture(scope="session")
+def odds_dir() -> Path:
+    if not ODDS.is_dir():
+        pytest.skip(f"ODDS data not found at {ODDS}")
+    return ODDS
+
+
+@pytest.fixture(scope="session")
+def skab_dir() -> Path:
+    if not SKAB.is_dir():
+        pytest.skip(f"SKAB data not found at {SKAB}")
+    return SKAB
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real command line in a fresh interpreter."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "streamad", *args],
+        cwd=cwd or ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )

@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+
+from streamad.errors import InputError
+from streamad.records import Lane
+from streamad.schema import Schema, parse_timestamps
+
+LANE = Lane("t")
+
+
+def test_resolve_guesses_roles_and_excludes_ground_truth():
+    s = Schema().resolve(["datetime", "a", "b", "anomaly", "changepoint"])
+    assert s.timestamp == "datetime" and s.label == "anomaly"
+    assert s.features == ("a", "b")
+
+
+def test_resolve_without_guessing_keeps_every_column():
+    s = Schema().resolve(["a", "anomaly"], guess=False)
+    assert s.features == ("a", "anomaly") and s.label is None
+
+
+@pytest.mark.parametrize(
+    "schema, cols, msg",
+    [
+        (Schema(features=("a", "zz")), ["a", "b"], "feature column(s) not found: zz"),
+        (Schema(label="nope"), ["a"], "label column 'nope' not found"),
+        (Schema(exclude=("q",)), ["a"], "excluded column(s) not found: q"),
+        (Schema(features=("a",), label="a"), ["a"], "both as feature and as key/timestamp/label"),
+        (Schema(), ["a", "a"], "duplicate column names: a"),
+        (Schema(exclude=("a",)), ["a"], "no feature columns left"),
+    ],
+)
+def test_resolve_errors_are_clear(schema, cols, msg):
+    with pytest.raises(InputError, match=msg.replace("(", r"\(").replace(")", r"\)")):
+        schema.resolve(cols)
+
+
+def test_parse_columns_rejects_each_kind_of_bad_value_with_its_row():
+    s = Schema(features=("a", "b")).resolve(["a", "b"])
+    cols = {"a": ["1", "", "x", "nan", "2", "inf"], "b": ["1", "1", "1", "1", "-3e2", "1"]}
+    b = s.parse_columns(cols, offsets=[2, 3, 4, 5, 6, 7], lane=LANE)
+    assert b.X.tolist() == [[1.0, 1.0], [2.0, -300.0]]
+    assert b.offsets.tolist() == [2, 6]
+    got = [(r.offset, r.code) for r in b.rejects]
+    assert got == [(3, "missing_field"), (4, "non_numeric"), (5, "non_finite"), (7, "non_finite")]
+    assert "non-numeric value 'x' in field 'a'" in b.rejects[1].reason
+
+
+def test_parse_mappings_every_reject_code():
+    s = Schema(features=("a",), timestamp="ts").resolve(["a", "ts"])
+    recs = [{"a": 1, "ts": 10}, [1], {"ts": 1}, {"a": None, "ts": 1}, {"a": "7", "ts": 1}, {"a": True, "ts": 1}, {"a": float("inf"), "ts": 1}, {"a": 1, "ts": "soon"}]
+    b = s.parse_mappings(recs, offsets=range(8), lane=LANE)
+    assert len(b) == 1 and b.timestamps.tolist() == [10.0]
+    assert [r.code for r in b.rejects] == ["not_object", "missing_field", "missing_field", "non_numeric", "non_numeric", "non_finite", "bad_timestamp"]
+    assert len(b) + len(b.rejects) == len(recs)
+
+
+def test_labels_are_parsed_leniently_and_never_reject():
+    s = Schema(features=("a",), label="y").resolve(["a", "y"])
+    b = s.parse_columns({"a": ["1", "2", "3", "4"], "y": ["1", "0", "", "maybe"]}, [1, 2, 3, 4], LANE)
+    assert b.labels.tolist() == [1, 0, -1, -1] and not b.rejects
+
+
+def test_timestamps_iso_and_epoch_units():
+    ts, bad = parse_timestamps(["2020-03-09 10:14:33", "2020-03-09T10:14:34Z", "garbage"])
+    assert ts[1] - ts[0] == 1.0 and bad.tolist() == [False, False, True]
+    assert abs(ts[0] - 1583748873.0) < 1e-6
+    ms, _ = parse_timestamps([1583748873000, 1583748874000])
+    assert ms.tolist() == [1583748873.0, 1583748874.0]

@@ -1,0 +1,101 @@
+import math
+
+import numpy as np
+import pytest
+
+from streamad import checkpoint
+from streamad.histogram import DecayedHistogram
+from streamad.threshold import QuantileThreshold, SpotThreshold, fit_gpd_pwm
+
+
+def draw(rng, dist, n):
+    return {"normal": rng.normal, "exponential": rng.exponential, "lognormal": rng.lognormal}[dist](size=n) if dist != "pareto" else rng.pareto(3.0, size=n)
+
+
+@pytest.mark.parametrize("dist", ["normal", "exponential", "lognormal", "pareto"])
+def test_spot_false_alarm_rate_is_near_its_target(dist):
+    rng = np.random.default_rng(11)
+    thr = SpotThreshold(risk=2e-3)
+    alarms = n = 0
+    for _ in range(400):
+        x = draw(rng, dist, 256)
+        if not thr.warming_up:
+            alarms += int((x > thr.value).sum())
+            n += len(x)
+        thr.update(x)
+    assert 0.5 * 2e-3 < alarms / n < 2.0 * 2e-3
+
+
+def test_spot_warms_up_without_alarms():
+    thr = SpotThreshold(min_records=1000)
+    thr.update(np.arange(500.0))
+    assert thr.warming_up and thr.value == math.inf
+    # An empirical tail probability never claims less than one in (records seen + 1).
+    assert thr.tail_probability(np.array([1e9]))[0] >= 1 / 501
+
+
+def test_spot_adapts_to_a_level_shift():
+    rng = np.random.default_rng(0)
+    thr = SpotThreshold(risk=1e-3, half_life=5000)
+    for _ in range(100):
+        thr.update(rng.normal(size=256))
+    before = thr.value
+    for _ in range(200):
+        thr.update(rng.normal(size=256) + 10)
+    assert before < 5 and 12 < thr.value < 15
+
+
+def test_gpd_pwm_recovers_known_shapes():
+    rng = np.random.default_rng(2)
+    assert abs(fit_gpd_pwm(rng.exponential(size=50_000))[0]) < 0.03
+    shape, scale = fit_gpd_pwm(rng.pareto(3.0, size=50_000))  # Lomax(3): shape 1/3, scale 1/3
+    assert abs(shape - 1 / 3) < 0.03 and abs(scale - 1 / 3) < 0.03
+
+
+def test_quantile_threshold_tracks_its_quantile():
+    rng = np.random.default_rng(0)
+    thr = QuantileThreshold(q=0.99)
+    for _ in range(100):
+        thr.update(rng.normal(size=500))
+    assert abs(thr.value - 2.326) < 0.1
+
+
+@pytest.mark.parametrize("cls", [SpotThreshold, QuantileThreshold])
+def test_threshold_checkpoint_round_trip(cls):
+    rng = np.random.default_rng(4)
+    a = cls()
+    for _ in range(30):
+        a.update(rng.exponential(size=200))
+    b = cls()
+    b.load_state_dict(checkpoint.loads(checkpoint.dumps(a.state_dict())))
+    x = rng.exponential(size=200)
+    assert b.value == a.value
+    assert np.array_equal(a.tail_probability(x), b.tail_probability(x))
+    a.update(x)
+    b.update(x)
+    assert a.value == b.value
+
+
+def test_histogram_refits_its_range_and_keeps_quantiles():
+    rng = np.random.default_rng(1)
+    h = DecayedHistogram(bins=128, decay=1.0)
+    h.update(rng.normal(size=1000))
+    h.update(rng.normal(size=50_000) * 10)  # the range must widen
+    assert abs(h.quantile(0.9) - np.quantile(rng.normal(size=200_000) * 10, 0.9)) < 1.0
+    med, mad = h.median_mad()
+    assert abs(med) < 0.5 and 5.5 < mad < 8.0  # mostly N(0, 10^2): MAD ~ 6.7
+
+
+def test_histogram_decay_forgets():
+    h = DecayedHistogram(bins=64, decay=0.5, min_init=10)
+    h.update(np.zeros(100))
+    for _ in range(20):
+        h.update(np.full(100, 5.0))
+    assert h.quantile(0.05) > 4.0
+
+
+def test_histogram_density_is_smoothed_and_positive_everywhere():
+    h = DecayedHistogram(bins=32, decay=1.0)
+    h.update(np.random.default_rng(0).normal(size=5000))
+    d = h.density(np.array([-100.0, 0.0, 100.0]))
+    assert np.all(d > 0) and d[1] > 10 * d[0]
