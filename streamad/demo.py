@@ -50,7 +50,7 @@ def generate(n: int = 20_000, seed: int = 7, drift: bool = True, anomalies: bool
     if anomalies:
         # The flow sensor freezes while the real flow goes on moving the other sensors.
         a = int(n * 0.62)
-        b = a + max(50, n // 50)
+        b = a + max(50, n // 200)
         flow[a:b] = flow[a]
         y[a:b] = 1
         events.append({"kind": "stuck sensor", "feature": "flow", "start": a, "stop": b})
@@ -69,7 +69,7 @@ def generate(n: int = 20_000, seed: int = 7, drift: bool = True, anomalies: bool
         sd = X.std(axis=0)
         for j, frac in ((1, 0.30), (3, 0.82)):
             a = int(n * frac)
-            b = a + max(40, n // 100)
+            b = a + max(30, n // 400)
             X[a:b, j] += 4.0 * sd[j]
             y[a:b] = 1
             events.append({"kind": "level shift", "feature": FEATURES[j], "start": a, "stop": b})

@@ -2,8 +2,8 @@
 
 Per lane (a file, or a Kafka partition): records are buffered into windows; each
 window is scaled with the statistics from before it, scored by the detector as it was
-before it, thresholded, attributed and emitted; only then do the detector, threshold
-and scaler learn from it. A checkpoint flushes the sinks first, then saves each
+before it, thresholded, attributed and emitted; only then do the scaler, detector and
+threshold learn from it. A checkpoint flushes the sinks first, then saves each
 lane's state together with the offset it has learned through, and only then are
 input offsets committed, so nothing is acknowledged before it is delivered.
 """
@@ -271,12 +271,15 @@ class Pipeline:
         emit = alarms if self.settings.output.emit == "alarms" else np.ones(len(scores), dtype=bool)
         if emit.any():
             self.sink.write(self._detections(lm, window, Xs, scores, thr, alarms, emit))
-        report = lm.detector.learn(Xs)
+        # The scaler learns first, and the detector learns the window as the next window
+        # will be scaled: on the same statistics. (The very first window would otherwise
+        # be learned as all zeros, scaled by a scaler that had seen nothing.)
+        lm.scaler.learn(window.X)
+        lm.stats.learn(window.X)
+        report = lm.detector.learn(lm.scaler.transform(window.X))
         if not report.warmup:
             # Scores of a model still warming up say nothing about the normal tail.
             lm.threshold.update(scores)
-        lm.scaler.learn(window.X)
-        lm.stats.learn(window.X)
         lm.next_offset = int(window.offsets[-1]) + 1
         lm.learned += len(window)
         n_alarms = int(alarms.sum())

@@ -99,13 +99,16 @@ class SpotThreshold(Threshold):
     The initial threshold ``t`` is the running ``level`` quantile; the excesses of
     recent scores over ``t`` (at most ``max_peaks`` of them) are fitted by
     probability-weighted moments, which is closed-form and stable for shape < 0.5.
+    ``level`` is lower than SPOT's usual 0.98 so that a stream with a percent or two of
+    anomalies still has mostly normal records among its excesses.
     Excesses are weighted by age with the histogram's half-life, so the tail and the
     bulk of the distribution forget at the same pace.
 
     SPOT keeps anomalies out of the tail fit. Doing that from the first, noisy fit
-    truncates the tail and locks in a threshold that is too low, so here a score is
-    left out only once ``min_peaks`` excesses are known, and only when it lies beyond
-    the fitted ``risk * exclude_factor`` quantile, far past the alarm threshold.
+    truncates the tail and locks in a threshold that is too low. Here each refit starts
+    from the excesses' quartiles (blind to the top quarter), drops excesses beyond the
+    fitted ``risk * exclude_factor`` quantile, far past the alarm threshold, and refits;
+    new scores that far out stay out of the peaks once ``min_peaks`` are known.
     """
 
     name = "spot"
@@ -113,10 +116,11 @@ class SpotThreshold(Threshold):
     def __init__(
         self,
         risk: float = 1e-3,
-        level: float = 0.98,
-        max_peaks: int = 5000,
+        level: float = 0.9,
+        max_peaks: int = 20000,
         min_peaks: int = 100,
         exclude_factor: float = 0.01,
+        trim_rounds: int = 3,
         **kwargs: Any,
     ) -> None:
         if not 0.0 < risk < 1.0 - level:
@@ -127,6 +131,7 @@ class SpotThreshold(Threshold):
         self.max_peaks = max_peaks
         self.min_peaks = min_peaks
         self.exclude_factor = exclude_factor
+        self.trim_rounds = trim_rounds
         self.exclude_above = math.inf
         self.peaks = np.empty(0)
         self.born = np.empty(0)  # hist.n_seen when each peak arrived
@@ -153,11 +158,23 @@ class SpotThreshold(Threshold):
             self.value = float(self.hist.quantile(1.0 - self.risk))
             return
         w = 0.5 ** ((self.hist.n_seen - self.born[above]) / self.half_life)
-        self.shape, self.scale = fit_gpd_pwm(y, w)
+        p_excl = self.risk * self.exclude_factor / (1.0 - self.level)
+        # Start from a fit that a minority of anomalous excesses cannot move (quartiles),
+        # drop what lies far beyond it, then fit the rest efficiently.
+        self.shape, self.scale = fit_gpd_quartiles(y, w)
+        for _ in range(self.trim_rounds):
+            # Excesses far beyond what the fit itself expects are anomalies: refit without them.
+            # Never trim on a bounded-tail fit: a noisy negative shape would cut real extremes.
+            keep = y <= gpd_isf(p_excl, max(self.shape, 0.0), self.scale)
+            if keep.sum() < 10:
+                break
+            y, w = y[keep], w[keep]
+            self.shape, self.scale = fit_gpd_pwm(y, w)
+            if keep.all():
+                break
         self.value = self.t + gpd_isf(self.risk / (1.0 - self.level), self.shape, self.scale)
         if len(y) >= self.min_peaks:
-            p = self.risk * self.exclude_factor / (1.0 - self.level)
-            self.exclude_above = self.t + gpd_isf(p, self.shape, self.scale)
+            self.exclude_above = self.t + gpd_isf(p_excl, self.shape, self.scale)
 
     def tail_probability(self, scores: np.ndarray) -> np.ndarray:
         p = super().tail_probability(scores)
@@ -220,6 +237,27 @@ def fit_gpd_pwm(y: np.ndarray, w: np.ndarray | None = None) -> tuple[float, floa
         shape = float(np.clip(shape, -0.5, 0.49))
         scale = a0 * (1.0 - shape)  # mean of a GPD excess is scale / (1 - shape)
     return float(shape), max(float(scale), 1e-12)
+
+
+def weighted_quantile(y: np.ndarray, w: np.ndarray, q: float) -> float:
+    order = np.argsort(y)
+    cw = np.cumsum(w[order])
+    return float(np.interp(q * cw[-1], cw - 0.5 * w[order], y[order]))
+
+
+def fit_gpd_quartiles(y: np.ndarray, w: np.ndarray | None = None) -> tuple[float, float]:
+    """Shape and scale of a generalised Pareto from the median and upper quartile of the
+    excesses: Q(3/4) / Q(1/2) = 2**shape + 1. It ignores the top quarter of the sample,
+    so anomalies among the excesses do not inflate the tail.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    w = np.ones(len(y)) if w is None else np.asarray(w, dtype=np.float64)
+    q50, q75 = weighted_quantile(y, w, 0.5), weighted_quantile(y, w, 0.75)
+    if q50 <= 0:
+        return 0.0, max(q75, 1e-12)
+    shape = float(np.clip(np.log2(max(q75 / q50 - 1.0, 2.0**-0.5)), -0.5, 0.49))
+    scale = q50 / np.log(2.0) if abs(shape) < 1e-9 else q50 * shape / (2.0**shape - 1.0)
+    return shape, max(float(scale), 1e-12)
 
 
 def gpd_sf(y: np.ndarray, shape: float, scale: float) -> np.ndarray:

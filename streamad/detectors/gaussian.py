@@ -51,7 +51,7 @@ class Gaussian(Detector):
             assert self.scatter is not None
             cov = self.scatter / self.n
             d = len(cov)
-            cov = cov + self.ridge * (np.trace(cov) / d + 1e-12) * np.eye(d)
+            cov = cov + (self.ridge * np.trace(cov) / d + 1e-6) * np.eye(d)
             self._precision = np.linalg.pinv(cov, hermitian=True)
         return self._precision
 
