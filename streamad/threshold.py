@@ -117,10 +117,11 @@ class SpotThreshold(Threshold):
         self,
         risk: float = 1e-3,
         level: float = 0.9,
-        max_peaks: int = 20000,
+        max_peaks: int = 5000,
         min_peaks: int = 100,
         exclude_factor: float = 0.01,
         trim_rounds: int = 3,
+        refit_every: int = 2048,
         **kwargs: Any,
     ) -> None:
         if not 0.0 < risk < 1.0 - level:
@@ -132,6 +133,8 @@ class SpotThreshold(Threshold):
         self.min_peaks = min_peaks
         self.exclude_factor = exclude_factor
         self.trim_rounds = trim_rounds
+        self.refit_every = refit_every
+        self._fitted_at = -(10**18)  # hist.n_seen at the last tail fit
         self.exclude_above = math.inf
         self.peaks = np.empty(0)
         self.born = np.empty(0)  # hist.n_seen when each peak arrived
@@ -152,6 +155,10 @@ class SpotThreshold(Threshold):
         self.t = t
 
     def _refresh(self) -> None:
+        # The tail changes slowly; refitting it every window would cost more than the model.
+        if self.hist.n_seen - self._fitted_at < self.refit_every and math.isfinite(self.value):
+            return
+        self._fitted_at = self.hist.n_seen
         above = self.peaks > self.t
         y = self.peaks[above] - self.t
         if len(y) < 10:
@@ -192,6 +199,7 @@ class SpotThreshold(Threshold):
         self.peaks, self.born = np.empty(0), np.empty(0)
         self.t, self.shape, self.scale = math.nan, 0.0, math.nan
         self.exclude_above = math.inf
+        self._fitted_at = -(10**18)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -202,6 +210,7 @@ class SpotThreshold(Threshold):
             "shape": self.shape,
             "scale": self.scale,
             "exclude_above": self.exclude_above,
+            "fitted_at": self._fitted_at,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -210,6 +219,7 @@ class SpotThreshold(Threshold):
         self.born = np.asarray(state["born"], dtype=np.float64)
         self.t, self.shape, self.scale = float(state["t"]), float(state["shape"]), float(state["scale"])
         self.exclude_above = float(state["exclude_above"])
+        self._fitted_at = int(state["fitted_at"])
 
 
 def fit_gpd_pwm(y: np.ndarray, w: np.ndarray | None = None) -> tuple[float, float]:
