@@ -49,8 +49,11 @@ class Threshold(abc.ABC):
         """Recompute ``value`` from the state."""
 
     def update(self, scores: np.ndarray) -> None:
+        """Learn from a window's scores. Scores that raised an alarm are left out, as in
+        SPOT: a long anomalous episode must not teach the threshold that it is normal
+        (a lasting change is the drift detector's business)."""
         scores = np.asarray(scores, dtype=np.float64)
-        self.hist.update(scores)
+        self.hist.update(scores[scores <= self.value])
         self._after_update(scores)
         if not self.warming_up:
             self._refresh()
