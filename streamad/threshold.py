@@ -48,12 +48,13 @@ class Threshold(abc.ABC):
     def _refresh(self) -> None:
         """Recompute ``value`` from the state."""
 
+    #: Whether scores that raised an alarm are kept out of the score histogram.
+    excludes_alarms = False
+
     def update(self, scores: np.ndarray) -> None:
-        """Learn from a window's scores. Scores that raised an alarm are left out, as in
-        SPOT: a long anomalous episode must not teach the threshold that it is normal
-        (a lasting change is the drift detector's business)."""
+        """Learn from a window's scores."""
         scores = np.asarray(scores, dtype=np.float64)
-        self.hist.update(scores[scores <= self.value])
+        self.hist.update(scores[scores <= self.value] if self.excludes_alarms else scores)
         self._after_update(scores)
         if not self.warming_up:
             self._refresh()
@@ -115,6 +116,10 @@ class SpotThreshold(Threshold):
     """
 
     name = "spot"
+    # As in SPOT, alarms teach nothing: a long anomalous episode must not become the new
+    # normal for the threshold (a lasting change is the drift detector's business). The
+    # quantile threshold cannot do this: cutting its own top share would ratchet it down.
+    excludes_alarms = True
 
     def __init__(
         self,

@@ -34,15 +34,31 @@ def test_spot_warms_up_without_alarms():
     assert thr.tail_probability(np.array([1e9]))[0] >= 1 / 501
 
 
-def test_spot_adapts_to_a_level_shift():
+def test_spot_keeps_alarming_through_an_episode_until_reset():
     rng = np.random.default_rng(0)
     thr = SpotThreshold(risk=1e-3, half_life=5000)
     for _ in range(100):
         thr.update(rng.normal(size=256))
     before = thr.value
-    for _ in range(200):
+    for _ in range(50):
+        x = rng.normal(size=256) + 10
+        assert np.all(x > thr.value)  # the episode does not become normal
+        thr.update(x)
+    assert thr.value == before
+    thr.reset()  # what a drift action does
+    for _ in range(10):
         thr.update(rng.normal(size=256) + 10)
-    assert before < 5 and 12 < thr.value < 15
+    assert 12 < thr.value < 15
+
+
+def test_quantile_threshold_follows_a_level_shift():
+    rng = np.random.default_rng(0)
+    thr = QuantileThreshold(q=0.99, half_life=2000)
+    for _ in range(40):
+        thr.update(rng.normal(size=256))
+    for _ in range(80):
+        thr.update(rng.normal(size=256) + 10)
+    assert abs(thr.value - 12.33) < 0.3
 
 
 def test_gpd_pwm_recovers_known_shapes():
