@@ -128,9 +128,8 @@ class LaneModel:
     @property
     def commit_offset(self) -> int | None:
         """Every record below this offset is delivered (scored or dead-lettered)."""
-        if len(self.buffer):
-            return int(self.buffer._parts[0].offsets[0])
-        return self.read_offset
+        first = self.buffer.first_offset
+        return first if first is not None else self.read_offset
 
     def state_dict(self) -> dict[str, Any]:
         return {

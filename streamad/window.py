@@ -42,6 +42,11 @@ class WindowBuffer:
     def __len__(self) -> int:
         return self._count
 
+    @property
+    def first_offset(self) -> int | None:
+        """Offset of the oldest buffered record (None when empty)."""
+        return int(self._parts[0].offsets[0]) if self._parts else None
+
     def add(self, batch: Batch) -> list[Batch]:
         """Buffer a batch; return the windows it completes (each exactly ``size`` long)."""
         out: list[Batch] = []
