@@ -8,7 +8,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("STREAMAD_SHARED", ROOT.parent / "shared"))
+
+
+def _find_shared() -> Path:
+    """``shared/`` beside the checkout (as CI has it), or beside any parent folder."""
+    if "STREAMAD_SHARED" in os.environ:
+        return Path(os.environ["STREAMAD_SHARED"])
+    for parent in ROOT.parents:
+        if (parent / "shared" / "datasets").is_dir():
+            return parent / "shared"
+    return ROOT.parent / "shared"
+
+
+SHARED = _find_shared()
 ODDS = SHARED / "datasets" / "odds"
 SKAB = SHARED / "datasets" / "skab"
 

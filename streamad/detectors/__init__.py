@@ -31,9 +31,14 @@ def make_detector(name: str, **params: Any) -> Detector:
         raise ValueError(f"bad parameters for detector {name!r}: {e}") from None
 
 
+_builtin_loaded = False
+
+
 def _load_builtin() -> None:
-    if _REGISTRY:
+    global _builtin_loaded
+    if _builtin_loaded:
         return
+    _builtin_loaded = True
     from streamad.detectors.gaussian import Gaussian
     from streamad.detectors.river_hst import RiverHST
 

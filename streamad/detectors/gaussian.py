@@ -96,9 +96,11 @@ class Gaussian(Detector):
         return LearnReport(n_learned=len(X), warmup=warm)
 
     def on_drift(self, kind: str) -> None:
-        # Forget faster than the half-life would: keep the shape, shrink the weight.
-        self.n = min(self.n, float(self.warmup))
-        if self.scatter is not None and self.n > 0:
+        # Forget faster than the half-life would: keep the estimate, shrink its weight so
+        # the records after the drift soon dominate it.
+        if self.scatter is not None and self.n > self.warmup:
+            self.scatter *= self.warmup / self.n
+            self.n = float(self.warmup)
             self._precision = None
 
     def state_dict(self) -> dict[str, Any]:
