@@ -99,7 +99,7 @@ class DriftSettings(_Section):
 
     enabled: bool = True
     method: Literal["psi", "ks"] = "psi"
-    threshold: float | None = Field(None, gt=0, description="feature drift alarm level; default 1.0 for psi, 0.3 for ks")
+    threshold: float | None = Field(None, gt=0, description="feature drift alarm level; default 1.0 for psi, 0.35 for ks")
     reference_records: int = Field(5000, gt=0, description="records in the reference window (re-taken after an alarm)")
     recent_records: int = Field(2000, gt=0, description="records in the sliding window compared with the reference")
     bins: int = Field(10, ge=2, le=100, description="quantile bins of the reference, per feature")
@@ -111,11 +111,17 @@ class DriftSettings(_Section):
     act_on: list[Literal["score", "feature"]] = Field(default_factory=lambda: ["score"], description="drift kinds that trigger the action")
     events: Path | None = Field(None, description="append drift events here as JSON lines")
 
+    @model_validator(mode="after")
+    def _ks_range(self) -> "DriftSettings":
+        if self.method == "ks" and self.threshold is not None and self.threshold >= 1:
+            raise ValueError("threshold: a KS statistic lies in [0, 1]; give a value below 1")
+        return self
+
     @property
     def feature_threshold(self) -> float:
         if self.threshold is not None:
             return self.threshold
-        return 1.0 if self.method == "psi" else 0.3
+        return 1.0 if self.method == "psi" else 0.35
 
 
 class StateSettings(_Section):

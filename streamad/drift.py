@@ -16,7 +16,7 @@ Two questions, asked of every window after it has been scored and learned:
 
 Sensor streams are autocorrelated, so a window of a few thousand records holds far
 fewer independent values than records, and the usual PSI rule of thumb (0.25) fires
-on a stationary stream; the default alarm levels (PSI 1.0, KS 0.3) are set for that.
+on a stationary stream; the default alarm levels (PSI 1.0, KS 0.35) are set for that.
 Everything is kept in numbers and arrays, so the state checkpoints without pickle.
 
 >>> import numpy as np
@@ -194,7 +194,7 @@ class FeatureDrift:
             raise ValueError("bins must be at least 2")
         self.d = int(n_features)
         self.method = method
-        self.threshold = float(threshold if threshold is not None else (1.0 if method == "psi" else 0.3))
+        self.threshold = float(threshold if threshold is not None else (1.0 if method == "psi" else 0.35))
         self.reference = int(reference)
         self.recent = int(recent)
         self.bins = int(bins)
