@@ -102,7 +102,7 @@ class DriftSettings(_Section):
     threshold: float | None = Field(None, gt=0, description="feature drift alarm level; default 1.0 for psi, 0.35 for ks")
     reference_records: int = Field(5000, gt=0, description="records in the reference window (re-taken after an alarm)")
     recent_records: int = Field(2000, gt=0, description="records in the sliding window compared with the reference")
-    bins: int = Field(10, ge=2, le=100, description="quantile bins of the reference, per feature")
+    bins: int = Field(10, ge=2, le=100, description="equal-mass bins of the reference per feature (finer tail bins are added)")
     score: bool = Field(True, description="also watch the score stream")
     score_chunk: int = Field(32, gt=0, description="records per median fed to Page-Hinkley")
     score_delta: float = Field(0.05, ge=0, description="Page-Hinkley tolerance, in rank units (0..1)")

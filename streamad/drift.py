@@ -2,8 +2,8 @@
 
 Two questions, asked of every window after it has been scored and learned:
 
-- **Has a feature's distribution moved?** Each feature is binned at the deciles of a
-  reference window (the first ``reference`` records, re-taken after an alarm) and the
+- **Has a feature's distribution moved?** Each feature is binned at the deciles (and
+  the 1st, 5th, 95th and 99th percentiles) of a reference window (the first ``reference`` records, re-taken after an alarm) and the
   most recent ``recent`` records are compared with it by the population stability
   index (PSI) or a binned Kolmogorov-Smirnov statistic (the largest gap between the two
   CDFs at the bin edges). Counts are kept incrementally, so a window costs
@@ -29,7 +29,7 @@ Everything is kept in numbers and arrays, so the state checkpoints without pickl
 ...     drifted = fd.update(X)
 ...     if len(drifted):
 ...         print(f"window {i}: features {drifted.tolist()} drifted, PSI {fd.fired[drifted[0]]:.1f}")
-window 7: features [1] drifted, PSI 3.5
+window 7: features [1] drifted, PSI 4.0
 """
 
 from __future__ import annotations
@@ -187,6 +187,8 @@ class FeatureDrift:
     ``fired`` the value that raised the last alarm.
     """
 
+    TAILS = (0.01, 0.05, 0.95, 0.99)
+
     def __init__(self, n_features: int, method: str = "psi", threshold: float | None = None, reference: int = 5000, recent: int = 2000, bins: int = 10) -> None:
         if method not in ("psi", "ks"):
             raise ValueError(f"unknown feature drift method {method!r}: psi or ks")
@@ -198,14 +200,18 @@ class FeatureDrift:
         self.reference = int(reference)
         self.recent = int(recent)
         self.bins = int(bins)
-        self.edges: np.ndarray | None = None  # d × (bins - 1) inner edges
-        self.ref_counts = np.zeros((self.d, self.bins))
+        # Equal-mass bins, plus finer ones in both tails: a change of spread shows first
+        # in the tails, where equal-mass bins of 10% would hide it.
+        self.levels = np.unique(np.concatenate([np.linspace(0.0, 1.0, self.bins + 1)[1:-1], self.TAILS]).round(6))
+        self.nb = len(self.levels) + 1
+        self.edges: np.ndarray | None = None  # d × (nb - 1) inner edges
+        self.ref_counts = np.zeros((self.d, self.nb))
         self.ref_n = np.zeros(self.d)
         self._collect: list[np.ndarray] = []  # raw records until the first reference is full
         self.ring = np.zeros((self.recent, self.d))
         self.pos = 0  # next ring row to write
         self.filled = 0
-        self.counts = np.zeros((self.d, self.bins))
+        self.counts = np.zeros((self.d, self.nb))
         self.statistic = np.full(self.d, np.nan)
         self.fired = np.full(self.d, np.nan)
         # After an alarm a feature waits for a recent window of new records, then takes
@@ -224,14 +230,13 @@ class FeatureDrift:
 
     def _histogram(self, idx: np.ndarray) -> np.ndarray:
         d = idx.shape[1]
-        flat = (idx + np.arange(d) * self.bins).ravel()
-        return np.bincount(flat, minlength=d * self.bins).reshape(d, self.bins).astype(np.float64)
+        flat = (idx + np.arange(d) * self.nb).ravel()
+        return np.bincount(flat, minlength=d * self.nb).reshape(d, self.nb).astype(np.float64)
 
     def _set_reference(self, R: np.ndarray, features: np.ndarray) -> None:
         """Quantile edges and counts of ``R`` (n × len(features)) for ``features``."""
         assert self.edges is not None
-        q = np.linspace(0.0, 1.0, self.bins + 1)[1:-1]
-        self.edges[features] = np.quantile(R, q, axis=0).T
+        self.edges[features] = np.quantile(R, self.levels, axis=0).T
         self.ref_counts[features] = self._histogram(self._bin(R, features))
         self.ref_n[features] = len(R)
 
@@ -247,7 +252,7 @@ class FeatureDrift:
             if len(pooled) < self.reference:
                 return np.empty(0, dtype=np.int64)
             self._collect = []
-            self.edges = np.zeros((self.d, self.bins - 1))
+            self.edges = np.zeros((self.d, self.nb - 1))
             self._set_reference(pooled[: self.reference], np.arange(self.d))
             X = pooled[self.reference :]
             if len(X) == 0:
@@ -255,8 +260,9 @@ class FeatureDrift:
         X = X[-self.recent :]
         n = len(X)
         rows = (self.pos + np.arange(n)) % self.recent
-        if self.filled == self.recent:
-            self.counts -= self._histogram(self._bin(self.ring[rows]))
+        held = rows[rows < self.filled]  # ring rows fill in order from 0, so these hold records
+        if len(held):
+            self.counts -= self._histogram(self._bin(self.ring[held]))
         self.ring[rows] = X
         self.counts += self._histogram(self._bin(X))
         self.pos = int((self.pos + n) % self.recent)
@@ -287,8 +293,8 @@ class FeatureDrift:
             p0 = self.ref_counts / self.ref_n[:, None]
             return np.abs(np.cumsum(p - p0, axis=1)).max(axis=1)
         # Half a count in every bin keeps empty bins finite without hiding real shifts.
-        p = (self.counts + 0.5) / (n + 0.5 * self.bins)
-        p0 = (self.ref_counts + 0.5) / (self.ref_n[:, None] + 0.5 * self.bins)
+        p = (self.counts + 0.5) / (n + 0.5 * self.nb)
+        p0 = (self.ref_counts + 0.5) / (self.ref_n[:, None] + 0.5 * self.nb)
         return ((p - p0) * np.log(p / p0)).sum(axis=1)
 
     def state_dict(self) -> dict[str, Any]:
