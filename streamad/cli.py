@@ -114,6 +114,11 @@ def replay(
     limit: Optional[int] = typer.Option(None, help="Stop after this many records."),
     summary_json: Optional[Path] = typer.Option(None, help="Also write the summary as JSON here."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on a terminal."),
+    metrics_port: Optional[int] = typer.Option(None, help="Serve Prometheus metrics on this port during the replay (0: any free port)."),
+    metrics_host: Optional[str] = typer.Option(None, help="Address the metrics endpoint listens on (default 0.0.0.0)."),
+    metrics_linger: Optional[float] = typer.Option(None, help="Keep serving metrics this many seconds after the replay, so a scrape sees the final values."),
+    drift: Optional[bool] = typer.Option(None, "--drift/--no-drift", help="Watch features and scores for drift (default: on)."),
+    drift_events: Optional[Path] = typer.Option(None, help="Drift events file (JSON lines; default: next to the detections)."),
 ) -> None:
     """Stream a file through the detection pipeline and print a summary."""
     from streamad.config import load_settings
@@ -125,6 +130,13 @@ def replay(
             "detector": {"name": detector, "params": _params(param) or None, "seed": seed},
             "threshold": {"kind": threshold, "risk": risk, "quantile": quantile, "warmup_records": warmup},
             "output": {"detections": out, "emit": emit, "rejects": rejects},
+            "metrics": {
+                "enabled": True if metrics_port is not None else None,
+                "port": metrics_port,
+                "host": metrics_host,
+                "linger_seconds": metrics_linger,
+            },
+            "drift": {"enabled": drift, "events": drift_events},
         }
     )
     if limit is not None and limit < 1:
@@ -145,13 +157,24 @@ def _run_replay(
     progress: bool,
 ) -> None:
     from connectors.sinks import RejectsFile, detection_sink
+    from streamad.drift import DriftLog, JsonlDriftSink
+    from streamad.metrics import start_metrics
     from streamad.pacing import paced
-    from streamad.replay import default_output_paths, replay as run
+    from streamad.replay import default_drift_path, default_output_paths, end_offset, replay as run
 
     source, notes = open_source(file, settings, delimiter, permute, limit)
     det_path, rej_path = default_output_paths(file, out_dir)
     det_path = settings.output.detections or det_path
     rej_path = settings.output.rejects or rej_path
+    drift_path = settings.drift.events or default_drift_path(file, out_dir)
+    metrics = start_metrics(settings)
+    observers: list[Any] = []
+    if metrics is not None:
+        metrics.set_end_offsets({source.lane: end_offset(source, file)})
+        observers.append(metrics)
+    drift_log = DriftLog(JsonlDriftSink(drift_path)) if settings.drift.enabled else None
+    if drift_log is not None:
+        observers.append(drift_log)
     sink = detection_sink(det_path)
     rejects = RejectsFile(rej_path)
     show = progress and sys.stderr.isatty()
@@ -161,18 +184,41 @@ def _run_replay(
         return paced(it, speed) if speed is not None else it
 
     try:
-        summary, _ = run(source, settings, sink, source.feature_names, rejects=rejects, batches=batches, source_name=str(file))
+        summary, _ = run(source, settings, sink, source.feature_names, rejects=rejects, observers=observers, batches=batches, source_name=str(file))
     finally:
         sink.close()
         rejects.close()
+        if drift_log is not None:
+            drift_log.close()
     summary.notes += notes
     summary.outputs = {"detections": str(det_path), "rejects": f"{rej_path} ({rejects.written:,} rows)"}
+    if drift_log is not None:
+        summary.outputs["drift events"] = str(drift_path)
+    if metrics is not None:
+        summary.outputs["metrics"] = f"http://{settings.metrics.host}:{metrics.port}/metrics"
     typer.echo(summary.render())
     if summary_json is not None:
         summary_json.parent.mkdir(parents=True, exist_ok=True)
         summary_json.write_text(json.dumps(summary.as_dict(), indent=2, default=float))
+    if metrics is not None:
+        _linger(metrics, settings.metrics.linger_seconds, summary.interrupted)
     if summary.interrupted:
         raise typer.Exit(130)
+
+
+def _linger(metrics: Any, seconds: float, interrupted: bool) -> None:
+    """Keep the metrics endpoint up a while after a replay, so the final values get scraped."""
+    import time
+
+    try:
+        if seconds > 0 and not interrupted:
+            sys.stdout.flush()
+            typer.echo(f"serving metrics on port {metrics.port} for {seconds:g} s more (Ctrl-C to stop)", err=True)
+            time.sleep(seconds)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        metrics.close()
 
 
 def open_source(file: Path, settings: Any, delimiter: Optional[str], permute: Optional[int], limit: Optional[int]) -> tuple[Any, list[str]]:

@@ -85,9 +85,43 @@ class OutputSettings(_Section):
 
 
 class MetricsSettings(_Section):
+    """The Prometheus endpoint (``/metrics``); port 0 picks a free port."""
+
     enabled: bool = False
     host: str = "0.0.0.0"
     port: int = Field(9108, ge=0, le=65535)
+    linger_seconds: float = Field(0.0, ge=0, description="replay: keep serving this long after the end, so a scrape sees the final values")
+
+
+class DriftSettings(_Section):
+    """Drift of each feature (reference window against the recent records) and of the
+    score stream (Page-Hinkley on the scores' ranks), per lane; see streamad/drift.py."""
+
+    enabled: bool = True
+    method: Literal["psi", "ks"] = "psi"
+    threshold: float | None = Field(None, gt=0, description="feature drift alarm level; default 1.0 for psi, 0.35 for ks")
+    reference_records: int = Field(5000, gt=0, description="records in the reference window (re-taken after an alarm)")
+    recent_records: int = Field(2000, gt=0, description="records in the sliding window compared with the reference")
+    bins: int = Field(10, ge=2, le=100, description="equal-mass bins of the reference per feature (finer tail bins are added)")
+    score: bool = Field(True, description="also watch the score stream")
+    score_chunk: int = Field(32, gt=0, description="records per median fed to Page-Hinkley")
+    score_delta: float = Field(0.05, ge=0, description="Page-Hinkley tolerance, in rank units (0..1)")
+    score_threshold: float = Field(5.0, gt=0, description="Page-Hinkley alarm level (lambda), in rank units x chunks")
+    action: Literal["none", "reopen_warmup", "reset_threshold", "reopen_warmup_and_reset_threshold"] = "reopen_warmup"
+    act_on: list[Literal["score", "feature"]] = Field(default_factory=lambda: ["score"], description="drift kinds that trigger the action")
+    events: Path | None = Field(None, description="append drift events here as JSON lines")
+
+    @model_validator(mode="after")
+    def _ks_range(self) -> "DriftSettings":
+        if self.method == "ks" and self.threshold is not None and self.threshold >= 1:
+            raise ValueError("threshold: a KS statistic lies in [0, 1]; give a value below 1")
+        return self
+
+    @property
+    def feature_threshold(self) -> float:
+        if self.threshold is not None:
+            return self.threshold
+        return 1.0 if self.method == "psi" else 0.35
 
 
 class StateSettings(_Section):
@@ -103,6 +137,7 @@ class Settings(_Section):
     threshold: ThresholdSettings = Field(default_factory=ThresholdSettings)
     output: OutputSettings = Field(default_factory=OutputSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
     state: StateSettings = Field(default_factory=StateSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -20,6 +20,7 @@ import numpy as np
 from streamad.config import Settings
 from streamad.detection import DetectionBatch
 from streamad.detectors import Detector, LearnReport
+from streamad.drift import DriftEvent, DriftMonitor, DriftStatus
 from streamad.factory import build_detector, build_scaler, build_threshold, detector_name
 from streamad.records import Batch, Lane, Reject
 from streamad.scaling import Scaler, StandardScaler
@@ -74,6 +75,7 @@ class WindowResult:
     alarms: np.ndarray
     report: LearnReport
     seconds: float
+    drift: DriftStatus | None = None
 
 
 class Observer:
@@ -121,6 +123,7 @@ class LaneModel:
         self.stats = StandardScaler(half_life=10_000)
         self.threshold: Threshold = build_threshold(settings)
         self.buffer = WindowBuffer(settings.window.size, settings.window.max_wait_seconds, clock=clock)
+        self.drift = DriftMonitor(lane, self.feature_names, settings.drift) if settings.drift.enabled else None
         self.next_offset: int | None = None  # first offset not yet learned
         self.read_offset: int | None = None  # one past the highest offset seen
         self.learned = 0
@@ -143,6 +146,7 @@ class LaneModel:
             "threshold": self.threshold.state_dict(),
             "next_offset": self.next_offset,
             "learned": self.learned,
+            "drift": None if self.drift is None else self.drift.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -159,6 +163,17 @@ class LaneModel:
         self.next_offset = state["next_offset"]
         self.read_offset = self.next_offset
         self.learned = int(state["learned"])
+        if self.drift is not None and state.get("drift") is not None:
+            self.drift.load_state_dict(state["drift"])
+
+    def on_drift(self, events: Sequence[DriftEvent]) -> None:
+        """Let the model react to drift as configured (``drift.action``)."""
+        for kind in sorted({e.kind for e in events if e.action != "none"}):
+            action = self.settings.drift.action
+            if action in ("reopen_warmup", "reopen_warmup_and_reset_threshold"):
+                self.detector.on_drift(kind)
+            if action in ("reset_threshold", "reopen_warmup_and_reset_threshold"):
+                self.threshold.reset()
 
 
 # -- the pipeline --------------------------------------------------------------------------------
@@ -285,7 +300,12 @@ class Pipeline:
         self.counts.scored += len(window)
         self.counts.alarms += n_alarms
         self.counts.windows += 1
-        result = WindowResult(lm.lane, window, Xs, scores, thr, alarms, report, time.perf_counter() - t0)
+        drift = None
+        if lm.drift is not None:
+            drift = lm.drift.update(window, scores, report.warmup)
+            if drift.events:
+                lm.on_drift(drift.events)
+        result = WindowResult(lm.lane, window, Xs, scores, thr, alarms, report, time.perf_counter() - t0, drift)
         for obs in self.observers:
             obs.on_window(result)
 

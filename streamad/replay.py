@@ -73,6 +73,7 @@ class Summary:
     outputs: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     interrupted: bool = False
+    drift: dict[str, int] | None = None  # drift alarms by kind; None when drift detection is off
 
     @property
     def records_per_second(self) -> float:
@@ -96,6 +97,7 @@ class Summary:
             "outputs": self.outputs,
             "notes": self.notes,
             "interrupted": self.interrupted,
+            "drift": self.drift,
         }
 
     def render(self) -> str:
@@ -110,6 +112,9 @@ class Summary:
         if c.skipped:
             rows.append(("skipped", f"{c.skipped:,} (learned before a restart)"))
         rows.append(("alarms", f"{c.alarms:,}" + (f"  ({c.alarms / c.scored:.2%} of scored)" if c.scored else "")))
+        if self.drift is not None:
+            total = sum(self.drift.values())
+            rows.append(("drift alarms", f"{total:,}" + (f"  ({', '.join(f'{k}: {v:,}' for k, v in sorted(self.drift.items()) if v)})" if total else "")))
         rows.append(("throughput", f"{self.records_per_second:,.0f} records/s ({self.seconds:.2f} s)"))
         if self.quality:
             q = self.quality
@@ -164,6 +169,13 @@ def replay(
     pipeline.drain()
     pipeline.checkpoint()
     seconds = time.perf_counter() - t0
+    drift: dict[str, int] | None = None
+    if settings.drift.enabled:
+        drift = {}
+        for lm in pipeline.lanes.values():
+            if lm.drift is not None:
+                for kind, n in lm.drift.counts.items():
+                    drift[kind] = drift.get(kind, 0) + n
     summary = Summary(
         source=source_name,
         counts=pipeline.counts,
@@ -172,6 +184,7 @@ def replay(
         window_size=settings.window.size,
         quality=recorder.quality(),
         interrupted=interrupted,
+        drift=drift,
     )
     return summary, recorder
 
@@ -179,3 +192,21 @@ def replay(
 def default_output_paths(source: Path, out_dir: Path) -> tuple[Path, Path]:
     stem = source.stem or "stream"
     return out_dir / f"{stem}.detections.jsonl", out_dir / f"{stem}.rejects.csv"
+
+
+def default_drift_path(source: Path, out_dir: Path) -> Path:
+    return out_dir / f"{source.stem or 'stream'}.drift.jsonl"
+
+
+def end_offset(source: Any, path: Path) -> int:
+    """One past the last offset a file source can give, like a Kafka end offset, so that
+    lag = end offset − position: the record count + 1 for in-memory and ``.mat`` sources
+    (offsets from 1), the line count + 1 for delimited text (offsets are line numbers)."""
+    if getattr(source, "progress_unit", None) == "records":
+        return int(source.progress[1]) + 1
+    lines, last = 0, b"\n"
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    return lines + (1 if last != b"\n" else 0) + 1
