@@ -34,11 +34,15 @@ def make_detector(name: str, **params: Any) -> Detector:
 def _load_builtin() -> None:
     if _REGISTRY:
         return
+    from streamad.detectors.loe_ae import LoeAE
+    from streamad.detectors.loe_ntl import LoeNTL
+    from streamad.detectors.loe_svdd import LoeSVDD
     from streamad.detectors.river_hst import RiverHST
 
-    register(RiverHST.name, RiverHST)
+    for cls in (LoeAE, LoeNTL, LoeSVDD, RiverHST):
+        register(cls.name, cls)
 
 
-DEFAULT_DETECTOR = "river-hst"
+DEFAULT_DETECTOR = "loe-ae"
 
 __all__ = ["Detector", "LearnReport", "available", "make_detector", "register", "DEFAULT_DETECTOR"]
