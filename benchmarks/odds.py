@@ -143,7 +143,7 @@ PEERS: dict[str, DetectorSpec] = {
         DetectorSpec("pysad HST", "peer", "benchmarks.peers:pysad_hst", note="pysad HalfSpaceTrees (defaults), range [0, 1] behind an online min-max scaler"),
         DetectorSpec("pysad xStream", "peer", "benchmarks.peers:pysad_xstream", note="pysad xStream (defaults)"),
         DetectorSpec(
-            "pysad IForestASD", "peer", "benchmarks.peers:pysad_iforestasd", seeds=(0,), note="pysad IForestASD (defaults); seed 0 only: it streams about 200 records/s"
+            "pysad IForestASD", "peer", "benchmarks.peers:pysad_iforestasd", seeds=(0,), note="pysad IForestASD (defaults); it streams about 200 records/s, so it runs on seed 0 only"
         ),
         DetectorSpec("offline IF", "offline", "benchmarks.peers:offline_iforest", note="OFFLINE reference: scikit-learn IsolationForest (defaults) fit on all the records it scores"),
         # Not protocol v1 (rule 5): the range of every feature taken from the whole file, as
@@ -224,6 +224,8 @@ def run_streamad(X: np.ndarray, seed: int, config: str | None = None, overrides:
     from streamad.factory import detector_name
     from streamad.pipeline import Observer, Pipeline, WindowResult
 
+    from benchmarks.peers import Clock
+
     settings = load_settings(config, _deep_merge(overrides or {}, {"detector": {"seed": seed}}), env={})
 
     class Scores(Observer):
@@ -238,9 +240,8 @@ def run_streamad(X: np.ndarray, seed: int, config: str | None = None, overrides:
     seen = Scores()
     pipeline = Pipeline(settings, NullSink(), observers=[seen])
     source = ArraySource(X, stream="odds")
-    t0 = time.perf_counter()
-    counts = pipeline.run(source)
-    seconds = time.perf_counter() - t0
+    with Clock() as clock:
+        counts = pipeline.run(source)
     offsets = np.concatenate(seen.offsets)
     if counts.rejected or not np.array_equal(offsets, np.arange(1, len(X) + 1)):
         raise RuntimeError(f"the pipeline did not score every record once, in order ({counts})")
@@ -252,8 +253,9 @@ def run_streamad(X: np.ndarray, seed: int, config: str | None = None, overrides:
         "scaler": pipeline.lanes[source.lane].scaler.name,
         "threshold": settings.threshold.kind,
         "driven": f"streamad pipeline, windows of {settings.window.size}: score the window, then learn it",
+        "cpu_seconds": clock.cpu,
     }
-    return np.concatenate(seen.scores), seconds, info
+    return np.concatenate(seen.scores), clock.wall, info
 
 
 # -- jobs --------------------------------------------------------------------------------------------
@@ -328,12 +330,13 @@ def _job_main(conn: mpc.Connection, job: dict[str, Any], data_dir: str, limit: i
         conn.send(("start", {"records": len(X), "records_sha": records_digest(X, y)}))
         runner = _resolve(job["runner"])
         scores, seconds, info = runner(X, job["seed"], **job["params"])
+        cpu = info.pop("cpu_seconds", None)
         scores = np.asarray(scores, dtype=np.float64)
         if scores.shape != (len(X),):
             raise RuntimeError(f"{len(scores)} scores for {len(X)} records")
         # Only now do labels meet scores.
         auc, ap = metrics(y, scores)
-        conn.send(("done", {"status": "ok", "roc_auc": auc, "ap": ap, "seconds": seconds, "records_per_s": len(X) / seconds if seconds > 0 else math.inf, "info": info}))
+        conn.send(("done", {"status": "ok", "roc_auc": auc, "ap": ap, "seconds": seconds, "records_per_s": len(X) / seconds if seconds > 0 else math.inf, "cpu_seconds": cpu, "load_avg_1m": os.getloadavg()[0], "info": info}))
     except BaseException as e:  # noqa: BLE001 - reported as the job's result
         conn.send(("done", {"status": "error", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=8)}))
     finally:
@@ -459,6 +462,7 @@ class Cell:
     ap: list[float]
     rate: list[float]
     seeds: int
+    wall_per_cpu: list[float] = dataclasses.field(default_factory=list)
     failed: int = 0
     records: int | None = None
     records_sha: list[str] = dataclasses.field(default_factory=list)
@@ -485,6 +489,7 @@ class Cell:
             failed=len(runs) - len(ok),
             records=recs[0] if recs else None,
             records_sha=[r.get("records_sha", "") for r in runs if r is not None],
+            wall_per_cpu=[r["seconds"] / r["cpu_seconds"] for r in ok if r.get("cpu_seconds")],
         )
 
     def mean(self, what: str) -> float:
@@ -614,12 +619,22 @@ def render_markdown(s: Summary, meta: Mapping[str, Any]) -> str:
         if len(common) < len(s.datasets):
             out.append(f"| mean over the {len(common)} files every detector finished | | " + " | ".join(f"{s.mean_over_files(l, what, common)[0]:.3f}" for l in labels) + " |")
         out.append("| **mean rank** | | " + " | ".join(f"**{ranks[l]:.2f}**" if l in ranks else "—" for l in labels) + " |")
-    out += ["", "## Throughput", "", "Records per second of the score-and-learn loop (loading excluded), median over seeds.", "", head]
+    out += [
+        "",
+        "## Throughput",
+        "",
+        "Records per second of the score-and-learn loop (loading excluded), median over seeds. The machine is shared: the row "
+        "'loop wall-s ÷ loop CPU-s' is 1 when a job had its core to itself, and higher when it waited for one.",
+        "",
+        head,
+    ]
     for d in s.datasets:
         recs = next((s.cells[l, d].records for l in labels if s.cells[l, d].records), None)
         cells = [s.cells[l, d] for l in labels]
         out.append(f"| {d} | {recs if recs is not None else '?'} | " + " | ".join(_fmt_rate(c.median_rate()) if c.status == "ok" else _fmt_cell(c, "auc") for c in cells) + " |")
     out.append("| **median over files** | | " + " | ".join(f"**{_fmt_rate(s.median_rate(l))}**" for l in labels) + " |")
+    contention = [np.median([v for d in s.datasets for v in s.cells[l, d].wall_per_cpu] or [math.nan]) for l in labels]
+    out.append("| loop wall-s ÷ loop CPU-s, median | | " + " | ".join("—" if math.isnan(c) else f"{c:.2f}" for c in contention) + " |")
     for o in ours:
         out.append(f"| {o.label} ÷ this (files both finished) | | " + " | ".join(_ratio(s.median_rate(o.label, s.common_files([o.label, l])), s.median_rate(l, s.common_files([o.label, l]))) for l in labels) + " |")
     out += ["", "## Detectors", "", "| detector | what runs | driven | records scored per step |", "|---|---|---|---|"]
@@ -627,8 +642,7 @@ def render_markdown(s: Summary, meta: Mapping[str, Any]) -> str:
         info = meta["info"].get(sp.label, {})
         step = f"windows of {info['window']}" if "window" in info else "1 (record by record)" if sp.kind == "peer" else "all at once (offline)"
         detail = sp.note + (f"; params {json.dumps(info['params'], sort_keys=True, default=str)}" if info.get("params") else "")
-        seeds = "" if sp.seeds is None else f" Seeds: {', '.join(map(str, sp.run_seeds(s.seeds)))} only."
-        out.append(f"| {sp.label} | {detail}.{seeds} | {info.get('driven', '')} | {step} |")
+        out.append(f"| {sp.label} | {detail}. | {info.get('driven', '')} | {step} |")
     same = all(len({sha for l in labels for sha in [_sha_of(s, l, d, seed, meta)] if sha}) <= 1 for d in s.datasets for seed in s.seeds)
     out += ["", f"Same records for every detector: {'yes, checked by fingerprint of every streamed array' if same else '**NO** — see odds.json'}."]
     failures = [(l, d, c) for (l, d), c in s.cells.items() if c.status != "ok"]
@@ -648,7 +662,7 @@ def summary_lines(s: Summary) -> list[str]:
     """Our figure beside each peer's, as ratios, over the files both finished."""
     ours = [sp for sp in s.specs if sp.kind == "ours"]
     peers = [sp for sp in s.specs if sp.kind != "ours"]
-    lines = []
+    lines = [f"note: {sp.label} runs on seed(s) {', '.join(map(str, sp.run_seeds(s.seeds)))} only ({sp.note})" for sp in s.specs if sp.seeds is not None]
     for o in ours:
         m_auc, k = s.mean_over_files(o.label, "auc")
         m_ap, _ = s.mean_over_files(o.label, "ap")
@@ -677,12 +691,14 @@ def plot(s: Summary, path: Path) -> None:
     fig, axes = plt.subplots(3, 1, figsize=(13, 13), gridspec_kw={"height_ratios": [1, 1, 1.1]})
     x = np.arange(len(s.datasets))
     markers = "o^svD<>Ph*X"
+    palette = iter(plt.get_cmap("tab10").colors)
+    colors = {sp.label: "black" if sp.kind == "ours" else "grey" if sp.kind == "offline" else next(palette) for sp in s.specs}
     for i, sp in enumerate(s.specs):
-        style = {"marker": markers[i % len(markers)], "linestyle": "none", "markersize": 8 if sp.kind == "ours" else 6, "label": sp.label}
-        if sp.kind == "ours":
-            style.update(color="black", markerfacecolor="none" if i else "black")
+        style = {"marker": markers[i % len(markers)], "linestyle": "none", "markersize": 8 if sp.kind == "ours" else 6, "label": sp.label, "color": colors[sp.label]}
+        if sp.kind == "ours" and i:
+            style.update(markerfacecolor="none")
         elif sp.kind == "offline":
-            style.update(color="grey", alpha=0.6)
+            style.update(alpha=0.6)
         for ax, what in zip(axes[:2], ("auc", "ap")):
             ax.plot(x + (i - len(s.specs) / 2) * 0.06, s.per_file(sp.label, what), **style)
     for ax, title in zip(axes[:2], ("ROC-AUC (mean over seeds)", "Average precision (mean over seeds)")):
@@ -695,7 +711,7 @@ def plot(s: Summary, path: Path) -> None:
         rate, (auc, _) = s.median_rate(sp.label), s.mean_over_files(sp.label, "auc")
         if math.isnan(rate) or math.isnan(auc):
             continue
-        ax.scatter([rate], [auc], marker=markers[i % len(markers)], s=70, color="black" if sp.kind == "ours" else None)
+        ax.scatter([rate], [auc], marker=markers[i % len(markers)], s=70, color=colors[sp.label])
         ax.annotate(sp.label, (rate, auc), textcoords="offset points", xytext=(6, 4), fontsize=9)
     ax.set_xscale("log")
     ax.set_xlabel("records/s (median over files; one thread)")

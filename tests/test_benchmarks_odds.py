@@ -153,3 +153,13 @@ def test_settings_overrides_parse_like_yaml():
         "window": {"size": 64},
         "detector": {"params": {"lr": 0.001}, "name": "river-hst"},
     }
+
+
+def test_the_harness_docstring_examples_run():
+    import doctest
+
+    from benchmarks import peers
+
+    for module in (odds, peers):
+        failed, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert attempted > 0 and failed == 0, module.__name__
