@@ -401,7 +401,8 @@ def run_jobs(
     for var in THREAD_VARS:  # inherited by the fork server and every job
         os.environ[var] = "1"
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["numpy", "scipy.io", "sklearn.metrics", "river", "connectors.odds", "streamad.pipeline", "benchmarks.peers"])
+    # Imported once in the fork server rather than in every job; a missing module is skipped.
+    ctx.set_forkserver_preload(["numpy", "scipy.io", "sklearn.metrics", "sklearn.ensemble", "river", "pysad.models", "torch", "connectors.odds", "streamad.pipeline", "benchmarks.peers"])
     pending = deque(jobs)
     running: dict[Any, _Running] = {}
     results: dict[str, dict[str, Any]] = {}

@@ -49,7 +49,7 @@ def specs():
 
 @pytest.fixture(scope="module")
 def results(data_dir, specs):
-    jobs = [odds.Job(s, "tiny", seed) for s in specs for seed in (0, 1)]
+    jobs = [odds.Job(s, "tiny", 1) for s in specs] + [odds.Job(specs[0], "tiny", 0)]
     return odds.run_jobs(jobs, data_dir, cap=120, workers=2, limit=LIMIT)
 
 
@@ -66,11 +66,11 @@ def test_permutation_is_default_rng_of_the_seed_and_the_cap_keeps_its_first_reco
 
 
 def test_every_detector_streams_the_same_records(results, specs):
-    for seed in (0, 1):
-        runs = [results[odds.Job(s, "tiny", seed).key] for s in specs]
-        assert all(r["status"] == "ok" for r in runs), runs
-        assert {r["records"] for r in runs} == {LIMIT}
-        assert len({r["records_sha"] for r in runs}) == 1
+    runs = [results[odds.Job(s, "tiny", 1).key] for s in specs]
+    assert all(r["status"] == "ok" for r in runs), runs
+    assert {r["records"] for r in runs} == {LIMIT}
+    assert len({r["records_sha"] for r in runs}) == 1
+    # Another seed, another permutation.
     sha = {results[odds.Job(specs[0], "tiny", seed).key]["records_sha"] for seed in (0, 1)}
     assert len(sha) == 2
 
