@@ -34,7 +34,7 @@ def test_everything_off_is_plain_minibatch_training() -> None:
 
 
 def make(backbone: torch.nn.Module, **kw: object) -> WindowTrainer:
-    args = dict(lr=1e-2, batch_size=64, warmup_records=128, warmup_steps=2, loe_warmup=128, replay=256)
+    args = dict(lr=1e-2, batch_size=64, warmup_records=128, warmup_epochs=2.0, warmup_boost=2.0, loe_warmup=128, replay=256)
     args.update(kw)
     return WindowTrainer(backbone, LatentLabeler(alpha=0.1, mode="soft"), ImportanceWeights(min_count=64), Lamp("none"), **args)  # type: ignore[arg-type]
 
@@ -65,9 +65,9 @@ def test_loe_flags_mostly_planted_outliers_and_keeps_them_out_of_replay() -> Non
 
 def test_warmup_makes_extra_steps_and_counts_records_once() -> None:
     rng = np.random.default_rng(0)
-    t = make(AutoEncoder(4, generator=torch.Generator().manual_seed(0)), warmup_records=64, warmup_steps=3)
-    reports, warm = t.learn(rng.normal(size=(32, 4)))
-    assert warm and len(reports) == 3 and t.n_trained == 32
+    t = make(AutoEncoder(4, generator=torch.Generator().manual_seed(0)), warmup_records=64, warmup_epochs=6.0, warmup_boost=2.0)
+    reports, warm = t.learn(rng.normal(size=(32, 4)))  # 32 * 6 / 64 + 2 * log2(1 + 32 / 8)
+    assert warm and len(reports) == t.warmup_target(32) == 7 and t.n_trained == 32
     reports, warm = t.learn(rng.normal(size=(32, 4)))
     assert warm and t.n_trained == 64
     reports, warm = t.learn(rng.normal(size=(32, 4)))
@@ -92,6 +92,6 @@ def test_reopen_warmup_after_drift() -> None:
     t = make(AutoEncoder(4), warmup_records=64, loe_warmup=64)
     for _ in range(6):
         t.learn(rng.normal(size=(64, 4)))
-    assert not t.in_warmup and t.loe_active and t.weights is not None and t.weights.hist.n_seen > 0
+    assert not t.in_warmup and t.loe_active and t.hist.n_seen > 0
     t.reopen_warmup()
-    assert t.in_warmup and not t.loe_active and t.weights.hist.n_seen == 0
+    assert t.in_warmup and not t.loe_active and t.hist.n_seen == 0

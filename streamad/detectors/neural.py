@@ -5,10 +5,12 @@ from ``Settings.detector.params``:
 
 - LOE: ``loe`` (blind, hard, soft, refine), ``alpha``, ``estep`` (window, running),
   ``loe_cap``, ``loe_warmup`` (records trained blind first);
-- importance weights: ``weights`` (on/off), ``iw_bins``, ``iw_decay``, ``iw_clip``,
-  ``iw_ess``, ``iw_warmup``;
+- the score histogram (log1p of LOE-normal scores): ``hist_bins``, ``hist_decay``;
+  ``calibrate`` reports scores against it;
+- importance weights: ``weights`` (on/off), ``iw_clip``, ``iw_ess``, ``iw_warmup``,
+  ``iw_target`` (moments, robust);
 - LAMP: ``lamp`` (none, scale, power, exp), ``lamp_c``, ``lamp_p``, ``lamp_beta``;
-- training: ``lr``, ``batch_size``, ``warmup_records``, ``warmup_steps``, ``replay``,
+- training: ``lr``, ``batch_size``, ``warmup_records``, ``warmup_epochs``, ``warmup_boost``, ``replay``,
   ``replay_share``, ``input_clip``, ``device`` (cpu, cuda, auto), ``seed``.
 
 The network is built from the seed when the first records arrive (their width fixes
@@ -31,26 +33,30 @@ from streamad.learning.trainer import WindowTrainer
 from streamad.learning.weights import ImportanceWeights
 
 TRAINER_DEFAULTS: dict[str, Any] = {
-    "loe": "soft",
+    "loe": "hard",
     "alpha": 0.1,
     "estep": "window",
     "loe_cap": None,
-    "loe_warmup": 512,
+    "loe_warmup": 0,
     "weights": True,
-    "iw_bins": 48,
-    "iw_decay": 0.99,
     "iw_clip": (0.1, 10.0),
     "iw_ess": 0.3,
     "iw_warmup": 256,
+    "iw_target": "moments",
+    "calibrate": True,
+    "calibrate_after": 64,
+    "hist_bins": 48,
+    "hist_decay": 0.99,
     "lamp": "none",
     "lamp_c": 1.0,
     "lamp_p": 2.0,
     "lamp_beta": 1.0,
-    "lr": 1e-3,
+    "lr": 3e-3,
     "weight_decay": 0.0,
     "batch_size": 256,
     "warmup_records": 1024,
-    "warmup_steps": 4,
+    "warmup_epochs": 8.0,
+    "warmup_boost": 16.0,
     "replay": 1024,
     "replay_share": 0.0,
     "input_clip": 1e3,
@@ -96,11 +102,10 @@ class NeuralDetector(Detector):
             raise ValueError(f"loe={p['loe']!r} needs a backbone with an anomalous loss; use loe='refine' or 'blind'")
         weights = (
             ImportanceWeights(
-                bins=int(p["iw_bins"]),
-                decay=float(p["iw_decay"]),
                 clip=tuple(p["iw_clip"]),  # type: ignore[arg-type]
                 ess_min=float(p["iw_ess"]),
                 min_count=int(p["iw_warmup"]),
+                target=str(p["iw_target"]),
             )
             if p["weights"]
             else None
@@ -115,10 +120,15 @@ class NeuralDetector(Detector):
             weight_decay=float(p["weight_decay"]),
             batch_size=int(p["batch_size"]),
             warmup_records=int(p["warmup_records"]),
-            warmup_steps=int(p["warmup_steps"]),
+            warmup_epochs=float(p["warmup_epochs"]),
+            warmup_boost=float(p["warmup_boost"]),
             loe_warmup=int(p["loe_warmup"]),
             replay=int(p["replay"]),
             replay_share=float(p["replay_share"]),
+            calibrate=bool(p["calibrate"]),
+            calibrate_after=int(p["calibrate_after"]),
+            hist_bins=int(p["hist_bins"]),
+            hist_decay=float(p["hist_decay"]),
             seed=int(p["seed"]),
             device=str(p["device"]),
         )

@@ -70,8 +70,14 @@ class Backbone(nn.Module):
     def score(self, x: torch.Tensor) -> torch.Tensor:
         return self.losses(x)[0]
 
+    def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """``(L_n, L_a, score)`` from one forward pass; the score is detached."""
+        ln, la = self.losses(x)
+        return ln, la, ln.detach()
+
     def setup(self, x: torch.Tensor) -> None:
         """Data-dependent initialisation from the first training batch (default: none)."""
+
 
     def feature_contributions(self, x: torch.Tensor) -> torch.Tensor:
         """Per-feature share of each record's score; by default gradient times deviation."""
@@ -89,8 +95,12 @@ def complement_nll(ln: torch.Tensor) -> torch.Tensor:
 
 
 class AutoEncoder(Backbone):
-    """``d -> hidden -> latent -> hidden -> d``; the last layer starts at zero, so before
-    any learning the score is the squared distance from the scaler's mean."""
+    """``d -> hidden -> latent -> hidden -> d``, score = mean squared reconstruction error.
+
+    The last layer starts at zero, so before any learning the score is the squared
+    distance from the scaler's running mean: a sensible detector from the first
+    window, and a ranking LOE can use at once (no blind warm-up needed).
+    """
 
     def __init__(
         self,
@@ -104,8 +114,8 @@ class AutoEncoder(Backbone):
         super().__init__()
         g = generator if generator is not None else torch.Generator().manual_seed(0)
         d = n_features
-        h = hidden or min(64, max(16, 2 * d))
-        k = latent or max(2, min(16, d // 2))
+        h = hidden or 32
+        k = latent or max(2, min(8, d // 2))
         if anomalous_loss not in ("complement", "inverse", "none"):
             raise ValueError(f"anomalous_loss must be complement, inverse or none, not {anomalous_loss!r}")
         self.anomalous_loss = anomalous_loss

@@ -2,20 +2,29 @@
 
 Per optimiser step (``docs``: methods.md, "How they compose")::
 
-    Ln, La  = backbone.losses(batch)            # one forward pass, with gradients
-    y       = LOE E-step on (Ln - La), detached
-    w       = importance weights of Ln, from the score histogram before this batch
+    Ln, La, s = backbone.outputs(batch)         # one forward pass; s = detection score
+    y       = LOE E-step on (s - La), detached
+    w       = importance weights of s, from the score histogram before this batch
     loss_i  = y_n * w * lamp(Ln) + y_a * La     # y_n, y_a: weights on L_n and L_a
     step(mean(loss_i)); LOE-normal fresh scores -> histogram and replay memory
+
+The trainer owns THE running score histogram: ``log1p`` of the scores of fresh
+LOE-normal records, decayed per step. The importance weights read it, and with
+``calibrate`` the detector's scores are reported against it: ``(log1p(s) - median) /
+MAD``, from the histogram as it was before the window. A model that keeps learning
+shrinks its raw errors as it goes; calibration keeps the scores of early and late
+records comparable (one threshold, one ranking over the whole stream) without
+changing the order within a window.
 
 Windows and optimiser steps are decoupled so one configuration serves a 129-record
 file and a million-record topic, and the per-record cost stays small:
 
 - records wait in ``pending`` until ``batch_size`` of them can make one step;
-- while the stream is young (the first ``warmup_records``) every window makes
-  ``warmup_steps`` steps, on its fresh records topped up with replayed earlier ones
-  (several passes over the little data there is), and LOE is blind (the model is
-  too raw to tell anomalies from normal records);
+- while the stream is young (the first ``warmup_records``) the trainer keeps its step
+  count on ``warmup_target(n)`` (front-loaded, independent of the window sizes), each
+  step on the window's fresh records topped up with replayed earlier ones;
+- LOE is blind for the first ``loe_warmup`` records (0 by default: an autoencoder's
+  untrained score is already a usable ranking);
 - ``replay`` keeps up to that many recent LOE-normal records; ``replay_share`` of each
   steady-state batch can be drawn from it.
 
@@ -25,12 +34,14 @@ few counters and a checkpoint continues exactly.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
 import torch
 
+from streamad.histogram import DecayedHistogram
 from streamad.learning.backbones import Backbone
 from streamad.learning.lamp import Lamp
 from streamad.learning.loe import LatentLabeler
@@ -64,10 +75,15 @@ class WindowTrainer:
         weight_decay: float = 0.0,
         batch_size: int = 256,
         warmup_records: int = 1024,
-        warmup_steps: int = 4,
+        warmup_epochs: float = 8.0,
+        warmup_boost: float = 16.0,
         loe_warmup: int = 512,
         replay: int = 1024,
         replay_share: float = 0.0,
+        calibrate: bool = True,
+        calibrate_after: int = 256,
+        hist_bins: int = 48,
+        hist_decay: float = 0.99,
         seed: int = 0,
         device: str = "cpu",
     ) -> None:
@@ -84,11 +100,18 @@ class WindowTrainer:
         self.weight_decay = weight_decay
         self.batch_size = batch_size
         self.warmup_records = warmup_records
-        self.warmup_steps = warmup_steps
+        self.warmup_epochs = warmup_epochs
+        self.warmup_boost = warmup_boost
+        self.warmup_start = 0  # n_seen when the current warm-up began
+        self.warmup_done = 0  # steps made since then
         self.loe_warmup = loe_warmup
         self.replay = replay
         self.replay_share = replay_share if replay > 0 else 0.0
+        self.calibrate = calibrate
+        self.calibrate_after = calibrate_after
         self.seed = seed
+        self.hist = DecayedHistogram(bins=hist_bins, decay=hist_decay, min_init=32)
+        self._calibration: tuple[float, float] | None = None
         self.optimizer = self._make_optimizer()
         self.n_seen = 0  # records given to learn()
         self.n_trained = 0  # fresh records consumed by steps
@@ -117,7 +140,20 @@ class WindowTrainer:
     def score(self, X: np.ndarray) -> np.ndarray:
         if len(X) == 0:
             return np.empty(0)
-        return self.backbone.score(self.tensor(X)).double().cpu().numpy()
+        raw = self.backbone.score(self.tensor(X)).double().cpu().numpy()
+        if not self.calibrate or self.hist.n_seen < self.calibrate_after:
+            return raw
+        med, mad = self.calibration()
+        return (np.log1p(np.maximum(raw, 0.0)) - med) / mad
+
+    def calibration(self) -> tuple[float, float]:
+        """Median and MAD of the log-scores of LOE-normal records so far ((0, 1) before any)."""
+        if self._calibration is None:
+            med, mad = self.hist.median_mad()
+            if not (np.isfinite(med) and np.isfinite(mad)):
+                med, mad = 0.0, 1.0
+            self._calibration = (float(med), float(max(mad, 1e-6)))
+        return self._calibration
 
     # -- learning --------------------------------------------------------------------------
 
@@ -140,13 +176,22 @@ class WindowTrainer:
             self.n_pending += len(X)
         reports: list[StepReport] = []
         if warm:
-            for _ in range(self.warmup_steps):
+            n_steps = max(1, self.warmup_target(self.n_seen - self.warmup_start) - self.warmup_done)
+            for _ in range(n_steps):
                 reports.append(self._step(self._take_fresh(self.batch_size), fill=True))
+            self.warmup_done += n_steps
             return reports, True
         fresh_per_step = max(1, int(round(self.batch_size * (1.0 - self.replay_share))))
         while self.n_pending >= fresh_per_step:
             reports.append(self._step(self._take_fresh(fresh_per_step), fill=self.replay_share > 0))
         return reports, False
+
+    def warmup_target(self, n: int) -> int:
+        """Steps the warm-up should have made after ``n`` records, whatever the window
+        sizes: ``warmup_epochs`` passes, plus ``warmup_boost`` steps per doubling of the
+        data (front-loaded: little data seen many times, so even a 129-record stream
+        gets a trained model)."""
+        return int(self.warmup_epochs * n / self.batch_size + self.warmup_boost * math.log2(1.0 + n / 8.0))
 
     def _take_fresh(self, n: int) -> np.ndarray:
         if self.n_pending == 0:
@@ -188,20 +233,21 @@ class WindowTrainer:
         x = self.tensor(batch)
         self.backbone.setup(x)
         self.backbone.train()
-        ln, la = self.backbone.losses(x)
-        ln_np = ln.detach().double().cpu().numpy()
+        ln, la, score = self.backbone.outputs(x)
+        s_np = score.double().cpu().numpy()
         loe = self.loe_active
         if loe:
-            rank = ln_np if la is None else ln_np - la.detach().double().cpu().numpy()
+            rank = s_np if la is None else s_np - la.detach().double().cpu().numpy()
             labels = self.labeler.label(rank)
             self.labeler.observe(rank[:n_fresh])
             normal, anomalous, flagged = labels.normal, labels.anomalous, labels.flagged
         else:
             normal, anomalous, flagged = np.ones(len(batch)), np.zeros(len(batch)), np.zeros(len(batch), dtype=bool)
+        z = np.log1p(np.maximum(s_np, 0.0))
         if self.weights is not None:
             keep = ~flagged
             w = np.ones(len(batch))
-            w_keep, ess = self.weights.weights(ln_np[keep])
+            w_keep, ess = self.weights.weights(z[keep], self.hist)
             w[keep] = w_keep
         else:
             w, ess = np.ones(len(batch)), 1.0
@@ -216,8 +262,9 @@ class WindowTrainer:
         self.steps += 1
         self.n_trained += n_fresh
         fresh_normal = ~flagged[:n_fresh]
-        if self.weights is not None:
-            self.weights.update(ln_np[:n_fresh][fresh_normal])
+        if n_fresh:
+            self.hist.update(z[:n_fresh][fresh_normal])
+            self._calibration = None
         self._remember(fresh[fresh_normal])
         return StepReport(loss=float(loss.detach()), flag_rate=float(flagged.mean()), ess=ess, n_fresh=n_fresh)
 
@@ -227,10 +274,12 @@ class WindowTrainer:
         """Treat the stream as young again: more steps per window, blind LOE, fresh
         histograms (the old score distribution no longer describes the data)."""
         self.warmup_until = self.n_seen + self.warmup_records
+        self.warmup_start = self.n_seen
+        self.warmup_done = 0
         self.loe_from = self.n_trained + self.loe_warmup
         self.labeler.reset()
-        if self.weights is not None:
-            self.weights.reset()
+        self.hist.reset()
+        self._calibration = None
 
     def state_dict(self) -> dict[str, Any]:
         pending = np.concatenate(self.pending) if self.pending else np.empty((0, 0), dtype=np.float32)
@@ -238,12 +287,14 @@ class WindowTrainer:
             "backbone": {k: v.detach().cpu().clone() for k, v in self.backbone.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "labeler": self.labeler.state_dict(),
-            "weights": None if self.weights is None else self.weights.state_dict(),
+            "hist": self.hist.state_dict(),
             "counters": {
                 "n_seen": self.n_seen,
                 "n_trained": self.n_trained,
                 "steps": self.steps,
                 "warmup_until": self.warmup_until,
+                "warmup_start": self.warmup_start,
+                "warmup_done": self.warmup_done,
                 "loe_from": self.loe_from,
                 "memory_next": self.memory_next,
                 "memory_size": self.memory_size,
@@ -257,13 +308,15 @@ class WindowTrainer:
         self.optimizer = self._make_optimizer()
         self.optimizer.load_state_dict(state["optimizer"])
         self.labeler.load_state_dict(state["labeler"])
-        if self.weights is not None and state["weights"] is not None:
-            self.weights.load_state_dict(state["weights"])
+        self.hist.load_state_dict(state["hist"])
+        self._calibration = None
         c = state["counters"]
         self.n_seen = int(c["n_seen"])
         self.n_trained = int(c["n_trained"])
         self.steps = int(c["steps"])
         self.warmup_until = int(c["warmup_until"])
+        self.warmup_start = int(c["warmup_start"])
+        self.warmup_done = int(c["warmup_done"])
         self.loe_from = int(c["loe_from"])
         self.memory_next = int(c["memory_next"])
         self.memory_size = int(c["memory_size"])

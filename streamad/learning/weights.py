@@ -13,10 +13,11 @@ of the batch. Until the histogram holds ``min_count`` scores every weight is 1.
 The estimator is ours: the paper's is not public.
 
 >>> import numpy as np
->>> iw = ImportanceWeights(min_count=100, decay=1.0)
+>>> from streamad.histogram import DecayedHistogram
+>>> hist = DecayedHistogram(bins=48, decay=1.0)
 >>> rng = np.random.default_rng(0)
->>> iw.update(np.r_[rng.exponential(0.2, 950), rng.uniform(1, 3, 50)])  # dense mode, long tail
->>> w, ess = iw.weights(np.array([0.05, 0.5, 1.5]))
+>>> hist.update(np.log1p(np.r_[rng.exponential(0.2, 950), rng.uniform(1, 3, 50)]))  # dense mode, long tail
+>>> w, ess = ImportanceWeights(min_count=100).weights(np.log1p([0.05, 0.5, 1.5]), hist)
 >>> bool(w[0] < w[1]), round(float(w.mean()), 6)
 (True, 1.0)
 """
@@ -24,8 +25,6 @@ The estimator is ours: the paper's is not public.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
-
 import numpy as np
 
 from streamad.histogram import DecayedHistogram
@@ -34,17 +33,15 @@ _SQRT_2PI = math.sqrt(2.0 * math.pi)
 
 
 class ImportanceWeights:
-    """Per-record loss weights computed from the score histogram as it was before the batch."""
+    """Per-record loss weights, read off a histogram of LOE-normal scores as it was
+    before the batch (the trainer owns the histogram; scores are in its space, ``log1p``).
+    """
 
     def __init__(
         self,
-        bins: int = 48,
-        decay: float = 0.99,
         clip: tuple[float, float] = (0.1, 10.0),
         ess_min: float = 0.3,
         min_count: int = 256,
-        log_space: bool = True,
-        smoothing: float = 1.0,
         target: str = "moments",
     ) -> None:
         lo, hi = clip
@@ -58,51 +55,32 @@ class ImportanceWeights:
         self.clip = (float(lo), float(hi))
         self.ess_min = ess_min
         self.min_count = min_count
-        self.log_space = log_space
-        self.hist = DecayedHistogram(bins=bins, decay=decay, min_init=min(min_count, 64), smoothing=smoothing)
 
-    def _z(self, scores: np.ndarray) -> np.ndarray:
-        s = np.asarray(scores, dtype=np.float64)
-        return np.log1p(np.maximum(s, 0.0)) if self.log_space else s
+    def ready(self, hist: DecayedHistogram) -> bool:
+        return hist.ready and hist.n_seen >= self.min_count
 
-    @property
-    def warming_up(self) -> bool:
-        return not self.hist.ready or self.hist.n_seen < self.min_count
-
-    def weights(self, scores: np.ndarray) -> tuple[np.ndarray, float]:
-        """Weights with mean 1 and their effective sample size as a share of the batch."""
-        n = len(scores)
-        if n == 0 or self.warming_up:
+    def weights(self, z: np.ndarray, hist: DecayedHistogram) -> tuple[np.ndarray, float]:
+        """Weights with mean 1 for scores ``z`` (in the histogram's space), and their
+        effective sample size as a share of the batch; all 1 while warming up."""
+        n = len(z)
+        if n == 0 or not self.ready(hist):
             return np.ones(n), 1.0
-        z = self._z(scores)
+        z = np.asarray(z, dtype=np.float64)
         if self.target == "robust":
-            med, mad = self.hist.median_mad()
+            med, mad = hist.median_mad()
             sigma = 1.4826 * mad
         else:
-            med, sigma = self.hist.mean_std()
+            med, sigma = hist.mean_std()
         if not (np.isfinite(sigma) and sigma > 0):
             return np.ones(n), 1.0
         q = np.exp(-0.5 * ((z - med) / sigma) ** 2) / (sigma * _SQRT_2PI)
-        p = self.hist.density(z)
+        p = hist.density(z)
         w = np.clip(q / np.maximum(p, 1e-300), *self.clip)
         w /= w.mean()
         ess = ess_share(w)
         if ess < self.ess_min:
             w, ess = temper(w, self.ess_min)
         return w, ess
-
-    def update(self, scores: np.ndarray) -> None:
-        """Add the scores of LOE-normal records."""
-        self.hist.update(self._z(scores))
-
-    def reset(self) -> None:
-        self.hist.reset()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"hist": self.hist.state_dict()}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.hist.load_state_dict(state["hist"])
 
 
 def ess_share(w: np.ndarray) -> float:
