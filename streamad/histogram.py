@@ -111,11 +111,17 @@ class DecayedHistogram:
         return np.clip(np.floor(pos).astype(np.int64) + 1, 0, self.bins + 1)
 
     def _edges(self) -> np.ndarray:
-        """Edges of all bins, outer ones included (bins + 3 values)."""
-        inner = np.linspace(self.lo, self.hi, self.bins + 1)
-        left = min(self.vmin, self.lo)
-        right = max(self.vmax, self.hi)
-        return np.concatenate([[left], inner, [right]])
+        """Edges of all bins, outer ones included (bins + 3 values); read-only, cached
+        until the range or the extremes change (readers call this on every update)."""
+        key = (self.lo, self.hi, self.vmin, self.vmax, self.bins)
+        if getattr(self, "_edges_key", None) != key:
+            inner = np.linspace(self.lo, self.hi, self.bins + 1)
+            left = min(self.vmin, self.lo)
+            right = max(self.vmax, self.hi)
+            edges = np.concatenate([[left], inner, [right]])
+            edges.flags.writeable = False
+            self._edges_cache, self._edges_key = edges, key
+        return self._edges_cache
 
     def _refit(self) -> None:
         lo, hi = self.quantile(0.005), self.quantile(0.995)

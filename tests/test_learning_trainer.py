@@ -95,3 +95,30 @@ def test_reopen_warmup_after_drift() -> None:
     assert not t.in_warmup and t.loe_active and t.hist.n_seen > 0
     t.reopen_warmup()
     assert t.in_warmup and not t.loe_active and t.hist.n_seen == 0
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "leaky_relu"])
+@pytest.mark.parametrize("anomalous", ["complement", "inverse"])
+@pytest.mark.parametrize("lamp", [Lamp("none"), Lamp("power", p=1.5), Lamp("exp", beta=0.5, cap=3.0)])
+def test_explicit_backward_equals_autograd(activation: str, anomalous: str, lamp: Lamp) -> None:
+    g = torch.Generator().manual_seed(0)
+    ae = AutoEncoder(6, activation=activation, anomalous_loss=anomalous, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():  # leave the zero start so every layer gets a gradient
+        for p in ae.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g))
+    x = torch.randn(40, 6, generator=g) * 2
+    x[3] = 200.0  # beyond the loss cap: no gradient
+    c_n = torch.rand(40, generator=g)
+    c_a = (torch.rand(40, generator=g) > 0.8).float()
+    ln, la = ae.losses(x)
+    (c_n * lamp(ln) + c_a * la).mean().backward()
+    auto = [p.grad.clone() for p in ae.parameters()]
+    ae.zero_grad(set_to_none=True)
+    ln2, la2, _, cache = ae.forward_cached(x)
+    assert torch.allclose(ln.detach(), ln2) and torch.allclose(la.detach(), la2)
+    ae.backward_cached(cache, c_n * lamp.grad(ln2) / 40, c_a / 40)
+    for a, p in zip(auto, ae.parameters()):
+        assert torch.allclose(a, p.grad, rtol=1e-4, atol=1e-6)

@@ -11,7 +11,8 @@ from ``Settings.detector.params``:
   ``iw_target`` (moments, robust);
 - LAMP: ``lamp`` (none, scale, power, exp), ``lamp_c``, ``lamp_p``, ``lamp_beta``;
 - training: ``lr``, ``batch_size``, ``warmup_records``, ``warmup_epochs``, ``warmup_boost``, ``replay``,
-  ``replay_share``, ``input_clip``, ``device`` (cpu, cuda, auto), ``seed``.
+  ``replay_share``, ``input_clip``, ``autograd`` (force autograd over a backbone's
+  explicit backward), ``device`` (cpu, cuda, auto), ``seed``.
 
 The network is built from the seed when the first records arrive (their width fixes
 the input layer). Scores are the backbone's ``L_n``; they are never weighted or
@@ -45,6 +46,7 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "iw_target": "moments",
     "calibrate": True,
     "calibrate_after": 64,
+    "autograd": False,
     "hist_bins": 48,
     "hist_decay": 0.99,
     "lamp": "none",
@@ -127,6 +129,7 @@ class NeuralDetector(Detector):
             replay_share=float(p["replay_share"]),
             calibrate=bool(p["calibrate"]),
             calibrate_after=int(p["calibrate_after"]),
+            autograd=bool(p["autograd"]),
             hist_bins=int(p["hist_bins"]),
             hist_decay=float(p["hist_decay"]),
             seed=int(p["seed"]),

@@ -53,3 +53,13 @@ class Lamp:
         inside = torch.expm1(b * loss.clamp(max=cap)) / b
         slope = math.exp(b * cap)
         return torch.where(loss > cap, math.expm1(b * cap) / b + slope * (loss - cap), inside)
+
+    def grad(self, loss: torch.Tensor) -> torch.Tensor:
+        """The derivative of the transform at ``loss`` (for explicit backward passes)."""
+        if self.kind == "none":
+            return torch.ones_like(loss)
+        if self.kind == "scale":
+            return torch.full_like(loss, self.c)
+        if self.kind == "power":
+            return self.p * loss.clamp_min(1e-12) ** (self.p - 1.0)
+        return torch.exp(self.beta * loss.clamp(max=self.cap / self.beta))

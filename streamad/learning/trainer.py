@@ -82,6 +82,7 @@ class WindowTrainer:
         replay_share: float = 0.0,
         calibrate: bool = True,
         calibrate_after: int = 256,
+        autograd: bool = False,
         hist_bins: int = 48,
         hist_decay: float = 0.99,
         seed: int = 0,
@@ -93,6 +94,7 @@ class WindowTrainer:
             raise ValueError("replay_share must be in [0, 1)")
         self.device = pick_device(device)
         self.backbone = backbone.to(self.device)
+        self.backbone.train()  # no dropout or batch norm: the mode never changes
         self.labeler = labeler
         self.weights = weights
         self.lamp = lamp
@@ -108,6 +110,7 @@ class WindowTrainer:
         self.replay = replay
         self.replay_share = replay_share if replay > 0 else 0.0
         self.calibrate = calibrate
+        self.explicit = backbone.explicit_backward and not autograd
         self.calibrate_after = calibrate_after
         self.seed = seed
         self.hist = DecayedHistogram(bins=hist_bins, decay=hist_decay, min_init=32)
@@ -202,9 +205,10 @@ class WindowTrainer:
         self.n_pending = len(rest)
         return take
 
-    def _replayed(self, rng: np.random.Generator, n: int) -> np.ndarray | None:
+    def _replayed(self, n: int) -> np.ndarray | None:
         if n <= 0 or self.memory is None or self.memory_size == 0:
             return None
+        rng = np.random.default_rng((self.seed, self.steps))
         idx = rng.integers(0, self.memory_size, size=min(n, self.memory_size))
         return self.memory[idx]
 
@@ -220,11 +224,10 @@ class WindowTrainer:
         self.memory_size = min(self.replay, self.memory_size + len(X))
 
     def _step(self, fresh: np.ndarray, fill: bool) -> StepReport:
-        rng = np.random.default_rng((self.seed, self.steps))
         n_fresh = len(fresh)
         parts = [fresh] if n_fresh else []
-        if fill:
-            old = self._replayed(rng, self.batch_size - n_fresh)
+        if fill and n_fresh < self.batch_size:
+            old = self._replayed(self.batch_size - n_fresh)
             if old is not None:
                 parts.append(old)
         if not parts:
@@ -232,8 +235,10 @@ class WindowTrainer:
         batch = np.concatenate(parts) if len(parts) > 1 else parts[0]
         x = self.tensor(batch)
         self.backbone.setup(x)
-        self.backbone.train()
-        ln, la, score = self.backbone.outputs(x)
+        if self.explicit:
+            ln, la, score, cache = self.backbone.forward_cached(x)
+        else:
+            ln, la, score = self.backbone.outputs(x)
         s_np = score.double().cpu().numpy()
         loe = self.loe_active
         if loe:
@@ -252,12 +257,22 @@ class WindowTrainer:
         else:
             w, ess = np.ones(len(batch)), 1.0
         coef_n = torch.as_tensor(normal * w, dtype=ln.dtype, device=self.device)
-        loss_i = coef_n * self.lamp(ln)
-        if la is not None and anomalous.any():
-            loss_i = loss_i + torch.as_tensor(anomalous, dtype=ln.dtype, device=self.device) * la
-        loss = loss_i.mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        coef_a = torch.as_tensor(anomalous, dtype=ln.dtype, device=self.device) if la is not None and anomalous.any() else None
+        if self.explicit:
+            with torch.no_grad():
+                n = float(len(batch))
+                loss_i = coef_n * self.lamp(ln)
+                if coef_a is not None:
+                    loss_i = loss_i + coef_a * la
+                loss = loss_i.mean()
+                self.backbone.backward_cached(cache, coef_n * self.lamp.grad(ln) / n, None if coef_a is None else coef_a / n)
+        else:
+            loss_i = coef_n * self.lamp(ln)
+            if coef_a is not None:
+                loss_i = loss_i + coef_a * la
+            loss = loss_i.mean()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
         self.optimizer.step()
         self.steps += 1
         self.n_trained += n_fresh
