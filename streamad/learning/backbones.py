@@ -142,7 +142,7 @@ class AutoEncoder(Backbone):
         g = generator if generator is not None else torch.Generator().manual_seed(0)
         d = n_features
         h = hidden or 32
-        k = latent or max(2, min(8, d // 2))
+        k = latent or max(2, min(4, d // 2))
         if anomalous_loss not in ("complement", "inverse", "none"):
             raise ValueError(f"anomalous_loss must be complement, inverse or none, not {anomalous_loss!r}")
         self.anomalous_loss = anomalous_loss
