@@ -54,6 +54,7 @@ import multiprocessing as mp
 import multiprocessing.connection as mpc
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -419,6 +420,16 @@ def run_jobs(
         if on_result is not None:
             on_result(r.job, result)
 
+    try:
+        _drive(ctx, pending, running, data_dir, cap, workers, limit, load_grace, finish)
+    finally:  # interrupted: leave no job behind
+        for r in running.values():
+            r.proc.kill()
+            r.proc.join()
+    return results
+
+
+def _drive(ctx: Any, pending: deque[Job], running: dict[Any, _Running], data_dir: Path, cap: float, workers: int, limit: int | None, load_grace: float, finish: Callable[..., None]) -> None:
     while pending or running:
         while pending and len(running) < workers:
             job = pending.popleft()
@@ -448,7 +459,6 @@ def run_jobs(
             elif r.loop_started is None and now - r.started > load_grace:
                 r.proc.kill()
                 finish(conn, {"status": "error", "error": f"no start after {load_grace:.0f} s of loading"})
-    return results
 
 
 # -- tables --------------------------------------------------------------------------------------------
@@ -789,6 +799,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=CACHE_DIR / "odds_jobs.json")
     ap.add_argument("--out", type=Path, default=None, help="directory for odds.md/.json/.png (default: benchmarks/results for a full protocol run, else benchmarks/.cache/partial)")
     args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that running jobs are killed too
 
     datasets = [d for d in args.datasets.split(",") if d]
     unknown = sorted(set(datasets) - set(DATASETS))
