@@ -14,7 +14,7 @@ SMALL = {"loe-ntl": {"n_transforms": 4}}
 
 
 def build(name: str, **kw: object):
-    params = {"warmup_records": 128, "loe_warmup": 128, "iw_warmup": 64, "batch_size": 64, "seed": 7, **SMALL.get(name, {}), **kw}
+    params = {"warmup_records": 128, "warmup_boost": 2.0, "warmup_epochs": 2.0, "weights": True, "iw_warmup": 64, "batch_size": 64, "seed": 7, **SMALL.get(name, {}), **kw}
     return make_detector(name, **params)
 
 

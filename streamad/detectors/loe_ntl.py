@@ -5,7 +5,7 @@ genuine losses, so LOE-hard and LOE-soft apply as published.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
->>> det = LoeNTL(seed=0, warmup_records=256, n_transforms=4)
+>>> det = LoeNTL(seed=0, warmup_records=256, warmup_boost=2.0, n_transforms=4)
 >>> for _ in range(8):
 ...     _ = det.learn(rng.normal(size=(64, 4)))
 >>> det.score(rng.normal(size=(3, 4))).shape

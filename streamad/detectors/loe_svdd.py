@@ -2,7 +2,7 @@
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
->>> det = LoeSVDD(seed=0, warmup_records=256)
+>>> det = LoeSVDD(seed=0, warmup_records=256, warmup_boost=2.0)
 >>> for _ in range(8):
 ...     _ = det.learn(rng.normal(size=(64, 4)))
 >>> det.score(rng.normal(size=(3, 4))).shape
