@@ -1,8 +1,15 @@
-"""An autoencoder trained with LOE, importance weights and LAMP.
+"""An autoencoder trained with LOE, importance weights and LAMP: streamad's default.
 
 The score is the mean squared reconstruction error of the scaled record; its
 per-feature errors are the attribution. Before any learning the decoder outputs zero,
-so the first scores are the squared distance from the running mean.
+so the first scores are the squared distance from the running mean, and LOE (hard,
+top 10% of each batch) can work from the first window. Importance weights and LAMP
+are available and off by default (benchmarks/results/ablation.md).
+
+Windows: the detector serves any window size, but a windowed detector cannot rank the
+records of its first window, so small first windows matter on short streams; windows
+that start at 8 records and double up to 256 give both the quality of small windows
+and the throughput of large ones.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)

@@ -1,6 +1,6 @@
 """The window trainer: LOE labels, importance weights and LAMP around one backbone.
 
-Per optimiser step (``docs``: methods.md, "How they compose")::
+Per optimiser step (methods.md, "How they compose")::
 
     Ln, La, s = backbone.outputs(batch)         # one forward pass; s = detection score
     y       = LOE E-step on (s - La), detached
