@@ -113,11 +113,17 @@ class DecayedHistogram:
         return np.clip(np.floor(pos).astype(np.int64) + 1, 0, self.bins + 1)
 
     def _edges(self) -> np.ndarray:
-        """Edges of all bins, outer ones included (bins + 3 values)."""
-        inner = np.linspace(self.lo, self.hi, self.bins + 1)
-        left = min(self.vmin, self.lo)
-        right = max(self.vmax, self.hi)
-        return np.concatenate([[left], inner, [right]])
+        """Edges of all bins, outer ones included (bins + 3 values); read-only, cached
+        until the range or the extremes change (readers call this on every update)."""
+        key = (self.lo, self.hi, self.vmin, self.vmax, self.bins)
+        if getattr(self, "_edges_key", None) != key:
+            inner = np.linspace(self.lo, self.hi, self.bins + 1)
+            left = min(self.vmin, self.lo)
+            right = max(self.vmax, self.hi)
+            edges = np.concatenate([[left], inner, [right]])
+            edges.flags.writeable = False
+            self._edges_cache, self._edges_key = edges, key
+        return self._edges_cache
 
     def _refit(self, new: np.ndarray) -> None:
         """Fit the range to the central 99% of the old mass and of the incoming values,
@@ -177,18 +183,39 @@ class DecayedHistogram:
         return c[idx] / (c.sum() * widths[idx])
 
     def median_mad(self) -> tuple[float, float]:
-        """Median and median absolute deviation, read off the histogram."""
+        """Median and median absolute deviation, read off the histogram.
+
+        The cdf is piecewise linear between bin edges, so the mass within ``r`` of the
+        median is piecewise linear in ``r`` between the distances of the edges from the
+        median: evaluating it there and interpolating gives the MAD exactly, in one pass.
+        """
         med = float(self.quantile(0.5))
+        if not self.ready:
+            pooled = np.concatenate(self._pending) if self._pending else np.empty(0)
+            if len(pooled) == 0:
+                return np.nan, np.nan
+            return med, float(np.median(np.abs(pooled - med)))
+        r = np.unique(np.abs(self._edges() - med))
+        inside = np.asarray(self.cdf(med + r)) - np.asarray(self.cdf(med - r))
+        inside = np.maximum.accumulate(inside)  # guard against rounding
+        return med, float(np.interp(0.5, inside, r))
+
+    def mean_std(self) -> tuple[float, float]:
+        """Mean and standard deviation of the (decayed) mass, taking each bin's mass at
+        its centre (the outer bins' centres lie halfway to the extremes seen)."""
+        if not self.ready:
+            pooled = np.concatenate(self._pending) if self._pending else np.empty(0)
+            if len(pooled) == 0:
+                return np.nan, np.nan
+            return float(pooled.mean()), float(pooled.std())
         edges = self._edges()
-        lo_r, hi_r = 0.0, float(max(edges[-1] - med, med - edges[0], 1e-12))
-        for _ in range(50):
-            r = (lo_r + hi_r) / 2
-            inside = self.cdf(med + r) - self.cdf(med - r)
-            if inside < 0.5:
-                lo_r = r
-            else:
-                hi_r = r
-        return med, (lo_r + hi_r) / 2
+        centres = (edges[:-1] + edges[1:]) / 2
+        total = self.counts.sum()
+        if total <= 0:
+            return np.nan, np.nan
+        mean = float(self.counts @ centres / total)
+        var = float(self.counts @ (centres - mean) ** 2 / total)
+        return mean, var**0.5
 
     def reset(self) -> None:
         self.__init__(self.bins, self.decay, self.min_init, self.refit_share, self.margin, self.smoothing, self.half_life)  # type: ignore[misc]

@@ -40,12 +40,15 @@ def _load_builtin() -> None:
         return
     _builtin_loaded = True
     from streamad.detectors.gaussian import Gaussian
+    from streamad.detectors.loe_ae import LoeAE
+    from streamad.detectors.loe_ntl import LoeNTL
+    from streamad.detectors.loe_svdd import LoeSVDD
     from streamad.detectors.river_hst import RiverHST
 
-    register(Gaussian.name, Gaussian)
-    register(RiverHST.name, RiverHST)
+    for cls in (LoeAE, LoeNTL, LoeSVDD, Gaussian, RiverHST):
+        register(cls.name, cls)
 
 
-DEFAULT_DETECTOR = "gaussian"
+DEFAULT_DETECTOR = "loe-ae"
 
 __all__ = ["Detector", "LearnReport", "available", "make_detector", "register", "DEFAULT_DETECTOR"]

@@ -1,0 +1,338 @@
+"""Ablation of the learning core: the default detector against each component switched
+off or swapped, on the 20 ODDS streams as they are and with extra contamination.
+
+Reproduce benchmarks/results/ablation.md (and .json) from the repository root::
+
+    python -m benchmarks.ablation
+
+Every run goes through the real replay pipeline exactly as ``benchmarks.odds`` drives
+it (prequential protocol v1: seeds 0, 1, 2; the seed's permutation; at most 60 000
+records; score each window, then learn it; ROC-AUC and AP over all streamed
+records). Labels build the "contaminated" streams and meet the scores at the end;
+the detector never sees them.
+
+Contaminated streams (``+10%``): noisy copies of the file's own anomalies, the LOE
+paper's recipe (a random anomaly plus Gaussian noise with the anomalies' per-feature
+standard deviation), make up 10% of the stream, shuffled in. Dense, repeated
+anomalies are what a model trained on its stream learns as normal; that is the
+situation LOE is for.
+
+``--grow N`` emulates windows that start at N records and double up to the window
+size (a pipeline option proposed to the lead, not in the pipeline yet): the lane's
+window buffer is swapped for one that doubles its size each time it closes a window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from streamad.window import WindowBuffer
+
+from benchmarks.odds import DATASETS, RESULTS, SEEDS, _commit, _default_data_dir, _machine, metrics, protocol_records, single_thread
+
+#: name -> detector parameter overrides on top of the default detector's own defaults
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "default": ("default", {}),
+    "soft": ("LOE-soft (flagged: 0.5 L_n + 0.5 L_a)", {"loe": "soft"}),
+    "refine": ("Refine (flagged records dropped)", {"loe": "refine"}),
+    "blind": ("Blind (no LOE)", {"loe": "blind"}),
+    "running": ("E-step: running quantile, capped", {"estep": "running"}),
+    "loe-warmup": ("LOE blind for the first 512 records", {"loe_warmup": 512}),
+    "weights": ("importance weights on", {"weights": True}),
+    "robust-target": ("importance weights on, median/MAD target", {"weights": True, "iw_target": "robust"}),
+    "lamp-scale": ("LAMP scale(10)", {"lamp": "scale", "lamp_c": 10.0}),
+    "lamp-power": ("LAMP power(2)", {"lamp": "power", "lamp_p": 2.0}),
+    "lamp-exp": ("LAMP exp(1)", {"lamp": "exp", "lamp_beta": 1.0}),
+    "no-calibration": ("no score calibration", {"calibrate": False}),
+    "no-boost": ("no front-loaded warm-up", {"warmup_boost": 0.0}),
+    "replay": ("replay: half of each batch from memory", {"replay_share": 0.5}),
+    "plain": ("everything off (plain AE)", {"loe": "blind", "calibrate": False, "warmup_boost": 0.0}),
+}
+CONDITIONS = {"as is": 0.0, "+10% contamination": 0.10}
+
+
+def contaminate(X: np.ndarray, y: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy copies of the anomalies of ``X`` making up ``share`` of the returned stream.
+
+    >>> X = np.r_[np.zeros((9, 2)), np.ones((1, 2))]; y = np.r_[np.zeros(9), 1].astype(np.int8)
+    >>> Xc, yc = contaminate(X, y, 0.5, seed=0)
+    >>> len(Xc), int(yc.sum())
+    (20, 11)
+    """
+    if share <= 0:
+        return X, y
+    rng = np.random.default_rng([seed, 7])
+    anomalies = X[y == 1]
+    n_add = int(round(share / (1.0 - share) * len(X)))
+    picked = anomalies[rng.integers(0, len(anomalies), n_add)]
+    noisy = picked + rng.normal(size=picked.shape) * anomalies.std(axis=0, keepdims=True)
+    Xc = np.concatenate([X, noisy])
+    yc = np.concatenate([y, np.ones(n_add, dtype=y.dtype)])
+    order = rng.permutation(len(Xc))
+    return Xc[order], yc[order]
+
+
+def run_one(job: Mapping[str, Any]) -> dict[str, Any]:
+    """One (variant, condition, file, seed): the pipeline over the stream, then metrics."""
+    single_thread()
+    from connectors.odds import load_mat
+
+    X, y = load_mat(Path(job["data_dir"]) / f"{job['dataset']}.mat")
+    assert y is not None
+    X, y = protocol_records(X, y, job["seed"])
+    X, y = contaminate(X, y, job["share"], job["seed"])
+    overrides: dict[str, Any] = {
+        "window": {"size": job["window"], "max_wait_seconds": 1e9},
+        "detector": {"name": job["detector"], "params": dict(job["params"]), "seed": job["seed"]},
+    }
+    scores, seconds = _run(X, overrides, job["grow"])
+    auc, ap = metrics(y, scores)
+    return {**{k: job[k] for k in ("variant", "condition", "dataset", "seed")}, "auc": auc, "ap": ap, "seconds": seconds, "n": len(X)}
+
+
+def _run(X: np.ndarray, overrides: Mapping[str, Any], grow: int | None) -> tuple[np.ndarray, float]:
+    from connectors.odds import ArraySource
+    from connectors.sinks import NullSink
+    from streamad.config import load_settings
+    from streamad.pipeline import Observer, Pipeline, WindowResult
+
+    settings = load_settings(None, overrides, env={})
+    size = settings.window.size
+
+    class Collect(Observer):
+        def __init__(self) -> None:
+            self.scores: list[np.ndarray] = []
+
+        def on_window(self, result: WindowResult) -> None:
+            self.scores.append(result.scores)
+
+    seen = Collect()
+    pipeline = Pipeline(settings, NullSink(), observers=[seen])
+    source = ArraySource(X, stream="odds")
+    if grow:
+        buf = pipeline.lane(source.lane, X.shape[1]).buffer
+        buf.__class__ = GrowingWindowBuffer
+        buf.max_size, buf.size = size, min(grow, size)  # type: ignore[attr-defined]
+    t0 = time.perf_counter()
+    pipeline.run(source)
+    seconds = time.perf_counter() - t0
+    scores = np.concatenate(seen.scores)
+    if len(scores) != len(X):
+        raise RuntimeError("the pipeline did not score every record")
+    return scores, seconds
+
+
+class GrowingWindowBuffer(WindowBuffer):
+    """A window buffer whose windows double in size, from its first size up to ``max_size``."""
+
+    max_size: int
+
+    def flush(self) -> Any:
+        window = super().flush()
+        self.size = min(self.max_size, self.size * 2)
+        return window
+
+
+def summarize(rows: Sequence[Mapping[str, Any]], datasets: Sequence[str]) -> dict[str, dict[str, dict[str, float]]]:
+    """Mean over files (of the mean over seeds) of AUC and AP, per variant and condition."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for v in VARIANTS:
+        if not any(r["variant"] == v for r in rows):
+            continue
+        out[v] = {}
+        for c in CONDITIONS:
+            per_file = []
+            for d in datasets:
+                sel = [r for r in rows if r["variant"] == v and r["condition"] == c and r["dataset"] == d]
+                if sel:
+                    per_file.append((np.mean([r["auc"] for r in sel]), np.mean([r["ap"] for r in sel])))
+            if per_file:
+                a = np.array(per_file)
+                out[v][c] = {"auc": float(a[:, 0].mean()), "ap": float(a[:, 1].mean()), "files": len(per_file)}
+    return out
+
+
+def wins(rows: Sequence[Mapping[str, Any]], variant: str, condition: str, datasets: Sequence[str]) -> tuple[int, int]:
+    """Files where the variant's mean AUC beats / trails the default's by more than 0.005."""
+    better = worse = 0
+    for d in datasets:
+        a = [r["auc"] for r in rows if r["variant"] == variant and r["condition"] == condition and r["dataset"] == d]
+        b = [r["auc"] for r in rows if r["variant"] == "default" and r["condition"] == condition and r["dataset"] == d]
+        if a and b:
+            diff = np.mean(a) - np.mean(b)
+            better += diff > 0.005
+            worse += diff < -0.005
+    return better, worse
+
+
+def render(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any], datasets: Sequence[str]) -> str:
+    s = summarize(rows, datasets)
+    base = s["default"]
+    lines = [
+        "# Ablation of the learning core (ODDS, prequential protocol v1)",
+        "",
+        f"Detector `{meta['detector']}` through the replay pipeline, windows of {meta['window_desc']}; "
+        f"{len(datasets)} ODDS files, seeds {', '.join(map(str, meta['seeds']))}; mean over files of the mean over seeds. "
+        "Each row changes the default in one respect (last row: all at once). "
+        "Δ is the row minus the default under the same condition; "
+        "files +/− count files where the row's ROC-AUC beats / trails the default's by more than 0.005.",
+        "",
+        "`+10% contamination`: noisy copies of each file's anomalies (the LOE paper's recipe) are shuffled in until they make up 10% of the stream.",
+        "",
+        f"Machine: {meta['machine']}, {meta['cores']} cores, one thread per run; commit {meta['commit']}; {meta['date']}.",
+        "",
+        "| variant | AUC | AP | ΔAUC | ΔAP | files +/− | AUC +10% | AP +10% | ΔAUC | ΔAP | files +/− |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for v, (title, params) in VARIANTS.items():
+        if v not in s:
+            continue
+        cells = [f"{title}" + (f" `{json.dumps(params)}`" if params else "")]
+        for c in CONDITIONS:
+            r = s[v].get(c)
+            if r is None:
+                cells += ["–"] * 5
+                continue
+            b = base.get(c, r)
+            pos, neg = wins(rows, v, c, datasets)
+            d_auc, d_ap = r["auc"] - b["auc"], r["ap"] - b["ap"]
+            cells += [
+                f"{r['auc']:.3f}",
+                f"{r['ap']:.3f}",
+                "" if v == "default" else f"{d_auc:+.3f}",
+                "" if v == "default" else f"{d_ap:+.3f}",
+                "" if v == "default" else f"{pos}/{neg}",
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## Per file, ROC-AUC (mean over seeds)", ""]
+    shown = [v for v in ("default", "blind", "weights", "plain") if v in s]
+    for c in CONDITIONS:
+        lines += [f"### {c}", "", "| file | " + " | ".join(VARIANTS[v][0] for v in shown) + " |", "|---|" + "---|" * len(shown)]
+        for d in datasets:
+            vals = []
+            for v in shown:
+                a = [r["auc"] for r in rows if r["variant"] == v and r["condition"] == c and r["dataset"] == d]
+                vals.append(f"{np.mean(a):.3f}" if a else "–")
+            lines.append(f"| {d} | " + " | ".join(vals) + " |")
+        lines.append("")
+    return "\n".join(lines) + "\n" + (READING if meta.get("grow") == 8 and meta.get("window") == 256 else "")
+
+
+READING = """
+## Reading (windows of 8 doubling to 256)
+
+- **LOE earns its place; it is the component that matters.** Blind training loses 0.044
+  ROC-AUC and 0.073 AP on the streams as they are (15 files worse, 2 better) and about
+  the same with 10% injected contamination: an autoencoder trained on its own stream
+  learns to reconstruct the anomalies. LOE-hard is the default: LOE-soft is worse
+  (-0.005/-0.007, -0.008/-0.015 contaminated) because a flagged record still trains on
+  half its reconstruction loss; Refine (dropping flagged records) is about as good as
+  hard on clean streams and a little worse under contamination.
+- **No blind LOE warm-up.** The paper trains blind for the first epochs; here that
+  costs 0.026 AUC / 0.034 AP: the anomalies of the first 512 records are learned and
+  stay learned. The autoencoder's decoder starts at zero, so its untrained score is the
+  distance from the running mean, already a usable ranking for the E-step.
+- **Per-window E-step, not the running quantile.** The running-quantile E-step (ours)
+  is equal on clean streams and worse with contamination (-0.011 AUC, -0.015 AP).
+- **Importance weights do not earn their place on ODDS** (+0.004 AP, -0.001 AUC clean;
+  -0.005 AUC contaminated; either target). They are off by default and stay switchable.
+- **LAMP does not earn its place.** power(2) and exp(1) lose 0.005-0.009 AUC. scale(10)
+  is not quite a no-op under LOE: Adam removes a common factor, but scaling only the
+  normal term shifts the balance against the anomalous loss; the effect is within
+  noise here. (A test shows scale(c) alone is a no-op under Adam.)
+- **Score calibration** against the running histogram of LOE-normal scores is neutral
+  on clean streams and worth 0.012 AP under contamination; kept.
+- **The front-loaded warm-up** (many steps while the stream is young) is worth 0.023
+  AUC, mostly on the small files.
+- **Replay** of LOE-normal records in steady-state batches is neutral on ODDS (shuffled
+  streams) and doubles the steps per record; off by default.
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--detector", default="default")
+    ap.add_argument("--window", type=int, default=None, help="window size (default: the settings' default)")
+    ap.add_argument("--grow", type=int, default=None, help="emulate windows growing from this size")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}")
+    ap.add_argument("--conditions", default=",".join(CONDITIONS))
+    ap.add_argument("--datasets", default=",".join(DATASETS))
+    ap.add_argument("--seeds", default=",".join(map(str, SEEDS)))
+    ap.add_argument("--data-dir", type=Path, default=_default_data_dir())
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--name", default="ablation", help="file stem of the results (default: ablation)")
+    args = ap.parse_args(argv)
+
+    from streamad.config import load_settings
+    from streamad.factory import detector_name
+
+    settings = load_settings(None, {"detector": {"name": args.detector}}, env={})
+    detector = detector_name(settings)
+    window = args.window or settings.window.size
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; known: {list(VARIANTS)}")
+    datasets = args.datasets.split(",")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    jobs = [
+        {
+            "variant": v,
+            "condition": c,
+            "share": CONDITIONS[c],
+            "dataset": d,
+            "seed": seed,
+            "params": VARIANTS[v][1],
+            "detector": detector,
+            "window": window,
+            "grow": args.grow,
+            "data_dir": str(args.data_dir),
+        }
+        for v in variants
+        for c in args.conditions.split(",")
+        for d in datasets
+        for seed in seeds
+    ]
+    # The biggest files first, so the pool does not end on one long job.
+    jobs.sort(key=lambda j: -(args.data_dir / f"{j['dataset']}.mat").stat().st_size)
+    t0 = time.time()
+    rows: list[dict[str, Any]] = []
+    with mp.get_context("spawn").Pool(args.jobs) as pool:
+        for i, r in enumerate(pool.imap_unordered(run_one, jobs), 1):
+            rows.append(r)
+            if i % 50 == 0 or i == len(jobs):
+                print(f"{i}/{len(jobs)} jobs, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+    meta = {
+        "detector": detector,
+        "window": window,
+        "grow": args.grow,
+        "window_desc": f"{args.grow} doubling up to {window} (emulated)" if args.grow else f"{window}",
+        "seeds": seeds,
+        "machine": _machine(),
+        "cores": os.cpu_count(),
+        "commit": _commit(),
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "median_job_seconds": statistics.median(r["seconds"] for r in rows),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.name
+    (args.out / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    (args.out / f"{stem}.md").write_text(render(rows, meta, datasets))
+    print(render(rows, meta, datasets).split("## Per file")[0])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

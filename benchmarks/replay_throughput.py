@@ -1,0 +1,181 @@
+"""Replay throughput (issue #2): records/s of the whole replay pipeline with the
+default detector, beside river's HalfSpaceTrees behind MinMaxScaler run one record at
+a time over the same records in the same run.
+
+Reproduce benchmarks/results/replay_throughput.md from the repository root::
+
+    python -m benchmarks.replay_throughput
+
+Ours is what ``streamad replay FILE`` runs: MatSource → Pipeline (online scaler,
+windows, default detector scoring then learning each window, SPOT threshold,
+attribution of the alarms) → JSONL detections in a temporary file, flushed at the
+end, with default settings. The peer is ``MinMaxScaler() | HalfSpaceTrees()`` at
+river's defaults, ``score_one`` then ``learn_one`` per record, its input turned into
+dicts before the clock starts. Both stream every record of http.mat (567 498, in
+file order; no 60 000 cap: this is a "full" run). Loading is excluded from both
+clocks; one thread each (torch and BLAS), one after the other on an otherwise
+unchanged machine. ``--repeats`` alternates the two that many times and reports
+each run and the medians.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import datetime as dt  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Sequence  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from benchmarks.odds import RESULTS, _commit, _default_data_dir, _machine, _versions, metrics, single_thread  # noqa: E402
+from benchmarks.peers import Clock  # noqa: E402
+
+
+def run_ours(path: Path, workdir: Path) -> dict[str, Any]:
+    from connectors.odds import MatSource
+    from connectors.sinks import JsonlSink
+    from streamad.config import load_settings
+    from streamad.evaluation import Evaluator
+    from streamad.factory import detector_name
+    from streamad.pipeline import Observer, Pipeline, WindowResult
+
+    settings = load_settings(None, {"output": {"detections": str(workdir / "detections.jsonl")}}, env={})
+
+    class Evaluate(Observer):
+        """What replay keeps for its closing summary: scores, alarms and labels."""
+
+        def __init__(self) -> None:
+            self.ev = Evaluator()
+
+        def on_window(self, result: WindowResult) -> None:
+            self.ev.add(result.scores, result.alarms, result.window.labels)
+
+    source = MatSource(path)  # loads the file: before the clock
+    evaluate = Evaluate()
+    sink = JsonlSink(settings.output.detections)
+    pipeline = Pipeline(settings, sink, feature_names=source.feature_names, observers=[evaluate])
+    with Clock() as clock:
+        counts = pipeline.run(source)
+        sink.close()
+    seconds = clock.wall
+    y = np.concatenate(evaluate.ev.labels)
+    scores = np.concatenate(evaluate.ev.scores)
+    auc, ap = metrics(y, scores)
+    return {
+        "records": counts.scored,
+        "rejected": counts.rejected,
+        "seconds": seconds,
+        "records_per_s": counts.scored / seconds,
+        "cpu_seconds": clock.cpu,
+        "alarms": counts.alarms,
+        "detections_written": sink.written,
+        "detector": detector_name(settings),
+        "window": settings.window.size,
+        "threshold": f"{settings.threshold.kind} (risk {settings.threshold.risk})",
+        "roc_auc": auc,
+        "ap": ap,
+    }
+
+
+def run_river(X: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    from benchmarks.peers import river_hst
+
+    scores, seconds, info = river_hst(X, seed=0)
+    auc, ap = metrics(y, scores)
+    return {"records": len(X), "seconds": seconds, "records_per_s": len(X) / seconds, "cpu_seconds": info["cpu_seconds"], "roc_auc": auc, "ap": ap}
+
+
+def render(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
+    ours = [r["ours"] for r in rows]
+    river = [r["river"] for r in rows]
+    med_o = statistics.median(r["records_per_s"] for r in ours)
+    med_r = statistics.median(r["records_per_s"] for r in river)
+    o = ours[0]
+    lines = [
+        "# Replay throughput (issue #2)",
+        "",
+        f"{meta['file']}: all {o['records']:,} records, file order (a full run, not the protocol's 60 000 cap). Loading excluded from both clocks.",
+        "",
+        f"- Machine: {meta['machine']}, {meta['cores']} cores; one thread (torch and BLAS), the two runs one after the other.",
+        f"- Versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}.",
+        f"- Date: {meta['date']}; git commit {meta['commit']}.",
+        f"- Command: `{meta['command']}`",
+        "",
+        f"- **streamad replay**: MatSource → Pipeline → JSONL file; detector `{o['detector']}` (the default), windows of {o['window']}, online scaler, "
+        f"{o['threshold']} threshold, attribution of alarms, default settings.",
+        "- **river**: `MinMaxScaler() | HalfSpaceTrees()` at river's defaults (seed 0), `score_one` then `learn_one`, one record at a time.",
+        "",
+        "| run | streamad replay rec/s | river HST rec/s | streamad ÷ river | wall ÷ CPU seconds (streamad, river) |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for i, r in enumerate(rows, 1):
+        o_, r_ = r["ours"], r["river"]
+        lines.append(
+            f"| {i} | {o_['records_per_s']:,.0f} | {r_['records_per_s']:,.0f} | {o_['records_per_s'] / r_['records_per_s']:.2f}× | "
+            f"{o_['seconds'] / o_['cpu_seconds']:.2f}, {r_['seconds'] / r_['cpu_seconds']:.2f} |"
+        )
+    if len(rows) > 1:
+        lines.append(f"| **median** | **{med_o:,.0f}** | **{med_r:,.0f}** | **{med_o / med_r:.2f}×** | |")
+    lines += ["", "Wall ÷ CPU seconds near 1 means the run had its core to itself on this shared machine; above 1, it waited for one."]
+    lines += [
+        "",
+        f"streamad: {o['seconds']:.1f} s for {o['records']:,} records, {o['alarms']:,} alarms written as {o['detections_written']:,} JSON lines, {o['rejected']} rejected. "
+        f"river: {river[0]['seconds']:.1f} s.",
+        "",
+        f"For the record (file order, one pass, not protocol v1): ROC-AUC / AP streamad {o['roc_auc']:.3f} / {o['ap']:.3f}, river {river[0]['roc_auc']:.3f} / {river[0]['ap']:.3f}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.replay_throughput", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--file", type=Path, default=_default_data_dir() / "http.mat")
+    ap.add_argument("--repeats", type=int, default=1, help="alternate the two runs this many times (default 1)")
+    ap.add_argument("--out", type=Path, default=None, help="markdown result (default benchmarks/results/replay_throughput.md for http.mat)")
+    args = ap.parse_args(argv)
+    single_thread()
+    from connectors.odds import load_mat
+
+    X, y = load_mat(args.file)
+    if y is None:
+        raise SystemExit(f"{args.file} has no labels")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.repeats):
+            ours = run_ours(args.file, Path(tmp))
+            river = run_river(X, y)
+            rows.append({"ours": ours, "river": river})
+            print(
+                f"run {i + 1}: streamad replay {ours['records_per_s']:,.0f} rec/s ({ours['records']:,} records, {ours['seconds']:.1f} s) | "
+                f"river HST {river['records_per_s']:,.0f} rec/s ({river['seconds']:.1f} s) | ratio {ours['records_per_s'] / river['records_per_s']:.2f}×",
+                flush=True,
+            )
+    meta = {
+        "file": args.file.name,
+        "machine": _machine(),
+        "cores": os.cpu_count(),
+        "versions": _versions(),
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": _commit(),
+        "command": "python -m benchmarks.replay_throughput " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
+    out = args.out or (RESULTS / "replay_throughput.md" if args.file.name == "http.mat" else None)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(render(rows, meta))
+        out.with_suffix(".json").write_text(json.dumps({**meta, "runs": rows}, indent=1))
+        print(f"written: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""An autoencoder trained with LOE, importance weights and LAMP: streamad's default.
+
+The score is the mean squared reconstruction error of the scaled record; its
+per-feature errors are the attribution. Before any learning the decoder outputs zero,
+so the first scores are the squared distance from the running mean, and LOE (hard,
+top 10% of each batch) can work from the first window. Importance weights and LAMP
+are available and off by default (benchmarks/results/ablation.md).
+
+Windows: the detector serves any window size, but a windowed detector cannot rank the
+records of its first window, so small first windows matter on short streams; windows
+that start at 8 records and double up to 256 give both the quality of small windows
+and the throughput of large ones.
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> det = LoeAE(seed=0, warmup_records=256)
+>>> for _ in range(8):
+...     _ = det.learn(rng.normal(size=(64, 4)))
+>>> normal, odd = det.score(np.array([[0.0, 0.0, 0.0, 0.0], [6.0, -6.0, 6.0, 0.0]]))
+>>> bool(odd > normal)
+True
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from streamad.detectors.neural import NeuralDetector
+from streamad.learning.backbones import AutoEncoder, Backbone
+
+
+class LoeAE(NeuralDetector):
+    name = "loe-ae"
+    version = "1"
+    backbone_defaults: ClassVar[dict[str, Any]] = {
+        "hidden": None,
+        "latent": None,
+        "activation": "tanh",
+        "anomalous_loss": "complement",
+    }
+
+    def make_backbone(self, n_features: int, generator: torch.Generator) -> Backbone:
+        p = self.params
+        return AutoEncoder(
+            n_features,
+            hidden=p["hidden"],
+            latent=p["latent"],
+            activation=p["activation"],
+            anomalous_loss=p["anomalous_loss"],
+            generator=generator,
+        )

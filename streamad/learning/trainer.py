@@ -1,0 +1,342 @@
+"""The window trainer: LOE labels, importance weights and LAMP around one backbone.
+
+Per optimiser step (methods.md, "How they compose")::
+
+    Ln, La, s = backbone.outputs(batch)         # one forward pass; s = detection score
+    y       = LOE E-step on (s - La), detached
+    w       = importance weights of s, from the score histogram before this batch
+    loss_i  = y_n * w * lamp(Ln) + y_a * La     # y_n, y_a: weights on L_n and L_a
+    step(mean(loss_i)); LOE-normal fresh scores -> histogram and replay memory
+
+The trainer owns THE running score histogram: ``log1p`` of the scores of fresh
+LOE-normal records, decayed per step. The importance weights read it, and with
+``calibrate`` the detector's scores are reported against it: ``(log1p(s) - median) /
+MAD``, from the histogram as it was before the window. A model that keeps learning
+shrinks its raw errors as it goes; calibration keeps the scores of early and late
+records comparable (one threshold, one ranking over the whole stream) without
+changing the order within a window.
+
+Windows and optimiser steps are decoupled so one configuration serves a 129-record
+file and a million-record topic, and the per-record cost stays small:
+
+- records wait in ``pending`` until ``batch_size`` of them can make one step;
+- while the stream is young (the first ``warmup_records``) the trainer keeps its step
+  count on ``warmup_target(n)`` (front-loaded, independent of the window sizes), each
+  step on the window's fresh records topped up with replayed earlier ones;
+- LOE is blind for the first ``loe_warmup`` records (0 by default: an autoencoder's
+  untrained score is already a usable ranking);
+- ``replay`` keeps up to that many recent LOE-normal records; ``replay_share`` of each
+  steady-state batch can be drawn from it.
+
+Randomness comes from ``numpy.random.default_rng((seed, steps))``, so the state is a
+few counters and a checkpoint continues exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from streamad.histogram import DecayedHistogram
+from streamad.learning.backbones import Backbone
+from streamad.learning.lamp import Lamp
+from streamad.learning.loe import LatentLabeler
+from streamad.learning.weights import ImportanceWeights
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass
+class StepReport:
+    loss: float
+    flag_rate: float
+    ess: float
+    n_fresh: int
+
+
+class WindowTrainer:
+    """Trains ``backbone`` from windows of an unlabelled, contaminated stream."""
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        labeler: LatentLabeler,
+        weights: ImportanceWeights | None,
+        lamp: Lamp,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        batch_size: int = 256,
+        warmup_records: int = 1024,
+        warmup_epochs: float = 8.0,
+        warmup_boost: float = 16.0,
+        loe_warmup: int = 512,
+        replay: int = 1024,
+        replay_share: float = 0.0,
+        calibrate: bool = True,
+        calibrate_after: int = 256,
+        autograd: bool = False,
+        hist_bins: int = 48,
+        hist_decay: float = 0.99,
+        seed: int = 0,
+        device: str = "cpu",
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if not 0.0 <= replay_share < 1.0:
+            raise ValueError("replay_share must be in [0, 1)")
+        self.device = pick_device(device)
+        self.backbone = backbone.to(self.device)
+        self.backbone.train()  # no dropout or batch norm: the mode never changes
+        self.labeler = labeler
+        self.weights = weights
+        self.lamp = lamp
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.warmup_records = warmup_records
+        self.warmup_epochs = warmup_epochs
+        self.warmup_boost = warmup_boost
+        self.warmup_start = 0  # n_seen when the current warm-up began
+        self.warmup_done = 0  # steps made since then
+        self.loe_warmup = loe_warmup
+        self.replay = replay
+        self.replay_share = replay_share if replay > 0 else 0.0
+        self.calibrate = calibrate
+        self.explicit = backbone.explicit_backward and not autograd
+        self.calibrate_after = calibrate_after
+        self.seed = seed
+        self.hist = DecayedHistogram(bins=hist_bins, decay=hist_decay, min_init=32)
+        self._calibration: tuple[float, float] | None = None
+        self.optimizer = self._make_optimizer()
+        self.n_seen = 0  # records given to learn()
+        self.n_trained = 0  # fresh records consumed by steps
+        self.steps = 0
+        self.warmup_until = warmup_records  # n_seen below which the stream counts as young
+        self.loe_from = loe_warmup  # n_trained from which LOE labels are used
+        self.pending: list[np.ndarray] = []
+        self.n_pending = 0
+        self.memory: np.ndarray | None = None
+        self.memory_next = 0
+        self.memory_size = 0
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        params = list(self.backbone.parameters())
+        try:
+            return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay, fused=True)
+        except (RuntimeError, TypeError, ValueError):
+            return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+
+    # -- scoring -------------------------------------------------------------------------
+
+    def tensor(self, X: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=self.device)
+
+    @torch.no_grad()
+    def score(self, X: np.ndarray) -> np.ndarray:
+        if len(X) == 0:
+            return np.empty(0)
+        raw = self.backbone.score(self.tensor(X)).double().cpu().numpy()
+        if not self.calibrate or self.hist.n_seen < self.calibrate_after:
+            return raw
+        med, mad = self.calibration()
+        return (np.log1p(np.maximum(raw, 0.0)) - med) / mad
+
+    def calibration(self) -> tuple[float, float]:
+        """Median and MAD of the log-scores of LOE-normal records so far ((0, 1) before any)."""
+        if self._calibration is None:
+            med, mad = self.hist.median_mad()
+            if not (np.isfinite(med) and np.isfinite(mad)):
+                med, mad = 0.0, 1.0
+            self._calibration = (float(med), float(max(mad, 1e-6)))
+        return self._calibration
+
+    # -- learning --------------------------------------------------------------------------
+
+    @property
+    def in_warmup(self) -> bool:
+        return self.n_seen < self.warmup_until
+
+    @property
+    def loe_active(self) -> bool:
+        return self.n_trained >= self.loe_from
+
+    def learn(self, X: np.ndarray) -> tuple[list[StepReport], bool]:
+        """Queue a window and make the steps it is due; returns the steps' reports and
+        whether the trainer was warming up."""
+        X = np.asarray(X, dtype=np.float32)
+        warm = self.in_warmup
+        self.n_seen += len(X)
+        if len(X):
+            self.pending.append(X)
+            self.n_pending += len(X)
+        reports: list[StepReport] = []
+        if warm:
+            n_steps = max(1, self.warmup_target(self.n_seen - self.warmup_start) - self.warmup_done)
+            for _ in range(n_steps):
+                reports.append(self._step(self._take_fresh(self.batch_size), fill=True))
+            self.warmup_done += n_steps
+            return reports, True
+        fresh_per_step = max(1, int(round(self.batch_size * (1.0 - self.replay_share))))
+        while self.n_pending >= fresh_per_step:
+            reports.append(self._step(self._take_fresh(fresh_per_step), fill=self.replay_share > 0))
+        return reports, False
+
+    def warmup_target(self, n: int) -> int:
+        """Steps the warm-up should have made after ``n`` records, whatever the window
+        sizes: ``warmup_epochs`` passes, plus ``warmup_boost`` steps per doubling of the
+        data (front-loaded: little data seen many times, so even a 129-record stream
+        gets a trained model)."""
+        return int(self.warmup_epochs * n / self.batch_size + self.warmup_boost * math.log2(1.0 + n / 8.0))
+
+    def _take_fresh(self, n: int) -> np.ndarray:
+        if self.n_pending == 0:
+            return np.empty((0, 0), dtype=np.float32)
+        allx = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
+        take, rest = allx[:n], allx[n:]
+        self.pending = [rest] if len(rest) else []
+        self.n_pending = len(rest)
+        return take
+
+    def _replayed(self, n: int) -> np.ndarray | None:
+        if n <= 0 or self.memory is None or self.memory_size == 0:
+            return None
+        rng = np.random.default_rng((self.seed, self.steps))
+        idx = rng.integers(0, self.memory_size, size=min(n, self.memory_size))
+        return self.memory[idx]
+
+    def _remember(self, X: np.ndarray) -> None:
+        if self.replay <= 0 or len(X) == 0:
+            return
+        if self.memory is None:
+            self.memory = np.zeros((self.replay, X.shape[1]), dtype=np.float32)
+        X = X[-self.replay :]
+        idx = (self.memory_next + np.arange(len(X))) % self.replay
+        self.memory[idx] = X
+        self.memory_next = int((self.memory_next + len(X)) % self.replay)
+        self.memory_size = min(self.replay, self.memory_size + len(X))
+
+    def _step(self, fresh: np.ndarray, fill: bool) -> StepReport:
+        n_fresh = len(fresh)
+        parts = [fresh] if n_fresh else []
+        if fill and n_fresh < self.batch_size:
+            old = self._replayed(self.batch_size - n_fresh)
+            if old is not None:
+                parts.append(old)
+        if not parts:
+            return StepReport(loss=float("nan"), flag_rate=0.0, ess=1.0, n_fresh=0)
+        batch = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        x = self.tensor(batch)
+        self.backbone.setup(x)
+        if self.explicit:
+            ln, la, score, cache = self.backbone.forward_cached(x)
+        else:
+            ln, la, score = self.backbone.outputs(x)
+        s_np = score.double().cpu().numpy()
+        loe = self.loe_active
+        if loe:
+            rank = s_np if la is None else s_np - la.detach().double().cpu().numpy()
+            labels = self.labeler.label(rank)
+            self.labeler.observe(rank[:n_fresh])
+            normal, anomalous, flagged = labels.normal, labels.anomalous, labels.flagged
+        else:
+            normal, anomalous, flagged = np.ones(len(batch)), np.zeros(len(batch)), np.zeros(len(batch), dtype=bool)
+        z = np.log1p(np.maximum(s_np, 0.0))
+        if self.weights is not None:
+            keep = ~flagged
+            w = np.ones(len(batch))
+            w_keep, ess = self.weights.weights(z[keep], self.hist)
+            w[keep] = w_keep
+        else:
+            w, ess = np.ones(len(batch)), 1.0
+        coef_n = torch.as_tensor(normal * w, dtype=ln.dtype, device=self.device)
+        coef_a = torch.as_tensor(anomalous, dtype=ln.dtype, device=self.device) if la is not None and anomalous.any() else None
+        if self.explicit:
+            with torch.no_grad():
+                n = float(len(batch))
+                loss_i = coef_n * self.lamp(ln)
+                if coef_a is not None:
+                    loss_i = loss_i + coef_a * la
+                loss = loss_i.mean()
+                self.backbone.backward_cached(cache, coef_n * self.lamp.grad(ln) / n, None if coef_a is None else coef_a / n)
+        else:
+            loss_i = coef_n * self.lamp(ln)
+            if coef_a is not None:
+                loss_i = loss_i + coef_a * la
+            loss = loss_i.mean()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        self.optimizer.step()
+        self.steps += 1
+        self.n_trained += n_fresh
+        fresh_normal = ~flagged[:n_fresh]
+        if n_fresh:
+            self.hist.update(z[:n_fresh][fresh_normal])
+            self._calibration = None
+        self._remember(fresh[fresh_normal])
+        return StepReport(loss=float(loss.detach()), flag_rate=float(flagged.mean()), ess=ess, n_fresh=n_fresh)
+
+    # -- drift and state -----------------------------------------------------------------
+
+    def reopen_warmup(self) -> None:
+        """Treat the stream as young again: more steps per window, blind LOE, fresh
+        histograms (the old score distribution no longer describes the data)."""
+        self.warmup_until = self.n_seen + self.warmup_records
+        self.warmup_start = self.n_seen
+        self.warmup_done = 0
+        self.loe_from = self.n_trained + self.loe_warmup
+        self.labeler.reset()
+        self.hist.reset()
+        self._calibration = None
+
+    def state_dict(self) -> dict[str, Any]:
+        pending = np.concatenate(self.pending) if self.pending else np.empty((0, 0), dtype=np.float32)
+        return {
+            "backbone": {k: v.detach().cpu().clone() for k, v in self.backbone.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "labeler": self.labeler.state_dict(),
+            "hist": self.hist.state_dict(),
+            "counters": {
+                "n_seen": self.n_seen,
+                "n_trained": self.n_trained,
+                "steps": self.steps,
+                "warmup_until": self.warmup_until,
+                "warmup_start": self.warmup_start,
+                "warmup_done": self.warmup_done,
+                "loe_from": self.loe_from,
+                "memory_next": self.memory_next,
+                "memory_size": self.memory_size,
+            },
+            "pending": pending,
+            "memory": self.memory,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.backbone.load_state_dict({k: torch.as_tensor(v) for k, v in state["backbone"].items()})
+        self.optimizer = self._make_optimizer()
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.labeler.load_state_dict(state["labeler"])
+        self.hist.load_state_dict(state["hist"])
+        self._calibration = None
+        c = state["counters"]
+        self.n_seen = int(c["n_seen"])
+        self.n_trained = int(c["n_trained"])
+        self.steps = int(c["steps"])
+        self.warmup_until = int(c["warmup_until"])
+        self.warmup_start = int(c["warmup_start"])
+        self.warmup_done = int(c["warmup_done"])
+        self.loe_from = int(c["loe_from"])
+        self.memory_next = int(c["memory_next"])
+        self.memory_size = int(c["memory_size"])
+        pending = np.asarray(state["pending"], dtype=np.float32)
+        self.pending = [pending] if pending.size else []
+        self.n_pending = len(pending) if pending.size else 0
+        mem = state["memory"]
+        self.memory = None if mem is None else np.asarray(mem, dtype=np.float32).copy()

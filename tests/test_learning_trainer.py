@@ -1,0 +1,124 @@
+"""The window trainer: components compose, and with every one off it is plain training."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from streamad.learning.backbones import AutoEncoder, DeepSVDD, NeuTraL
+from streamad.learning.lamp import Lamp
+from streamad.learning.loe import LatentLabeler
+from streamad.learning.trainer import WindowTrainer
+from streamad.learning.weights import ImportanceWeights
+
+
+def test_everything_off_is_plain_minibatch_training() -> None:
+    """Blind LOE, no weights, no LAMP, no warm-up extras, no replay: exactly Adam on
+    the mean reconstruction error of consecutive batches."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(512, 5)).astype(np.float32)
+    ae = AutoEncoder(5, generator=torch.Generator().manual_seed(3))
+    ref = AutoEncoder(5, generator=torch.Generator().manual_seed(3))
+    trainer = WindowTrainer(ae, LatentLabeler(mode="blind"), None, Lamp("none"), lr=1e-2, batch_size=64, warmup_records=0, replay=0)
+    for i in range(0, 512, 32):
+        trainer.learn(X[i : i + 32])
+    opt = torch.optim.Adam(ref.parameters(), lr=1e-2)
+    for i in range(0, 512, 64):
+        x = torch.from_numpy(X[i : i + 64])
+        opt.zero_grad()
+        ref.losses(x)[0].mean().backward()
+        opt.step()
+    assert trainer.steps == 8
+    for a, b in zip(ae.parameters(), ref.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def make(backbone: torch.nn.Module, **kw: object) -> WindowTrainer:
+    args = dict(lr=1e-2, batch_size=64, warmup_records=128, warmup_epochs=2.0, warmup_boost=2.0, loe_warmup=128, replay=256)
+    args.update(kw)
+    return WindowTrainer(backbone, LatentLabeler(alpha=0.1, mode="soft"), ImportanceWeights(min_count=64), Lamp("none"), **args)  # type: ignore[arg-type]
+
+
+def contaminated(rng: np.random.Generator, n: int, d: int = 4, share: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    X = rng.normal(size=(n, d)) * 0.5
+    out = np.zeros(n, dtype=bool)
+    out[rng.choice(n, int(share * n), replace=False)] = True
+    X[out] = rng.uniform(3, 5, size=(out.sum(), d)) * rng.choice([-1, 1], size=(out.sum(), d))
+    return X, out
+
+
+def test_loe_flags_mostly_planted_outliers_and_keeps_them_out_of_replay() -> None:
+    rng = np.random.default_rng(1)
+    t = make(AutoEncoder(4, generator=torch.Generator().manual_seed(0)))
+    for _ in range(12):
+        X, _ = contaminated(rng, 64)
+        t.learn(X)
+    assert t.loe_active
+    X, out = contaminated(rng, 64)
+    ln = t.score(X)
+    flagged = t.labeler.label(ln).flagged
+    assert flagged.sum() == out.sum() == 6
+    assert (out[flagged]).all()
+    mem = t.memory[: t.memory_size]
+    assert (np.abs(mem).max(axis=1) > 2.9).mean() < 0.05  # outliers stay out of the replay memory
+
+
+def test_warmup_makes_extra_steps_and_counts_records_once() -> None:
+    rng = np.random.default_rng(0)
+    t = make(AutoEncoder(4, generator=torch.Generator().manual_seed(0)), warmup_records=64, warmup_epochs=6.0, warmup_boost=2.0)
+    reports, warm = t.learn(rng.normal(size=(32, 4)))  # 32 * 6 / 64 + 2 * log2(1 + 32 / 8)
+    assert warm and len(reports) == t.warmup_target(32) == 7 and t.n_trained == 32
+    reports, warm = t.learn(rng.normal(size=(32, 4)))
+    assert warm and t.n_trained == 64
+    reports, warm = t.learn(rng.normal(size=(32, 4)))
+    assert not warm and reports == [] and t.n_pending == 32  # waits for a full batch of 64
+    reports, _ = t.learn(rng.normal(size=(32, 4)))
+    assert len(reports) == 1 and t.n_pending == 0
+
+
+def test_every_backbone_trains_and_stays_finite() -> None:
+    rng = np.random.default_rng(0)
+    for bb in (AutoEncoder(6), DeepSVDD(6), NeuTraL(6, n_transforms=4)):
+        t = make(bb, loe_warmup=64)
+        for _ in range(8):
+            X, _ = contaminated(rng, 64, d=6)
+            reports, _ = t.learn(X)
+            assert all(np.isfinite(r.loss) for r in reports)
+        assert np.isfinite(t.score(rng.normal(size=(16, 6)))).all()
+
+
+def test_reopen_warmup_after_drift() -> None:
+    rng = np.random.default_rng(0)
+    t = make(AutoEncoder(4), warmup_records=64, loe_warmup=64)
+    for _ in range(6):
+        t.learn(rng.normal(size=(64, 4)))
+    assert not t.in_warmup and t.loe_active and t.hist.n_seen > 0
+    t.reopen_warmup()
+    assert t.in_warmup and not t.loe_active and t.hist.n_seen == 0
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "leaky_relu"])
+@pytest.mark.parametrize("anomalous", ["complement", "inverse"])
+@pytest.mark.parametrize("lamp", [Lamp("none"), Lamp("power", p=1.5), Lamp("exp", beta=0.5, cap=3.0)])
+def test_explicit_backward_equals_autograd(activation: str, anomalous: str, lamp: Lamp) -> None:
+    g = torch.Generator().manual_seed(0)
+    ae = AutoEncoder(6, activation=activation, anomalous_loss=anomalous, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():  # leave the zero start so every layer gets a gradient
+        for p in ae.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g))
+    x = torch.randn(40, 6, generator=g) * 2
+    x[3] = 200.0  # beyond the loss cap: no gradient
+    c_n = torch.rand(40, generator=g)
+    c_a = (torch.rand(40, generator=g) > 0.8).float()
+    ln, la = ae.losses(x)
+    (c_n * lamp(ln) + c_a * la).mean().backward()
+    auto = [p.grad.clone() for p in ae.parameters()]
+    ae.zero_grad(set_to_none=True)
+    ln2, la2, _, cache = ae.forward_cached(x)
+    assert torch.allclose(ln.detach(), ln2) and torch.allclose(la.detach(), la2)
+    ae.backward_cached(cache, c_n * lamp.grad(ln2) / 40, c_a / 40)
+    for a, p in zip(auto, ae.parameters()):
+        assert torch.allclose(a, p.grad, rtol=1e-4, atol=1e-6)
