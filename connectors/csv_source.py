@@ -48,6 +48,7 @@ class CsvSource:
     """
 
     progress_unit = "B"
+    live = False  # all records are at hand: windows close by count, never by the clock
 
     def __init__(
         self,

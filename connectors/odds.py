@@ -86,6 +86,7 @@ class ArraySource:
     (from 1, like file lines). Rows with NaN or inf are rejected."""
 
     progress_unit = "records"
+    live = False  # all records are at hand: windows close by count, never by the clock
 
     def __init__(
         self,

@@ -184,7 +184,7 @@ def _run_replay(
         return paced(it, speed) if speed is not None else it
 
     try:
-        summary, _ = run(source, settings, sink, source.feature_names, rejects=rejects, observers=observers, batches=batches, source_name=str(file))
+        summary, _ = run(source, settings, sink, source.feature_names, rejects=rejects, observers=observers, batches=batches, source_name=str(file), live=speed is not None)
     finally:
         sink.close()
         rejects.close()

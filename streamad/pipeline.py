@@ -35,7 +35,12 @@ log = logging.getLogger("streamad")
 
 
 class Source(Protocol):
-    """Yields batches; ``None`` means "nothing right now" so time-limited windows can close."""
+    """Yields batches; ``None`` means "nothing right now" so time-limited windows can close.
+
+    A source whose records are all at hand (a file replayed as fast as possible) sets
+    ``live = False``: its windows close by count only, so results never depend on how
+    fast the machine is. Without the attribute a source is taken as live.
+    """
 
     def __iter__(self) -> Iterator[Batch | None]: ...
 
@@ -384,10 +389,12 @@ class Pipeline:
     def run(self, source: Source, should_stop: Callable[[], bool] | None = None) -> Counts:
         """Drive the pipeline from a source until it ends or ``should_stop()``; the last
         windows are processed and checkpointed before returning."""
+        live = getattr(source, "live", True)
         for item in source:
             if item is not None:
                 self.process(item)
-            self.tick()
+            if live:
+                self.tick()
             if self.checkpoint_due():
                 source.commit(self.checkpoint())
             if should_stop is not None and should_stop():

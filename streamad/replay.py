@@ -151,19 +151,25 @@ def replay(
     observers: Iterable[Observer] = (),
     batches: Callable[[Source], Iterable[Any]] | None = None,
     source_name: str = "",
+    live: bool | None = None,
 ) -> tuple[Summary, Recorder]:
     """Run a finite source to its end (or Ctrl-C) and return the summary and the record
-    of every score. ``batches`` can wrap the source's iteration (pacing, progress)."""
+    of every score. ``batches`` can wrap the source's iteration (pacing, progress);
+    ``live`` (default: the source's own ``live``) says whether windows may also close
+    by time, which only a paced replay needs."""
     recorder = Recorder()
     pipeline = Pipeline(settings, sink, feature_names=feature_names, rejects=rejects, observers=[recorder, *observers])
     stream = batches(source) if batches is not None else source
+    if live is None:
+        live = getattr(source, "live", True)
     interrupted = False
     t0 = time.perf_counter()
     try:
         for item in stream:
             if item is not None:
                 pipeline.process(item)
-            pipeline.tick()
+            if live:
+                pipeline.tick()
     except KeyboardInterrupt:
         interrupted = True
     pipeline.drain()

@@ -70,7 +70,7 @@ def test_counts_reconcile_with_the_pipeline() -> None:
     d = generate(n=6000, seed=3)
     reg = CollectorRegistry()
     m = MetricsObserver(registry=reg, model="gaussian")
-    s = load_settings(overrides={"threshold": {"warmup_records": 500}, "drift": {"reference_records": 1000, "recent_records": 1000}}, env={})
+    s = load_settings(overrides={"detector": {"name": "gaussian"}, "threshold": {"warmup_records": 500}, "drift": {"reference_records": 1000, "recent_records": 1000}}, env={})
     p = Pipeline(s, MemorySink(), feature_names=d.feature_names, observers=[m])
     src = ArraySource(d.X, d.y, stream="pumps", timestamps=d.timestamps, feature_names=d.feature_names, chunk_rows=700)
     m.set_end_offsets({src.lane: len(d.X) + 1})

@@ -55,7 +55,8 @@ def test_score_before_learn(name):
     _, _, before = scores_of(X2[:640], s)
     lm = next(iter(before.lanes.values()))
     alone = lm.detector.score(lm.scaler.transform(X2[k : k + 1]))[0]
-    assert alone == changed[k]
+    # float32 networks may round a 1-row product differently from a 64-row one
+    assert alone == pytest.approx(changed[k], rel=1e-6)
 
 
 @pytest.mark.parametrize("name", DETECTORS)
