@@ -64,7 +64,9 @@ class Schema:
         dupes = sorted({c for c in cols if cols.count(c) > 1})
         if dupes:
             raise InputError(f"duplicate column names: {', '.join(dupes)}")
-        lower = {c.lower(): c for c in cols}
+        # A column the user named as a feature is never guessed into another role.
+        named = set(self.features or ()) | {self.key} | set(self.exclude)
+        lower = {c.lower(): c for c in cols if c not in named}
         s = self
         if guess and s.timestamp is None:
             hit = next((lower[n] for n in TIMESTAMP_NAMES if n in lower), None)
@@ -226,7 +228,10 @@ def _parse_mapping(rec: Any, feats: Sequence[str]) -> tuple[str | None, str | No
             if v is None:
                 return "missing_field", f"missing value (null) in field '{f}'", f, row
             return "non_numeric", f"non-numeric value {str(v)[:40]!r} in field '{f}'", f, row
-        v = float(v)
+        try:
+            v = float(v)
+        except OverflowError:  # an integer beyond the float range
+            return "non_finite", f"value out of range in field '{f}'", f, row
         if not math.isfinite(v):
             return "non_finite", f"non-finite value {v!r} in field '{f}'", f, row
         row.append(v)

@@ -67,3 +67,14 @@ def test_timestamps_iso_and_epoch_units():
     assert abs(ts[0] - 1583748873.0) < 1e-6
     ms, _ = parse_timestamps([1583748873000, 1583748874000])
     assert ms.tolist() == [1583748873.0, 1583748874.0]
+
+
+def test_explicit_features_are_never_guessed_into_another_role():
+    s = Schema(features=("y", "time")).resolve(["y", "time", "anomaly"])
+    assert s.features == ("y", "time") and s.label == "anomaly" and s.timestamp is None
+
+
+def test_integers_beyond_the_float_range_are_rejected_not_fatal():
+    s = Schema(features=("a",)).resolve(["a"])
+    b = s.parse_mappings([{"a": 10**400}, {"a": 1}], offsets=[0, 1], lane=LANE)
+    assert len(b) == 1 and b.rejects[0].code == "non_finite" and "out of range" in b.rejects[0].reason
