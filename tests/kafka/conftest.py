@@ -292,6 +292,40 @@ def read_topic(bootstrap: str, topic: str, until: Callable[[list[Any]], bool], t
         c.close()
 
 
+class TopicReader:
+    """Reads a topic from the beginning, incrementally: ``read()`` returns everything so far."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        from kafka import KafkaConsumer
+
+        self.topic = topic
+        self.messages: list[Any] = []
+        self._c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
+        self._assigned = False
+
+    def read(self, timeout_ms: int = 200) -> list[Any]:
+        from kafka import TopicPartition
+
+        if not self._assigned:
+            parts = self._c.partitions_for_topic(self.topic)
+            if not parts:
+                return self.messages
+            tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+            self._c.assign(tps)
+            self._c.seek_to_beginning(*tps)
+            self._assigned = True
+        while True:
+            got = self._c.poll(timeout_ms=timeout_ms)
+            if not got:
+                return self.messages
+            for msgs in got.values():
+                self.messages.extend(msgs)
+            timeout_ms = 0
+
+    def close(self) -> None:
+        self._c.close()
+
+
 def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int | None]:
     from kafka import KafkaConsumer, TopicPartition
 
@@ -328,6 +362,7 @@ def worker_config(path: Path, bootstrap: str, topic: str, group: str, state_dir:
         "heartbeat_interval_ms": 500,
         "retry": {"initial_backoff_seconds": 0.2, "max_backoff_seconds": 1.0},
         "client": {"bootstrap_timeout_ms": 2000},
+        "max_message_bytes": 4096,  # streams.MAX_MESSAGE_BYTES
     }
     cfg: dict[str, Any] = {
         "kafka": kafka,

@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from tests.kafka.conftest import Worker, committed, create_topic, produce, read_topic, unique, wait_for, worker_config
-from tests.kafka.streams import MAX_MESSAGE_BYTES, dead_letters_by_offset, detections_by_offset, expected_code, messages
+from tests.kafka.streams import dead_letters_by_offset, detections_by_offset, expected_code, messages
 
 pytestmark = pytest.mark.kafka
 
@@ -23,7 +23,7 @@ def test_records_come_back_as_detections_and_bad_ones_as_dead_letters(bootstrap,
     assert len(bad) >= 30 and len(good) + len(bad) == n
     end = {p: 1 + max(o for q, o, _, _ in sent if q == p) for p in range(parts)}
 
-    cfg = worker_config(tmp_path / "streamad.yaml", bootstrap, topic, group, tmp_path / "state", kafka={"max_message_bytes": MAX_MESSAGE_BYTES})
+    cfg = worker_config(tmp_path / "streamad.yaml", bootstrap, topic, group, tmp_path / "state")
     w = Worker(cfg, tmp_path / "worker.log")
     workers.append(w)
     wait_for(lambda: committed(bootstrap, group, topic, parts) == end, 90, "every input offset to be committed")
