@@ -245,6 +245,6 @@ def _retriable(e: BaseException) -> bool:
 
 def _describe(e: BaseException) -> str:
     text = str(e)
-    return f"{type(e).__name__}: {text}" if text and text != type(e).__name__ else type(e).__name__
+    return type(e).__name__ if text in ("", "None", type(e).__name__) or text.startswith(type(e).__name__) else f"{type(e).__name__}: {text}"
 
 

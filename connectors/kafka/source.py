@@ -26,7 +26,9 @@ from connectors.kafka.decoder import JsonDecoder
 
 log = logging.getLogger("streamad.kafka")
 
-COMMIT_TIMEOUT_MS = 15_000
+# A commit that takes longer is given up (and made again at the next checkpoint) so a
+# broker outage does not stall the worker.
+COMMIT_TIMEOUT_MS = 5_000
 # After this long without partitions, say so (and every NOTE_EVERY seconds after).
 QUIET_SECONDS = 15.0
 NOTE_EVERY = 30.0
@@ -160,7 +162,7 @@ class KafkaSource:
             try:
                 committed = self.consumer.committed(tp, timeout_ms=COMMIT_TIMEOUT_MS)
             except Exception as e:  # noqa: BLE001 - retried at the next poll
-                log.warning("kafka: cannot read the committed offset of %s (%s); retrying", lane, e)
+                log.warning("kafka: cannot read the committed offset of %s, is the broker reachable? (%s); retrying", lane, _describe(e))
                 return
             learned = self.resume_offset(lane)
             known = [o for o in (committed, learned) if o is not None]
@@ -228,7 +230,7 @@ class KafkaSource:
         except CommitFailedError as e:
             log.warning("kafka: offset commit refused (%s): the group is rebalancing; the partitions' next owner resumes from the checkpoint", e)
         except Exception as e:  # noqa: BLE001 - broker away: commit again at the next checkpoint
-            log.warning("kafka: offset commit failed (%s: %s); committing again at the next checkpoint", type(e).__name__, e)
+            log.warning("kafka: offset commit failed, is the broker reachable? (%s); committing again at the next checkpoint", _describe(e))
         else:
             for tp, om in todo.items():
                 self._committed[tp] = om.offset
@@ -297,6 +299,11 @@ class KafkaSource:
             self.consumer.close(autocommit=False, timeout_ms=timeout_ms)
         except Exception as e:  # noqa: BLE001
             log.warning("kafka: closing the consumer: %s", e)
+
+
+def _describe(e: BaseException) -> str:
+    text = str(e)
+    return type(e).__name__ if text in ("", "None", type(e).__name__) or text.startswith(type(e).__name__) else f"{type(e).__name__}: {text}"
 
 
 def _names(tps: Any) -> str:
