@@ -62,6 +62,10 @@ class KafkaApp:
                 "kafka: missing: `streamad run` needs a kafka section with at least bootstrap_servers, topics, group_id, "
                 "output_topic and dead_letter_topic (in the config file, or STREAMAD_KAFKA__... variables)"
             )
+        r = settings.record
+        clash = [f for f in (r.features or ()) if f in (r.key, r.timestamp, r.label)]
+        if clash:
+            raise ConfigError(f"record.features: {', '.join(clash)} is also the record's key, timestamp or label field")
         self.settings = settings
         self.kafka = settings.kafka
         self.consumer_options, self.producer_options = client_options(self.kafka)

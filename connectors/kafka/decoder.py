@@ -32,7 +32,7 @@ import orjson
 from streamad.config import RecordSettings
 from streamad.errors import InputError
 from streamad.records import Batch, Lane, Reject
-from streamad.schema import Schema
+from streamad.schema import LABEL_NAMES, TIMESTAMP_NAMES, Schema
 
 log = logging.getLogger("streamad.kafka")
 
@@ -139,9 +139,16 @@ class JsonDecoder:
         if not isinstance(obj, dict):
             return "not_object", f"expected a JSON object, got {_json_type(obj)}"
         r = self.record
-        base = Schema(features=self._features, key=r.key, timestamp=r.timestamp, label=r.label)
+        timestamp, label, guess = r.timestamp, r.label, r.guess_roles
+        if self._features is not None and guess:
+            # Known features are never guessed to be a timestamp or a label.
+            free = {str(c).lower(): c for c in obj if c not in self._features}
+            timestamp = timestamp or next((free[n] for n in TIMESTAMP_NAMES if n in free), None)
+            label = label or next((free[n] for n in LABEL_NAMES if n in free), None)
+            guess = False
+        base = Schema(features=self._features, key=r.key, timestamp=timestamp, label=label)
         try:
-            schema = base.resolve(list(obj), guess=r.guess_roles)
+            schema = base.resolve(list(obj), guess=guess)
         except InputError as e:
             return "missing_field", str(e)
         inferred = self._features is None

@@ -202,7 +202,8 @@ class KafkaDeadLetterSink:
         self.topic = topic
         self.outbox = _DeadLetterOutbox(producer, retry, should_stop, "dead letters")
         limit = getattr(producer, "config", {}).get("max_request_size", 1_048_576)
-        self.max_bytes = max_bytes if max_bytes is not None else max(0, limit - 16_384)
+        # Room for the headers and the record's framing.
+        self.max_bytes = max_bytes if max_bytes is not None else limit - min(16_384, limit // 2)
 
     @property
     def written(self) -> int:
