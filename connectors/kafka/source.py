@@ -61,6 +61,7 @@ class KafkaSource:
         self.drop: Callable[[list[Lane]], None] = lambda lanes: None
         self._pending: set[Any] = set()  # assigned, paused, not yet positioned
         self._committed: dict[Any, int] = {}
+        self._start: dict[Any, int] = {}  # first offset read, for the lag before a first commit
         self._expect: dict[Any, int] = {}  # where reading was positioned, until the first record
         self._lag: dict[Lane, int] = {}
         self._error: BaseException | None = None
@@ -141,6 +142,7 @@ class KafkaSource:
     def _forget(self, tps: set[Any]) -> None:
         for tp in tps:
             self._committed.pop(tp, None)
+            self._start.pop(tp, None)
             self._expect.pop(tp, None)
             self._lag.pop(Lane(tp.topic, tp.partition), None)
 
@@ -200,6 +202,7 @@ class KafkaSource:
                     # read it again once positioned.
                     self.consumer.seek(tp, messages[0].offset)
                     continue
+                self._start.setdefault(tp, messages[0].offset)
                 expect = self._expect.pop(tp, None)
                 if expect is not None and messages[0].offset < expect:
                     log.error(
@@ -255,14 +258,16 @@ class KafkaSource:
 
     def lag(self) -> dict[Lane, int]:
         """Records per assigned partition not yet committed: the high-water mark from the
-        last fetch minus the committed offset (what `kafka-consumer-groups` shows).
-        Safe to call from another thread (a metrics scrape)."""
+        last fetch minus the committed offset (what `kafka-consumer-groups` shows; before
+        a partition's first commit, minus where reading started). The high-water mark
+        comes with every fetch response (``end_offsets()`` is not used: Tansu answers it
+        wrongly). Safe to call from another thread (a metrics scrape)."""
         return dict(self._lag)
 
     def _update_lag(self) -> None:
         lag = {}
         for tp in self.consumer.assignment():
-            base = self._committed.get(tp)
+            base = self._committed.get(tp, self._start.get(tp))
             if base is None:
                 continue
             try:
