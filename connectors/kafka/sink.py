@@ -11,7 +11,6 @@ with backoff until it is acknowledged; an error that resending cannot cure
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any, Callable, Sequence
 
 from streamad.config import KafkaRetrySettings
@@ -55,31 +54,40 @@ class _Outbox:
         self.should_stop = should_stop
         self.what = what
         self.sent = 0
-        # Messages whose send failed; the producer's IO thread appends through errbacks.
+        # Sent since the last flush, with their futures: checked once the producer has
+        # flushed (cheaper than a callback per message).
+        self._inflight: list[tuple[tuple[Any, ...], Any]] = []
+        # Messages send() could not hand to the producer.
         self._failed: list[tuple[tuple[Any, ...], BaseException]] = []
-        self._lock = threading.Lock()
         self._blocked: BaseException | None = None
 
     def send(self, topic: str, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]] | None = None) -> Any:
         msg = (topic, value, key, headers)
         if self._blocked is not None:
             # The broker is unreachable: queue without waiting max_block_ms per message.
-            self._fail(msg, self._blocked)
+            self._failed.append((msg, self._blocked))
             return None
         try:
             fut = self.producer.send(topic, value=value, key=key, headers=headers)
         except Exception as e:  # noqa: BLE001 - every error is handled at flush
             if _retriable(e):
                 self._blocked = e
-            self._fail(msg, e)
+            self._failed.append((msg, e))
             return None
-        fut.add_errback(self._fail, msg)
+        self._inflight.append((msg, fut))
         self.sent += 1
         return fut
 
-    def _fail(self, msg: tuple[Any, ...], error: BaseException) -> None:
-        with self._lock:
-            self._failed.append((msg, error))
+    def _collect(self) -> list[tuple[tuple[Any, ...], BaseException]]:
+        """After a complete flush: every message that failed, and forget the rest."""
+        failed, self._failed = self._failed, []
+        inflight, self._inflight = self._inflight, []
+        for msg, fut in inflight:
+            if not fut.is_done:  # cannot happen after flush(); keep it to be sure
+                self._inflight.append((msg, fut))
+            elif fut.exception is not None:
+                failed.append((msg, fut.exception))
+        return failed
 
     def flush(self) -> None:
         backoff = Backoff(self.retry)
@@ -93,11 +101,12 @@ class _Outbox:
                 if self.should_stop():
                     raise DeliveryInterrupted(f"stopped while {self.what} were unacknowledged") from None
                 continue
-            with self._lock:
-                failed, self._failed = self._failed, []
-            if not failed:
+            failed = self._collect()
+            if not failed and not self._inflight:
                 self._blocked = None
                 return
+            if not failed:
+                continue
             fatal = [(m, e) for m, e in failed if not _retriable(e)]
             failed = self.refused([(m, e) for m, e in fatal]) + [(m, e) for m, e in failed if _retriable(e)]
             if not failed:
@@ -112,8 +121,7 @@ class _Outbox:
                 backoff.attempts,
             )
             if not sleep(delay, self.should_stop):
-                with self._lock:
-                    self._failed = failed + self._failed
+                self._failed = failed + self._failed
                 raise DeliveryInterrupted(f"stopped while {len(failed)} {self.what} were unacknowledged")
             self._blocked = None
             for msg, _ in failed:
