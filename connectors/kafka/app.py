@@ -35,6 +35,10 @@ log = logging.getLogger("streamad.kafka")
 # A bootstrap attempt gives up after this long, so streamad's own retry line (and a
 # stop signal) come through; a client option `bootstrap_timeout_ms` overrides it.
 BOOTSTRAP_TIMEOUT_MS = 5_000
+# After a stop request, unacknowledged messages are still re-sent for this long (the
+# graceful path); then the worker leaves without committing them (Kubernetes waits 30 s
+# between SIGTERM and SIGKILL).
+STOP_GRACE_SECONDS = 20.0
 
 
 class KafkaStartError(StreamadError):
@@ -75,12 +79,20 @@ class KafkaApp:
         self.on_ack = on_ack
         self.handle_signals = handle_signals
         self._stop = threading.Event()
+        self._deadline: float | None = None
         self.pipeline: Pipeline | None = None
         self.source: KafkaSource | None = None
         self.decoder: JsonDecoder | None = None
 
-    def stop(self) -> None:
+    def stop(self, grace_seconds: float = STOP_GRACE_SECONDS) -> None:
+        """Stop gracefully (from any thread); sends the broker has not acknowledged are
+        retried for ``grace_seconds`` more, then given up (and not committed)."""
+        deadline = time.monotonic() + grace_seconds
+        self._deadline = deadline if self._deadline is None else min(self._deadline, deadline)
         self._stop.set()
+
+    def _give_up(self) -> bool:
+        return self._stop.is_set() and (self._deadline is None or time.monotonic() >= self._deadline)
 
     @property
     def stopping(self) -> bool:
@@ -116,8 +128,8 @@ class KafkaApp:
         if store is None:
             log.warning("state.dir is not set: model state is not checkpointed, so a restart or a moved partition starts its model afresh")
         self.decoder = JsonDecoder(s.record, k.max_message_bytes, on_features=self._features_inferred)
-        detections = KafkaDetectionSink(producer, k.output_topic, k.retry, self._stop.is_set, self.on_ack)
-        dead = KafkaDeadLetterSink(producer, k.dead_letter_topic, k.retry, self._stop.is_set)
+        detections = KafkaDetectionSink(producer, k.output_topic, k.retry, self._give_up, self.on_ack)
+        dead = KafkaDeadLetterSink(producer, k.dead_letter_topic, k.retry, self._give_up)
         self.pipeline = pipeline = Pipeline(s, detections, feature_names=s.record.features, rejects=dead, observers=self.observers, store=store)
         poll_ms = max(10, min(100, int(s.window.max_wait_seconds * 250)))
         self.source = source = KafkaSource(consumer, k, self.decoder, should_stop=self._stop.is_set, poll_timeout_ms=poll_ms)
@@ -146,7 +158,7 @@ class KafkaApp:
             log.warning("stopped before the broker acknowledged everything (%s): offsets after the last commit are read again at the next start", e)
         finally:
             # Anything still unacknowledged must not hold up leaving the group.
-            self._stop.set()
+            self.stop(grace_seconds=0)
             pipeline.release(list(pipeline.lanes))
             source.close()
             try:
@@ -256,7 +268,7 @@ class KafkaApp:
                     raise SystemExit(128 + signum)
                 return
             first.append(now)
-            self._stop.set()
+            self.stop()
             log.info("%s: finishing the current windows, flushing, checkpointing, committing, leaving the group (again: exit at once)", name)
 
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}

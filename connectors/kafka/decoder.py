@@ -102,8 +102,7 @@ class JsonDecoder:
         if self.schema is None:  # nothing valid yet: everything was rejected
             return Batch(lane, np.empty((0, 0)), np.empty(0, dtype=np.int64), arrival=arrival, rejects=rejects)
         offsets = np.fromiter((m.offset for m in kept), dtype=np.int64, count=len(kept))
-        raws = [m.value for m in kept]
-        batch = self.schema.parse_mappings(objs, offsets, lane, raws=raws, arrival=arrival)
+        batch = self._parse(objs, offsets, lane, kept, arrival, rejects)
         if batch.rejects:
             by_offset = {m.offset: m for m in kept}
             rejects += [_reject(lane, by_offset[r.offset], r.code, r.reason, r.field) for r in batch.rejects]
@@ -116,6 +115,25 @@ class JsonDecoder:
                 batch.timestamps = np.where(ts >= 0, ts / 1000.0, np.nan)
         batch.rejects = sorted(rejects, key=lambda r: r.offset)
         return batch
+
+    def _parse(self, objs: list[Any], offsets: np.ndarray, lane: Lane, kept: list[Message], arrival: float, rejects: list[Reject]) -> Batch:
+        assert self.schema is not None
+        raws = [m.value for m in kept]
+        try:
+            return self.schema.parse_mappings(objs, offsets, lane, raws=raws, arrival=arrival)
+        except Exception:  # noqa: BLE001 - one odd record must not stop the stream
+            pass
+        # Find the records that break parsing, one by one, and dead-letter them.
+        good = []
+        for i, obj in enumerate(objs):
+            try:
+                self.schema.parse_mappings([obj], offsets[i : i + 1], lane, arrival=arrival)
+            except Exception as e:  # noqa: BLE001
+                rejects.append(_reject(lane, kept[i], "non_numeric", f"cannot parse the record: {type(e).__name__}: {e}"[:200]))
+            else:
+                good.append(i)
+        keep = np.asarray(good, dtype=np.int64)
+        return self.schema.parse_mappings([objs[i] for i in good], offsets[keep], lane, raws=[raws[i] for i in good], arrival=arrival)
 
     def _load(self, value: bytes | None) -> tuple[Any, str | None, str | None]:
         if not value:
@@ -130,7 +148,7 @@ class JsonDecoder:
             try:
                 # NaN / Infinity literals (Python's json.dumps writes them): parse them
                 # so the reject names the non-finite field.
-                return json.loads(value), None, None
+                return json.loads(value, parse_int=_int), None, None
             except (ValueError, RecursionError):
                 return None, "not_json", f"not JSON: {e}"
 
@@ -185,6 +203,11 @@ class JsonDecoder:
 
 def _reject(lane: Lane, m: Message, code: str, reason: str, field: str | None = None) -> KafkaReject:
     return KafkaReject(lane, int(m.offset), code, reason, m.value, field, key=m.key, timestamp_ms=m.timestamp)
+
+
+def _int(text: str) -> int | float:
+    # Python's json reads any integer; one too large for a float is infinite.
+    return int(text) if len(text) < 300 else float(text)
 
 
 def _is_number(v: Any) -> bool:

@@ -17,6 +17,7 @@ MALFORMED: list[tuple[bytes | None, str]] = [
     (b'{"flow": 1.0, "pressure": 2.0}', "missing_field"),
     (b'{"flow": "high", "pressure": 2.0, "temp": 1.0}', "non_numeric"),
     (b'{"flow": NaN, "pressure": 2.0, "temp": 1.0}', "non_finite"),
+    (b'{"flow": 1' + b"0" * 400 + b', "pressure": 2.0, "temp": 1.0}', "non_finite"),  # an integer no float holds
     (b'{"flow": 1.0, "pressure": null, "temp": 1.0}', "missing_field"),
     (b'{"flow": 1.0, "pressure": 2.0, "temp": 1.0, "pad": "' + b"x" * (2 * MAX_MESSAGE_BYTES) + b'"}', "oversized"),
     (b"\xff\xfe\x00garbage", "undecodable"),

@@ -57,6 +57,23 @@ def test_every_message_is_a_row_or_a_reject_with_its_code():
     assert nan.field == "flow"
 
 
+def test_a_record_that_breaks_parsing_is_dead_lettered_not_fatal(monkeypatch):
+    from streamad.schema import Schema
+
+    dec = JsonDecoder(RecordSettings(features=["a"]), 10_000)
+    real = Schema.parse_mappings
+
+    def fussy(self, records, offsets, lane, **kw):
+        if any(r.get("a") == 13 for r in records):
+            raise RuntimeError("unlucky")
+        return real(self, records, offsets, lane, **kw)
+
+    monkeypatch.setattr(Schema, "parse_mappings", fussy)
+    b = dec.decode(Lane("t"), [msg(0, {"a": 1}), msg(1, {"a": 13}), msg(2, {"a": 2}, key=b"z")])
+    assert b.X.tolist() == [[1.0], [2.0]] and b.keys.tolist() == ["k", "z"]
+    assert [(r.offset, r.code) for r in b.rejects] == [(1, "non_numeric")] and "unlucky" in b.rejects[0].reason
+
+
 def test_features_are_inferred_once_from_the_first_valid_message():
     seen = []
     dec = JsonDecoder(RecordSettings(), 10_000, on_features=seen.append)
