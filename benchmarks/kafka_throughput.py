@@ -322,6 +322,10 @@ def latency_run(bootstrap: str, rate: float, seconds: float, partitions: int, ms
     acked = sorted((ack, i) for i, ack in acks if i in produced)
     skip = len(acked) // 10  # the first seconds include the start
     lat = np.array([ack - produced[i] for ack, i in acked[skip:]]) * 1000
+    # Records produced in the last window time limit of the run end in partial windows
+    # that close by the time limit, not by count: the steady state leaves them out.
+    last = max(produced[i] for _, i in acked)
+    steady = np.array([ack - produced[i] for ack, i in acked[skip:] if produced[i] < last - settings.window.max_wait_seconds]) * 1000
     part = np.array([int(i.split("/")[1]) for _, i in acked[skip:]])
     by_partition = {int(p): {"records": int((part == p).sum()), "p50_ms": float(np.percentile(lat[part == p], 50)), "p99_ms": float(np.percentile(lat[part == p], 99))} for p in np.unique(part)}
     if os.environ.get("BENCH_DEBUG"):
@@ -338,6 +342,7 @@ def latency_run(bootstrap: str, rate: float, seconds: float, partitions: int, ms
         "p50_ms": float(np.percentile(lat, 50)),
         "p99_ms": float(np.percentile(lat, 99)),
         "max_ms": float(lat.max()),
+        "p99_steady_ms": float(np.percentile(steady, 99)),
         "by_partition": by_partition,
         "window_size": settings.window.size,
         "window_max_wait_ms": settings.window.max_wait_seconds * 1000,
@@ -430,6 +435,12 @@ def write_report(r: dict[str, Any], out: Path) -> None:
         return ", ".join(f"{x['records_per_second']:,.0f}" for x in r["rounds"][name])
 
     load = ", ".join(f"{x:.1f}" for x in r["load_average_1min"])
+    notes = ""
+    if r["alarms"] == 0:
+        notes += (
+            "\nNote: the default detector and threshold raised no alarm on this stream when measured, so the `emit: alarms`"
+            " row reads, scores, checkpoints and commits without producing anything.\n"
+        )
     text = f"""# Kafka end-to-end throughput and latency
 
 Measured by `benchmarks/kafka_throughput.py` ({time.strftime('%Y-%m-%d')}). Broker: {r['broker']}.
@@ -460,10 +471,14 @@ spread over {r['partitions']} partitions ({lat['acknowledged']:,} detections ack
 producer callback) minus the record's produce time (its Kafka timestamp), over {lat['measured']:,} records
 (the first 10% are left out: they include the start).
 
-| p50 | p99 | max | goal for p99: window time limit + 100 ms |
-|---:|---:|---:|---:|
-| {lat['p50_ms']:.0f} ms | {lat['p99_ms']:.0f} ms | {lat['max_ms']:.0f} ms | {limit:.0f} ms: **{'met' if lat['p99_ms'] <= limit else 'NOT met'}** |
-"""
+| p50 | p99 | max | p99 without the last {lat['window_max_wait_ms']:.0f} ms of input | goal for p99: window time limit + 100 ms |
+|---:|---:|---:|---:|---:|
+| {lat['p50_ms']:.0f} ms | {lat['p99_ms']:.0f} ms | {lat['max_ms']:.0f} ms | {lat['p99_steady_ms']:.0f} ms | {limit:.0f} ms: **{'met' if lat['p99_ms'] <= limit else 'NOT met'}** |
+
+The records of the last second end in partial windows, which close by the time limit rather than by count (the fourth column leaves them out).
+Per partition (the keys do not spread evenly: the fewer records a partition gets, the longer its
+windows take to fill): {", ".join(f"{p}: {v['records']:,} records, p50 {v['p50_ms']:.0f} ms, p99 {v['p99_ms']:.0f} ms" for p, v in lat['by_partition'].items())}.
+{notes}"""
     out.write_text(text)
 
 
