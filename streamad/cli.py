@@ -274,6 +274,21 @@ def demo(
 
 
 @app.command()
+def run(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Settings file (YAML) with a kafka section; STREAMAD_* variables override it."),
+) -> None:
+    """Attach to Kafka as a consumer group member: score records, publish detections, until SIGTERM/SIGINT."""
+    from streamad.config import load_settings
+
+    settings = load_settings(config)
+    logging.getLogger().setLevel(settings.log_level)
+    # The Kafka client is imported here only: streamad/ never needs it otherwise.
+    from connectors.kafka import KafkaApp
+
+    KafkaApp(settings).run()
+
+
+@app.command()
 def detectors() -> None:
     """List the available detectors."""
     from streamad.detectors import DEFAULT_DETECTOR, available

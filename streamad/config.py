@@ -17,10 +17,11 @@ streamad.errors.ConfigError: window.size: Input should be greater than 0 (got 0)
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from streamad.errors import ConfigError
 
@@ -129,6 +130,122 @@ class StateSettings(_Section):
     checkpoint_interval_seconds: float = Field(5.0, gt=0)
 
 
+_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+# Client options streamad sets itself: passing them through would break its guarantees.
+_RESERVED_CLIENT_OPTIONS = {
+    "bootstrap_servers": "set kafka.bootstrap_servers",
+    "group_id": "set kafka.group_id",
+    "enable_auto_commit": "streamad commits offsets itself, after detections are acknowledged",
+    "auto_offset_reset": "set kafka.auto_offset_reset",
+    "key_deserializer": "streamad reads raw bytes",
+    "value_deserializer": "streamad reads raw bytes",
+    "key_serializer": "streamad writes raw bytes",
+    "value_serializer": "streamad writes raw bytes",
+    "session_timeout_ms": "set kafka.session_timeout_ms",
+    "heartbeat_interval_ms": "set kafka.heartbeat_interval_ms",
+    "max_poll_interval_ms": "set kafka.max_poll_interval_ms",
+    "max_poll_records": "set kafka.max_poll_records",
+    "transactional_id": "streamad delivers at-least-once without transactions",
+}
+
+
+def _topic_name(v: str) -> str:
+    if not _TOPIC.match(v) or v in (".", ".."):
+        raise ValueError(f"{v!r} is not a valid topic name (letters, digits, '.', '_', '-'; at most 249)")
+    return v
+
+
+class KafkaRetrySettings(_Section):
+    """Backoff when the broker cannot be reached (at start, for sends and commits)."""
+
+    initial_backoff_seconds: float = Field(0.5, gt=0, le=60)
+    max_backoff_seconds: float = Field(30.0, gt=0, le=3600)
+    give_up_after_seconds: float | None = Field(None, gt=0, description="stop retrying at start after this long (default: never)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "KafkaRetrySettings":
+        if self.max_backoff_seconds < self.initial_backoff_seconds:
+            raise ValueError(
+                f"max_backoff_seconds ({self.max_backoff_seconds}) is lower than initial_backoff_seconds ({self.initial_backoff_seconds})"
+            )
+        return self
+
+
+class KafkaSettings(_Section):
+    """``streamad run``: where records come from and where detections and dead letters go.
+
+    ``client`` options go to the consumer and the producer (security protocol, SASL,
+    SSL: whatever reaches the cluster), ``consumer`` and ``producer`` options to one of
+    them; all are kafka-python option names (``security.protocol`` is accepted for
+    ``security_protocol``) and are checked against kafka-python at start.
+    """
+
+    bootstrap_servers: list[str] = Field(min_length=1)
+    topics: list[str] = Field(min_length=1, description="input topics")
+    group_id: str = Field(min_length=1)
+    output_topic: str
+    dead_letter_topic: str
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    max_message_bytes: int = Field(1_048_576, gt=0, le=100_000_000, description="larger input messages are dead-lettered")
+    session_timeout_ms: int = Field(45_000, ge=1_000, le=3_600_000)
+    heartbeat_interval_ms: int = Field(3_000, ge=100, le=600_000)
+    max_poll_interval_ms: int = Field(300_000, ge=1_000, le=86_400_000)
+    max_poll_records: int = Field(2_000, gt=0, le=1_000_000)
+    retry: KafkaRetrySettings = Field(default_factory=KafkaRetrySettings)
+    client: dict[str, Any] = Field(default_factory=dict)
+    consumer: dict[str, Any] = Field(default_factory=dict)
+    producer: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("bootstrap_servers", "topics", mode="before")
+    @classmethod
+    def _split_commas(cls, v: Any) -> Any:
+        # A comma-separated string is how an environment variable spells a list.
+        if isinstance(v, str):
+            return [p.strip() for p in v.split(",") if p.strip()]
+        return v
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _host_port(cls, v: list[str]) -> list[str]:
+        for server in v:
+            host, sep, port = server.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{server!r} is not host:port")
+        return v
+
+    @field_validator("topics")
+    @classmethod
+    def _topics(cls, v: list[str]) -> list[str]:
+        return [_topic_name(t) for t in v]
+
+    @field_validator("output_topic", "dead_letter_topic")
+    @classmethod
+    def _output(cls, v: str, info: ValidationInfo) -> str:
+        _topic_name(v)
+        if v in (info.data.get("topics") or ()):
+            raise ValueError(f"{v!r} is also an input topic: streamad would read its own output")
+        return v
+
+    @field_validator("heartbeat_interval_ms")
+    @classmethod
+    def _below_session(cls, v: int, info: ValidationInfo) -> int:
+        session = info.data.get("session_timeout_ms")
+        if session is not None and v >= session:
+            raise ValueError(f"must be lower than kafka.session_timeout_ms ({v} >= {session})")
+        return v
+
+    @field_validator("client", "consumer", "producer", mode="after")
+    @classmethod
+    def _options(cls, v: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, value in v.items():
+            key = str(name).replace(".", "_").replace("-", "_").lower()
+            if key in _RESERVED_CLIENT_OPTIONS:
+                raise ValueError(f"option {name!r} cannot be passed through: {_RESERVED_CLIENT_OPTIONS[key]}")
+            out[key] = value
+        return out
+
+
 class Settings(_Section):
     record: RecordSettings = Field(default_factory=RecordSettings)
     window: WindowSettings = Field(default_factory=WindowSettings)
@@ -139,6 +256,7 @@ class Settings(_Section):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
     state: StateSettings = Field(default_factory=StateSettings)
+    kafka: KafkaSettings | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")
@@ -207,7 +325,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def format_validation_error(e: ValidationError) -> str:
+def format_validation_error(e: ValidationError, origins: Mapping[tuple[str, ...], str] | None = None) -> str:
+    """One line per error, naming the key; ``origins`` maps a key path to where its
+    value came from (an environment variable), so a bad override is easy to find."""
     lines = []
     for err in e.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "settings"
@@ -216,8 +336,18 @@ def format_validation_error(e: ValidationError) -> str:
             msg = "unknown setting"
         elif "input" in err and not isinstance(err["input"], (dict, list)):
             msg += f" (got {err['input']!r})"
+        path = tuple(str(p) for p in err["loc"])
+        source = next((v for k, v in (origins or {}).items() if k[: len(path)] == path or path[: len(k)] == k), None)
+        if source:
+            msg += f" [from {source}]"
         lines.append(f"{loc}: {msg}" if err["loc"] else msg)
     return "; ".join(lines)
+
+
+def _env_origins(env: Mapping[str, str]) -> dict[tuple[str, ...], str]:
+    return {
+        tuple(p.lower() for p in name[len(ENV_PREFIX) :].split(ENV_NESTED)): name for name in env if name.startswith(ENV_PREFIX)
+    }
 
 
 def load_settings(
@@ -227,10 +357,11 @@ def load_settings(
     model: type[Settings] = Settings,
 ) -> Settings:
     """File, then environment, then overrides; raises ``ConfigError`` naming the bad key."""
+    env = os.environ if env is None else env
     data: dict[str, Any] = read_config_file(Path(path)) if path is not None else {}
-    data = _deep_merge(data, env_overrides(os.environ if env is None else env))
+    data = _deep_merge(data, env_overrides(env))
     data = _deep_merge(data, overrides or {})
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(format_validation_error(e)) from None
+        raise ConfigError(format_validation_error(e, _env_origins(env))) from None

@@ -230,8 +230,19 @@ class Pipeline:
         return lm
 
     def resume_offset(self, lane: Lane) -> int | None:
-        """Where a lane should resume reading: the checkpoint's learned-through offset."""
-        return self.lane(lane).next_offset if self.store is not None else None
+        """Where a lane should resume reading: the checkpoint's learned-through offset.
+
+        Before the feature names are known (a source that infers them from its first
+        record), a lane's checkpoint fixes them: the model was built for those."""
+        if self.store is None:
+            return None
+        if self.feature_names is None and lane not in self.lanes:
+            state = self.store.load(lane)
+            if state is None:
+                return None
+            self.feature_names = tuple(state["features"])
+            log.info("feature names from the checkpoint of %s: %s", lane, ", ".join(self.feature_names))
+        return self.lane(lane).next_offset
 
     def release(self, lanes: Iterable[Lane]) -> None:
         """Forget lanes after they were drained and checkpointed (a partition moved away)."""

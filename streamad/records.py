@@ -55,6 +55,7 @@ REJECT_CODES = (
     "not_object",
     "oversized",
     "undecodable",
+    "empty",
 )
 
 

@@ -1,0 +1,259 @@
+"""Detections and dead letters to Kafka topics, through one shared producer.
+
+``write`` sends without waiting. ``flush`` returns only when the broker has
+acknowledged every message written so far: the pipeline checkpoints and commits
+input offsets after it, so an unacknowledged detection is never covered by a
+commit. A message the broker did not take (gone, timed out) is kept and sent again
+with backoff until it is acknowledged; an error that resending cannot cure
+(authorization, an invalid topic) raises ``DeliveryError`` and nothing is committed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Sequence
+
+from streamad.config import KafkaRetrySettings
+from streamad.detection import DetectionBatch
+from streamad.errors import StreamadError
+from streamad.records import Reject
+
+from connectors.kafka.decoder import KafkaReject
+from connectors.kafka.options import Backoff, sleep
+
+log = logging.getLogger("streamad.kafka")
+
+# How long one flush waits before it says what it is waiting for and checks for a stop.
+FLUSH_WAIT_SECONDS = 5.0
+
+# Header names of a dead letter (the value is the original message, byte for byte).
+H_CODE = "streamad.error.code"
+H_REASON = "streamad.error.reason"
+H_FIELD = "streamad.error.field"
+H_TOPIC = "streamad.source.topic"
+H_PARTITION = "streamad.source.partition"
+H_OFFSET = "streamad.source.offset"
+H_TIMESTAMP = "streamad.source.timestamp"
+H_TRUNCATED = "streamad.raw.truncated"
+
+
+class DeliveryError(StreamadError):
+    """The broker refused messages for a reason that resending does not cure."""
+
+
+class DeliveryInterrupted(Exception):
+    """A stop was requested while messages were still unacknowledged (nothing is committed)."""
+
+
+class _Outbox:
+    """Sends through the producer and remembers what the broker has not acknowledged."""
+
+    def __init__(self, producer: Any, retry: KafkaRetrySettings, should_stop: Callable[[], bool], what: str) -> None:
+        self.producer = producer
+        self.retry = retry
+        self.should_stop = should_stop
+        self.what = what
+        self.sent = 0
+        # Sent since the last flush, with their futures: checked once the producer has
+        # flushed (cheaper than a callback per message).
+        self._inflight: list[tuple[tuple[Any, ...], Any]] = []
+        # Messages send() could not hand to the producer.
+        self._failed: list[tuple[tuple[Any, ...], BaseException]] = []
+        self._blocked: BaseException | None = None
+
+    def send(self, topic: str, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]] | None = None) -> Any:
+        msg = (topic, value, key, headers)
+        if self._blocked is not None:
+            # The broker is unreachable: queue without waiting max_block_ms per message.
+            self._failed.append((msg, self._blocked))
+            return None
+        try:
+            fut = self.producer.send(topic, value=value, key=key, headers=headers)
+        except Exception as e:  # noqa: BLE001 - every error is handled at flush
+            if _retriable(e):
+                self._blocked = e
+            self._failed.append((msg, e))
+            return None
+        self._inflight.append((msg, fut))
+        self.sent += 1
+        return fut
+
+    def _collect(self) -> list[tuple[tuple[Any, ...], BaseException]]:
+        """After a complete flush: every message that failed, and forget the rest."""
+        failed, self._failed = self._failed, []
+        inflight, self._inflight = self._inflight, []
+        for msg, fut in inflight:
+            if not fut.is_done:  # cannot happen after flush(); keep it to be sure
+                self._inflight.append((msg, fut))
+            elif fut.exception is not None:
+                failed.append((msg, fut.exception))
+        return failed
+
+    def flush(self) -> None:
+        backoff = Backoff(self.retry)
+        waited = 0.0
+        while True:
+            try:
+                self.producer.flush(timeout=FLUSH_WAIT_SECONDS)
+            except Exception as e:  # noqa: BLE001 - a timeout: acknowledgements still outstanding
+                waited += FLUSH_WAIT_SECONDS
+                log.warning("kafka: waiting for the broker to acknowledge %s (%.0f s so far: %s)", self.what, waited, _describe(e))
+                if self.should_stop():
+                    raise DeliveryInterrupted(f"stopped while {self.what} were unacknowledged") from None
+                continue
+            failed = self._collect()
+            if not failed and not self._inflight:
+                self._blocked = None
+                return
+            if not failed:
+                continue
+            fatal = [(m, e) for m, e in failed if not _retriable(e)]
+            failed = self.refused([(m, e) for m, e in fatal]) + [(m, e) for m, e in failed if _retriable(e)]
+            if not failed:
+                continue
+            delay = backoff.next()
+            log.warning(
+                "kafka: %d %s not acknowledged by the broker (%s); sending them again in %.1f s (attempt %d)",
+                len(failed),
+                self.what,
+                _describe(failed[0][1]),
+                delay,
+                backoff.attempts,
+            )
+            if not sleep(delay, self.should_stop):
+                self._failed = failed + self._failed
+                raise DeliveryInterrupted(f"stopped while {len(failed)} {self.what} were unacknowledged")
+            self._blocked = None
+            for msg, _ in failed:
+                self.send(*msg)
+
+    def refused(self, failures: list[tuple[tuple[Any, ...], BaseException]]) -> list[tuple[tuple[Any, ...], BaseException]]:
+        """Non-retriable failures: raise, or return messages to send again as they are."""
+        if failures:
+            (topic, *_), error = failures[0]
+            raise DeliveryError(f"kafka: the broker refused {len(failures)} {self.what} for topic {topic!r}: {_describe(error)}")
+        return []
+
+
+class KafkaDetectionSink:
+    """Detection messages (JSON, the detection-message contract) to a topic, keyed by the
+    input record's key. Each message's ``id`` comes from its input's topic, partition
+    and offset, so one re-sent after a crash can be recognised as a duplicate."""
+
+    def __init__(
+        self,
+        producer: Any,
+        topic: str,
+        retry: KafkaRetrySettings,
+        should_stop: Callable[[], bool] = lambda: False,
+        on_ack: Callable[[str, Any], None] | None = None,
+    ) -> None:
+        self.topic = topic
+        self.outbox = _Outbox(producer, retry, should_stop, "detections")
+        self.on_ack = on_ack
+
+    @property
+    def written(self) -> int:
+        return self.outbox.sent
+
+    def write(self, detections: DetectionBatch) -> None:
+        send = self.outbox.send
+        topic = self.topic
+        if self.on_ack is None:
+            for m in detections.messages():
+                send(topic, m.value, m.key)
+            return
+        for m in detections.messages():
+            fut = send(topic, m.value, m.key)
+            if fut is not None:
+                fut.add_callback(self.on_ack, m.id)
+
+    def flush(self) -> None:
+        self.outbox.flush()
+
+    def close(self) -> None:
+        self.flush()
+
+
+class _DeadLetterOutbox(_Outbox):
+    def refused(self, failures: list[tuple[tuple[Any, ...], BaseException]]) -> list[tuple[tuple[Any, ...], BaseException]]:
+        # A broker whose topic limit is below the producer's refuses a big original
+        # message: shrink it (keeping the headers) rather than stop on bad input.
+        again, other = [], []
+        for msg, error in failures:
+            shrinkable = "TooLarge" in type(error).__name__ and bool(msg[1])
+            (again if shrinkable else other).append((msg, error))
+        super().refused(other)
+        out = []
+        for (topic, value, key, headers), error in again:
+            size = len(value) // 4
+            headers = [h for h in headers if h[0] != H_TRUNCATED] + [(H_TRUNCATED, str(_original_size(headers, value)).encode())]
+            out.append(((topic, value[:size], key, headers), error))
+        return out
+
+
+def _original_size(headers: list[tuple[str, bytes]], value: bytes) -> int:
+    for name, v in headers:
+        if name == H_TRUNCATED:
+            return int(v)
+    return len(value)
+
+
+class KafkaDeadLetterSink:
+    """Rejected messages to a dead-letter topic: the original key and value bytes, with
+    headers naming the source coordinates and the reason (``streamad.error.code``,
+    ``streamad.error.reason``, ``streamad.error.field``, ``streamad.source.topic``,
+    ``streamad.source.partition``, ``streamad.source.offset``). A value too large for
+    the producer is cut, and ``streamad.raw.truncated`` holds its original size."""
+
+    def __init__(self, producer: Any, topic: str, retry: KafkaRetrySettings, should_stop: Callable[[], bool] = lambda: False, max_bytes: int | None = None) -> None:
+        self.topic = topic
+        self.outbox = _DeadLetterOutbox(producer, retry, should_stop, "dead letters")
+        limit = getattr(producer, "config", {}).get("max_request_size", 1_048_576)
+        # Room for the headers and the record's framing.
+        self.max_bytes = max_bytes if max_bytes is not None else limit - min(16_384, limit // 2)
+
+    @property
+    def written(self) -> int:
+        return self.outbox.sent
+
+    def write(self, rejects: Sequence[Reject]) -> None:
+        for r in rejects:
+            value = r.raw.encode("utf-8", errors="surrogateescape") if isinstance(r.raw, str) else r.raw
+            headers = [
+                (H_CODE, r.code.encode()),
+                (H_REASON, r.reason.encode("utf-8", errors="backslashreplace")),
+                (H_TOPIC, r.lane.stream.encode()),
+                (H_PARTITION, str(r.lane.partition).encode()),
+                (H_OFFSET, str(r.offset).encode()),
+            ]
+            if r.field is not None:
+                headers.append((H_FIELD, str(r.field).encode("utf-8", errors="backslashreplace")))
+            key = None
+            if isinstance(r, KafkaReject):
+                key = r.key
+                if r.timestamp_ms is not None and r.timestamp_ms >= 0:
+                    headers.append((H_TIMESTAMP, str(r.timestamp_ms).encode()))
+            if value is not None and len(value) > self.max_bytes:
+                headers.append((H_TRUNCATED, str(len(value)).encode()))
+                value = value[: self.max_bytes]
+            self.outbox.send(self.topic, value, key, headers)
+
+    def flush(self) -> None:
+        self.outbox.flush()
+
+    def close(self) -> None:
+        self.flush()
+
+
+def _retriable(e: BaseException) -> bool:
+    from kafka.errors import KafkaConnectionError, RetriableError
+
+    return isinstance(e, (RetriableError, KafkaConnectionError)) or getattr(e, "retriable", False) is True
+
+
+def _describe(e: BaseException) -> str:
+    text = str(e)
+    return type(e).__name__ if text in ("", "None", type(e).__name__) or text.startswith(type(e).__name__) else f"{type(e).__name__}: {text}"
+
+

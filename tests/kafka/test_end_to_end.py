@@ -1,0 +1,69 @@
+"""Records in, detections and dead letters out, through a real broker and a real worker process."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from tests.kafka.conftest import Worker, committed, create_topic, produce, read_topic, unique, wait_for, worker_config
+from tests.kafka.streams import dead_letters_by_offset, detections_by_offset, expected_code, messages
+
+pytestmark = pytest.mark.kafka
+
+
+def test_records_come_back_as_detections_and_bad_ones_as_dead_letters(bootstrap, tmp_path, workers):
+    parts = 2
+    topic = create_topic(bootstrap, parts)
+    group = unique("g")
+    n = 3000
+    planted = [1501, 1800, 2203, 2600, 2911]  # after the threshold's warm-up in each partition
+    sent = produce(bootstrap, topic, messages(n, seed=1, partitions=parts, anomalies=planted, malformed_every=97))
+    bad = {(p, o): (k, v) for p, o, k, v in sent if expected_code(v)}
+    good = {(p, o): (k, v) for p, o, k, v in sent if not expected_code(v)}
+    assert len(bad) >= 30 and len(good) + len(bad) == n
+    end = {p: 1 + max(o for q, o, _, _ in sent if q == p) for p in range(parts)}
+
+    cfg = worker_config(tmp_path / "streamad.yaml", bootstrap, topic, group, tmp_path / "state")
+    w = Worker(cfg, tmp_path / "worker.log")
+    workers.append(w)
+    wait_for(lambda: committed(bootstrap, group, topic, parts) == end, 90, "every input offset to be committed")
+    assert w.stop() == 0
+    log = w.text()
+    assert "features inferred from the first valid message" in log and "flow, pressure, temp; ignored non-numeric fields: device" in log
+
+    out = read_topic(bootstrap, f"{topic}.detections", lambda m: len(m) >= len(good))
+    dlq = read_topic(bootstrap, f"{topic}.dead-letter", lambda m: len(m) >= len(bad))
+    by_offset, ids = detections_by_offset(out)
+    dead = dead_letters_by_offset(dlq)
+
+    # Every input offset is accounted for: scored or dead-lettered, never both.
+    assert set(by_offset) == set(good)
+    assert set(dead) == set(bad)
+    assert max(ids.values()) == 1, "a graceful run sends each detection once"
+
+    # Detection messages follow the contract and are keyed by the input key.
+    det_by_id = {orjson.loads(m.value)["id"]: m for m in out}
+    for (p, o), (key, _) in list(good.items())[:200]:
+        d = by_offset[(p, o)][0]
+        assert d["id"] == f"{topic}/{p}/{o}"
+        assert d["key"] == key.decode() and det_by_id[d["id"]].key == key
+        assert d["source"] == {"stream": topic, "partition": p, "offset": o}
+        assert {"score", "threshold", "is_anomaly", "tail_probability", "features", "model", "event_time"} <= set(d)
+
+    # The planted anomalies are among the alarms, attributed to the spiked sensors.
+    planted_offsets = {(p, o) for i, (p, o, _, _) in enumerate(sent) if i in planted}
+    for po in planted_offsets:
+        d = by_offset[po][0]
+        assert d["is_anomaly"], d
+        assert d["features"][0]["name"] in ("pressure", "temp")
+    alarms = sum(d[0]["is_anomaly"] for d in by_offset.values())
+    assert alarms < 0.05 * len(good), "alarms are rare on normal data"
+
+    # Dead letters carry the original bytes, the key, the coordinates and the reason.
+    for (p, o), (key, value) in bad.items():
+        (m,) = dead[(p, o)]
+        h = dict(m.headers)
+        assert h["streamad.error.code"].decode() == expected_code(value)
+        assert h["streamad.error.reason"]
+        assert h["streamad.source.topic"].decode() == topic
+        assert m.value == value and m.key == key
