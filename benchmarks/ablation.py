@@ -17,9 +17,8 @@ standard deviation), make up 10% of the stream, shuffled in. Dense, repeated
 anomalies are what a model trained on its stream learns as normal; that is the
 situation LOE is for.
 
-``--grow N`` emulates windows that start at N records and double up to the window
-size (a pipeline option proposed to the lead, not in the pipeline yet): the lane's
-window buffer is swapped for one that doubles its size each time it closes a window.
+Windows are the pipeline's own (``window.size``, growing from ``window.initial_size``
+as in the default settings); ``--window`` and ``--grow`` override the two.
 """
 
 from __future__ import annotations
@@ -37,7 +36,6 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from streamad.window import WindowBuffer
 
 from benchmarks.odds import DATASETS, RESULTS, SEEDS, _commit, _default_data_dir, _machine, metrics, protocol_records, single_thread
 
@@ -93,22 +91,21 @@ def run_one(job: Mapping[str, Any]) -> dict[str, Any]:
     X, y = protocol_records(X, y, job["seed"])
     X, y = contaminate(X, y, job["share"], job["seed"])
     overrides: dict[str, Any] = {
-        "window": {"size": job["window"], "max_wait_seconds": 1e9},
+        "window": {"size": job["window"], "initial_size": job["grow"]},
         "detector": {"name": job["detector"], "params": dict(job["params"]), "seed": job["seed"]},
     }
-    scores, seconds = _run(X, overrides, job["grow"])
+    scores, seconds = _run(X, overrides)
     auc, ap = metrics(y, scores)
     return {**{k: job[k] for k in ("variant", "condition", "dataset", "seed")}, "auc": auc, "ap": ap, "seconds": seconds, "n": len(X)}
 
 
-def _run(X: np.ndarray, overrides: Mapping[str, Any], grow: int | None) -> tuple[np.ndarray, float]:
+def _run(X: np.ndarray, overrides: Mapping[str, Any]) -> tuple[np.ndarray, float]:
     from connectors.odds import ArraySource
     from connectors.sinks import NullSink
     from streamad.config import load_settings
     from streamad.pipeline import Observer, Pipeline, WindowResult
 
     settings = load_settings(None, overrides, env={})
-    size = settings.window.size
 
     class Collect(Observer):
         def __init__(self) -> None:
@@ -120,10 +117,6 @@ def _run(X: np.ndarray, overrides: Mapping[str, Any], grow: int | None) -> tuple
     seen = Collect()
     pipeline = Pipeline(settings, NullSink(), observers=[seen])
     source = ArraySource(X, stream="odds")
-    if grow:
-        buf = pipeline.lane(source.lane, X.shape[1]).buffer
-        buf.__class__ = GrowingWindowBuffer
-        buf.max_size, buf.size = size, min(grow, size)  # type: ignore[attr-defined]
     t0 = time.perf_counter()
     pipeline.run(source)
     seconds = time.perf_counter() - t0
@@ -131,17 +124,6 @@ def _run(X: np.ndarray, overrides: Mapping[str, Any], grow: int | None) -> tuple
     if len(scores) != len(X):
         raise RuntimeError("the pipeline did not score every record")
     return scores, seconds
-
-
-class GrowingWindowBuffer(WindowBuffer):
-    """A window buffer whose windows double in size, from its first size up to ``max_size``."""
-
-    max_size: int
-
-    def flush(self) -> Any:
-        window = super().flush()
-        self.size = min(self.max_size, self.size * 2)
-        return window
 
 
 def summarize(rows: Sequence[Mapping[str, Any]], datasets: Sequence[str]) -> dict[str, dict[str, dict[str, float]]]:
@@ -264,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--detector", default="default")
     ap.add_argument("--window", type=int, default=None, help="window size (default: the settings' default)")
-    ap.add_argument("--grow", type=int, default=None, help="emulate windows growing from this size")
+    ap.add_argument("--grow", type=int, default=None, help="first window size (default: the settings' window.initial_size)")
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}")
     ap.add_argument("--conditions", default=",".join(CONDITIONS))
     ap.add_argument("--datasets", default=",".join(DATASETS))
@@ -281,6 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = load_settings(None, {"detector": {"name": args.detector}}, env={})
     detector = detector_name(settings)
     window = args.window or settings.window.size
+    grow = args.grow or settings.window.initial_size
     variants = [v for v in args.variants.split(",") if v]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
@@ -297,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "params": VARIANTS[v][1],
             "detector": detector,
             "window": window,
-            "grow": args.grow,
+            "grow": grow,
             "data_dir": str(args.data_dir),
         }
         for v in variants
@@ -317,8 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta = {
         "detector": detector,
         "window": window,
-        "grow": args.grow,
-        "window_desc": f"{args.grow} doubling up to {window} (emulated)" if args.grow else f"{window}",
+        "grow": grow,
+        "window_desc": f"{grow} doubling up to {window}" if grow and grow < window else f"{window}",
         "seeds": seeds,
         "machine": _machine(),
         "cores": os.cpu_count(),

@@ -25,9 +25,8 @@ A detector is a registry name (``default``, ``river-hst``, ...) or a settings fi
 (YAML), optionally labelled ``label=spec``; ``--set key=value`` overrides settings
 for all of them (``--set detector.params.n_trees=25``). Ours run through the real
 replay pipeline (ArraySource → Pipeline → NullSink, windows scored then learned,
-SPOT threshold and all) built from those settings; windows close by count only
-(``window.max_wait_seconds`` is set out of reach so a slow machine cannot change
-the windows).
+SPOT threshold and all) built from those settings; a file replay's windows close by
+count only, so a slow machine cannot change them.
 
 Protocol, as implemented here: for each seed, ``numpy.random.default_rng(seed)``
 permutes the file and files over 60 000 records keep the first 60 000 of that order,
@@ -159,9 +158,6 @@ PEER_KEYS = {
 }  # fmt: skip
 DEFAULT_PEERS = ("river-hst", "loda", "rshash", "pysad-hst", "xstream", "iforestasd", "offline-if")
 
-BENCH_OVERRIDES: dict[str, Any] = {"window": {"max_wait_seconds": 1e9}}
-
-
 def _deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in extra.items():
@@ -204,7 +200,7 @@ def our_spec(item: str, overrides: Mapping[str, Any]) -> DetectorSpec:
     if not sep:
         label, spec = item, item
     config = spec if spec.endswith((".yaml", ".yml")) else None
-    merged = _deep_merge(BENCH_OVERRIDES, overrides)
+    merged = dict(overrides)
     if config is None:
         merged = _deep_merge({"detector": {"name": spec}}, merged)
     settings = load_settings(config, merged, env={})
@@ -224,6 +220,7 @@ def run_streamad(X: np.ndarray, seed: int, config: str | None = None, overrides:
     from streamad.config import load_settings
     from streamad.factory import detector_name
     from streamad.pipeline import Observer, Pipeline, WindowResult
+    from streamad.replay import window_description
 
     from benchmarks.peers import Clock
 
@@ -250,10 +247,10 @@ def run_streamad(X: np.ndarray, seed: int, config: str | None = None, overrides:
     info = {
         "detector": detector_name(settings),
         "params": getattr(detector, "params", settings.detector.params),
-        "window": settings.window.size,
+        "window": window_description(settings),
         "scaler": pipeline.lanes[source.lane].scaler.name,
         "threshold": settings.threshold.kind,
-        "driven": f"streamad pipeline, windows of {settings.window.size}: score the window, then learn it",
+        "driven": f"streamad pipeline, windows of {window_description(settings)}: score the window, then learn it",
         "cpu_seconds": clock.cpu,
     }
     return np.concatenate(seen.scores), clock.wall, info

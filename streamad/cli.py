@@ -100,6 +100,7 @@ def replay(
     param: list[str] = typer.Option([], "--param", "-p", help="Detector parameter NAME=VALUE (repeatable)."),
     seed: Optional[int] = typer.Option(None, help="Random seed of the detector."),
     window_size: Optional[int] = typer.Option(None, help="Records per window."),
+    initial_window_size: Optional[int] = typer.Option(None, help="Records in a lane's first window; each next one doubles up to --window-size."),
     max_wait: Optional[float] = typer.Option(None, help="Seconds a partial window may wait before it is processed."),
     threshold: Optional[str] = typer.Option(None, help="spot (extreme-value, target false-alarm rate) or quantile."),
     risk: Optional[float] = typer.Option(None, help="Target false-alarm rate of the spot threshold."),
@@ -126,7 +127,7 @@ def replay(
     overrides = _prune(
         {
             "record": {"features": _split(features), "exclude": _split(exclude), "key": key, "timestamp": timestamp, "label": label, "guess_roles": False if no_guess else None},
-            "window": {"size": window_size, "max_wait_seconds": max_wait},
+            "window": {"size": window_size, "initial_size": initial_window_size, "max_wait_seconds": max_wait},
             "detector": {"name": detector, "params": _params(param) or None, "seed": seed},
             "threshold": {"kind": threshold, "risk": risk, "quantile": quantile, "warmup_records": warmup},
             "output": {"detections": out, "emit": emit, "rejects": rejects},
@@ -284,8 +285,17 @@ def run(
     logging.getLogger().setLevel(settings.log_level)
     # The Kafka client is imported here only: streamad/ never needs it otherwise.
     from connectors.kafka import KafkaApp
+    from streamad.metrics import start_metrics
 
-    KafkaApp(settings).run()
+    kafka_app = KafkaApp(settings)
+    metrics = start_metrics(settings, lag=kafka_app.lag)
+    if metrics is not None:
+        kafka_app.observers.append(metrics)
+    try:
+        kafka_app.run()
+    finally:
+        if metrics is not None:
+            metrics.close()
 
 
 @app.command()

@@ -46,7 +46,14 @@ class RecordSettings(_Section):
 
 class WindowSettings(_Section):
     size: int = Field(256, gt=0, le=1_000_000)
-    max_wait_seconds: float = Field(1.0, gt=0)
+    initial_size: int | None = Field(8, gt=0, description="first window of a lane; each next one doubles, up to size (null: size from the start)")
+    max_wait_seconds: float = Field(1.0, gt=0, description="a partial window waits at most this long on a live source")
+
+    @model_validator(mode="after")
+    def _initial_below_size(self) -> "WindowSettings":
+        if self.initial_size is not None and self.initial_size > self.size:
+            self.initial_size = self.size
+        return self
 
 
 class ScalerSettings(_Section):
@@ -74,7 +81,7 @@ class ThresholdSettings(_Section):
     kind: Literal["spot", "quantile"] = "spot"
     risk: float = Field(1e-3, gt=0, lt=0.02, description="target false-alarm rate (spot)")
     quantile: float = Field(0.995, gt=0, lt=1, description="alarm quantile (quantile)")
-    warmup_records: int = Field(1000, ge=0, description="no alarms before this many records per lane")
+    warmup_records: int = Field(500, ge=0, description="scores the threshold learns from before it raises any alarm, per lane")
     half_life: float = Field(50_000, gt=0)
 
 
@@ -185,6 +192,7 @@ class KafkaSettings(_Section):
     group_id: str = Field(min_length=1)
     output_topic: str
     dead_letter_topic: str
+    drift_topic: str | None = Field(None, description="drift events go here too (they are always logged)")
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     max_message_bytes: int = Field(1_048_576, gt=0, le=100_000_000, description="larger input messages are dead-lettered")
     session_timeout_ms: int = Field(45_000, ge=1_000, le=3_600_000)
@@ -218,9 +226,11 @@ class KafkaSettings(_Section):
     def _topics(cls, v: list[str]) -> list[str]:
         return [_topic_name(t) for t in v]
 
-    @field_validator("output_topic", "dead_letter_topic")
+    @field_validator("output_topic", "dead_letter_topic", "drift_topic")
     @classmethod
-    def _output(cls, v: str, info: ValidationInfo) -> str:
+    def _output(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None:
+            return v
         _topic_name(v)
         if v in (info.data.get("topics") or ()):
             raise ValueError(f"{v!r} is also an input topic: streamad would read its own output")

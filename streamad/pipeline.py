@@ -127,7 +127,8 @@ class LaneModel:
         # Independent of the detector's scaler: z-scores for attribution of alarms.
         self.stats = StandardScaler(half_life=10_000)
         self.threshold: Threshold = build_threshold(settings)
-        self.buffer = WindowBuffer(settings.window.size, settings.window.max_wait_seconds, clock=clock)
+        w = settings.window
+        self.buffer = WindowBuffer(w.size, w.max_wait_seconds, clock=clock, initial_size=w.initial_size)
         self.drift = DriftMonitor(lane, self.feature_names, settings.drift) if settings.drift.enabled else None
         self.next_offset: int | None = None  # first offset not yet learned
         self.read_offset: int | None = None  # one past the highest offset seen
@@ -151,6 +152,7 @@ class LaneModel:
             "threshold": self.threshold.state_dict(),
             "next_offset": self.next_offset,
             "learned": self.learned,
+            "window_size": self.buffer.size,
             "drift": None if self.drift is None else self.drift.state_dict(),
         }
 
@@ -168,6 +170,8 @@ class LaneModel:
         self.next_offset = state["next_offset"]
         self.read_offset = self.next_offset
         self.learned = int(state["learned"])
+        # Where the window sizes had grown to (full size for checkpoints that predate it).
+        self.buffer.size = min(int(state.get("window_size", self.buffer.max_size)), self.buffer.max_size)
         if self.drift is not None and state.get("drift") is not None:
             self.drift.load_state_dict(state["drift"])
 

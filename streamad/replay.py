@@ -68,7 +68,7 @@ class Summary:
     counts: Counts
     seconds: float
     detector: str
-    window_size: int
+    window_size: str
     quality: dict[str, float] | None = None
     outputs: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -104,7 +104,7 @@ class Summary:
         c = self.counts
         rows: list[tuple[str, str]] = [
             ("source", self.source),
-            ("detector", f"{self.detector} (window {self.window_size})"),
+            ("detector", f"{self.detector} (windows of {self.window_size})"),
             ("records read", f"{c.read:,}"),
             ("scored", f"{c.scored:,}"),
             ("rejected", f"{c.rejected:,}" + (f"  ({', '.join(f'{k}: {v:,}' for k, v in sorted(c.rejected_by_code.items()))})" if c.rejected else "")),
@@ -187,12 +187,18 @@ def replay(
         counts=pipeline.counts,
         seconds=seconds,
         detector=pipeline.model_name,
-        window_size=settings.window.size,
+        window_size=window_description(settings),
         quality=recorder.quality(),
         interrupted=interrupted,
         drift=drift,
     )
     return summary, recorder
+
+
+def window_description(settings: Settings) -> str:
+    w = settings.window
+    grows = w.initial_size is not None and w.initial_size < w.size
+    return f"{w.initial_size} doubling to {w.size}" if grows else str(w.size)
 
 
 def default_output_paths(source: Path, out_dir: Path) -> tuple[Path, Path]:

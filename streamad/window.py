@@ -10,6 +10,9 @@
 (False, True)
 >>> [w.offsets.tolist() for w in [buf.flush()]]
 [[8, 9]]
+>>> growing = WindowBuffer(size=8, initial_size=2)
+>>> [len(w) for w in growing.add(Batch(Lane("s"), np.zeros((30, 1)), np.arange(30)))]
+[2, 4, 8, 8, 8]
 """
 
 from __future__ import annotations
@@ -25,14 +28,26 @@ class WindowBuffer:
 
     The wait is measured on the processing clock from when the window's first record
     was read, so a quiet topic still gets its detections out within the time limit.
+    With ``initial_size``, the first window holds that many records and each next one
+    twice as many, up to ``size``: a young model learns after a few records instead of
+    scoring a whole first window blind, and a short stream is not one single window.
     """
 
-    def __init__(self, size: int, max_wait_seconds: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        size: int,
+        max_wait_seconds: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        initial_size: int | None = None,
+    ) -> None:
         if size < 1:
             raise ValueError("window size must be at least 1")
+        if initial_size is not None and not 1 <= initial_size <= size:
+            raise ValueError("initial window size must be between 1 and the window size")
         if max_wait_seconds is not None and max_wait_seconds <= 0:
             raise ValueError("max_wait_seconds must be positive")
-        self.size = size
+        self.max_size = size
+        self.size = initial_size or size
         self.max_wait_seconds = max_wait_seconds
         self.clock = clock
         self._parts: list[Batch] = []
@@ -78,4 +93,5 @@ class WindowBuffer:
         self._parts = []
         self._count = 0
         self._opened = None
+        self.size = min(self.max_size, 2 * self.size)
         return window

@@ -196,7 +196,7 @@ def _pipeline_events(X: np.ndarray, store: StateStore | None, settings, start: i
 
 
 def test_drift_state_is_part_of_the_lane_checkpoint(tmp_path) -> None:
-    s = load_settings(overrides={"window": {"size": WINDOW}, "drift": {"reference_records": 3000, "recent_records": 1500}}, env={})
+    s = load_settings(overrides={"window": {"size": WINDOW, "initial_size": None}, "drift": {"reference_records": 3000, "recent_records": 1500}}, env={})
     X = sensors(4, phi=0.5)
     X[CHANGE:, 0] += 2.0
     whole, _ = _pipeline_events(X, None, s)

@@ -16,7 +16,7 @@ DETECTORS = available()
 
 
 def settings(detector="default", **over):
-    o = {"detector": {"name": detector}, "window": {"size": 64}, "threshold": {"warmup_records": 200}}
+    o = {"detector": {"name": detector}, "window": {"size": 64, "initial_size": None}, "threshold": {"warmup_records": 200}}
     for k, v in over.items():
         o.setdefault(k, {}).update(v)
     return load_settings(overrides=o, env={})
@@ -171,3 +171,17 @@ def test_alarms_come_with_attribution_to_the_planted_feature():
     assert all(r["features"][0]["name"] == "c" for r in hits)
     assert all(0 <= r["tail_probability"] < 0.01 for r in hits)
     assert all(r["id"] == f"array/0/{r['source']['offset']}" for r in sink.records)
+
+
+def test_windows_grow_from_their_initial_size_and_the_size_survives_a_checkpoint(tmp_path):
+    s = settings(window={"size": 64, "initial_size": 4})
+    spy = Spy()
+    store = StateStore(tmp_path)
+    p = Pipeline(s, MemorySink(), feature_names=list("abcd"), observers=[spy], store=store)
+    p.run(ArraySource(stream(200), stream="g"))
+    sizes = [len(r.window) for r in spy.windows]
+    assert sizes[:6] == [4, 8, 16, 32, 64, 64] and sum(sizes) == 200
+    spy2 = Spy()
+    p2 = Pipeline(s, MemorySink(), feature_names=list("abcd"), observers=[spy2], store=store)
+    p2.run(ArraySource(stream(400), stream="g"))
+    assert [len(r.window) for r in spy2.windows][:2] == [64, 64]  # grown already: no restart at 4

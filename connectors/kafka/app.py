@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from streamad.config import Settings
+from streamad.drift import DriftLog, JsonlDriftSink
 from streamad.errors import ConfigError, StreamadError
 from streamad.pipeline import Counts, Observer, Pipeline
 from streamad.records import Lane
@@ -27,8 +28,9 @@ from streamad.state import StateStore
 
 from connectors.kafka.decoder import JsonDecoder
 from connectors.kafka.options import Backoff, RepeatFilter, client_options, redacted, sleep
-from connectors.kafka.sink import DeliveryInterrupted, KafkaDeadLetterSink, KafkaDetectionSink, _describe, _retriable
+from connectors.kafka.sink import DeliveryInterrupted, KafkaDeadLetterSink, KafkaDetectionSink, KafkaDriftSink, _describe, _retriable
 from connectors.kafka.source import KafkaSource
+from connectors.sinks import FanoutSink
 
 log = logging.getLogger("streamad.kafka")
 
@@ -130,7 +132,9 @@ class KafkaApp:
         self.decoder = JsonDecoder(s.record, k.max_message_bytes, on_features=self._features_inferred)
         detections = KafkaDetectionSink(producer, k.output_topic, k.retry, self._give_up, self.on_ack)
         dead = KafkaDeadLetterSink(producer, k.dead_letter_topic, k.retry, self._give_up)
-        self.pipeline = pipeline = Pipeline(s, detections, feature_names=s.record.features, rejects=dead, observers=self.observers, store=store)
+        drift_log = self._drift_log(producer)
+        observers = [*self.observers, drift_log] if drift_log is not None else self.observers
+        self.pipeline = pipeline = Pipeline(s, detections, feature_names=s.record.features, rejects=dead, observers=observers, store=store)
         poll_ms = max(10, min(100, int(s.window.max_wait_seconds * 250)))
         self.source = source = KafkaSource(consumer, k, self.decoder, should_stop=self._stop.is_set, poll_timeout_ms=poll_ms)
         source.resume_offset = self._resume
@@ -179,6 +183,18 @@ class KafkaApp:
             detections.written,
         )
         return c
+
+    def _drift_log(self, producer: Any) -> DriftLog | None:
+        """Drift events are logged, and sent to the drift topic and/or file when set."""
+        s, k = self.settings, self.kafka
+        if not s.drift.enabled:
+            return None
+        sinks: list[Any] = []
+        if k.drift_topic is not None:
+            sinks.append(KafkaDriftSink(producer, k.drift_topic, k.retry, self._give_up))
+        if s.drift.events is not None:
+            sinks.append(JsonlDriftSink(s.drift.events))
+        return DriftLog(FanoutSink(sinks) if len(sinks) > 1 else (sinks[0] if sinks else None))
 
     # -- hooks of the source ---------------------------------------------------------------
 

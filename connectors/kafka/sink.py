@@ -175,6 +175,29 @@ class KafkaDetectionSink:
         self.flush()
 
 
+class KafkaDriftSink:
+    """Drift events (streamad.drift.DriftEvent, JSON) to a topic, keyed by the input
+    stream and partition so each partition's events stay in order."""
+
+    def __init__(self, producer: Any, topic: str, retry: KafkaRetrySettings, should_stop: Callable[[], bool] = lambda: False) -> None:
+        self.topic = topic
+        self.outbox = _Outbox(producer, retry, should_stop, "drift events")
+
+    @property
+    def written(self) -> int:
+        return self.outbox.sent
+
+    def write(self, events: Sequence[Any]) -> None:
+        for e in events:
+            self.outbox.send(self.topic, e.to_json(), f"{e.lane.stream}/{e.lane.partition}".encode())
+
+    def flush(self) -> None:
+        self.outbox.flush()
+
+    def close(self) -> None:
+        self.flush()
+
+
 class _DeadLetterOutbox(_Outbox):
     def refused(self, failures: list[tuple[tuple[Any, ...], BaseException]]) -> list[tuple[tuple[Any, ...], BaseException]]:
         # A broker whose topic limit is below the producer's refuses a big original

@@ -59,6 +59,7 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.0,
     "batch_size": 256,
     "warmup_records": 1024,
+    "score_warmup": 256,  # records learned before the scores count (LearnReport.warmup)
     "warmup_epochs": 8.0,
     "warmup_boost": 16.0,
     "replay": 1024,
@@ -168,7 +169,10 @@ class NeuralDetector(Detector):
     def learn(self, X: np.ndarray) -> LearnReport:
         X = self._clean(X)
         trainer = self._trainer_for(X)
-        reports, warm = trainer.learn(X)
+        reports, _ = trainer.learn(X)
+        # The training warm-up goes on longer, but after a few hundred records the scores
+        # already rank records well enough for the threshold to start learning them.
+        warm = trainer.n_seen - trainer.warmup_start <= int(self.params["score_warmup"])
         done = [r for r in reports if r.loss == r.loss]
         if not done:
             return LearnReport(n_learned=len(X), warmup=warm, extra={"steps": 0.0})
@@ -177,7 +181,7 @@ class NeuralDetector(Detector):
             loss=float(np.mean([r.loss for r in done])),
             loe_flag_rate=float(np.mean([r.flag_rate for r in done])),
             ess=float(np.mean([r.ess for r in done])),
-            warmup=warm or not trainer.loe_active,
+            warmup=warm,
             extra={"steps": float(len(done))},
         )
 
