@@ -44,31 +44,22 @@ def run_ours(path: Path, workdir: Path) -> dict[str, Any]:
     from connectors.odds import MatSource
     from connectors.sinks import JsonlSink
     from streamad.config import load_settings
-    from streamad.evaluation import Evaluator
     from streamad.factory import detector_name
-    from streamad.pipeline import Observer, Pipeline, WindowResult
+    from streamad.pipeline import Pipeline
+    from streamad.replay import Recorder
 
     settings = load_settings(None, {"output": {"detections": str(workdir / "detections.jsonl")}}, env={})
 
-    class Evaluate(Observer):
-        """What replay keeps for its closing summary: scores, alarms and labels."""
-
-        def __init__(self) -> None:
-            self.ev = Evaluator()
-
-        def on_window(self, result: WindowResult) -> None:
-            self.ev.add(result.scores, result.alarms, result.window.labels)
-
     source = MatSource(path)  # loads the file: before the clock
-    evaluate = Evaluate()
+    recorder = Recorder()  # what replay keeps for its closing summary
     sink = JsonlSink(settings.output.detections)
-    pipeline = Pipeline(settings, sink, feature_names=source.feature_names, observers=[evaluate])
+    pipeline = Pipeline(settings, sink, feature_names=source.feature_names, observers=[recorder])
     with Clock() as clock:
         counts = pipeline.run(source)
         sink.close()
     seconds = clock.wall
-    y = np.concatenate(evaluate.ev.labels)
-    scores = np.concatenate(evaluate.ev.scores)
+    y = recorder.array("labels")
+    scores = recorder.array("scores")
     auc, ap = metrics(y, scores)
     return {
         "records": counts.scored,

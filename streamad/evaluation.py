@@ -8,8 +8,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 from scipy.stats import rankdata
 
@@ -53,38 +51,21 @@ def precision_recall_f1(y: np.ndarray, alarms: np.ndarray) -> tuple[float, float
     return p, r, f1
 
 
-@dataclass
-class Evaluator:
-    """Collects scores, alarms and labels of every scored record, for the final summary."""
-
-    scores: list[np.ndarray] = field(default_factory=list)
-    labels: list[np.ndarray] = field(default_factory=list)
-    alarms: list[np.ndarray] = field(default_factory=list)
-
-    def add(self, scores: np.ndarray, alarms: np.ndarray, labels: np.ndarray | None) -> None:
-        if labels is None:
-            return
-        self.scores.append(np.asarray(scores, dtype=np.float64))
-        self.alarms.append(np.asarray(alarms, dtype=bool))
-        self.labels.append(np.asarray(labels))
-
-    def result(self) -> dict[str, float] | None:
-        if not self.labels:
-            return None
-        y = np.concatenate(self.labels)
-        s = np.concatenate(self.scores)
-        a = np.concatenate(self.alarms)
-        known = y >= 0
-        y, s, a = y[known] == 1, s[known], a[known]
-        if len(y) == 0 or y.all() or not y.any():
-            return None
-        p, r, f1 = precision_recall_f1(y, a)
-        return {
-            "labelled": float(len(y)),
-            "anomalies": float(y.sum()),
-            "roc_auc": roc_auc(y, s),
-            "average_precision": average_precision(y, s),
-            "precision": p,
-            "recall": r,
-            "f1": f1,
-        }
+def quality(labels: np.ndarray, scores: np.ndarray, alarms: np.ndarray) -> dict[str, float] | None:
+    """ROC-AUC, AP and the alarms' precision/recall/F1 over the records with a known
+    label (-1 is unknown); ``None`` when there is nothing to rank."""
+    known = np.asarray(labels) >= 0
+    y = np.asarray(labels)[known] == 1
+    s, a = np.asarray(scores)[known], np.asarray(alarms)[known].astype(bool)
+    if len(y) == 0 or y.all() or not y.any():
+        return None
+    p, r, f1 = precision_recall_f1(y, a)
+    return {
+        "labelled": int(len(y)),
+        "anomalies": int(y.sum()),
+        "roc_auc": roc_auc(y, s),
+        "average_precision": average_precision(y, s),
+        "precision": p,
+        "recall": r,
+        "f1": f1,
+    }

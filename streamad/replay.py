@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from streamad.config import Settings
-from streamad.evaluation import precision_recall_f1, roc_auc, average_precision
+from streamad.evaluation import quality
 from streamad.pipeline import Counts, Observer, Pipeline, RejectSink, Sink, Source, WindowResult
 
 
@@ -44,22 +44,7 @@ class Recorder(Observer):
     def quality(self) -> dict[str, float] | None:
         if not self.has_labels or not self._parts["labels"]:
             return None
-        y = self.array("labels")
-        known = y >= 0
-        y = y[known] == 1
-        s, a = self.array("scores")[known], self.array("alarms")[known].astype(bool)
-        if len(y) == 0 or y.all() or not y.any():
-            return None
-        p, r, f1 = precision_recall_f1(y, a)
-        return {
-            "labelled": int(len(y)),
-            "anomalies": int(y.sum()),
-            "roc_auc": roc_auc(y, s),
-            "average_precision": average_precision(y, s),
-            "precision": p,
-            "recall": r,
-            "f1": f1,
-        }
+        return quality(self.array("labels"), self.array("scores"), self.array("alarms"))
 
 
 @dataclass
