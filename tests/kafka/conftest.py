@@ -265,7 +265,9 @@ def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, b
 
 
 def read_topic(bootstrap: str, topic: str, until: Callable[[list[Any]], bool], timeout: float = 60.0) -> list[Any]:
-    """Every message of a topic from the beginning, read until ``until(messages)`` or the timeout."""
+    """Every message of a topic from the beginning, read until ``until(messages)`` holds
+    and every partition has been read to its high-water mark, or the timeout (so a
+    test that counts duplicates sees the late ones too)."""
     from kafka import KafkaConsumer, TopicPartition
 
     c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100)
@@ -282,10 +284,15 @@ def read_topic(bootstrap: str, topic: str, until: Callable[[list[Any]], bool], t
         c.assign(tps)
         c.seek_to_beginning(*tps)
         out: list[Any] = []
+
+        def at_end() -> bool:
+            # highwater() is what the last fetch said (end_offsets() is wrong on Tansu).
+            return all(c.highwater(tp) is not None and c.position(tp) >= c.highwater(tp) for tp in tps)
+
         while time.monotonic() < deadline:
             for msgs in c.poll(timeout_ms=200).values():
                 out.extend(msgs)
-            if until(out):
+            if until(out) and at_end():
                 break
         return out
     finally:

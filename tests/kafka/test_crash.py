@@ -21,12 +21,16 @@ def test_sigkill_mid_stream_then_restart(bootstrap, tmp_path, workers):
     parts = 2
     topic = create_topic(bootstrap, parts)
     group = unique("g")
-    msgs = messages(9000, seed=2, partitions=parts, malformed_every=113)
+    msgs = messages(40_000, seed=2, partitions=parts, malformed_every=113)
     sent: list = produce(bootstrap, topic, msgs[:2000])
+    killed = threading.Event()
 
     def trickle() -> None:
-        # The rest arrives while the worker runs, so the kill lands mid-stream.
+        # More arrives while the worker runs, until it is killed: the kill lands
+        # mid-stream however fast or slow the worker is on this machine.
         for i in range(2000, len(msgs), 100):
+            if killed.is_set():
+                return
             sent.extend(produce(bootstrap, topic, msgs[i : i + 100]))
             time.sleep(0.1)
 
@@ -50,6 +54,7 @@ def test_sigkill_mid_stream_then_restart(bootstrap, tmp_path, workers):
 
     wait_for(uncommitted_tail, 90, "the first worker to commit, and to send detections after that commit", every=0.05)
     first.kill()
+    killed.set()
     at_kill = committed(bootstrap, group, topic, parts)
     time.sleep(0.5)
     before_offsets = set(detections_by_offset(reader.read())[0])
