@@ -10,7 +10,7 @@ Two questions, asked of every window after it has been scored and learned:
   O(window × features), not O(recent × features).
 - **Has the score stream moved up?** Each score becomes its rank among the reference
   scores (0..1, 0.5 on average while nothing changes), medians of ``chunk`` ranks are
-  fed to river's Page-Hinkley test, one-sided upwards: the model fitting the data
+  fed to a Page-Hinkley test, one-sided upwards: the model fitting the data
   worse is what matters; scores that fall as a model keeps learning are not drift.
   Medians of chunks make the test deaf to single spikes and short anomaly bursts.
 
@@ -334,8 +334,50 @@ class FeatureDrift:
 # -- score drift ------------------------------------------------------------------------------
 
 
+class PageHinkley:
+    """The one-sided (upward) Page-Hinkley test (Page, Biometrika 1954), computed as
+    river's ``drift.PageHinkley(mode="up", alpha=1)`` computes it, without importing
+    river.drift (which pulls in river's datasets and scikit-learn: most of a second, in
+    the first window of every run).
+
+    >>> ph = PageHinkley(min_instances=5, delta=0.05, threshold=1.0)
+    >>> [ph.update(v) for v in [0.5] * 10 + [0.9] * 10].index(True)  # the 4th value after the step
+    13
+    """
+
+    def __init__(self, min_instances: int = 30, delta: float = 0.005, threshold: float = 50.0) -> None:
+        self.min_instances = min_instances
+        self.delta = delta
+        self.threshold = threshold
+        self.n = 0
+        self.mean = 0.0
+        self.sum_increase = 0.0
+        self.min_increase = math.inf
+
+    @property
+    def statistic(self) -> float:
+        return self.sum_increase - self.min_increase if self.n >= self.min_instances else math.nan
+
+    def update(self, x: float) -> bool:
+        """Add a value; True when it completes an upward change."""
+        self.n += 1
+        self.mean += (x - self.mean) / self.n
+        self.sum_increase += x - self.mean - self.delta
+        self.min_increase = min(self.min_increase, self.sum_increase)
+        return self.n >= self.min_instances and self.sum_increase - self.min_increase > self.threshold
+
+    def state_dict(self) -> dict[str, float]:
+        return {"n": self.n, "mean": self.mean, "sum_increase": self.sum_increase, "min_increase": self.min_increase}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.n = int(state["n"])
+        self.mean = float(state["mean"])
+        self.sum_increase = float(state["sum_increase"])
+        self.min_increase = float(state["min_increase"])
+
+
 class ScoreDrift:
-    """River's Page-Hinkley test on the ranks of scores among reference scores.
+    """A Page-Hinkley test on the ranks of scores among reference scores.
 
     ``update(scores)`` returns True when the scores have moved up. After an alarm the
     reference is re-taken from the next ``reference`` scores and the test starts afresh.
@@ -357,10 +399,8 @@ class ScoreDrift:
         self.fired = math.nan
         self._ph = self._new_test()
 
-    def _new_test(self) -> Any:
-        from river.drift import PageHinkley
-
-        return PageHinkley(min_instances=self.min_chunks, delta=self.delta, threshold=self.threshold, alpha=1.0, mode="up")
+    def _new_test(self) -> PageHinkley:
+        return PageHinkley(min_instances=self.min_chunks, delta=self.delta, threshold=self.threshold)
 
     @property
     def ready(self) -> bool:
@@ -390,9 +430,9 @@ class ScoreDrift:
         self._pending = u[m * self.chunk :]
         ph = self._ph
         for med in np.median(u[: m * self.chunk].reshape(m, self.chunk), axis=1) if m else ():
-            ph.update(float(med))
-            self.statistic = float(ph._sum_increase - ph._min_increase) if ph._x_mean.n >= self.min_chunks else math.nan
-            if ph.drift_detected:
+            detected = ph.update(float(med))
+            self.statistic = ph.statistic
+            if detected:
                 self.fired = self.statistic
                 self.grid = None
                 self._pending = np.empty(0)
@@ -409,15 +449,7 @@ class ScoreDrift:
             "pending": self._pending,
             "statistic": self.statistic,
             "fired": self.fired,
-            # river's Page-Hinkley, field by field (it has no state_dict of its own).
-            "ph": {
-                "n": float(ph._x_mean.n),
-                "mean": float(ph._x_mean._mean),
-                "sum_increase": float(ph._sum_increase),
-                "sum_decrease": float(ph._sum_decrease),
-                "min_increase": float(ph._min_increase),
-                "max_decrease": float(ph._max_decrease),
-            },
+            "ph": self._ph.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -427,11 +459,7 @@ class ScoreDrift:
         self._collect = [collect] if len(collect) else []
         self._pending = np.array(state["pending"], dtype=np.float64)
         self.statistic, self.fired = float(state["statistic"]), float(state["fired"])
-        p = state["ph"]
-        ph = self._ph
-        ph._x_mean.n, ph._x_mean._mean = float(p["n"]), float(p["mean"])
-        ph._sum_increase, ph._sum_decrease = float(p["sum_increase"]), float(p["sum_decrease"])
-        ph._min_increase, ph._max_decrease = float(p["min_increase"]), float(p["max_decrease"])
+        self._ph.load_state_dict(state["ph"])
 
 
 # -- per lane ---------------------------------------------------------------------------------
