@@ -52,10 +52,16 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "lamp-scale": ("LAMP scale(10)", {"lamp": "scale", "lamp_c": 10.0}),
     "lamp-power": ("LAMP power(2)", {"lamp": "power", "lamp_p": 2.0}),
     "lamp-exp": ("LAMP exp(1)", {"lamp": "exp", "lamp_beta": 1.0}),
-    "no-calibration": ("no score calibration", {"calibrate": False}),
+    "no-head": ("no density head: score = mean squared error", {"score_head": False}),
+    "gauss-head": ("density head with Gaussian noise (nu = 0)", {"score_nu": 0.0}),
+    "no-normalize": ("density head without per-feature residual variances", {"score_normalize": False}),
+    "latent": ("density head + latent Mahalanobis term", {"score_latent": 1.0}),
+    "loe-rank-score": ("LOE E-step ranks by the density score", {"loe_rank": "score"}),
+    "calibration": ("score calibration on", {"calibrate": True}),
+    "previous": ("previous default (no head, calibrated)", {"score_head": False, "calibrate": True}),
     "no-boost": ("no front-loaded warm-up", {"warmup_boost": 0.0}),
     "replay": ("replay: half of each batch from memory", {"replay_share": 0.5}),
-    "plain": ("everything off (plain AE)", {"loe": "blind", "calibrate": False, "warmup_boost": 0.0}),
+    "plain": ("everything off (plain AE)", {"loe": "blind", "calibrate": False, "warmup_boost": 0.0, "score_head": False}),
 }
 CONDITIONS = {"as is": 0.0, "+10% contamination": 0.10}
 
@@ -198,7 +204,7 @@ def render(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any], datasets:
             ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Per file, ROC-AUC (mean over seeds)", ""]
-    shown = [v for v in ("default", "blind", "weights", "plain") if v in s]
+    shown = [v for v in ("default", "previous", "no-head", "blind", "plain") if v in s]
     for c in CONDITIONS:
         lines += [f"### {c}", "", "| file | " + " | ".join(VARIANTS[v][0] for v in shown) + " |", "|---|" + "---|" * len(shown)]
         for d in datasets:

@@ -39,6 +39,11 @@ class LoeAE(NeuralDetector):
         "latent": None,
         "activation": "tanh",
         "anomalous_loss": "complement",
+        # The density head scores the residuals (learning/density.py); its Student-t
+        # score keeps one scale from the first window on, where the calibration
+        # against the running histogram mixed raw early scores with calibrated late ones.
+        "score_head": True,
+        "calibrate": False,
     }
 
     def make_backbone(self, n_features: int, generator: torch.Generator) -> Backbone:
