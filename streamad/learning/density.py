@@ -99,27 +99,33 @@ class DensityHead:
     def ready(self) -> bool:
         return self.weight >= self.min_weight
 
-    def update(self, r: torch.Tensor, z: torch.Tensor) -> None:
-        """Fold in the residuals ``r`` (n x d) and latent codes ``z`` (n x k) of
-        LOE-normal records."""
-        n = len(r)
+    def update(self, r: torch.Tensor, z: torch.Tensor, keep: np.ndarray | None = None) -> None:
+        """Fold in the residuals ``r`` (n x d) and latent codes ``z`` (n x k) of the
+        records marked in ``keep`` (the LOE-normal ones; all when None)."""
+        if keep is None:
+            n = len(r)
+            w = torch.full((1, n), 1.0 / max(n, 1), dtype=r.dtype, device=r.device)
+        else:
+            n = int(keep.sum())
+            w = torch.as_tensor(keep / max(n, 1), dtype=r.dtype, device=r.device).unsqueeze(0)
         if n == 0:
             return
-        r64 = r.detach().double().cpu().numpy()
         self.weight = self.decay * self.weight + n
         a = n / self.weight
-        self.r2 += a * ((r64 * r64).mean(axis=0) - self.r2)
+        # Weighted means in torch, converting only the small results: once per step.
+        self.r2 += a * ((w @ (r * r))[0].double().cpu().numpy() - self.r2)
         if self.latent_weight > 0:
             z64 = z.detach().double().cpu().numpy()
-            self.z1 += a * (z64.mean(axis=0) - self.z1)
-            self.z2 += a * (z64.T @ z64 / n - self.z2)
+            wk = w[0].double().cpu().numpy()
+            self.z1 += a * (wk @ z64 - self.z1)
+            self.z2 += a * ((z64 * wk[:, None]).T @ z64 - self.z2)
         self._derive()
 
     def _derive(self) -> None:
         # What score() reads, derived once per update so that score() only computes.
         ready = self.ready
         var = np.maximum(self.r2, self.floor) if self.normalize and ready else np.ones(self.d)
-        self._inv_var = torch.as_tensor(1.0 / var, dtype=torch.float32)
+        self._inv_var = torch.from_numpy(1.0 / var).float()
         self._latent = ready and self.latent_weight > 0 and self.k > 0
         if self._latent:
             cov = self.z2 - np.outer(self.z1, self.z1)

@@ -253,10 +253,14 @@ class WindowTrainer:
         else:
             ln, la, score = self.backbone.outputs(x)
         ln_np = score.double().cpu().numpy()
+        s_np = ln_np  # detection scores: of the whole batch, or of its fresh records only
         if self.head is not None:
             r, zl = self.backbone.cached_residuals(cache) if self.explicit else self.backbone.residuals(x)
-            score = self.head.score(r, zl)
-        s_np = score.double().cpu().numpy()
+            # The histogram needs the fresh records' scores; the whole batch's only when
+            # the E-step or the importance weights read them (warm-up steps are mostly
+            # replay, so this saves most of the head's cost there).
+            n_s = len(batch) if self.loe_rank == "score" or self.weights is not None else n_fresh
+            s_np = self.head.score(r[:n_s], zl[:n_s]).double().cpu().numpy() if n_s else np.empty(0)
         loe = self.loe_active
         if loe:
             # The E-step ranks by the training losses (L_n - L_a) by default; with a
@@ -273,8 +277,7 @@ class WindowTrainer:
             normal, anomalous, flagged = np.ones(len(batch)), np.zeros(len(batch)), np.zeros(len(batch), dtype=bool)
         z = np.log1p(np.maximum(s_np, 0.0))
         if self.head is not None:
-            keep_t = torch.as_tensor(~flagged, device=self.device)
-            self.head.update(r[keep_t], zl[keep_t])
+            self.head.update(r, zl, ~flagged if flagged.any() else None)
         if self.weights is not None:
             keep = ~flagged
             w = np.ones(len(batch))
