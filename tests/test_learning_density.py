@@ -142,3 +142,17 @@ def test_detector_score_head_switch() -> None:
     t = off.trainer
     with torch.no_grad():
         assert np.allclose(off.score(probe), t.backbone.score(t.tensor(probe)).double().numpy())
+
+
+def test_a_keep_mask_folds_in_exactly_the_kept_records() -> None:
+    g = torch.Generator().manual_seed(8)
+    r, z = torch.randn(30, 3, generator=g), torch.randn(30, 2, generator=g)
+    keep = np.arange(30) % 4 != 0
+    masked, indexed = DensityHead(3, 2, latent_weight=1.0), DensityHead(3, 2, latent_weight=1.0)
+    masked.update(r, z, keep)
+    indexed.update(r[torch.from_numpy(keep)], z[torch.from_numpy(keep)])
+    assert masked.weight == indexed.weight == keep.sum()
+    for a, b in zip(masked.state_dict().values(), indexed.state_dict().values()):
+        assert np.allclose(a, b, atol=1e-6)
+    masked.update(r, z, np.zeros(30, dtype=bool))  # nothing kept: nothing changes
+    assert masked.weight == keep.sum()
