@@ -1,10 +1,15 @@
 """An autoencoder trained with LOE, importance weights and LAMP: streamad's default.
 
-The score is the mean squared reconstruction error of the scaled record; its
+The network trains on the mean squared reconstruction error of the scaled record; its
 per-feature errors are the attribution. Before any learning the decoder outputs zero,
-so the first scores are the squared distance from the running mean, and LOE (hard,
-top 10% of each batch) can work from the first window. Importance weights and LAMP
-are available and off by default (benchmarks/results/ablation.md).
+so the first errors are the squared distance from the running mean, and LOE (hard,
+top 10% of each batch, ranked by the training losses) can work from the first window.
+The detection score is the density head's reading of the residuals
+(learning/density.py): each feature's residual against its running residual variance,
+under Student-t noise, so that neither an always-hard feature nor one wild value of a
+feature the young scaler saw as constant outweighs a record that is off everywhere.
+Importance weights, LAMP and histogram calibration are available and off by default
+(benchmarks/results/ablation.md).
 
 Windows: the detector serves any window size, but a windowed detector cannot rank the
 records of its first window, so small first windows matter on short streams; windows
@@ -39,6 +44,11 @@ class LoeAE(NeuralDetector):
         "latent": None,
         "activation": "tanh",
         "anomalous_loss": "complement",
+        # The density head scores the residuals (learning/density.py); its Student-t
+        # score keeps one scale from the first window on, where the calibration
+        # against the running histogram mixed raw early scores with calibrated late ones.
+        "score_head": True,
+        "calibrate": False,
     }
 
     def make_backbone(self, n_features: int, generator: torch.Generator) -> Backbone:

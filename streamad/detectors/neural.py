@@ -10,14 +10,18 @@ from ``Settings.detector.params``:
 - importance weights: ``weights`` (on/off), ``iw_clip``, ``iw_ess``, ``iw_warmup``,
   ``iw_target`` (moments, robust);
 - LAMP: ``lamp`` (none, scale, power, exp), ``lamp_c``, ``lamp_p``, ``lamp_beta``;
+- the density head (``score_head``, backbones with residuals; learning/density.py):
+  ``score_nu`` (Student-t degrees of freedom, 0 = Gaussian), ``score_normalize``,
+  ``score_floor``, ``score_latent``, ``score_decay``, ``score_min_weight``; ``loe_rank``
+  (loss, score) says what the E-step ranks by;
 - training: ``lr``, ``batch_size``, ``warmup_records``, ``warmup_epochs``, ``warmup_boost``, ``replay``,
   ``replay_share``, ``input_clip``, ``autograd`` (force autograd over a backbone's
   explicit backward), ``device`` (cpu, cuda, auto), ``seed``.
 
 The network is built from the seed when the first records arrive (their width fixes
-the input layer). Scores are the backbone's ``L_n`` (with ``calibrate``, mapped
-monotonically against the running histogram); weights and LAMP touch the training
-loss only. The defaults are the configuration chosen on the ODDS dev set and checked
+the input layer). Scores are the backbone's ``L_n``, or the density head's reading of
+the residuals (with ``calibrate``, mapped monotonically against the running
+histogram); weights and LAMP touch the training loss only. The defaults are the configuration chosen on the ODDS dev set and checked
 component by component in benchmarks/results/ablation.md.
 """
 
@@ -30,6 +34,7 @@ import torch
 
 from streamad.detectors.base import Detector, LearnReport
 from streamad.learning.backbones import Backbone
+from streamad.learning.density import DensityHead
 from streamad.learning.lamp import Lamp
 from streamad.learning.loe import LatentLabeler
 from streamad.learning.trainer import WindowTrainer
@@ -67,6 +72,14 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "input_clip": 1e3,
     "device": "cpu",
     "seed": 0,
+    "score_head": False,  # the density head (learning/density.py); backbones with residuals only
+    "score_nu": 1.0,
+    "score_normalize": True,
+    "score_floor": 0.3,
+    "score_latent": 0.0,
+    "score_decay": 0.9,
+    "score_min_weight": 32.0,
+    "loe_rank": "loss",
 }
 
 
@@ -115,6 +128,20 @@ class NeuralDetector(Detector):
             if p["weights"]
             else None
         )
+        head = None
+        if p["score_head"]:
+            if not backbone.has_residuals:
+                raise ValueError(f"score_head needs a backbone with residuals; {self.name} has none (score_head=False)")
+            head = DensityHead(
+                n_features,
+                int(getattr(backbone, "n_latent", 0)),
+                nu=float(p["score_nu"]),
+                normalize=bool(p["score_normalize"]),
+                floor=float(p["score_floor"]),
+                latent_weight=float(p["score_latent"]),
+                decay=float(p["score_decay"]),
+                min_weight=float(p["score_min_weight"]),
+            )
         lamp = Lamp(str(p["lamp"]), c=float(p["lamp_c"]), p=float(p["lamp_p"]), beta=float(p["lamp_beta"]))
         return WindowTrainer(
             backbone,
@@ -137,6 +164,8 @@ class NeuralDetector(Detector):
             hist_decay=float(p["hist_decay"]),
             seed=int(p["seed"]),
             device=str(p["device"]),
+            head=head,
+            loe_rank=str(p["loe_rank"]),
         )
 
     def _trainer_for(self, X: np.ndarray) -> WindowTrainer:

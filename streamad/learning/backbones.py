@@ -105,6 +105,16 @@ class Backbone(nn.Module):
     def setup(self, x: torch.Tensor) -> None:
         """Data-dependent initialisation from the first training batch (default: none)."""
 
+    has_residuals = False
+
+    def residuals(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-feature residuals (n x d) and latent codes (n x k), for backbones that
+        reconstruct (``has_residuals``); read by a density head."""
+        raise NotImplementedError(f"{type(self).__name__} has no residuals")
+
+    def cached_residuals(self, cache: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``residuals`` from the cache of ``forward_cached``."""
+        raise NotImplementedError(f"{type(self).__name__} has no residuals")
 
     def feature_contributions(self, x: torch.Tensor) -> torch.Tensor:
         """Per-feature share of each record's score; by default gradient times deviation."""
@@ -143,6 +153,7 @@ class AutoEncoder(Backbone):
         d = n_features
         h = hidden or 32
         k = latent or max(2, min(4, d // 2))
+        self.n_latent = k
         if anomalous_loss not in ("complement", "inverse", "none"):
             raise ValueError(f"anomalous_loss must be complement, inverse or none, not {anomalous_loss!r}")
         self.anomalous_loss = anomalous_loss
@@ -154,8 +165,20 @@ class AutoEncoder(Backbone):
         self._dact = _DERIVATIVE_FROM_OUTPUT.get(activation)
         self._linears = (self.encoder[0], self.encoder[2], self.decoder[0], self.decoder[2])
 
+    has_residuals = True
+
     def errors(self, x: torch.Tensor) -> torch.Tensor:
         return (self.decoder(self.encoder(x)) - x) ** 2
+
+    @torch.no_grad()
+    def residuals(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.explicit_backward:
+            return self.cached_residuals(self.forward_cached(x)[3])
+        z = self.encoder(x)
+        return self.decoder(z) - x, z
+
+    def cached_residuals(self, cache: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        return cache[4], cache[2]
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         if self.explicit_backward:

@@ -43,6 +43,7 @@ import torch
 
 from streamad.histogram import DecayedHistogram
 from streamad.learning.backbones import Backbone
+from streamad.learning.density import DensityHead
 from streamad.learning.lamp import Lamp
 from streamad.learning.loe import LatentLabeler
 from streamad.learning.weights import ImportanceWeights
@@ -87,12 +88,20 @@ class WindowTrainer:
         hist_decay: float = 0.99,
         seed: int = 0,
         device: str = "cpu",
+        head: DensityHead | None = None,
+        loe_rank: str = "loss",
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         if not 0.0 <= replay_share < 1.0:
             raise ValueError("replay_share must be in [0, 1)")
         self.device = pick_device(device)
+        if head is not None and not backbone.has_residuals:
+            raise ValueError(f"a density head needs a backbone with residuals, not {type(backbone).__name__}")
+        if loe_rank not in ("loss", "score"):
+            raise ValueError(f"loe_rank must be 'loss' or 'score', not {loe_rank!r}")
+        self.head = head
+        self.loe_rank = loe_rank
         self.backbone = backbone.to(self.device)
         self.backbone.train()  # no dropout or batch norm: the mode never changes
         self.labeler = labeler
@@ -143,7 +152,11 @@ class WindowTrainer:
     def score(self, X: np.ndarray) -> np.ndarray:
         if len(X) == 0:
             return np.empty(0)
-        raw = self.backbone.score(self.tensor(X)).double().cpu().numpy()
+        x = self.tensor(X)
+        if self.head is not None:
+            raw = self.head.score(*self.backbone.residuals(x)).double().cpu().numpy()
+        else:
+            raw = self.backbone.score(x).double().cpu().numpy()
         if not self.calibrate or self.hist.n_seen < self.calibrate_after:
             return raw
         med, mad = self.calibration()
@@ -239,16 +252,32 @@ class WindowTrainer:
             ln, la, score, cache = self.backbone.forward_cached(x)
         else:
             ln, la, score = self.backbone.outputs(x)
-        s_np = score.double().cpu().numpy()
+        ln_np = score.double().cpu().numpy()
+        s_np = ln_np  # detection scores: of the whole batch, or of its fresh records only
+        if self.head is not None:
+            r, zl = self.backbone.cached_residuals(cache) if self.explicit else self.backbone.residuals(x)
+            # The histogram needs the fresh records' scores; the whole batch's only when
+            # the E-step or the importance weights read them (warm-up steps are mostly
+            # replay, so this saves most of the head's cost there).
+            n_s = len(batch) if self.loe_rank == "score" or self.weights is not None else n_fresh
+            s_np = self.head.score(r[:n_s], zl[:n_s]).double().cpu().numpy() if n_s else np.empty(0)
         loe = self.loe_active
         if loe:
-            rank = s_np if la is None else s_np - la.detach().double().cpu().numpy()
+            # The E-step ranks by the training losses (L_n - L_a) by default; with a
+            # density head the detection score differs from L_n, and ``loe_rank="score"``
+            # ranks by it instead.
+            if self.head is not None and self.loe_rank == "score":
+                rank = s_np
+            else:
+                rank = ln_np if la is None else ln_np - la.detach().double().cpu().numpy()
             labels = self.labeler.label(rank)
             self.labeler.observe(rank[:n_fresh])
             normal, anomalous, flagged = labels.normal, labels.anomalous, labels.flagged
         else:
             normal, anomalous, flagged = np.ones(len(batch)), np.zeros(len(batch)), np.zeros(len(batch), dtype=bool)
         z = np.log1p(np.maximum(s_np, 0.0))
+        if self.head is not None:
+            self.head.update(r, zl, ~flagged if flagged.any() else None)
         if self.weights is not None:
             keep = ~flagged
             w = np.ones(len(batch))
@@ -302,6 +331,7 @@ class WindowTrainer:
             "backbone": {k: v.detach().cpu().clone() for k, v in self.backbone.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "labeler": self.labeler.state_dict(),
+            "head": None if self.head is None else self.head.state_dict(),
             "hist": self.hist.state_dict(),
             "counters": {
                 "n_seen": self.n_seen,
@@ -323,6 +353,8 @@ class WindowTrainer:
         self.optimizer = self._make_optimizer()
         self.optimizer.load_state_dict(state["optimizer"])
         self.labeler.load_state_dict(state["labeler"])
+        if self.head is not None:
+            self.head.load_state_dict(state["head"])
         self.hist.load_state_dict(state["hist"])
         self._calibration = None
         c = state["counters"]
