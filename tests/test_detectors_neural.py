@@ -133,3 +133,12 @@ def test_wrong_width_and_bad_params_are_clear_errors() -> None:
         make_detector("loe-ae", loe="maybe")
     with pytest.raises(ValueError, match="anomalous loss"):
         make_detector("loe-ae", anomalous_loss="none", loe="hard")
+
+
+def test_a_checkpoint_of_another_version_is_refused_clearly() -> None:
+    det = build("loe-ae")
+    det.learn(stream(0))
+    state = det.state_dict()
+    state["version"] = "1"
+    with pytest.raises(ValueError, match="version 1, this is version 2"):
+        build("loe-ae").load_state_dict(state)

@@ -38,7 +38,7 @@ from streamad.learning.backbones import AutoEncoder, Backbone
 
 class LoeAE(NeuralDetector):
     name = "loe-ae"
-    version = "1"
+    version = "2"  # 2: the residual density score head
     backbone_defaults: ClassVar[dict[str, Any]] = {
         "hidden": None,
         "latent": None,

@@ -241,6 +241,11 @@ class NeuralDetector(Detector):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if state.get("name") != self.name:
             raise ValueError(f"state is for detector {state.get('name')!r}, not {self.name!r}")
+        if str(state.get("version")) != self.version:
+            raise ValueError(
+                f"state is from {self.name} version {state.get('version')}, this is version {self.version}: "
+                "the model cannot continue from it (start with an empty state directory)"
+            )
         self.__init__(**state["params"])  # type: ignore[misc]
         if state["trainer"] is not None:
             self.n_features = int(state["n_features"])
