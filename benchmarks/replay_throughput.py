@@ -1,6 +1,6 @@
-"""Replay throughput (issue #2): records/s of the whole replay pipeline with the
-default detector, beside river's HalfSpaceTrees behind MinMaxScaler run one record at
-a time over the same records in the same run.
+"""Replay throughput (issues #2 and #3): records/s of the whole replay pipeline with
+the default detector, beside river's HalfSpaceTrees behind MinMaxScaler and pysad's
+LODA, each run one record at a time over the same records in the same run.
 
 Reproduce benchmarks/results/replay_throughput.md from the repository root::
 
@@ -9,9 +9,10 @@ Reproduce benchmarks/results/replay_throughput.md from the repository root::
 Ours is what ``streamad replay FILE`` runs: MatSource → Pipeline (online scaler,
 windows, default detector scoring then learning each window, SPOT threshold,
 attribution of the alarms) → JSONL detections in a temporary file, flushed at the
-end, with default settings. The peer is ``MinMaxScaler() | HalfSpaceTrees()`` at
+end, with default settings. The peers are ``MinMaxScaler() | HalfSpaceTrees()`` at
 river's defaults, ``score_one`` then ``learn_one`` per record, its input turned into
-dicts before the clock starts. Both stream every record of http.mat (567 498, in
+dicts before the clock starts, and pysad's ``LODA()`` at its defaults (seed 0),
+``fit_partial`` then ``score_partial`` per record (as in the ODDS harness). Both stream every record of http.mat (567 498, in
 file order; no 60 000 cap: this is a "full" run). Loading is excluded from both
 clocks; one thread each (torch and BLAS), one after the other on an otherwise
 unchanged machine. ``--repeats`` alternates the two that many times and reports
@@ -85,14 +86,23 @@ def run_river(X: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     return {"records": len(X), "seconds": seconds, "records_per_s": len(X) / seconds, "cpu_seconds": info["cpu_seconds"], "roc_auc": auc, "ap": ap}
 
 
+def run_loda(X: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    from benchmarks.peers import pysad_loda
+
+    scores, seconds, info = pysad_loda(X, seed=0)
+    auc, ap = metrics(y, scores)
+    return {"records": len(X), "seconds": seconds, "records_per_s": len(X) / seconds, "cpu_seconds": info["cpu_seconds"], "roc_auc": auc, "ap": ap}
+
+
+PEERS = (("river", "river HST", run_river), ("loda", "pysad LODA", run_loda))
+
+
 def render(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
     ours = [r["ours"] for r in rows]
-    river = [r["river"] for r in rows]
-    med_o = statistics.median(r["records_per_s"] for r in ours)
-    med_r = statistics.median(r["records_per_s"] for r in river)
+    med = {k: statistics.median(r[k]["records_per_s"] for r in rows) for k in ("ours", *(p[0] for p in PEERS))}
     o = ours[0]
     lines = [
-        "# Replay throughput (issue #2)",
+        "# Replay throughput (issues #2 and #3)",
         "",
         f"{meta['file']}: all {o['records']:,} records, file order (a full run, not the protocol's 60 000 cap). Loading excluded from both clocks.",
         "",
@@ -104,25 +114,33 @@ def render(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"- **streamad replay**: MatSource → Pipeline → JSONL file; detector `{o['detector']}` (the default), windows of {o['window']}, online scaler, "
         f"{o['threshold']} threshold, attribution of alarms, default settings.",
         "- **river**: `MinMaxScaler() | HalfSpaceTrees()` at river's defaults (seed 0), `score_one` then `learn_one`, one record at a time.",
+        "- **pysad LODA**: `LODA()` at pysad's defaults, `fit_partial` then `score_partial`, one record at a time.",
         "",
-        "| run | streamad replay rec/s | river HST rec/s | streamad ÷ river | wall ÷ CPU seconds (streamad, river) |",
-        "|---|---:|---:|---:|---|",
+        "| run | streamad replay rec/s | river HST rec/s | pysad LODA rec/s | streamad ÷ river | streamad ÷ LODA | wall ÷ CPU seconds (streamad, river, LODA) |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     for i, r in enumerate(rows, 1):
-        o_, r_ = r["ours"], r["river"]
+        o_, r_, l_ = r["ours"], r["river"], r["loda"]
         lines.append(
-            f"| {i} | {o_['records_per_s']:,.0f} | {r_['records_per_s']:,.0f} | {o_['records_per_s'] / r_['records_per_s']:.2f}× | "
-            f"{o_['seconds'] / o_['cpu_seconds']:.2f}, {r_['seconds'] / r_['cpu_seconds']:.2f} |"
+            f"| {i} | {o_['records_per_s']:,.0f} | {r_['records_per_s']:,.0f} | {l_['records_per_s']:,.0f} | "
+            f"{o_['records_per_s'] / r_['records_per_s']:.2f}× | {o_['records_per_s'] / l_['records_per_s']:.2f}× | "
+            f"{o_['seconds'] / o_['cpu_seconds']:.2f}, {r_['seconds'] / r_['cpu_seconds']:.2f}, {l_['seconds'] / l_['cpu_seconds']:.2f} |"
         )
     if len(rows) > 1:
-        lines.append(f"| **median** | **{med_o:,.0f}** | **{med_r:,.0f}** | **{med_o / med_r:.2f}×** | |")
+        lines.append(
+            f"| **median** | **{med['ours']:,.0f}** | **{med['river']:,.0f}** | **{med['loda']:,.0f}** | "
+            f"**{med['ours'] / med['river']:.2f}×** | **{med['ours'] / med['loda']:.2f}×** | |"
+        )
     lines += ["", "Wall ÷ CPU seconds near 1 means the run had its core to itself on this shared machine; above 1, it waited for one."]
+    first = rows[0]
     lines += [
         "",
         f"streamad: {o['seconds']:.1f} s for {o['records']:,} records, {o['alarms']:,} alarms written as {o['detections_written']:,} JSON lines, {o['rejected']} rejected. "
-        f"river: {river[0]['seconds']:.1f} s.",
+        f"river: {first['river']['seconds']:.1f} s; LODA: {first['loda']['seconds']:.1f} s.",
         "",
-        f"For the record (file order, one pass, not protocol v1): ROC-AUC / AP streamad {o['roc_auc']:.3f} / {o['ap']:.3f}, river {river[0]['roc_auc']:.3f} / {river[0]['ap']:.3f}.",
+        "For the record (file order, one pass, not protocol v1): ROC-AUC / AP "
+        + ", ".join(f"{name} {first[k]['roc_auc']:.3f} / {first[k]['ap']:.3f}" for k, name in (("ours", "streamad"), ("river", "river"), ("loda", "LODA")))
+        + ".",
     ]
     return "\n".join(lines) + "\n"
 
@@ -142,12 +160,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.repeats):
-            ours = run_ours(args.file, Path(tmp))
-            river = run_river(X, y)
-            rows.append({"ours": ours, "river": river})
+            row = {"ours": run_ours(args.file, Path(tmp))}
+            for key, _, run in PEERS:
+                row[key] = run(X, y)
+            rows.append(row)
+            ours = row["ours"]
             print(
                 f"run {i + 1}: streamad replay {ours['records_per_s']:,.0f} rec/s ({ours['records']:,} records, {ours['seconds']:.1f} s) | "
-                f"river HST {river['records_per_s']:,.0f} rec/s ({river['seconds']:.1f} s) | ratio {ours['records_per_s'] / river['records_per_s']:.2f}×",
+                + " | ".join(
+                    f"{name} {row[key]['records_per_s']:,.0f} rec/s, ours ÷ it {ours['records_per_s'] / row[key]['records_per_s']:.2f}×" for key, name, _ in PEERS
+                ),
                 flush=True,
             )
     meta = {

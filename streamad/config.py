@@ -268,6 +268,7 @@ class Settings(_Section):
     state: StateSettings = Field(default_factory=StateSettings)
     kafka: KafkaSettings | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    threads: int = Field(1, ge=1, le=256, description="CPU threads for the model's tensor math (small networks run fastest on one)")
 
     @model_validator(mode="after")
     def _detector_builds(self) -> "Settings":

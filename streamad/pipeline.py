@@ -21,7 +21,7 @@ from streamad.config import Settings
 from streamad.detection import DetectionBatch
 from streamad.detectors import Detector, LearnReport
 from streamad.drift import DriftEvent, DriftMonitor, DriftStatus
-from streamad.factory import build_detector, build_scaler, build_threshold, detector_name
+from streamad.factory import apply_threads, build_detector, build_scaler, build_threshold, detector_name
 from streamad.records import Batch, Lane, Reject
 from streamad.scaling import Scaler, StandardScaler
 from streamad.state import StateStore
@@ -212,6 +212,7 @@ class Pipeline:
         self.counts = Counts()
         self.model_name = detector_name(settings)
         self._last_checkpoint = clock()
+        apply_threads(settings)
 
     # -- lanes ---------------------------------------------------------------------------
 
