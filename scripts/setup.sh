@@ -10,8 +10,10 @@ PY="${PYTHON:-python3}"
 stamp=".venv/.streamad-installed${extras:+-$extras}"
 want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  # pip's notes about unreachable local package indexes are noise here.
+  quiet() { "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
+  quiet .venv/bin/python -m pip install -q --upgrade pip >/dev/null
   # torch is pinned here: an unpinned torch pulls a multi-GB CUDA build.
-  .venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0" -e ".${extras:+[$extras]}"
+  quiet .venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0" -e ".${extras:+[$extras]}"
   echo "$want" > "$stamp"
 fi
