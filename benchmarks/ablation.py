@@ -214,56 +214,7 @@ def render(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any], datasets:
                 vals.append(f"{np.mean(a):.3f}" if a else "–")
             lines.append(f"| {d} | " + " | ".join(vals) + " |")
         lines.append("")
-    return "\n".join(lines) + "\n" + (READING if meta.get("grow") == 8 and meta.get("window") == 256 else "")
-
-
-READING = """
-## Reading (windows of 8 doubling to 256)
-
-The density head (rows "no density head" to "previous default") became the default
-after the bullets below it were written; what follows the first bullet was measured
-with the previous default (no head, calibrated scores), whose figures are in the
-"previous default" row.
-
-- **The density head** (learning/density.py) scores the autoencoder's residuals as a
-  Student-t negative log-likelihood against each feature's running residual variance,
-  and the stream keeps one score scale from the first window on (no calibration). On
-  the 20 files x seeds 0-2 (as is) it moved mean AP from 0.427 to 0.457 and ROC-AUC
-  from 0.820 to 0.822; on seeds 3-5, which played no part in choosing it, from 0.428 to
-  0.456; with +10% contamination from 0.643 to 0.669 AP. What carries it (measured
-  with the latent term on, 0.457 AP): the Student-t transform (Gaussian noise instead:
-  0.441), letting LOE rank by the training losses rather than by the new score (ranking
-  by the score: 0.439), and dropping the calibration (calibrated: 0.403; the
-  calibration switched on mid-stream and mixed raw early scores with calibrated late
-  ones). Per-feature variances add 0.007 AP; the latent Mahalanobis term is neutral
-  (0.457 with and without) and off.
-
-- **LOE earns its place; it is the component that matters.** Blind training loses 0.044
-  ROC-AUC and 0.073 AP on the streams as they are (15 files worse, 2 better) and about
-  the same with 10% injected contamination: an autoencoder trained on its own stream
-  learns to reconstruct the anomalies. LOE-hard is the default: LOE-soft is worse
-  (-0.005/-0.007, -0.008/-0.015 contaminated) because a flagged record still trains on
-  half its reconstruction loss; Refine (dropping flagged records) is about as good as
-  hard on clean streams and a little worse under contamination.
-- **No blind LOE warm-up.** The paper trains blind for the first epochs; here that
-  costs 0.026 AUC / 0.034 AP: the anomalies of the first 512 records are learned and
-  stay learned. The autoencoder's decoder starts at zero, so its untrained score is the
-  distance from the running mean, already a usable ranking for the E-step.
-- **Per-window E-step, not the running quantile.** The running-quantile E-step (ours)
-  is equal on clean streams and worse with contamination (-0.011 AUC, -0.015 AP).
-- **Importance weights do not earn their place on ODDS** (+0.004 AP, -0.001 AUC clean;
-  -0.005 AUC contaminated; either target). They are off by default and stay switchable.
-- **LAMP does not earn its place.** power(2) and exp(1) lose 0.005-0.009 AUC. scale(10)
-  is not quite a no-op under LOE: Adam removes a common factor, but scaling only the
-  normal term shifts the balance against the anomalous loss; the effect is within
-  noise here. (A test shows scale(c) alone is a no-op under Adam.)
-- **Score calibration** against the running histogram of LOE-normal scores is neutral
-  on clean streams and worth 0.012 AP under contamination; kept.
-- **The front-loaded warm-up** (many steps while the stream is young) is worth 0.023
-  AUC, mostly on the small files.
-- **Replay** of LOE-normal records in steady-state batches is neutral on ODDS (shuffled
-  streams) and doubles the steps per record; off by default.
-"""
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

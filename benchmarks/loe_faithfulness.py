@@ -157,30 +157,6 @@ def run_one(job: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-READING = """
-## Reading
-
-- **LOE does what the paper says with our autoencoder backbone.** Trained blind on the
-  contaminated set, the autoencoder learns the injected anomalies and misses them at
-  test time; LOE-hard flags mostly true contamination (the latent-label precision above)
-  and lifts F1 well above Blind on every file, to the paper's level on cardio,
-  satellite and wbc. LOE-soft helps far less here: a flagged record still trains on
-  half its reconstruction loss, and an autoencoder has no anomalous loss strong enough
-  to undo that (ours, ``-log(1 - exp(-L_n))``, is nearly flat for large errors). That
-  is why the streaming default uses LOE-hard.
-- **Our NeuTraL-AD does not reproduce the paper's figures.** Its latent labels are
-  barely better than chance. The untrained network ranks far-out records as the most
-  normal (test ROC-AUC about 0.1 on thyroid before training; our guess at the cause:
-  multiplicative masks on large inputs make views that are trivially told apart), so
-  the E-step flags normal records and LOE cannot help. On clean data it
-  trains to a reasonable ranking (thyroid ROC-AUC about 0.9 after 30 epochs), below the
-  paper's reported results; the paper's exact architecture and training schedule
-  (epochs, normalisation inside the encoder) are not reproduced here. We do not claim
-  LOE-with-NeuTraL results; the detector ``loe-ntl`` stays available but is not the
-  default.
-"""
-
-
 def render(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> str:
     datasets = meta["datasets"]
     lines = [
@@ -225,7 +201,7 @@ def render(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> str:
             p = [r["flag_precision"] for r in rows if r["method"] == method and r["dataset"] == d and r["flag_precision"] is not None]
             cells.append(f"{100 * np.nanmean(p):.0f}%" if p else "–")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n" + READING
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
