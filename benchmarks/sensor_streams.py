@@ -56,10 +56,10 @@ PINNED: dict[str, dict[str, Any]] = {"loe-ae v2 (old default)": {"gauss": False,
 
 def _skab_dir() -> Path:
     here = Path(__file__).resolve().parent.parent
-    for cand in (here.parent / "shared" / "datasets" / "skab", here.parent.parent / "shared" / "datasets" / "skab", Path("/work/shared/datasets/skab")):
+    for cand in (here.parent / "shared" / "datasets" / "skab", here.parent.parent / "shared" / "datasets" / "skab"):
         if cand.is_dir():
             return cand
-    return Path("/work/shared/datasets/skab")
+    return here.parent / "shared" / "datasets" / "skab"
 
 
 def _auc_ap(y: np.ndarray, s: np.ndarray) -> tuple[float, float]:

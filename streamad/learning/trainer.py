@@ -101,6 +101,7 @@ class WindowTrainer:
         gauss_learn: str = "loe",
         calibration_tail: float | None = None,
         confidence: float = 0.0,
+        calibration_space: str = "log1p",
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -123,7 +124,14 @@ class WindowTrainer:
         self.calibration_floor = calibration_floor
         # The Gaussian's own calibration: its LOE-normal scores, as self.hist holds the network's.
         self.gcal = (
-            Calibrator(bins=hist_bins, decay=hist_decay, floor=calibration_floor, tail=calibration_tail, prior=chi2_log_prior(gauss.d, calibration_tail))
+            Calibrator(
+                bins=hist_bins,
+                decay=hist_decay,
+                floor=calibration_floor,
+                tail=calibration_tail,
+                prior=chi2_log_prior(gauss.d, calibration_tail, calibration_space),
+                space=calibration_space,
+            )
             if gauss is not None
             else None
         )
@@ -155,7 +163,10 @@ class WindowTrainer:
         self.seed = seed
         self.hist = DecayedHistogram(bins=hist_bins, decay=hist_decay, min_init=32)
         # The network's calibration reads the histogram above (the trainer updates it).
-        self.ncal = Calibrator(floor=calibration_floor, tail=calibration_tail, hist=self.hist)
+        if calibration_space == "log1p":
+            self.ncal = Calibrator(floor=calibration_floor, tail=calibration_tail, hist=self.hist)
+        else:
+            self.ncal = Calibrator(bins=hist_bins, decay=hist_decay, floor=calibration_floor, tail=calibration_tail, space=calibration_space)
         self._calibration: tuple[float, float] | None = None
         self.optimizer = self._make_optimizer()
         self.n_seen = 0  # records given to learn()
@@ -374,7 +385,7 @@ class WindowTrainer:
         if n_fresh:
             self.hist.update(z[:n_fresh][fresh_normal])
             self._calibration = None
-            self.ncal.update(np.empty(0))
+            self.ncal.update(np.empty(0) if self.ncal.shared else s_np[:n_fresh][fresh_normal])
             if self.gauss is not None and self.gcal is not None:
                 # Fresh LOE-normal records only: each enters the Gaussian once, anomalies never.
                 xn = (fresh[fresh_normal] if self.gauss_learn == "loe" else fresh).astype(np.float64)
@@ -395,7 +406,10 @@ class WindowTrainer:
         self.labeler.reset()
         self.hist.reset()
         self._calibration = None
-        self.ncal.update(np.empty(0))
+        if self.ncal.shared:
+            self.ncal.update(np.empty(0))
+        else:
+            self.ncal.reset()
         if self.gauss is not None and self.gcal is not None:
             self.gauss.forget(self.warmup_records)
             self.gcal.reset()
@@ -410,6 +424,7 @@ class WindowTrainer:
             "hist": self.hist.state_dict(),
             "gauss": None if self.gauss is None else self.gauss.state_dict(),
             "gcal": None if self.gcal is None else self.gcal.state_dict(),
+            "ncal": None if self.ncal.shared else self.ncal.state_dict(),
             "counters": {
                 "n_seen": self.n_seen,
                 "n_trained": self.n_trained,
@@ -434,7 +449,10 @@ class WindowTrainer:
             self.head.load_state_dict(state["head"])
         self.hist.load_state_dict(state["hist"])
         self._calibration = None
-        self.ncal.update(np.empty(0))
+        if self.ncal.shared:
+            self.ncal.update(np.empty(0))
+        else:
+            self.ncal.load_state_dict(state["ncal"])
         if self.gauss is not None and self.gcal is not None:
             self.gauss.load_state_dict(state["gauss"])
             self.gcal.load_state_dict(state["gcal"])
