@@ -58,10 +58,18 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "latent": ("density head + latent Mahalanobis term", {"score_latent": 1.0}),
     "loe-rank-score": ("LOE E-step ranks by the density score", {"loe_rank": "score"}),
     "calibration": ("score calibration on", {"calibrate": True}),
-    "previous": ("previous default (no head, calibrated)", {"score_head": False, "calibrate": True}),
+    "previous": ("previous default (no head, calibrated)", {"score_head": False, "calibrate": True, "gauss": False}),
+    "no-gauss": ("no online Gaussian (loe-ae v2: the density head alone)", {"gauss": False, "score_warmup": 256}),
+    "gauss-w1": ("online Gaussian at weight 1", {"gauss_weight": 1.0}),
+    "gauss-max": ("network and Gaussian combined by max", {"combine": "max"}),
+    "gauss-only": ("the online Gaussian alone (network trains, does not score)", {"combine": "gauss"}),
+    "gauss-all": ("Gaussian learns every record, not just LOE-normal ones", {"gauss_learn": "all"}),
+    "gauss-tail": ("calibration by the 99% tail instead of the MAD", {"calibration_tail": 0.99}),
+    "gauss-log": ("calibration in log (not log1p) space", {"calibration_space": "log"}),
+    "confidence": ("network's score ramped in over the first 1024 records", {"confidence": 1024.0}),
     "no-boost": ("no front-loaded warm-up", {"warmup_boost": 0.0}),
     "replay": ("replay: half of each batch from memory", {"replay_share": 0.5}),
-    "plain": ("everything off (plain AE)", {"loe": "blind", "calibrate": False, "warmup_boost": 0.0, "score_head": False}),
+    "plain": ("everything off (plain AE)", {"loe": "blind", "calibrate": False, "warmup_boost": 0.0, "score_head": False, "gauss": False}),
 }
 CONDITIONS = {"as is": 0.0, "+10% contamination": 0.10}
 

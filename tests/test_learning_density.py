@@ -129,7 +129,7 @@ def test_a_backbone_without_residuals_cannot_take_a_head() -> None:
 def test_detector_score_head_switch() -> None:
     rng = np.random.default_rng(7)
     X = rng.normal(size=(256, 4))
-    on, off = make_detector("loe-ae", seed=1), make_detector("loe-ae", seed=1, score_head=False)
+    on, off = make_detector("loe-ae", seed=1, gauss=False), make_detector("loe-ae", seed=1, score_head=False, gauss=False)
     assert on.params["score_head"] and not off.params["score_head"]
     for det in (on, off):
         for i in range(0, 256, 64):

@@ -35,6 +35,7 @@ import torch
 from streamad.detectors.base import Detector, LearnReport
 from streamad.learning.backbones import Backbone
 from streamad.learning.density import DensityHead
+from streamad.learning.gaussian import OnlineGaussian
 from streamad.learning.lamp import Lamp
 from streamad.learning.loe import LatentLabeler
 from streamad.learning.trainer import WindowTrainer
@@ -80,6 +81,17 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "score_decay": 0.9,
     "score_min_weight": 32.0,
     "loe_rank": "loss",
+    "gauss": False,  # the online Gaussian of LOE-normal records beside the network (learning/gaussian.py)
+    "gauss_half_life": 20_000.0,
+    "gauss_shrink": 0.05,
+    "gauss_weight": 1.0,
+    "combine": "sum",  # sum, max, gauss (the Gaussian alone)
+    "calibration_floor": 0.05,
+    "gauss_prior": 64.0,
+    "gauss_learn": "loe",
+    "calibration_tail": None,
+    "confidence": 0.0,
+    "calibration_space": "log1p",
 }
 
 
@@ -142,6 +154,11 @@ class NeuralDetector(Detector):
                 decay=float(p["score_decay"]),
                 min_weight=float(p["score_min_weight"]),
             )
+        gauss = (
+            OnlineGaussian(n_features, half_life=None if p["gauss_half_life"] is None else float(p["gauss_half_life"]), shrink=float(p["gauss_shrink"]), prior=float(p["gauss_prior"]))
+            if p["gauss"]
+            else None
+        )
         lamp = Lamp(str(p["lamp"]), c=float(p["lamp_c"]), p=float(p["lamp_p"]), beta=float(p["lamp_beta"]))
         return WindowTrainer(
             backbone,
@@ -166,6 +183,14 @@ class NeuralDetector(Detector):
             device=str(p["device"]),
             head=head,
             loe_rank=str(p["loe_rank"]),
+            gauss=gauss,
+            combine=str(p["combine"]),
+            gauss_weight=float(p["gauss_weight"]),
+            calibration_floor=float(p["calibration_floor"]),
+            gauss_learn=str(p["gauss_learn"]),
+            calibration_tail=None if p["calibration_tail"] is None else float(p["calibration_tail"]),
+            confidence=float(p["confidence"]),
+            calibration_space=str(p["calibration_space"]),
         )
 
     def _trainer_for(self, X: np.ndarray) -> WindowTrainer:
@@ -221,7 +246,19 @@ class NeuralDetector(Detector):
         t = self.trainer
         t.backbone.eval()
         with torch.no_grad():
-            return t.backbone.feature_contributions(t.tensor(X)).double().cpu().numpy()
+            net = t.backbone.feature_contributions(t.tensor(X)).double().cpu().numpy()
+        if t.gauss is None:
+            return net
+        # Each component's per-feature shares, weighted by how far above its normal
+        # level that component scores the record.
+        z_net, z_g = t.component_scores(X)
+        gc = t.gauss.contributions(X)
+        share = lambda c: c / np.maximum(c.sum(axis=1, keepdims=True), 1e-300)  # noqa: E731
+        w_net = np.maximum(z_net, 0.0)[:, None] if t.combine != "gauss" else 0.0
+        w_g = np.maximum(z_g, 0.0)[:, None]
+        out = w_net * share(net) + w_g * share(gc)
+        # A record scoring at or below normal in both: plain shares, so the order still says something.
+        return np.where(out.sum(axis=1, keepdims=True) > 0, out, share(net) + share(gc))
 
     def on_drift(self, kind: str) -> None:
         """Any drift reopens the warm-up: faster learning, blind LOE, fresh histograms."""

@@ -44,6 +44,7 @@ import torch
 from streamad.histogram import DecayedHistogram
 from streamad.learning.backbones import Backbone
 from streamad.learning.density import DensityHead
+from streamad.learning.gaussian import Calibrator, OnlineGaussian, chi2_log_prior
 from streamad.learning.lamp import Lamp
 from streamad.learning.loe import LatentLabeler
 from streamad.learning.weights import ImportanceWeights
@@ -53,6 +54,9 @@ def pick_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+COMBINE = ("sum", "max", "gauss")  # how the network's and the Gaussian's calibrated scores combine
 
 
 @dataclass
@@ -90,6 +94,14 @@ class WindowTrainer:
         device: str = "cpu",
         head: DensityHead | None = None,
         loe_rank: str = "loss",
+        gauss: OnlineGaussian | None = None,
+        combine: str = "sum",
+        gauss_weight: float = 1.0,
+        calibration_floor: float = 0.05,
+        gauss_learn: str = "loe",
+        calibration_tail: float | None = None,
+        confidence: float = 0.0,
+        calibration_space: str = "log1p",
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -100,8 +112,35 @@ class WindowTrainer:
             raise ValueError(f"a density head needs a backbone with residuals, not {type(backbone).__name__}")
         if loe_rank not in ("loss", "score"):
             raise ValueError(f"loe_rank must be 'loss' or 'score', not {loe_rank!r}")
+        if combine not in COMBINE:
+            raise ValueError(f"combine must be one of {', '.join(COMBINE)}, not {combine!r}")
+        if gauss_weight < 0:
+            raise ValueError("gauss_weight must be non-negative")
         self.head = head
         self.loe_rank = loe_rank
+        self.gauss = gauss
+        self.combine = combine
+        self.gauss_weight = gauss_weight
+        self.calibration_floor = calibration_floor
+        # The Gaussian's own calibration: its LOE-normal scores, as self.hist holds the network's.
+        self.gcal = (
+            Calibrator(
+                bins=hist_bins,
+                decay=hist_decay,
+                floor=calibration_floor,
+                tail=calibration_tail,
+                prior=chi2_log_prior(gauss.d, calibration_tail, calibration_space),
+                space=calibration_space,
+            )
+            if gauss is not None
+            else None
+        )
+        if gauss_learn not in ("loe", "all"):
+            raise ValueError(f"gauss_learn must be 'loe' or 'all', not {gauss_learn!r}")
+        self.gauss_learn = gauss_learn
+        if confidence < 0:
+            raise ValueError("confidence must be non-negative (0: off)")
+        self.confidence = confidence
         self.backbone = backbone.to(self.device)
         self.backbone.train()  # no dropout or batch norm: the mode never changes
         self.labeler = labeler
@@ -123,6 +162,11 @@ class WindowTrainer:
         self.calibrate_after = calibrate_after
         self.seed = seed
         self.hist = DecayedHistogram(bins=hist_bins, decay=hist_decay, min_init=32)
+        # The network's calibration reads the histogram above (the trainer updates it).
+        if calibration_space == "log1p":
+            self.ncal = Calibrator(floor=calibration_floor, tail=calibration_tail, hist=self.hist)
+        else:
+            self.ncal = Calibrator(bins=hist_bins, decay=hist_decay, floor=calibration_floor, tail=calibration_tail, space=calibration_space)
         self._calibration: tuple[float, float] | None = None
         self.optimizer = self._make_optimizer()
         self.n_seen = 0  # records given to learn()
@@ -153,14 +197,46 @@ class WindowTrainer:
         if len(X) == 0:
             return np.empty(0)
         x = self.tensor(X)
+        if self.gauss is not None and self.combine == "gauss":
+            return self.component_scores(X, x)[1]
         if self.head is not None:
             raw = self.head.score(*self.backbone.residuals(x)).double().cpu().numpy()
         else:
             raw = self.backbone.score(x).double().cpu().numpy()
+        if self.gauss is not None:
+            z_net, z_g = self.component_scores(X, x, raw)
+            return np.maximum(z_net, z_g) if self.combine == "max" else z_net + z_g
         if not self.calibrate or self.hist.n_seen < self.calibrate_after:
             return raw
         med, mad = self.calibration()
         return (np.log1p(np.maximum(raw, 0.0)) - med) / mad
+
+    def trust(self) -> float:
+        """How far the network's calibrated score is taken at its word beside the
+        Gaussian's: ``min(1, n / confidence)`` after ``n`` learned records (1 when
+        ``confidence`` is 0). A young network calls every operating point it has not
+        met yet an outlier; on a sensor stream the first minutes are full of them. The
+        Gaussian starts from its prior (the identity: the untrained network's own
+        score, the squared distance from the running mean) and extrapolates along the
+        correlations it learns. The ramp ends at 1, so once the threshold learns the
+        scores (after ``score_warmup``) their scale no longer moves."""
+        if self.confidence <= 0:
+            return 1.0
+        return min(1.0, float(self.n_seen - self.warmup_start) / self.confidence)
+
+    @torch.no_grad()
+    def component_scores(self, X: np.ndarray, x: torch.Tensor | None = None, raw: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The network's and the Gaussian's scores, each calibrated against its own
+        LOE-normal histogram (the Gaussian's weighted by ``gauss_weight``); with
+        ``combine="gauss"`` the network's is zeros and is not computed."""
+        assert self.gauss is not None and self.gcal is not None
+        z_g = self.gauss_weight * self.gcal(self.gauss.score(X))
+        if self.combine == "gauss":
+            return np.zeros(len(X)), z_g
+        if raw is None:
+            x = self.tensor(X) if x is None else x
+            raw = (self.head.score(*self.backbone.residuals(x)) if self.head is not None else self.backbone.score(x)).double().cpu().numpy()
+        return self.ncal(raw) * self.trust(), z_g
 
     def calibration(self) -> tuple[float, float]:
         """Median and MAD of the log-scores of LOE-normal records so far ((0, 1) before any)."""
@@ -309,6 +385,12 @@ class WindowTrainer:
         if n_fresh:
             self.hist.update(z[:n_fresh][fresh_normal])
             self._calibration = None
+            self.ncal.update(np.empty(0) if self.ncal.shared else s_np[:n_fresh][fresh_normal])
+            if self.gauss is not None and self.gcal is not None:
+                # Fresh LOE-normal records only: each enters the Gaussian once, anomalies never.
+                xn = (fresh[fresh_normal] if self.gauss_learn == "loe" else fresh).astype(np.float64)
+                self.gcal.update(self.gauss.score(xn))
+                self.gauss.update(xn)
         self._remember(fresh[fresh_normal])
         return StepReport(loss=float(loss.detach()), flag_rate=float(flagged.mean()), ess=ess, n_fresh=n_fresh)
 
@@ -324,6 +406,13 @@ class WindowTrainer:
         self.labeler.reset()
         self.hist.reset()
         self._calibration = None
+        if self.ncal.shared:
+            self.ncal.update(np.empty(0))
+        else:
+            self.ncal.reset()
+        if self.gauss is not None and self.gcal is not None:
+            self.gauss.forget(self.warmup_records)
+            self.gcal.reset()
 
     def state_dict(self) -> dict[str, Any]:
         pending = np.concatenate(self.pending) if self.pending else np.empty((0, 0), dtype=np.float32)
@@ -333,6 +422,9 @@ class WindowTrainer:
             "labeler": self.labeler.state_dict(),
             "head": None if self.head is None else self.head.state_dict(),
             "hist": self.hist.state_dict(),
+            "gauss": None if self.gauss is None else self.gauss.state_dict(),
+            "gcal": None if self.gcal is None else self.gcal.state_dict(),
+            "ncal": None if self.ncal.shared else self.ncal.state_dict(),
             "counters": {
                 "n_seen": self.n_seen,
                 "n_trained": self.n_trained,
@@ -357,6 +449,13 @@ class WindowTrainer:
             self.head.load_state_dict(state["head"])
         self.hist.load_state_dict(state["hist"])
         self._calibration = None
+        if self.ncal.shared:
+            self.ncal.update(np.empty(0))
+        else:
+            self.ncal.load_state_dict(state["ncal"])
+        if self.gauss is not None and self.gcal is not None:
+            self.gauss.load_state_dict(state["gauss"])
+            self.gcal.load_state_dict(state["gcal"])
         c = state["counters"]
         self.n_seen = int(c["n_seen"])
         self.n_trained = int(c["n_trained"])

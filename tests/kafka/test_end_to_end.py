@@ -15,8 +15,10 @@ def test_records_come_back_as_detections_and_bad_ones_as_dead_letters(bootstrap,
     parts = 2
     topic = create_topic(bootstrap, parts)
     group = unique("g")
-    n = 3000
-    planted = [1501, 1800, 2203, 2600, 2911]  # after the threshold's warm-up in each partition
+    n = 6000
+    # After the warm-ups in each partition (round-robin: offset = index // 2): the
+    # detector's scores count from 1024 records, the threshold alarms 500 later.
+    planted = [3401, 3800, 4403, 5200, 5821]
     sent = produce(bootstrap, topic, messages(n, seed=1, partitions=parts, anomalies=planted, malformed_every=97))
     bad = {(p, o): (k, v) for p, o, k, v in sent if expected_code(v)}
     good = {(p, o): (k, v) for p, o, k, v in sent if not expected_code(v)}

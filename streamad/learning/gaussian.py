@@ -1,0 +1,251 @@
+"""An online Gaussian of the records LOE calls normal, and the calibration that puts
+two scores on one scale (ours).
+
+A reconstruction network learns a record's values, so when one sensor sticks at a
+value while the sensors it drives keep moving, the network encodes the stuck value
+and reconstructs it. A full covariance sees the broken correlation: the squared
+Mahalanobis distance ``(x - mu)' P (x - mu)`` is the sum of each feature's squared
+residual from a linear prediction by the others, in units of that prediction's
+error. It also extrapolates: a new operating point along the learned correlations
+(a pump running faster than ever before, with pressure and current following) stays
+close, where a young network reconstructs it badly.
+
+- ``mu``, ``S``: running mean and covariance of the LOE-normal records the trainer
+  learns (anomalies LOE flags never enter them), forgetting with ``half_life``
+  records;
+- ``P``: the inverse of ``(1 - shrink) S + shrink * tr(S)/d * I`` (shrinkage toward a
+  scaled identity keeps it well conditioned when features are collinear or constant,
+  and while few records have been seen);
+- per-feature contributions ``max(0, (x - mu)_j (P (x - mu))_j)``, which sum to the
+  score when no cross term is negative.
+
+``Calibrator`` maps a component's raw score to a robust z-score against the running
+histogram of its own LOE-normal scores: ``(log1p(s) - median) / max(MAD, floor)``, so
+the autoencoder's and the Gaussian's scores can be added (or maxed) whatever their
+raw scales. It reads the histogram as it was before the window and, from the first
+learned records on, one formula: no switch from raw to calibrated scores mid-stream.
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> flow = rng.normal(size=2000)
+>>> X = np.c_[flow, flow + 0.1 * rng.normal(size=2000)]  # pressure follows flow
+>>> g = OnlineGaussian(2, half_life=None, shrink=0.001, prior=8.0)
+>>> g.update(X)
+>>> along, across = g.score(np.array([[2.0, 2.0], [0.0, 1.0]]))
+>>> bool(across > 10 * along)  # one sensor off the correlation: far; both high together: near
+True
+"""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+from typing import Any, Mapping
+
+import numpy as np
+
+from streamad.histogram import DecayedHistogram
+
+
+class OnlineGaussian:
+    """Running mean and covariance with forgetting; squared Mahalanobis scores."""
+
+    def __init__(self, n_features: int, half_life: float | None = 20_000.0, shrink: float = 0.05, prior: float = 64.0, min_weight: float = 1.0) -> None:
+        if half_life is not None and half_life <= 0:
+            raise ValueError("gauss half_life must be positive (or None: never forget)")
+        if not 0.0 < shrink <= 1.0:
+            raise ValueError("gauss shrink must be in (0, 1]")
+        self.d = n_features
+        self.half_life = half_life
+        self.shrink = shrink
+        self.prior = prior
+        self.min_weight = min_weight
+        self.reset()
+
+    def reset(self) -> None:
+        self.n = 0.0
+        self.mean = np.zeros(self.d)
+        self.scatter = np.zeros((self.d, self.d))
+        self._derive()
+
+    @property
+    def ready(self) -> bool:
+        return self.n >= self.min_weight
+
+    def update(self, X: np.ndarray) -> None:
+        """Fold in the records of ``X`` (n x d), all of equal weight."""
+        X = np.asarray(X, dtype=np.float64)
+        nb = float(len(X))
+        if nb == 0:
+            return
+        if self.half_life:
+            keep = 0.5 ** (nb / self.half_life)
+            self.n *= keep
+            self.scatter *= keep
+        mb = X.mean(axis=0)
+        c = X - mb
+        delta = mb - self.mean
+        tot = self.n + nb
+        self.scatter += c.T @ c + np.outer(delta, delta) * (self.n * nb / tot)
+        self.mean = self.mean + delta * (nb / tot)
+        self.n = tot
+        self._derive()
+
+    def forget(self, weight: float) -> None:
+        """Keep the estimate but let it weigh no more than ``weight`` records, so the
+        records after a drift soon dominate it."""
+        if self.n > weight > 0:
+            self.scatter *= weight / self.n
+            self.n = float(weight)
+            self._derive()
+
+    def _derive(self) -> None:
+        # What score() reads, once per update: score() only computes.
+        if not self.ready:
+            # Unit covariance around the running mean: the scaled record's squared norm.
+            self._prec = np.eye(self.d)
+            return
+        # The records arrive scaled online (zero mean, unit variance per feature), so the
+        # identity is the natural prior covariance: ``prior`` pseudo-records of it keep
+        # a young estimate from calling every record of the second window an outlier.
+        cov = (self.scatter + self.prior * np.eye(self.d)) / (self.n + self.prior)
+        cov = (cov + cov.T) / 2
+        target = max(float(np.trace(cov)) / self.d, 1e-6)
+        cov = (1.0 - self.shrink) * cov + (self.shrink * target + 1e-9) * np.eye(self.d)
+        self._prec = np.linalg.pinv(cov, hermitian=True)
+
+    def score(self, X: np.ndarray) -> np.ndarray:
+        """Squared Mahalanobis distances (n,); no state changes."""
+        diff = np.asarray(X, dtype=np.float64) - self.mean
+        return np.maximum(np.einsum("ij,ij->i", diff @ self._prec, diff), 0.0)
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        diff = np.asarray(X, dtype=np.float64) - self.mean
+        return np.maximum(diff * (diff @ self._prec), 0.0)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "mean": self.mean.copy(), "scatter": self.scatter.copy()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.n = float(state["n"])
+        self.mean = np.asarray(state["mean"], dtype=np.float64).reshape(self.d).copy()
+        self.scatter = np.asarray(state["scatter"], dtype=np.float64).reshape(self.d, self.d).copy()
+        self._derive()
+
+
+def chi2_log_prior(d: int, tail: float | None = None, space: str = "log1p") -> tuple[float, float]:
+    """Centre and spread (as ``Calibrator`` reads them) of ``log1p`` (or ``log``) of a
+    chi-square with ``d`` degrees of freedom: what a Gaussian's squared Mahalanobis
+    distances look like on its own records. Quantiles by the Wilson-Hilferty cube
+    approximation (no scipy.stats import on the way to the first score); the MAD as
+    the mean distance of the quartiles from the median.
+
+    >>> med, mad = chi2_log_prior(6)
+    >>> round(med, 2), round(mad, 2)
+    (1.85, 0.34)
+    """
+    f = np.log if space == "log" else np.log1p
+    k = 2.0 / (9.0 * d)
+
+    def q(p: float) -> float:
+        return float(f(d * max(1.0 - k + NormalDist().inv_cdf(p) * math.sqrt(k), 1e-3) ** 3))
+
+    med = q(0.5)
+    if tail is not None:
+        return med, (q(tail) - med) / math.log(0.5 / (1.0 - tail))
+    return med, (q(0.75) - q(0.25)) / 2.0
+
+
+class Calibrator:
+    """Maps scores onto a common scale against a decayed histogram of ``log1p`` of the
+    LOE-normal scores of one component.
+
+    - ``tail=None``: a robust z-score, ``(log1p(s) - median) / max(MAD, floor)``;
+    - ``tail=q`` (e.g. 0.99): ``(log1p(s) - median) / spread`` with ``spread =
+      (quantile(q) - median) / log(0.5 / (1 - q))``: under an exponential upper tail
+      of the log-scores this is ``-log P(S > s) - log 2``, the score's surprise, so two
+      components with different tails (a network with a heavy normal tail, a Gaussian
+      with a light one) raise false alarms at the same rate at the same value, and
+      their sum is Fisher's combination of the two tail probabilities.
+
+    ``prior`` (median, spread) is what the component's scores should look like before
+    it has seen many; it is blended in with ``prior_weight`` pseudo-scores.
+
+    >>> import numpy as np
+    >>> c = Calibrator(bins=48, decay=1.0)
+    >>> c.update(np.random.default_rng(0).exponential(1.0, 5000))
+    >>> z = c(np.array([0.7, 20.0]))
+    >>> bool(abs(z[0]) < 0.5 and z[1] > 5)
+    True
+    """
+
+    def __init__(
+        self,
+        bins: int = 48,
+        decay: float = 0.99,
+        floor: float = 0.05,
+        min_init: int = 32,
+        tail: float | None = None,
+        prior: tuple[float, float] | None = None,
+        prior_weight: float = 64.0,
+        hist: DecayedHistogram | None = None,
+        space: str = "log1p",
+    ) -> None:
+        if space not in ("log1p", "log"):
+            raise ValueError(f"calibration space must be 'log1p' or 'log', not {space!r}")
+        if hist is not None and space != "log1p":
+            raise ValueError("a shared histogram holds log1p scores")
+        self.space = space
+        if tail is not None and not 0.5 < tail < 1.0:
+            raise ValueError("calibration tail must be in (0.5, 1)")
+        self.floor = floor
+        self.tail = tail
+        self.prior = prior
+        self.prior_weight = prior_weight
+        self.shared = hist is not None  # a histogram another component updates (and checkpoints)
+        self.hist = hist if hist is not None else DecayedHistogram(bins=bins, decay=decay, min_init=min_init)
+        self._stats: tuple[float, float] | None = None
+
+    def transform(self, scores: np.ndarray) -> np.ndarray:
+        s = np.maximum(np.asarray(scores, dtype=np.float64), 0.0)
+        # log: scale-free, for scores whose typical value is far below 1 (where log1p is
+        # nearly the identity and a fixed floor on the spread means different things).
+        return np.log(s + 1e-12) if self.space == "log" else np.log1p(s)
+
+    def update(self, scores: np.ndarray) -> None:
+        if not self.shared:
+            self.hist.update(self.transform(scores))
+        self._stats = None
+
+    def stats(self) -> tuple[float, float]:
+        """Centre and spread of the log-scores so far."""
+        if self._stats is None:
+            med = float(self.hist.quantile(0.5))
+            if self.tail is None:
+                spread = self.hist.median_mad()[1] if np.isfinite(med) else np.nan
+            else:
+                spread = (float(self.hist.quantile(self.tail)) - med) / np.log(0.5 / (1.0 - self.tail)) if np.isfinite(med) else np.nan
+            if not (np.isfinite(med) and np.isfinite(spread)):
+                med, spread = (0.0, 1.0) if self.prior is None else self.prior
+            elif self.prior is not None:
+                # Few scores seen: lean on what the model says its scores should look like.
+                w = self.hist.total / (self.hist.total + self.prior_weight)
+                med = w * med + (1 - w) * self.prior[0]
+                spread = w * spread + (1 - w) * self.prior[1]
+            self._stats = (float(med), float(max(spread, self.floor)))
+        return self._stats
+
+    def __call__(self, scores: np.ndarray) -> np.ndarray:
+        med, spread = self.stats()
+        return (self.transform(scores) - med) / spread
+
+    def reset(self) -> None:
+        self.hist.reset()
+        self._stats = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.hist.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.hist.load_state_dict(state)
+        self._stats = None

@@ -1,0 +1,129 @@
+"""The online Gaussian beside the network and the calibration that adds their scores:
+broken correlations, LOE-normal learning, a young estimate, checkpoints, switches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamad import checkpoint
+from streamad.detectors import make_detector
+from streamad.learning.gaussian import Calibrator, OnlineGaussian, chi2_log_prior
+
+W = np.array([1.0, 0.8, -0.6, 0.5, 1.2, -0.9])
+
+
+def correlated(seed: int, n: int) -> np.ndarray:
+    """Six sensors driven by one factor, as the pump's flow drives pressure and current."""
+    rng = np.random.default_rng(seed)
+    f = rng.normal(size=n)
+    return f[:, None] * W + 0.1 * rng.normal(size=(n, 6))
+
+
+def broken(n: int = 20) -> np.ndarray:
+    """Sensor 0 stuck at an ordinary value while the others follow the factor to +-1.5."""
+    f = np.random.default_rng(1).choice([-1.5, 1.5], size=n)
+    B = f[:, None] * W
+    B[:, 0] = 0.0
+    return B
+
+
+def trained(**params: object):
+    det = make_detector("loe-ae", seed=0, **params)
+    X = correlated(0, 2048)
+    for i in range(0, len(X), 256):
+        det.learn(X[i : i + 256])
+    return det
+
+
+def test_the_combined_detector_flags_a_broken_correlation_the_autoencoder_alone_misses() -> None:
+    normal = correlated(2, 500)
+    share_above = {}
+    for label, params in (("combined", {}), ("network", {"gauss": False}), ("gaussian", {"combine": "gauss"})):
+        det = trained(**params)
+        sn, sb = det.score(normal), det.score(broken())
+        share_above[label] = float(np.mean(sb > np.quantile(sn, 0.9)))
+    assert share_above["gaussian"] == 1.0
+    assert share_above["combined"] == 1.0
+    assert share_above["network"] < 0.6
+
+
+def test_mahalanobis_reads_correlations_and_extrapolates_along_them() -> None:
+    g = OnlineGaussian(6, half_life=None, shrink=0.01, prior=8.0)
+    g.update(correlated(0, 4000))
+    along = 2.5 * W  # a new, larger operating point, sensors agreeing
+    s_along, s_broken = g.score(np.stack([along, broken(1)[0]]))
+    assert s_broken > 5 * s_along
+    c = g.contributions(broken(1))
+    assert c.shape == (1, 6) and (c >= 0).all()
+
+
+def test_a_young_estimate_leans_on_the_identity_prior() -> None:
+    g = OnlineGaussian(3, prior=64.0)
+    x = np.array([[1.0, 2.0, -1.0]])
+    assert g.score(x)[0] == pytest.approx(6.0)  # nothing learned: the squared norm of the scaled record
+    g.update(np.zeros((4, 3)) + 0.01)  # four nearly identical records: no collapse to a singular covariance
+    assert np.isfinite(g.score(x)).all() and g.score(x)[0] < 100
+
+
+def test_calibrator_prior_and_tail_scale() -> None:
+    med, mad = chi2_log_prior(6)
+    c = Calibrator(prior=(med, mad))
+    assert c.stats() == pytest.approx((med, mad))  # before any score: the model's own prediction
+    rng = np.random.default_rng(0)
+    light, heavy = Calibrator(decay=1.0, tail=0.99), Calibrator(decay=1.0, tail=0.99)
+    light.update(rng.chisquare(6, 4000))
+    heavy.update(rng.standard_cauchy(4000) ** 2)
+    # The same excess over its own normal 99th percentile reads about the same on both scales.
+    q_light, q_heavy = np.quantile(rng.chisquare(6, 100000), 0.99), np.quantile(rng.standard_cauchy(100000) ** 2, 0.99)
+    assert light(np.array([q_light]))[0] == pytest.approx(heavy(np.array([q_heavy]))[0], abs=0.5)
+    with pytest.raises(ValueError, match="tail"):
+        Calibrator(tail=1.5)
+
+
+def test_only_loe_normal_records_enter_the_gaussian() -> None:
+    det = make_detector("loe-ae", seed=0, warmup_records=0, batch_size=100)
+    det.learn(correlated(0, 100))
+    t = det.trainer
+    assert t is not None and t.gauss is not None
+    assert t.gauss.n == pytest.approx(90.0)  # LOE-hard flags the top 10% of the batch
+    every = make_detector("loe-ae", seed=0, warmup_records=0, batch_size=100, gauss_learn="all")
+    every.learn(correlated(0, 100))
+    assert every.trainer is not None and every.trainer.gauss is not None and every.trainer.gauss.n == pytest.approx(100.0)
+
+
+def test_combined_checkpoint_continues_exactly_and_score_is_pure() -> None:
+    det = trained()
+    probe = np.r_[correlated(5, 50), broken(5), np.full((1, 6), 1e3)]
+    before = checkpoint.dumps(det.state_dict())
+    s = det.score(probe)
+    assert np.isfinite(s).all()
+    assert checkpoint.dumps(det.state_dict()) == before
+    back = make_detector("loe-ae", seed=0)
+    back.load_state_dict(checkpoint.loads(before))
+    assert np.array_equal(back.score(probe), s)
+    nxt = correlated(6, 256)
+    det.learn(nxt)
+    back.learn(nxt)
+    assert np.array_equal(back.score(probe), det.score(probe))
+    assert np.array_equal(back.contributions(probe), det.contributions(probe))
+
+
+@pytest.mark.parametrize("params", [{"gauss": False}, {"combine": "max"}, {"combine": "gauss"}, {"calibration_tail": 0.99}, {"confidence": 512.0}, {"calibration_space": "log"}])
+def test_every_switch_builds_scores_and_round_trips(params: dict[str, object]) -> None:
+    det = trained(**params)
+    probe = np.r_[correlated(7, 20), broken(3)]
+    s = det.score(probe)
+    assert np.isfinite(s).all() and s[20:].mean() > np.median(s[:20])
+    back = make_detector("loe-ae", seed=0, **params)
+    back.load_state_dict(checkpoint.loads(checkpoint.dumps(det.state_dict())))
+    assert np.array_equal(back.score(probe), s)
+
+
+def test_bad_switch_values_are_clear_errors() -> None:
+    with pytest.raises(ValueError, match="combine"):
+        make_detector("loe-ae", combine="product")
+    with pytest.raises(ValueError, match="gauss_learn"):
+        make_detector("loe-ae", gauss_learn="some")
+    with pytest.raises(ValueError, match="shrink"):
+        make_detector("loe-ae", gauss_shrink=0.0)
