@@ -8,8 +8,13 @@ The detection score is the density head's reading of the residuals
 (learning/density.py): each feature's residual against its running residual variance,
 under Student-t noise, so that neither an always-hard feature nor one wild value of a
 feature the young scaler saw as constant outweighs a record that is off everywhere.
-Importance weights, LAMP and histogram calibration are available and off by default
-(benchmarks/results/ablation.md).
+Beside the network, an online Gaussian of the records LOE calls normal
+(learning/gaussian.py) scores the squared Mahalanobis distance: it sees a sensor that
+breaks its correlation with the others and extrapolates along learned correlations to
+operating points the young network has not met. Each component's score is calibrated
+against the running histogram of its own LOE-normal scores and the two are added (the
+Gaussian's twice). Importance weights, LAMP and histogram calibration of the network
+alone are available and off by default (benchmarks/results/ablation.md).
 
 Windows: the detector serves any window size, but a windowed detector cannot rank the
 records of its first window, so small first windows matter on short streams; windows
