@@ -23,98 +23,69 @@ from typing import Any, Mapping
 import numpy as np
 
 from streamad.detectors.base import Detector, LearnReport
+from streamad.learning.gaussian import OnlineGaussian
 
 
 class Gaussian(Detector):
     """Score = (x − μ)ᵀ Σ⁻¹ (x − μ) with μ, Σ learned window by window.
 
-    ``half_life`` (records) lets the estimate follow drift; ``ridge`` keeps Σ
-    invertible when sensors are collinear or constant. Until ``warmup`` records have
-    been learned, scores are 0 and the report says so.
+    ``half_life`` (records) lets the estimate follow drift; ``ridge`` shrinks Σ toward
+    a scaled identity to keep it invertible when sensors are collinear or constant.
+    Until ``warmup`` records have been learned, scores are 0 and the report says so.
+    The estimate is the same ``OnlineGaussian`` that ``loe-ae`` keeps beside its
+    network, here fed every record (no LOE) and without a prior.
     """
 
     name = "gaussian"
     preferred_scaler = "standard"
 
     def __init__(self, half_life: float | None = 20_000, ridge: float = 1e-3, warmup: int = 256, seed: int | None = None) -> None:
+        if not 0.0 < ridge <= 1.0:
+            raise ValueError("ridge must be in (0, 1]")
         self.half_life = half_life
         self.ridge = ridge
         self.warmup = warmup
-        self.n = 0.0
         self.seen = 0
-        self.mean: np.ndarray | None = None
-        self.scatter: np.ndarray | None = None
-        self._precision: np.ndarray | None = None
+        self.g: OnlineGaussian | None = None  # sized by the first window
 
-    def _prec(self) -> np.ndarray | None:
-        if self._precision is None and self.mean is not None and self.n > 1:
-            assert self.scatter is not None
-            cov = self.scatter / self.n
-            d = len(cov)
-            cov = cov + (self.ridge * np.trace(cov) / d + 1e-6) * np.eye(d)
-            self._precision = np.linalg.pinv(cov, hermitian=True)
-        return self._precision
+    def _estimate(self, d: int) -> OnlineGaussian:
+        return OnlineGaussian(d, half_life=self.half_life, shrink=self.ridge, prior=0.0, min_weight=1.0 + 1e-9)
 
     def score(self, X: np.ndarray) -> np.ndarray:
-        P = self._prec()
-        if P is None or self.seen < self.warmup:
+        if self.g is None or not self.g.ready or self.seen < self.warmup:
             return np.zeros(len(X))
-        diff = X - self.mean
-        return np.einsum("ij,jk,ik->i", diff, P, diff)
+        return self.g.score(X)
 
     def contributions(self, X: np.ndarray) -> np.ndarray | None:
-        P = self._prec()
-        if P is None:
+        if self.g is None or not self.g.ready:
             return None
-        diff = X - self.mean
         # Each feature's share of the quadratic form, clipped at 0 (cross terms can be negative).
-        return np.maximum(diff * (diff @ P), 0.0)
+        return self.g.contributions(X)
 
     def learn(self, X: np.ndarray) -> LearnReport:
         X = np.asarray(X, dtype=np.float64)
         warm = self.seen < self.warmup
         if len(X) == 0:
             return LearnReport(0, warmup=warm)
-        if self.mean is None:
-            self.mean = np.zeros(X.shape[1])
-            self.scatter = np.zeros((X.shape[1], X.shape[1]))
-        assert self.scatter is not None
-        if self.half_life:
-            keep = 0.5 ** (len(X) / self.half_life)
-            self.n *= keep
-            self.scatter *= keep
-        nb = float(len(X))
-        mb = X.mean(axis=0)
-        c = X - mb
-        delta = mb - self.mean
-        tot = self.n + nb
-        self.scatter += c.T @ c + np.outer(delta, delta) * (self.n * nb / tot)
-        self.mean = self.mean + delta * (nb / tot)
-        self.n = tot
+        if self.g is None:
+            self.g = self._estimate(X.shape[1])
+        self.g.update(X)
         self.seen += len(X)
-        self._precision = None
         return LearnReport(n_learned=len(X), warmup=warm)
 
     def on_drift(self, kind: str) -> None:
         # Forget faster than the half-life would: keep the estimate, shrink its weight so
         # the records after the drift soon dominate it.
-        if self.scatter is not None and self.n > self.warmup:
-            self.scatter *= self.warmup / self.n
-            self.n = float(self.warmup)
-            self._precision = None
+        if self.g is not None:
+            self.g.forget(self.warmup)
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "params": {"half_life": self.half_life, "ridge": self.ridge, "warmup": self.warmup},
-            "n": self.n,
-            "seen": self.seen,
-            "mean": self.mean,
-            "scatter": self.scatter,
-        }
+        g = self.g.state_dict() if self.g is not None else {"n": 0.0, "mean": None, "scatter": None}
+        return {"params": {"half_life": self.half_life, "ridge": self.ridge, "warmup": self.warmup}, "seen": self.seen, **g}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.__init__(**state["params"])  # type: ignore[misc]
-        self.n = float(state["n"])
         self.seen = int(state["seen"])
-        self.mean = None if state["mean"] is None else np.array(state["mean"], dtype=np.float64)
-        self.scatter = None if state["scatter"] is None else np.array(state["scatter"], dtype=np.float64)
+        if state["mean"] is not None:
+            self.g = self._estimate(len(state["mean"]))
+            self.g.load_state_dict(state)
