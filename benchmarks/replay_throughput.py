@@ -148,7 +148,7 @@ def render(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.replay_throughput", description=__doc__.split("\n\n")[0])
     ap.add_argument("--file", type=Path, default=_default_data_dir() / "http.mat")
-    ap.add_argument("--repeats", type=int, default=1, help="alternate the two runs this many times (default 1)")
+    ap.add_argument("--repeats", type=int, default=3, help="alternate the runs this many times (default 3)")
     ap.add_argument("--out", type=Path, default=None, help="markdown result (default benchmarks/results/replay_throughput.md for http.mat)")
     args = ap.parse_args(argv)
     single_thread()
