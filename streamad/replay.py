@@ -177,7 +177,23 @@ def replay(
         interrupted=interrupted,
         drift=drift,
     )
+    summary.notes += warming_notes(pipeline)
     return summary, recorder
+
+
+def warming_notes(pipeline: Pipeline) -> list[str]:
+    """Why a short stream raised no alarm: lanes whose threshold never finished warming up."""
+    young = [lm.threshold for lm in pipeline.lanes.values() if lm.threshold.warming_up]
+    if not young:
+        return []
+    seen = min(int(t.hist.n_seen) for t in young)
+    need = young[0].min_records
+    lanes = "the stream's threshold" if len(pipeline.lanes) == 1 else f"{len(young)} of {len(pipeline.lanes)} lanes' thresholds"
+    return [
+        f"{lanes} had learned {seen:,} of the {need:,} scores it needs before it raises alarms "
+        "(scores count once the detector's warm-up is over): too short a stream for alarms; "
+        "--warmup lowers the threshold's part"
+    ]
 
 
 def window_description(settings: Settings) -> str:
