@@ -47,7 +47,7 @@ def run_ours(path: Path, workdir: Path) -> dict[str, Any]:
     from streamad.config import load_settings
     from streamad.factory import detector_name
     from streamad.pipeline import Pipeline
-    from streamad.replay import Recorder
+    from streamad.replay import Recorder, window_description
 
     settings = load_settings(None, {"output": {"detections": str(workdir / "detections.jsonl")}}, env={})
 
@@ -71,7 +71,7 @@ def run_ours(path: Path, workdir: Path) -> dict[str, Any]:
         "alarms": counts.alarms,
         "detections_written": sink.written,
         "detector": detector_name(settings),
-        "window": settings.window.size,
+        "window": window_description(settings),
         "threshold": f"{settings.threshold.kind} (risk {settings.threshold.risk})",
         "roc_auc": auc,
         "ap": ap,
