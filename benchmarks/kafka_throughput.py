@@ -444,11 +444,11 @@ def write_report(r: dict[str, Any], out: Path) -> None:
     text = f"""# Kafka end-to-end throughput and latency
 
 Measured by `benchmarks/kafka_throughput.py` ({time.strftime('%Y-%m-%d')}). Broker: {r['broker']}.
-Machine: {r['machine']}. The broker, the clients and streamad share it, and other jobs
-were running on it (1-minute load average during the run: {load}), so the figures are noisy:
+Machine: {r['machine']}. The broker, the clients and streamad share its cores
+(1-minute load average during the run: {load}), so the figures are noisy:
 each contender ran {len(r['rounds']['streamad_all'])} times, interleaved, on the same records; the table shows medians.
 Stream: {r['records']:,} demo pump-sensor records (6 features, JSON of ~190 bytes), {r['partitions']} partitions.
-Detector: `{r['detector']}` (the default detector when measured; it changes when the learning core lands),
+Detector: `{r['detector']}` (the default detector),
 window 256 records or {lat['window_max_wait_ms']:.0f} ms. Both contenders flush and commit every {COMMIT_INTERVAL:g} s.
 Each run is timed from its first record read to the moment every input offset is committed.
 
