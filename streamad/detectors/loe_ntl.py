@@ -1,7 +1,9 @@
 """NeuTraL-AD (learned transformations, contrastive loss) trained with LOE.
 
 The backbone of the LOE paper's tabular experiments: ``L_n`` and ``L_a`` are both
-genuine losses, so LOE-hard and LOE-soft apply as published.
+genuine losses, so LOE-hard and LOE-soft apply as published. The network is bias-free
+and scores a record's direction only (see ``NeuTraL``), so this detector asks for the
+min-max scaler: centred inputs would hide how far out a record lies.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
@@ -24,16 +26,22 @@ from streamad.learning.backbones import Backbone, NeuTraL
 
 class LoeNTL(NeuralDetector):
     name = "loe-ntl"
-    version = "1"
+    version = "2"
+    preferred_scaler = "minmax"
     backbone_defaults: ClassVar[dict[str, Any]] = {
         "n_transforms": 11,
         "hidden": None,
-        "rep": 32,
+        "rep": 24,
         "tau": 0.1,
+        "transform": "residual",
+        "enc_layers": 5,
     }
 
     def make_backbone(self, n_features: int, generator: torch.Generator) -> Backbone:
         p = self.params
         if int(p["n_transforms"]) < 2:
             raise ValueError("n_transforms must be at least 2")
-        return NeuTraL(n_features, n_transforms=int(p["n_transforms"]), hidden=p["hidden"], rep=int(p["rep"]), tau=float(p["tau"]), generator=generator)
+        return NeuTraL(
+            n_features, n_transforms=int(p["n_transforms"]), hidden=p["hidden"], rep=int(p["rep"]), tau=float(p["tau"]),
+            transform=str(p["transform"]), enc_layers=int(p["enc_layers"]), generator=generator,
+        )

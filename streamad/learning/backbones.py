@@ -6,9 +6,11 @@ and, where the method has one, an "anomalous" loss ``L_a`` for LOE.
   ``-log(1 - exp(-L_n))``, which pushes a flagged record's error up and is bounded.
 - ``DeepSVDD`` (Ruff et al., 2018): ``L_n = |f(x) - c|^2``, ``L_a = 1 / L_n`` (LOE paper),
   bias-free network, centre fixed from the first batch.
-- ``NeuTraL`` (NeuTraL-AD, Qiu et al., ICML 2021): ``K`` learned multiplicative masks and a
-  deterministic contrastive loss at temperature 0.1; ``L_n = -(1/K) sum log p_k`` and
-  ``L_a = -(1/K) sum log(1 - p_k)`` (LOE paper).
+- ``NeuTraL`` (NeuTraL-AD, Qiu et al., ICML 2021): ``K`` learned residual transformations
+  and a deterministic contrastive loss at temperature 0.1; ``L_n = -(1/K) sum log p_k``
+  and ``L_a = -(1/K) sum log(1 - p_k)`` (LOE paper). Its networks are bias-free, so the
+  score depends only on the direction of ``x`` from the origin, never on its length:
+  feed it records scaled into the positive orthant (min-max), not centred ones.
 
 All of them are built from a ``torch.Generator`` so a seed fixes every weight, and
 both losses are clamped: they are unbounded.
@@ -285,41 +287,68 @@ class DeepSVDD(Backbone):
 
 
 class NeuTraL(Backbone):
-    """NeuTraL-AD for tabular data: ``K`` masks ``m_k(x) = sigmoid(MLP_k(x))`` make views
-    ``x * m_k(x)``; an encoder maps the record and its views to the unit sphere, and each
-    view must be recognised as coming from its record (contrastive, temperature ``tau``)."""
+    """NeuTraL-AD for tabular data: ``K`` learned transformations make views of each
+    record; an encoder maps the record and its views to the unit sphere, and each view
+    must be recognised as coming from its record (contrastive, temperature ``tau``).
+
+    As in the published tabular code: residual transformations ``x + T_k(x)`` (``T_k`` a
+    bias-free ``d -> mask_hidden -> d`` ReLU network; ``transform="mul"`` gives the
+    multiplicative masks ``x * sigmoid(T_k(x))`` instead), and a bias-free ReLU encoder
+    with ``enc_layers`` linear layers of width ``hidden`` to ``rep`` dimensions.
+
+    Every layer is bias-free, so ``L_n(c x) = L_n(x)`` for ``c > 0``: the score sees a
+    record's direction from the origin only. On centred (standardised) inputs a record
+    far out along a common direction then scores as normal; on min-max scaled inputs
+    (origin at the corner of the data's box) directions separate well.
+
+    >>> import torch
+    >>> ntl = NeuTraL(5, n_transforms=4)
+    >>> x = torch.rand(3, 5)
+    >>> bool(torch.allclose(ntl.score(x), ntl.score(7.0 * x), atol=1e-4))
+    True
+    """
 
     def __init__(
         self,
         n_features: int,
         n_transforms: int = 11,
         hidden: int | None = None,
-        rep: int = 32,
+        rep: int = 24,
         tau: float = 0.1,
+        transform: str = "residual",
+        enc_layers: int = 5,
+        mask_hidden: int | None = None,
+        bias: bool = False,
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
+        if transform not in ("residual", "mul"):
+            raise ValueError(f"transform must be residual or mul, not {transform!r}")
+        if enc_layers < 1:
+            raise ValueError("enc_layers must be at least 1")
         g = generator if generator is not None else torch.Generator().manual_seed(0)
         d = n_features
-        h = hidden or min(64, max(16, 2 * d))
+        h = hidden or 24
+        mh = mask_hidden or 24
         K = n_transforms
         self.tau = tau
-        bound1, bound2 = 1 / math.sqrt(d), 1 / math.sqrt(h)
-        self.mask_w1 = nn.Parameter(torch.empty(K, d, h).uniform_(-bound1, bound1, generator=g))
-        self.mask_b1 = nn.Parameter(torch.zeros(K, 1, h))
-        self.mask_w2 = nn.Parameter(torch.empty(K, h, d).uniform_(-bound2, bound2, generator=g))
-        self.mask_b2 = nn.Parameter(torch.zeros(K, 1, d))
-        self.encoder = nn.Sequential(
-            _init_linear(nn.Linear(d, h, bias=False), g),
-            nn.LeakyReLU(0.1),
-            _init_linear(nn.Linear(h, h, bias=False), g),
-            nn.LeakyReLU(0.1),
-            _init_linear(nn.Linear(h, rep, bias=False), g),
-        )
+        self.transform = transform
+        bound1, bound2 = 1 / math.sqrt(d), 1 / math.sqrt(mh)
+        self.mask_w1 = nn.Parameter(torch.empty(K, d, mh).uniform_(-bound1, bound1, generator=g))
+        self.mask_w2 = nn.Parameter(torch.empty(K, mh, d).uniform_(-bound2, bound2, generator=g))
+        layers: list[nn.Module] = []
+        width = d
+        for _ in range(enc_layers - 1):
+            layers += [_init_linear(nn.Linear(width, h, bias=bias), g), nn.ReLU()]
+            width = h
+        layers.append(_init_linear(nn.Linear(width, rep, bias=bias), g))
+        self.encoder = nn.Sequential(*layers)
 
     def _views(self, x: torch.Tensor) -> torch.Tensor:
-        hidden = torch.relu(torch.baddbmm(self.mask_b1, x.expand(self.mask_w1.shape[0], -1, -1), self.mask_w1))
-        return x * torch.sigmoid(torch.baddbmm(self.mask_b2, hidden, self.mask_w2))  # K x B x d
+        t = torch.bmm(torch.relu(torch.matmul(x, self.mask_w1)), self.mask_w2)  # K x B x d
+        if self.transform == "mul":
+            return x * torch.sigmoid(t)
+        return x + t
 
     def log_probs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``log p_k`` and ``log(1 - p_k)`` per view (B x K)."""
