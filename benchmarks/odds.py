@@ -46,6 +46,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import importlib
+import importlib.util
 import inspect
 import json
 import math
