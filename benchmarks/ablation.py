@@ -65,8 +65,6 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "gauss-only": ("the online Gaussian alone (network trains, does not score)", {"combine": "gauss"}),
     "gauss-all": ("Gaussian learns every record, not just LOE-normal ones", {"gauss_learn": "all"}),
     "gauss-tail": ("calibration by the 99% tail instead of the MAD", {"calibration_tail": 0.99}),
-    "gauss-log": ("calibration in log (not log1p) space", {"calibration_space": "log"}),
-    "confidence": ("network's score ramped in over the first 1024 records", {"confidence": 1024.0}),
     "no-boost": ("no front-loaded warm-up", {"warmup_boost": 0.0}),
     "replay": ("replay: half of each batch from memory", {"replay_share": 0.5}),
     "plain": ("everything off (plain AE)", {"loe": "blind", "calibrate": False, "warmup_boost": 0.0, "score_head": False, "gauss": False}),

@@ -90,8 +90,6 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "gauss_prior": 64.0,
     "gauss_learn": "loe",
     "calibration_tail": None,
-    "confidence": 0.0,
-    "calibration_space": "log1p",
 }
 
 
@@ -189,8 +187,6 @@ class NeuralDetector(Detector):
             calibration_floor=float(p["calibration_floor"]),
             gauss_learn=str(p["gauss_learn"]),
             calibration_tail=None if p["calibration_tail"] is None else float(p["calibration_tail"]),
-            confidence=float(p["confidence"]),
-            calibration_space=str(p["calibration_space"]),
         )
 
     def _trainer_for(self, X: np.ndarray) -> WindowTrainer:

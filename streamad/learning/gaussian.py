@@ -133,10 +133,10 @@ class OnlineGaussian:
         self._derive()
 
 
-def chi2_log_prior(d: int, tail: float | None = None, space: str = "log1p") -> tuple[float, float]:
-    """Centre and spread (as ``Calibrator`` reads them) of ``log1p`` (or ``log``) of a
-    chi-square with ``d`` degrees of freedom: what a Gaussian's squared Mahalanobis
-    distances look like on its own records. Quantiles by the Wilson-Hilferty cube
+def chi2_log_prior(d: int, tail: float | None = None) -> tuple[float, float]:
+    """Centre and spread (as ``Calibrator`` reads them) of ``log1p`` of a chi-square
+    with ``d`` degrees of freedom: what a Gaussian's squared Mahalanobis distances look
+    like on its own records. Quantiles by the Wilson-Hilferty cube
     approximation (no scipy.stats import on the way to the first score); the MAD as
     the mean distance of the quartiles from the median.
 
@@ -144,11 +144,10 @@ def chi2_log_prior(d: int, tail: float | None = None, space: str = "log1p") -> t
     >>> round(med, 2), round(mad, 2)
     (1.85, 0.34)
     """
-    f = np.log if space == "log" else np.log1p
     k = 2.0 / (9.0 * d)
 
     def q(p: float) -> float:
-        return float(f(d * max(1.0 - k + NormalDist().inv_cdf(p) * math.sqrt(k), 1e-3) ** 3))
+        return float(np.log1p(d * max(1.0 - k + NormalDist().inv_cdf(p) * math.sqrt(k), 1e-3) ** 3))
 
     med = q(0.5)
     if tail is not None:
@@ -189,13 +188,7 @@ class Calibrator:
         prior: tuple[float, float] | None = None,
         prior_weight: float = 64.0,
         hist: DecayedHistogram | None = None,
-        space: str = "log1p",
     ) -> None:
-        if space not in ("log1p", "log"):
-            raise ValueError(f"calibration space must be 'log1p' or 'log', not {space!r}")
-        if hist is not None and space != "log1p":
-            raise ValueError("a shared histogram holds log1p scores")
-        self.space = space
         if tail is not None and not 0.5 < tail < 1.0:
             raise ValueError("calibration tail must be in (0.5, 1)")
         self.floor = floor
@@ -206,11 +199,9 @@ class Calibrator:
         self.hist = hist if hist is not None else DecayedHistogram(bins=bins, decay=decay, min_init=min_init)
         self._stats: tuple[float, float] | None = None
 
-    def transform(self, scores: np.ndarray) -> np.ndarray:
-        s = np.maximum(np.asarray(scores, dtype=np.float64), 0.0)
-        # log: scale-free, for scores whose typical value is far below 1 (where log1p is
-        # nearly the identity and a fixed floor on the spread means different things).
-        return np.log(s + 1e-12) if self.space == "log" else np.log1p(s)
+    @staticmethod
+    def transform(scores: np.ndarray) -> np.ndarray:
+        return np.log1p(np.maximum(np.asarray(scores, dtype=np.float64), 0.0))
 
     def update(self, scores: np.ndarray) -> None:
         if not self.shared:

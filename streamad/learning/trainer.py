@@ -100,8 +100,6 @@ class WindowTrainer:
         calibration_floor: float = 0.05,
         gauss_learn: str = "loe",
         calibration_tail: float | None = None,
-        confidence: float = 0.0,
-        calibration_space: str = "log1p",
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -129,8 +127,7 @@ class WindowTrainer:
                 decay=hist_decay,
                 floor=calibration_floor,
                 tail=calibration_tail,
-                prior=chi2_log_prior(gauss.d, calibration_tail, calibration_space),
-                space=calibration_space,
+                prior=chi2_log_prior(gauss.d, calibration_tail),
             )
             if gauss is not None
             else None
@@ -138,9 +135,6 @@ class WindowTrainer:
         if gauss_learn not in ("loe", "all"):
             raise ValueError(f"gauss_learn must be 'loe' or 'all', not {gauss_learn!r}")
         self.gauss_learn = gauss_learn
-        if confidence < 0:
-            raise ValueError("confidence must be non-negative (0: off)")
-        self.confidence = confidence
         self.backbone = backbone.to(self.device)
         self.backbone.train()  # no dropout or batch norm: the mode never changes
         self.labeler = labeler
@@ -163,10 +157,7 @@ class WindowTrainer:
         self.seed = seed
         self.hist = DecayedHistogram(bins=hist_bins, decay=hist_decay, min_init=32)
         # The network's calibration reads the histogram above (the trainer updates it).
-        if calibration_space == "log1p":
-            self.ncal = Calibrator(floor=calibration_floor, tail=calibration_tail, hist=self.hist)
-        else:
-            self.ncal = Calibrator(bins=hist_bins, decay=hist_decay, floor=calibration_floor, tail=calibration_tail, space=calibration_space)
+        self.ncal = Calibrator(floor=calibration_floor, tail=calibration_tail, hist=self.hist)
         self._calibration: tuple[float, float] | None = None
         self.optimizer = self._make_optimizer()
         self.n_seen = 0  # records given to learn()
@@ -211,19 +202,6 @@ class WindowTrainer:
         med, mad = self.calibration()
         return (np.log1p(np.maximum(raw, 0.0)) - med) / mad
 
-    def trust(self) -> float:
-        """How far the network's calibrated score is taken at its word beside the
-        Gaussian's: ``min(1, n / confidence)`` after ``n`` learned records (1 when
-        ``confidence`` is 0). A young network calls every operating point it has not
-        met yet an outlier; on a sensor stream the first minutes are full of them. The
-        Gaussian starts from its prior (the identity: the untrained network's own
-        score, the squared distance from the running mean) and extrapolates along the
-        correlations it learns. The ramp ends at 1, so once the threshold learns the
-        scores (after ``score_warmup``) their scale no longer moves."""
-        if self.confidence <= 0:
-            return 1.0
-        return min(1.0, float(self.n_seen - self.warmup_start) / self.confidence)
-
     @torch.no_grad()
     def component_scores(self, X: np.ndarray, x: torch.Tensor | None = None, raw: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The network's and the Gaussian's scores, each calibrated against its own
@@ -236,7 +214,7 @@ class WindowTrainer:
         if raw is None:
             x = self.tensor(X) if x is None else x
             raw = (self.head.score(*self.backbone.residuals(x)) if self.head is not None else self.backbone.score(x)).double().cpu().numpy()
-        return self.ncal(raw) * self.trust(), z_g
+        return self.ncal(raw), z_g
 
     def calibration(self) -> tuple[float, float]:
         """Median and MAD of the log-scores of LOE-normal records so far ((0, 1) before any)."""
@@ -385,7 +363,7 @@ class WindowTrainer:
         if n_fresh:
             self.hist.update(z[:n_fresh][fresh_normal])
             self._calibration = None
-            self.ncal.update(np.empty(0) if self.ncal.shared else s_np[:n_fresh][fresh_normal])
+            self.ncal.update(np.empty(0))  # it reads self.hist: only its cached stats go
             if self.gauss is not None and self.gcal is not None:
                 # Fresh LOE-normal records only: each enters the Gaussian once, anomalies never.
                 xn = (fresh[fresh_normal] if self.gauss_learn == "loe" else fresh).astype(np.float64)
@@ -406,10 +384,7 @@ class WindowTrainer:
         self.labeler.reset()
         self.hist.reset()
         self._calibration = None
-        if self.ncal.shared:
-            self.ncal.update(np.empty(0))
-        else:
-            self.ncal.reset()
+        self.ncal.update(np.empty(0))
         if self.gauss is not None and self.gcal is not None:
             self.gauss.forget(self.warmup_records)
             self.gcal.reset()
@@ -424,7 +399,6 @@ class WindowTrainer:
             "hist": self.hist.state_dict(),
             "gauss": None if self.gauss is None else self.gauss.state_dict(),
             "gcal": None if self.gcal is None else self.gcal.state_dict(),
-            "ncal": None if self.ncal.shared else self.ncal.state_dict(),
             "counters": {
                 "n_seen": self.n_seen,
                 "n_trained": self.n_trained,
@@ -449,10 +423,7 @@ class WindowTrainer:
             self.head.load_state_dict(state["head"])
         self.hist.load_state_dict(state["hist"])
         self._calibration = None
-        if self.ncal.shared:
-            self.ncal.update(np.empty(0))
-        else:
-            self.ncal.load_state_dict(state["ncal"])
+        self.ncal.update(np.empty(0))
         if self.gauss is not None and self.gcal is not None:
             self.gauss.load_state_dict(state["gauss"])
             self.gcal.load_state_dict(state["gcal"])
