@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -40,11 +41,12 @@ def skab_dir() -> Path:
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the real command line in a fresh interpreter."""
+    """Run the real command line in a fresh interpreter, by default from an empty
+    directory of its own, so outputs on default paths never land in the repository."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "streamad", *args],
-        cwd=cwd or ROOT,
+        cwd=cwd or tempfile.mkdtemp(prefix="streamad-cli-"),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -398,7 +398,7 @@ class Worker:
         self._out = open(log, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamad", "run", "--config", str(config)],
-            cwd=ROOT,
+            cwd=log.parent,
             env=full_env,
             stdout=self._out,
             stderr=subprocess.STDOUT,
