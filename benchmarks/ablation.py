@@ -26,10 +26,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import multiprocessing as mp
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -37,7 +35,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 
-from benchmarks.odds import DATASETS, RESULTS, SEEDS, _commit, _default_data_dir, _machine, metrics, protocol_records, single_thread
+from benchmarks.odds import DATASETS, RESULTS, SEEDS, _commit, _default_data_dir, _machine, metrics, protocol_records, run_pool, single_thread
 
 #: name -> detector parameter overrides on top of the default detector's own defaults
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -277,13 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     # The biggest files first, so the pool does not end on one long job.
     jobs.sort(key=lambda j: -(args.data_dir / f"{j['dataset']}.mat").stat().st_size)
-    t0 = time.time()
-    rows: list[dict[str, Any]] = []
-    with mp.get_context("spawn").Pool(args.jobs) as pool:
-        for i, r in enumerate(pool.imap_unordered(run_one, jobs), 1):
-            rows.append(r)
-            if i % 50 == 0 or i == len(jobs):
-                print(f"{i}/{len(jobs)} jobs, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+    rows: list[dict[str, Any]] = run_pool(run_one, jobs, args.jobs, every=50)
     meta = {
         "detector": detector,
         "window": window,

@@ -38,16 +38,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import multiprocessing as mp
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from benchmarks.odds import RESULTS, _commit, _default_data_dir, _machine, single_thread
+from benchmarks.odds import RESULTS, _commit, _default_data_dir, _machine, run_pool, single_thread
 
 DATASETS = ("thyroid", "cardio", "satellite", "pendigits", "wbc")
 #: F1 (%) reported in the LOE paper's tabular table (NTL backbone, LOE-soft, 10% contamination).
@@ -268,13 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for d in datasets
         for s in seeds
     ]
-    t0 = time.time()
-    rows = []
-    with mp.get_context("spawn").Pool(args.jobs) as pool:
-        for i, r in enumerate(pool.imap_unordered(run_one, jobs), 1):
-            rows.append(r)
-            if i % 10 == 0 or i == len(jobs):
-                print(f"{i}/{len(jobs)} jobs, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+    rows = run_pool(run_one, jobs, args.jobs)
     meta = {
         "datasets": datasets,
         "seeds": seeds,

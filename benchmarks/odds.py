@@ -305,6 +305,19 @@ def fingerprint(spec: DetectorSpec, cap: float, limit: int | None) -> str:
     return h.hexdigest()[:16]
 
 
+def run_pool(fn: Callable[[Any], Any], jobs: Sequence[Any], workers: int, every: int = 10) -> list[Any]:
+    """``fn`` over ``jobs`` in ``workers`` fresh (spawned) processes, results in finishing
+    order, progress on stderr every ``every`` jobs."""
+    t0 = time.time()
+    out: list[Any] = []
+    with mp.get_context("spawn").Pool(workers) as pool:
+        for i, r in enumerate(pool.imap_unordered(fn, jobs), 1):
+            out.append(r)
+            if i % every == 0 or i == len(jobs):
+                print(f"{i}/{len(jobs)} jobs, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+    return out
+
+
 def single_thread() -> None:
     for var in THREAD_VARS:
         os.environ[var] = "1"
