@@ -301,10 +301,13 @@ def run(
 @app.command()
 def detectors() -> None:
     """List the available detectors."""
-    from streamad.detectors import DEFAULT_DETECTOR, available
+    from streamad.detectors import DEFAULT_DETECTOR, available, describe
 
-    for name in available():
-        typer.echo(f"{name}{'  (default)' if name == DEFAULT_DETECTOR else ''}")
+    names = available()
+    width = max(len(n) for n in names) + len("  (default)")
+    for name in names:
+        label = name + ("  (default)" if name == DEFAULT_DETECTOR else "")
+        typer.echo(f"{label:<{width}}  {describe(name)}")
 
 
 @app.command()

@@ -127,4 +127,6 @@ def test_help_and_detectors():
     r = run_cli()
     assert r.returncode == 0 and "replay" in r.stdout
     r = run_cli("detectors")
-    assert r.returncode == 0 and "(default)" in r.stdout
+    assert r.returncode == 0
+    default = [line for line in r.stdout.splitlines() if "(default)" in line]
+    assert len(default) == 1 and default[0].startswith("loe-ae") and "v3: An autoencoder trained with LOE" in default[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
 from streamad.detectors.base import Detector, LearnReport
@@ -16,6 +17,20 @@ def register(name: str, factory: Callable[..., Detector]) -> None:
 def available() -> list[str]:
     _load_builtin()
     return sorted(_REGISTRY)
+
+
+def describe(name: str) -> str:
+    """One line on a registered detector: its version, if it has one, and the first line
+    of its module's docstring.
+
+    >>> describe("loe-ae").startswith("v3: An autoencoder trained with LOE")
+    True
+    """
+    _load_builtin()
+    factory = _REGISTRY[name]
+    doc = (inspect.getmodule(factory).__doc__ or "").strip().splitlines()  # type: ignore[union-attr]
+    version = getattr(factory, "version", None)
+    return (f"v{version}: " if version else "") + (doc[0].rstrip(".").replace("``", "") if doc else "")
 
 
 def make_detector(name: str, **params: Any) -> Detector:
@@ -51,4 +66,4 @@ def _load_builtin() -> None:
 
 DEFAULT_DETECTOR = "loe-ae"
 
-__all__ = ["Detector", "LearnReport", "available", "make_detector", "register", "DEFAULT_DETECTOR"]
+__all__ = ["Detector", "LearnReport", "available", "describe", "make_detector", "register", "DEFAULT_DETECTOR"]

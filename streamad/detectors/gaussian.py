@@ -1,5 +1,6 @@
-"""An online multivariate Gaussian: the squared Mahalanobis distance to a running mean
-under a running covariance, with forgetting.
+"""An online multivariate Gaussian: squared Mahalanobis distances, with forgetting.
+
+The distance to a running mean under a running covariance.
 
 A classical baseline for sensor data: fast, label-free, strong on spikes, level shifts
 and broken correlations between sensors, and it tells which features are off.

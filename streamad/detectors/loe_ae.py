@@ -1,4 +1,4 @@
-"""An autoencoder trained with LOE, importance weights and LAMP: streamad's default.
+"""An autoencoder trained with LOE, scored with a density head and an online Gaussian.
 
 The network trains on the mean squared reconstruction error of the scaled record; its
 per-feature errors are the attribution. Before any learning the decoder outputs zero,
