@@ -65,6 +65,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "gauss-tail": ("calibration by the 99% tail instead of the MAD", {"calibration_tail": 0.99}),
     "no-boost": ("no front-loaded warm-up", {"warmup_boost": 0.0}),
     "replay": ("replay: half of each batch from memory", {"replay_share": 0.5}),
+    "train-quarter": ("after the warm-up, train on a quarter of the records", {"train_share": 0.25}),
     "plain": ("everything off (plain AE)", {"loe": "blind", "calibrate": False, "warmup_boost": 0.0, "score_head": False, "gauss": False}),
 }
 #: the committed table: every component of the default switched off or swapped once;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from streamad.learning.backbones import AutoEncoder, DeepSVDD, NeuTraL
@@ -76,6 +77,20 @@ def test_warmup_makes_extra_steps_and_counts_records_once() -> None:
     assert len(reports) == 1 and t.n_pending == 0
 
 
+def test_train_share_trains_on_part_of_each_steady_state_batch() -> None:
+    rng = np.random.default_rng(0)
+    t = make(AutoEncoder(4, generator=torch.Generator().manual_seed(0)), warmup_records=64, train_share=0.25)
+    t.learn(rng.normal(size=(64, 4)))  # the warm-up trains on every record
+    assert t.n_trained == 64
+    reports, warm = t.learn(rng.normal(size=(128, 4)))
+    assert not warm and reports == [] and t.n_pending == 128  # a step consumes 4 batches' worth
+    reports, _ = t.learn(rng.normal(size=(128, 4)))
+    assert len(reports) == 1 and reports[0].n_fresh == 64 and t.n_trained == 128 and t.n_pending == 0
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="train_share"):
+            make(AutoEncoder(4), train_share=bad)
+
+
 def test_every_backbone_trains_and_stays_finite() -> None:
     rng = np.random.default_rng(0)
     for bb in (AutoEncoder(6), DeepSVDD(6), NeuTraL(6, n_transforms=4)):
@@ -97,7 +112,6 @@ def test_reopen_warmup_after_drift() -> None:
     assert t.in_warmup and not t.loe_active and t.hist.n_seen == 0
 
 
-import pytest  # noqa: E402
 
 
 @pytest.mark.parametrize("activation", ["tanh", "relu", "leaky_relu"])

@@ -15,7 +15,7 @@ from ``Settings.detector.params``:
   ``score_floor``, ``score_latent``, ``score_decay``, ``score_min_weight``; ``loe_rank``
   (loss, score) says what the E-step ranks by;
 - training: ``lr``, ``batch_size``, ``warmup_records``, ``warmup_epochs``, ``warmup_boost``, ``replay``,
-  ``replay_share``, ``input_clip``, ``autograd`` (force autograd over a backbone's
+  ``replay_share``, ``train_share`` (after the warm-up, train on that share of the records), ``input_clip``, ``autograd`` (force autograd over a backbone's
   explicit backward), ``device`` (cpu, cuda, auto), ``seed``.
 
 The network is built from the seed when the first records arrive (their width fixes
@@ -70,6 +70,7 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "warmup_boost": 16.0,
     "replay": 1024,
     "replay_share": 0.0,
+    "train_share": 1.0,
     "input_clip": 1e3,
     "device": "cpu",
     "seed": 0,
@@ -172,6 +173,7 @@ class NeuralDetector(Detector):
             loe_warmup=int(p["loe_warmup"]),
             replay=int(p["replay"]),
             replay_share=float(p["replay_share"]),
+            train_share=float(p["train_share"]),
             calibrate=bool(p["calibrate"]),
             calibrate_after=int(p["calibrate_after"]),
             autograd=bool(p["autograd"]),

@@ -26,7 +26,10 @@ file and a million-record topic, and the per-record cost stays small:
 - LOE is blind for the first ``loe_warmup`` records (0 by default: an autoencoder's
   untrained score is already a usable ranking);
 - ``replay`` keeps up to that many recent LOE-normal records; ``replay_share`` of each
-  steady-state batch can be drawn from it.
+  steady-state batch can be drawn from it;
+- ``train_share`` < 1 trains, after the warm-up, on that share of the records (evenly
+  spaced; every record is still scored): on file-order http.mat 0.25 streams ~1.5x
+  faster with the same ODDS figures, but fewer demo alarms (benchmarks/results).
 
 Randomness comes from ``numpy.random.default_rng((seed, steps))``, so the state is a
 few counters and a checkpoint continues exactly.
@@ -85,6 +88,7 @@ class WindowTrainer:
         loe_warmup: int = 512,
         replay: int = 1024,
         replay_share: float = 0.0,
+        train_share: float = 1.0,
         calibrate: bool = True,
         calibrate_after: int = 256,
         autograd: bool = False,
@@ -151,6 +155,9 @@ class WindowTrainer:
         self.loe_warmup = loe_warmup
         self.replay = replay
         self.replay_share = replay_share if replay > 0 else 0.0
+        if not 0.0 < train_share <= 1.0:
+            raise ValueError("train_share must be in (0, 1]")
+        self.train_share = train_share
         self.calibrate = calibrate
         self.explicit = backbone.explicit_backward and not autograd
         self.calibrate_after = calibrate_after
@@ -252,8 +259,14 @@ class WindowTrainer:
             self.warmup_done += n_steps
             return reports, True
         fresh_per_step = max(1, int(round(self.batch_size * (1.0 - self.replay_share))))
-        while self.n_pending >= fresh_per_step:
-            reports.append(self._step(self._take_fresh(fresh_per_step), fill=self.replay_share > 0))
+        # After the warm-up, a step takes ``train_share`` of the records it consumes
+        # (evenly spaced); the rest were scored and are not trained on.
+        per_step = max(fresh_per_step, int(round(fresh_per_step / self.train_share)))
+        while self.n_pending >= per_step:
+            fresh = self._take_fresh(per_step)
+            if per_step > fresh_per_step:
+                fresh = fresh[np.linspace(0, per_step - 1, fresh_per_step).round().astype(int)]
+            reports.append(self._step(fresh, fill=self.replay_share > 0))
         return reports, False
 
     def warmup_target(self, n: int) -> int:
