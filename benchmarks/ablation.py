@@ -72,7 +72,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 #: the other variants stay runnable with --variants
 DEFAULT_VARIANTS = (
     "default", "soft", "refine", "blind", "running", "loe-warmup", "weights", "lamp-scale", "lamp-power",
-    "lamp-exp", "no-head", "no-gauss", "gauss-only", "gauss-all", "no-boost", "replay", "plain",
+    "lamp-exp", "no-head", "no-gauss", "gauss-only", "gauss-all", "no-boost", "replay", "train-quarter", "plain",
 )  # fmt: skip
 CONDITIONS = {"as is": 0.0, "+10% contamination": 0.10}
 
