@@ -208,6 +208,10 @@ class Calibrator:
             self.hist.update(self.transform(scores))
         self._stats = None
 
+    def refresh(self) -> None:
+        """The histogram changed under it (a shared one, or a reload): recompute the stats."""
+        self._stats = None
+
     def stats(self) -> tuple[float, float]:
         """Centre and spread of the log-scores so far."""
         if self._stats is None:

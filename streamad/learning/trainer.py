@@ -123,7 +123,6 @@ class WindowTrainer:
         self.gauss = gauss
         self.combine = combine
         self.gauss_weight = gauss_weight
-        self.calibration_floor = calibration_floor
         # The Gaussian's own calibration: its LOE-normal scores, as self.hist holds the network's.
         self.gcal = (
             Calibrator(
@@ -376,7 +375,7 @@ class WindowTrainer:
         if n_fresh:
             self.hist.update(z[:n_fresh][fresh_normal])
             self._calibration = None
-            self.ncal.update(np.empty(0))  # it reads self.hist: only its cached stats go
+            self.ncal.refresh()  # it reads self.hist
             if self.gauss is not None and self.gcal is not None:
                 # Fresh LOE-normal records only: each enters the Gaussian once, anomalies never.
                 xn = (fresh[fresh_normal] if self.gauss_learn == "loe" else fresh).astype(np.float64)
@@ -397,7 +396,7 @@ class WindowTrainer:
         self.labeler.reset()
         self.hist.reset()
         self._calibration = None
-        self.ncal.update(np.empty(0))
+        self.ncal.refresh()
         if self.gauss is not None and self.gcal is not None:
             self.gauss.forget(self.warmup_records)
             self.gcal.reset()
@@ -436,7 +435,7 @@ class WindowTrainer:
             self.head.load_state_dict(state["head"])
         self.hist.load_state_dict(state["hist"])
         self._calibration = None
-        self.ncal.update(np.empty(0))
+        self.ncal.refresh()
         if self.gauss is not None and self.gcal is not None:
             self.gauss.load_state_dict(state["gauss"])
             self.gcal.load_state_dict(state["gcal"])
