@@ -23,6 +23,7 @@ def test_everything_off_is_plain_minibatch_training() -> None:
     trainer = WindowTrainer(ae, LatentLabeler(mode="blind"), None, Lamp("none"), lr=1e-2, batch_size=64, warmup_records=0, replay=0)
     for i in range(0, 512, 32):
         trainer.learn(X[i : i + 32])
+    ref.observe(np.ones(5, dtype=bool))  # every feature varies: none is masked
     opt = torch.optim.Adam(ref.parameters(), lr=1e-2)
     for i in range(0, 512, 64):
         x = torch.from_numpy(X[i : i + 64])

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -107,6 +108,16 @@ class Backbone(nn.Module):
     def setup(self, x: torch.Tensor) -> None:
         """Data-dependent initialisation from the first training batch (default: none)."""
 
+    def observe(self, varied: np.ndarray) -> None:
+        """Features that have varied in the records learned so far (the scaler maps a
+        feature that never varied to exactly 0). A backbone whose score would otherwise
+        move with a constant input (a reconstruction bias still learning) masks the rest."""
+
+    @property
+    def n_varied(self) -> int | None:
+        """How many features have varied so far, for backbones that track it."""
+        return None
+
     has_residuals = False
 
     def residuals(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,18 +177,28 @@ class AutoEncoder(Backbone):
         self._act = _FAST_ACTIVATIONS.get(activation)
         self._dact = _DERIVATIVE_FROM_OUTPUT.get(activation)
         self._linears = (self.encoder[0], self.encoder[2], self.decoder[0], self.decoder[2])
+        # 1 for features that have varied: a feature that never did contributes no
+        # residual, so a constant input scores the same however the decoder's bias moves.
+        self.register_buffer("live", torch.zeros(d))
 
     has_residuals = True
 
+    def observe(self, varied: np.ndarray) -> None:
+        self.live.copy_(self.live.bool().logical_or(torch.as_tensor(varied, device=self.live.device)).float())
+
+    @property
+    def n_varied(self) -> int | None:
+        return int(self.live.sum().item())
+
     def errors(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.decoder(self.encoder(x)) - x) ** 2
+        return ((self.decoder(self.encoder(x)) - x) * self.live) ** 2
 
     @torch.no_grad()
     def residuals(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.explicit_backward:
             return self.cached_residuals(self.forward_cached(x)[3])
         z = self.encoder(x)
-        return self.decoder(z) - x, z
+        return (self.decoder(z) - x) * self.live, z
 
     def cached_residuals(self, cache: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         return cache[4], cache[2]
@@ -196,7 +217,7 @@ class AutoEncoder(Backbone):
         h1 = act(nn.functional.linear(x, l1.weight, l1.bias))
         z = act(nn.functional.linear(h1, l2.weight, l2.bias))
         h3 = act(nn.functional.linear(z, l3.weight, l3.bias))
-        r = nn.functional.linear(h3, l4.weight, l4.bias) - x
+        r = (nn.functional.linear(h3, l4.weight, l4.bias) - x) * self.live
         raw = (r * r).mean(dim=1)
         ln = raw.clamp(max=LOSS_CAP)
         la = None

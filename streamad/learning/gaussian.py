@@ -143,7 +143,11 @@ def chi2_log_prior(d: int, tail: float | None = None) -> tuple[float, float]:
     >>> med, mad = chi2_log_prior(6)
     >>> round(med, 2), round(mad, 2)
     (1.85, 0.34)
+    >>> chi2_log_prior(0)  # no feature has varied: every distance is 0
+    (0.0, 0.0)
     """
+    if d <= 0:
+        return 0.0, 0.0
     k = 2.0 / (9.0 * d)
 
     def q(p: float) -> float:

@@ -248,6 +248,8 @@ class WindowTrainer:
         warm = self.in_warmup
         self.n_seen += len(X)
         if len(X):
+            self.backbone.observe((X != 0).any(axis=0))
+            self._fit_gauss_prior()
             self.pending.append(X)
             self.n_pending += len(X)
         reports: list[StepReport] = []
@@ -267,6 +269,18 @@ class WindowTrainer:
                 fresh = fresh[np.linspace(0, per_step - 1, fresh_per_step).round().astype(int)]
             reports.append(self._step(fresh, fill=self.replay_share > 0))
         return reports, False
+
+    def _fit_gauss_prior(self) -> None:
+        """The Gaussian's scores are chi-square in the features that have varied (the
+        others are exactly 0 and add nothing), so its calibration prior counts only those:
+        a stream that never varied then scores a constant, not a prior fading away."""
+        n = self.backbone.n_varied
+        if self.gauss is None or self.gcal is None or n is None:
+            return
+        prior = chi2_log_prior(n, self.gcal.tail)
+        if prior != self.gcal.prior:
+            self.gcal.prior = prior
+            self.gcal.refresh()
 
     def warmup_target(self, n: int) -> int:
         """Steps the warm-up should have made after ``n`` records, whatever the window
@@ -427,7 +441,11 @@ class WindowTrainer:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.backbone.load_state_dict({k: torch.as_tensor(v) for k, v in state["backbone"].items()})
+        saved = {k: torch.as_tensor(v) for k, v in state["backbone"].items()}
+        for k, v in self.backbone.state_dict().items():
+            if k not in saved and k.endswith("live"):
+                saved[k] = torch.ones_like(v)  # saved before features were masked: every feature counted
+        self.backbone.load_state_dict(saved)
         self.optimizer = self._make_optimizer()
         self.optimizer.load_state_dict(state["optimizer"])
         self.labeler.load_state_dict(state["labeler"])
@@ -439,6 +457,7 @@ class WindowTrainer:
         if self.gauss is not None and self.gcal is not None:
             self.gauss.load_state_dict(state["gauss"])
             self.gcal.load_state_dict(state["gcal"])
+            self._fit_gauss_prior()
         c = state["counters"]
         self.n_seen = int(c["n_seen"])
         self.n_trained = int(c["n_trained"])
