@@ -1,6 +1,7 @@
 """The dashboard against a real Prometheus scraping real ``streamad replay`` processes.
 
-Two replays of the demo sensor stream run as subprocesses, paced so that they are
+Two replays of the demo sensor stream run as subprocesses of the real command line with
+the default detector, paced so that they are
 scraped while they work, then linger so the final values are scraped too: one file
 has the demo's slow temperature drift planted, the other is the same stream without
 it. One Prometheus (the Debian ``prometheus`` binary, temporary config and storage,
@@ -32,7 +33,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "docker" / "grafana" / "dashboards" / "streamad.json"
-STUB_CLI = Path(__file__).with_name("stub_cli.py")
 RECORDS = 20_000
 SPEED = 4_000.0  # records per second of replay: 5 s each, scraped about five times
 
@@ -100,7 +100,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     logs = {k: open(tmp / f"{k}.log", "w+") for k in files}
     for k, f in files.items():
         procs[k] = subprocess.Popen(
-            [sys.executable, str(STUB_CLI), "replay", str(f), "--detector", "gaussian-reporting", "--out-dir", str(tmp / "out"),
+            [sys.executable, "-m", "streamad", "replay", str(f), "--out-dir", str(tmp / "out"),
              "--speed", str(SPEED), "--no-progress", "--metrics-host", "127.0.0.1", "--metrics-port", str(ports[k]), "--metrics-linger", "300"],
             stdout=logs[k], stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp,
         )  # fmt: skip
@@ -294,5 +294,5 @@ def test_learning_state_is_exported(stack: dict[str, Any]) -> None:
         assert len(values) == 2 and all(lo <= v <= hi for v in values), (name, values)
     assert len(api.values("streamad_training_loss")) == 2
     info = api.query("streamad_build_info")
-    assert {r["metric"]["detector"] for r in info} == {"gaussian-reporting"}
+    assert {r["metric"]["detector"] for r in info} == {"loe-ae"}  # the shipped default
     assert np.isfinite([float(r["value"][1]) for r in info]).all()
