@@ -56,6 +56,8 @@ REJECT_CODES = (
     "oversized",
     "undecodable",
     "empty",
+    "malformed",  # a delimited line whose quotes do not close
+    "truncated",  # a line cut off where a compressed file's data broke
 )
 
 

@@ -16,6 +16,7 @@ or a `Reject` with a reason naming the field. Labels are parsed for evaluation o
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -137,14 +138,14 @@ class Schema:
             nonfinite = ~np.isfinite(X[:, j]) & ~bad
             for i in np.flatnonzero(nonfinite):
                 bad[i] = True
-                reasons[i] = ("non_finite", f"non-finite value {str(col[i]).strip()!r} in field '{name}'", name)
+                reasons[i] = ("non_finite", f"non-finite value {str(col[i]).strip()[:40]!r} in field '{name}'", name)
         timestamps = None
         if self.timestamp is not None:
             timestamps, tbad = parse_timestamps(columns[self.timestamp])
             for i in np.flatnonzero(tbad & ~bad):
                 bad[i] = True
                 value = str(columns[self.timestamp][i])[:40]
-                reasons[i] = ("bad_timestamp", f"unparseable timestamp {value!r} in field '{self.timestamp}'", self.timestamp)
+                reasons[i] = ("bad_timestamp", f"unparseable or out-of-range timestamp {value!r} in field '{self.timestamp}'", self.timestamp)
         labels = None if self.label is None else parse_labels(columns[self.label])
         keys = None if self.key is None else np.asarray(columns[self.key], dtype=object)
         for i in sorted(reasons):
@@ -265,34 +266,118 @@ def _label_scalar(v: Any) -> int:
     return NO_LABEL if math.isnan(f) else int(f > 0)
 
 
+# Event times must print as dates (detections carry them in ISO 8601): Python's
+# datetime holds years 1 to 9999. Anything outside is a bad timestamp, not a crash.
+MIN_TIMESTAMP = -62135596800.0  # 0001-01-01T00:00:00Z
+MAX_TIMESTAMP = 253402300800.0  # 10000-01-01T00:00:00Z, excluded
+
+_TIME_OF_DAY = re.compile(r"\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:\s*[ap]\.?m\.?)?", re.I)
+_ZONE = re.compile(r"(?:[+-]\d{2}:?\d{2}|\b(?:z|utc|gmt)\b)", re.I)
+_MONTH = re.compile(r"\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?", re.I)
+
+
 def parse_timestamps(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     """Seconds since the epoch, and a mask of values that could not be parsed.
 
     Numbers are read as epoch seconds, or milliseconds when larger than 1e11;
-    text goes through pandas' ISO-8601 parser (naive times are taken as UTC).
+    text goes through pandas' ISO-8601 parser (naive times are taken as UTC), and
+    other date formats through its mixed-format parser. Text without a full date
+    (``12:30:00``, ``Jan 5``) is not completed with today's date or year 1: it is
+    bad, as is any time outside the years 1 to 9999. Never raises on a value.
     """
+    num = _numbers(values)
+    out = np.where(np.abs(num) > 1e11, num / 1000.0, num)
+    # Not numbers: text to parse as a date (numbers that are inf or out of range stay bad).
+    text = np.flatnonzero(np.isnan(num))
+    if len(text):
+        out[text] = _text_timestamps([v if isinstance(v, str) else str(v) for v in (values[i] for i in text)])
+    with np.errstate(invalid="ignore"):
+        bad = ~((out >= MIN_TIMESTAMP) & (out < MAX_TIMESTAMP))
+    out[bad] = np.nan
+    return out, bad
+
+
+def _numbers(values: Sequence[Any]) -> np.ndarray:
+    """Each value as a float, NaN where it is not a number."""
     import pandas as pd
 
     try:
-        num = np.asarray(values, dtype=np.float64)
-    except (ValueError, TypeError):
+        return np.asarray(values, dtype=np.float64).reshape(len(values))
+    except (ValueError, TypeError, OverflowError):
+        pass
+    try:
         num = pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce").to_numpy(dtype=np.float64)
-    out = np.where(np.abs(num) > 1e11, num / 1000.0, num)
-    text = np.flatnonzero(~np.isfinite(out))
-    if len(text):
-        parsed = pd.to_datetime(pd.Series([values[i] for i in text], dtype=object), errors="coerce", utc=True, format="mixed")
+        if num.shape == (len(values),):
+            return num
+    except (ValueError, TypeError, OverflowError):
+        pass
+    out = np.full(len(values), np.nan)
+    for i, v in enumerate(values):
+        if isinstance(v, bool):
+            continue
+        try:
+            out[i] = float(v)
+        except (ValueError, TypeError, OverflowError):
+            pass
+    return out
+
+
+def _text_timestamps(texts: list[str]) -> np.ndarray:
+    """Epoch seconds of date texts, NaN where there is none."""
+    out = _to_seconds(texts, "ISO8601")
+    rest = [i for i in np.flatnonzero(np.isnan(out)) if _has_date(texts[i])]
+    if rest:
+        out[rest] = _to_seconds([texts[i] for i in rest], "mixed")
+    return out
+
+
+def _to_seconds(texts: list[str], fmt: str) -> np.ndarray:
+    import pandas as pd
+
+    def convert(items: list[str]) -> np.ndarray:
+        parsed = pd.to_datetime(pd.Series(items, dtype=object), errors="coerce", utc=True, format=fmt)
         ok = ~parsed.isna().to_numpy()
-        epoch = pd.Timestamp(0, tz="UTC")
-        out[text[ok]] = (parsed[ok] - epoch).dt.total_seconds().to_numpy()
-    return out, ~np.isfinite(out)
+        res = np.full(len(items), np.nan)
+        if ok.any():
+            # Microseconds, whatever unit pandas chose: nanoseconds cannot hold every year.
+            us = parsed[ok].dt.tz_convert(None).to_numpy().astype("datetime64[us]").astype(np.int64)
+            res[ok] = us / 1e6
+        return res
+
+    try:
+        return convert(texts)
+    except (ValueError, TypeError, OverflowError, OSError):
+        pass  # one value can fail the whole column (out of bounds...): go one by one
+    res = np.full(len(texts), np.nan)
+    for i, t in enumerate(texts):
+        try:
+            res[i] = convert([t])[0]
+        except (ValueError, TypeError, OverflowError, OSError):
+            pass
+    return res
+
+
+def _has_date(text: str) -> bool:
+    """Whether a text names a day and a year, once its time of day and zone are set
+    aside: three numbers, or two and a month name (``2020-03-09``, ``9/3/20``,
+    ``Mar 9 2020``), or a compact ``20200309``."""
+    rest = _ZONE.sub(" ", _TIME_OF_DAY.sub(" ", text))
+    numbers = re.findall(r"\d+", rest)
+    if any(len(n) >= 6 for n in numbers):
+        return True
+    return len(numbers) + len(_MONTH.findall(rest)) >= 3
 
 
 def _timestamp_scalar(v: Any) -> float:
     if v is None or isinstance(v, bool):
         return math.nan
     if isinstance(v, (int, float)):
-        f = float(v)
-        return f / 1000.0 if abs(f) > 1e11 else f
+        try:
+            f = float(v)
+        except OverflowError:
+            return math.nan
+        f = f / 1000.0 if abs(f) > 1e11 else f
+        return f if MIN_TIMESTAMP <= f < MAX_TIMESTAMP else math.nan
     arr, bad = parse_timestamps([v])
     return math.nan if bad[0] else float(arr[0])
 

@@ -105,4 +105,4 @@ def test_csv_undecodable_bytes_become_rejects_not_a_crash(tmp_path):
     p.write_bytes(b"a,b\n1,2\n3,\xff\xfe\n")
     batches = list(CsvSource(p))
     rejects = [r for b in batches for r in b.rejects]
-    assert sum(len(b) for b in batches) == 1 and [r.code for r in rejects] == ["non_numeric"]
+    assert sum(len(b) for b in batches) == 1 and [(r.offset, r.code, r.field) for r in rejects] == [(3, "undecodable", "b")]
