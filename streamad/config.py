@@ -199,6 +199,12 @@ class KafkaSettings(_Section):
     dead_letter_topic: str
     drift_topic: str | None = Field(None, description="drift events go here too (they are always logged)")
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    offset_reset_policy: Literal["fail", "earliest", "latest"] = Field(
+        "fail",
+        description="a partition whose committed or checkpoint offset is outside the broker's range (topic re-created, "
+        "broker storage lost, retention): fail stops the worker; earliest reads it again from its start; latest skips to its end",
+    )
+    stop_grace_seconds: float = Field(5.0, ge=0, le=3600, description="after SIGTERM/SIGINT, unacknowledged sends are retried this long, then left uncommitted")
     max_message_bytes: int = Field(1_048_576, gt=0, le=100_000_000, description="larger input messages are dead-lettered")
     session_timeout_ms: int = Field(45_000, ge=1_000, le=3_600_000)
     heartbeat_interval_ms: int = Field(3_000, ge=100, le=600_000)

@@ -229,6 +229,115 @@ def proxy_factory() -> Iterable[Callable[..., Proxy]]:
         p.cut()
 
 
+class ResettingForwarder:
+    """A TCP forwarder (asyncio, in a thread) that plays a load balancer whose backend
+    died: while ``resetting``, every open connection is reset and every new one is
+    accepted and reset at once (``SO_LINGER`` 0, then close: the peer gets an RST, as
+    from a forwarder that has nowhere to send the bytes). ``forward()`` restores it."""
+
+    def __init__(self, target: str, port: int | None = None) -> None:
+        import asyncio
+
+        host, _, p = target.rpartition(":")
+        self.target = (host, int(p))
+        self.port = port or free_port()
+        self.resetting = False
+        self.resets = 0
+        self._writers: set[Any] = set()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: Any = None
+
+    def start(self) -> "ResettingForwarder":
+        import asyncio
+
+        self._thread.start()
+        self._server = asyncio.run_coroutine_threadsafe(asyncio.start_server(self._handle, "127.0.0.1", self.port, reuse_address=True), self._loop).result(10)
+        return self
+
+    def _reset(self, writer: Any) -> None:
+        import struct
+
+        sock = writer.get_extra_info("socket")
+        try:
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        writer.transport.abort()
+        self.resets += 1
+
+    async def _handle(self, reader: Any, writer: Any) -> None:
+        import asyncio
+
+        if self.resetting:
+            self._reset(writer)
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            self._reset(writer)
+            return
+        self._writers |= {writer, up_writer}
+
+        async def pipe(src: Any, dst: Any) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                dst.close()
+
+        try:
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        finally:
+            self._writers -= {writer, up_writer}
+
+    def reset(self) -> None:
+        """From now on, reset every connection (the open ones at once)."""
+
+        def go() -> None:
+            self.resetting = True
+            for w in list(self._writers):
+                self._reset(w)
+            self._writers.clear()
+
+        self._loop.call_soon_threadsafe(go)
+
+    def forward(self) -> None:
+        self._loop.call_soon_threadsafe(setattr, self, "resetting", False)
+
+    def close(self) -> None:
+        import asyncio
+
+        async def shut() -> None:
+            if self._server is not None:
+                self._server.close()
+            for w in list(self._writers):
+                w.transport.abort()
+
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(shut(), self._loop).result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+
+
+@pytest.fixture
+def forwarder_factory() -> Iterable[Callable[..., ResettingForwarder]]:
+    made: list[ResettingForwarder] = []
+
+    def make(target: str, port: int | None = None) -> ResettingForwarder:
+        f = ResettingForwarder(target, port).start()
+        made.append(f)
+        return f
+
+    yield make
+    for f in made:
+        f.close()
+
+
 # -- topics, records, offsets ---------------------------------------------------------------
 
 
