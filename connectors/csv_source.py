@@ -22,7 +22,7 @@ close is rejected as ``malformed``.
   `connectors.textio`; UTF-16 and UTF-32 files with a BOM are read too.
 - The file as a whole is refused (`InputError`) only when it is empty, has no
   header, or is binary: NUL bytes in the first line, or more than a tenth of the
-  first 64 KiB being control bytes.
+  first 64 KiB (and at least 64 bytes) being control bytes.
 
 Reconciliation: `connectors.textio.RecordCounter` counts the non-blank lines at the
 byte level as the bytes stream by, independently of the parsing. After the
@@ -110,7 +110,8 @@ class CsvSource:
         if len(header) > max_line_bytes:
             raise InputError(f"{self.path}: the first line is longer than {max_line_bytes:,} bytes: not a delimited text file with a header?")
         sample = head[: DecodedStream.HEAD]
-        if b"\x00" in header or sum(sample.count(bytes([b])) for b in _CONTROL) > len(sample) / 10:
+        control = len(sample) - len(sample.translate(None, _CONTROL))
+        if b"\x00" in header or (control > len(sample) / 10 and control >= 64):
             raise InputError(f"{self.path} looks like a binary file, not delimited text" + (" (or UTF-16 text without a byte-order mark)" if b"\x00" in header else ""))
         header_text = header.decode(self.encoding, errors="replace").rstrip("\r")
         data_lines = [ln.decode(self.encoding, errors="replace").rstrip("\r") for ln in lines[self.header_line - 1 : 51]]
@@ -154,21 +155,23 @@ class CsvSource:
         emitted = 0
         last_line = 0
         try:
-            for start, lines, oversized, unterminated in _blocks(reader, self.max_line_bytes, self.header_line, self.chunk_rows):
+            for start, body, oversized, unterminated in _blocks(reader, self.max_line_bytes, self.header_line):
                 # A last line without newline is cut off when the compressed stream broke.
-                p = parser.parse(start, lines, oversized, cut_off=unterminated and stream.error is not None)
-                n = len(p)
-                if n == 0:
-                    continue
-                if self.limit is not None and emitted + n >= self.limit:
-                    p = p.first(self.limit - emitted)
+                for p in parser.parse(start, body, oversized, cut_off=unterminated and stream.error is not None):
                     n = len(p)
-                    self.limit_reached = True
-                batch = parser.batch(p)
-                emitted += n
-                last_line = p.last_line
-                self.done = self.records_delivered = emitted
-                yield batch
+                    if n == 0:
+                        continue
+                    if self.limit is not None and emitted + n >= self.limit:
+                        p = p.first(self.limit - emitted)
+                        n = len(p)
+                        self.limit_reached = True
+                    batch = parser.batch(p)
+                    emitted += n
+                    last_line = p.last_line
+                    self.done = self.records_delivered = emitted
+                    yield batch
+                    if self.limit_reached:
+                        break
                 if self.limit_reached:
                     break
         finally:
@@ -176,7 +179,8 @@ class CsvSource:
         self.read_error = stream.error
         if stream.error is not None:
             self.notes.append(
-                f"{self.path}: the {stream.compression} data is corrupt or cut off after {reader.counter.newlines:,} lines ({stream.error}): the rest of the file could not be read"
+                f"{self.path}: the {stream.compression} data is corrupt or cut off ({stream.error}); "
+                f"its first {reader.counter.physical_lines:,} lines were replayed, the rest of the file could not be read"
             )
         if self.limit_reached:
             counted = count_records(self.path, self._encoding_arg, upto_line=last_line)
@@ -216,31 +220,38 @@ class _LineParser:
         # fields; a single column makes every blank line a row. Then test each line.
         self.check_blank = self.ncol == 1 or self.d in WHITESPACE_STR
 
-    def parse(self, start: int, lines: list[bytes] | None, oversized: tuple[int, bytes, int] | None, cut_off: bool) -> "_Parsed":
-        """Rows of fields, their line numbers, and rejects, for a group of lines
-        starting at line ``start`` (or for one oversized line)."""
+    def parse(self, start: int, body: bytes | None, oversized: tuple[int, bytes, int] | None, cut_off: bool) -> Iterator["_Parsed"]:
+        """Groups of at most ``chunk_rows`` lines of ``body`` (complete lines, the first
+        one being line ``start``) parsed, or the reject of one oversized line."""
         if oversized is not None:
             line, head, length = oversized
             raw = head[:RAW_CHARS].decode(self.encoding, errors="replace")
-            return _Parsed([], [], [], [Reject(self.lane, line, "oversized", f"line of {length:,} bytes or more is longer than the limit of {self.src.max_line_bytes:,}", raw)])
-        assert lines is not None
-        data = b"\n".join(lines)
+            reason = f"line of {length:,} bytes or more is longer than the limit of {self.src.max_line_bytes:,}"
+            yield _Parsed([], [], [], [Reject(self.lane, line, "oversized", reason, raw)])
+            return
+        assert body is not None
         try:
-            text = data.decode(self.encoding)
+            text = body.decode(self.encoding)
             bad_bytes = False
         except UnicodeDecodeError:
-            text = data.decode(self.encoding, errors="surrogateescape")
+            text = body.decode(self.encoding, errors="surrogateescape")
             bad_bytes = True
         if "\r" in text:
             text = text.replace("\r\n", "\n")
             if text.endswith("\r"):
                 text = text[:-1]
         tlines = text.split("\n")
+        size = self.src.chunk_rows
+        quotes = '"' in text
+        for k in range(0, len(tlines), size):
+            yield self._parse_group(start + k, tlines[k : k + size], bad_bytes, cut_off and k + size >= len(tlines), quotes)
+
+    def _parse_group(self, start: int, tlines: list[str], bad_bytes: bool, cut_off: bool, quotes: bool) -> "_Parsed":
         d, ncol = self.d, self.ncol
         rows: list[list[str] | None] = [ln.split(d) for ln in tlines]  # type: ignore[misc]
         rejects: list[Reject] = []
         malformed: dict[int, str] = {}
-        if '"' in text:
+        if quotes:
             for i, ln in enumerate(tlines):
                 if '"' in ln:
                     try:
@@ -252,18 +263,17 @@ class _LineParser:
             bad = [i for i, r in enumerate(rows) if r is None or len(r) != ncol or not tlines[i].strip(WHITESPACE_STR)]
         else:
             bad = [i for i, r in enumerate(rows) if r is None or len(r) != ncol]
-        if cut_off and (not bad or bad[-1] != len(rows) - 1):
-            bad.append(len(rows) - 1)
+        last = len(rows) - 1
+        if cut_off and (not bad or bad[-1] != last):
+            bad.append(last)
         if not bad and not bad_bytes:
             return _Parsed(rows, list(range(start, start + len(rows))), tlines, rejects)  # type: ignore[arg-type]
         drop = set()
-        last = len(rows) - 1
         for i in bad:
+            drop.add(i)
             ln = tlines[i]
             if not ln.strip(WHITESPACE_STR):
-                drop.add(i)  # blank: not a record
-                continue
-            drop.add(i)
+                continue  # blank: not a record
             raw = ln[:RAW_CHARS]
             if cut_off and i == last:
                 rejects.append(Reject(self.lane, start + i, "truncated", "the compressed data ends inside this line", raw))
@@ -319,39 +329,43 @@ class _Parsed:
         return _Parsed(self.rows[:k], self.offsets[:k], self.lines[:k], [r for r in self.rejects if r.offset <= last])
 
 
-Block = tuple[int, "list[bytes] | None", "tuple[int, bytes, int] | None", bool]
+Block = tuple[int, "bytes | None", "tuple[int, bytes, int] | None", bool]
 
 
-def _blocks(reader: CountingReader, max_line: int, header_line: int, group: int) -> Iterator[Block]:
-    """The lines after the header, in file order: groups of at most ``group`` lines as
-    (first line number, lines, None, unterminated), and each line longer than
-    ``max_line`` alone as (line number, None, (line number, first bytes, length),
-    unterminated). ``unterminated`` is true for the file's last line when it has no
-    newline. An oversized line is skipped as it streams by, never held whole."""
+def _blocks(reader: CountingReader, max_line: int, header_line: int) -> Iterator[Block]:
+    """The lines after the header, in file order: runs of complete lines as (number of
+    the first line, the lines' bytes without the last newline, None, unterminated),
+    and each line longer than ``max_line`` alone as (its number, None, (its number,
+    first bytes, length), unterminated). ``unterminated`` is true for the file's last
+    line when it has no newline. An oversized line is skipped as it streams by,
+    never held whole."""
     line = 1  # number of the first line in `pending`
     pending = b""
     skipping: list | None = None  # [line, first bytes, length so far] inside an oversized line
 
     def emit(body: bytes, first: int, unterminated: bool) -> Iterator[Block]:
-        lines = body.split(b"\n")
-        skip = max(0, header_line - first + 1)  # the header and the blank lines before it
-        if skip >= len(lines):
-            return
-        lines, first = lines[skip:], first + skip
+        if first <= header_line:  # drop the header and the blank lines before it
+            pos = -1
+            for _ in range(header_line - first + 1):
+                pos = body.find(b"\n", pos + 1)
+                if pos < 0:
+                    return
+            body, first = body[pos + 1 :], header_line + 1
         if len(body) <= max_line:
-            yield from _groups(lines, first, group, unterminated)
+            yield first, body, None, unterminated
             return
+        lines = body.split(b"\n")
         run: list[bytes] = []
         for k, ln in enumerate(lines):
             if len(ln) > max_line:
                 if run:
-                    yield from _groups(run, first + k - len(run), group, False)
+                    yield first + k - len(run), b"\n".join(run), None, False
                     run = []
                 yield first + k, None, (first + k, ln[:RAW_CHARS], len(ln)), unterminated and k == len(lines) - 1
             else:
                 run.append(ln)
         if run:
-            yield from _groups(run, first + len(lines) - len(run), group, unterminated)
+            yield first + len(lines) - len(run), b"\n".join(run), None, unterminated
 
     while True:
         data = reader.read(_READ)
@@ -384,11 +398,6 @@ def _blocks(reader: CountingReader, max_line: int, header_line: int, group: int)
             yield skipping[0], None, (skipping[0], skipping[1], skipping[2]), True
     elif pending:
         yield from emit(pending, line, True)
-
-
-def _groups(lines: list[bytes], first: int, size: int, unterminated: bool) -> Iterator[Block]:
-    for k in range(0, len(lines), size):
-        yield first + k, lines[k : k + size], None, unterminated and k + size >= len(lines)
 
 
 def _has_first_line(head: bytes) -> bool:

@@ -178,15 +178,9 @@ class DecodedStream:
         c = self._counting
         if kind is None:
             return c
-        if kind == "zstd":
-            zstd = _zstd_module()
-            if zstd is None:
-                c.close()
-                raise InputError(f"{self.path} is zstd-compressed: install the 'zstandard' package to read it (or decompress it first)")
-            if hasattr(zstd, "ZstdDecompressor") and hasattr(zstd.ZstdDecompressor, "stream_reader"):
-                # Read in modest steps: a corrupt frame costs at most one step's output.
-                return _SmallReads(zstd.ZstdDecompressor().stream_reader(c, read_across_frames=True), 1 << 16)
-            return _SmallReads(zstd.ZstdFile(c), 1 << 16)  # compression.zstd
+        if kind == "zstd" and _zstd_module() is None:
+            c.close()
+            raise InputError(f"{self.path} is zstd-compressed: install the 'zstandard' package to read it (or decompress it first)")
         return _Inflater(c, kind)
 
     @property
@@ -248,16 +242,17 @@ class DecodedStream:
 
 
 class _Inflater:
-    """A gzip, bz2 or xz stream decompressed step by step with the decompressor objects
-    (not GzipFile & co., which drop what a read had decoded when the data turns out
-    cut off): every byte before a corruption is delivered, then the error is raised.
-    Concatenated streams (several gzip members) are read one after another."""
-
-    STEP = 1 << 16
+    """A compressed stream decompressed step by step with decompressor objects (not
+    GzipFile & co., which drop what a read had decoded when the data turns out cut
+    off, nor zstandard's stream reader, which does not notice a cut-off frame): every
+    byte before a corruption is delivered, then the error is raised. Concatenated
+    streams (several gzip members, zstd frames) are read one after another."""
 
     def __init__(self, raw: Counting, kind: str) -> None:
         self.raw = raw
         self.kind = kind
+        # zstandard's decompressor takes no output bound: feed it small steps.
+        self.step = 1 << 13 if kind == "zstd" else 1 << 16
         self.d = self._new()
         self.tail = b""  # compressed input not handed to the decompressor yet
         self.started = False  # the current stream has had input
@@ -265,28 +260,39 @@ class _Inflater:
     def _new(self) -> Any:
         if self.kind == "gzip":
             return zlib.decompressobj(wbits=31)
-        return bz2.BZ2Decompressor() if self.kind == "bz2" else lzma.LZMADecompressor()
+        if self.kind == "bz2":
+            return bz2.BZ2Decompressor()
+        if self.kind == "xz":
+            return lzma.LZMADecompressor()
+        zstd = _zstd_module()
+        if hasattr(zstd.ZstdDecompressor(), "decompressobj"):
+            return zstd.ZstdDecompressor().decompressobj()  # zstandard
+        return zstd.ZstdDecompressor()  # compression.zstd: like lzma's
+
+    def _input(self) -> bytes:
+        data, self.tail = self.tail or self.raw.read(self.step), b""
+        if data:
+            self.started = True
+        return data
 
     def read(self, n: int) -> bytes:
         while True:
             d = self.d
             if self.kind == "gzip":
-                data = d.unconsumed_tail or self.tail or self.raw.read(self.STEP)
-                self.tail = b""
+                data = d.unconsumed_tail or self._input()
                 if not data:
                     return self._end()
-                self.started = True
                 out = d.decompress(data, n)
-            else:
-                if d.needs_input:
-                    data = self.tail or self.raw.read(self.STEP)
-                    self.tail = b""
-                    if not data:
-                        return self._end()
-                    self.started = True
-                else:
-                    data = b""
+            elif hasattr(d, "needs_input"):  # bz2, xz, compression.zstd
+                data = self._input() if d.needs_input else b""
+                if d.needs_input and not data:
+                    return self._end()
                 out = d.decompress(data, n)
+            else:  # zstandard: no output bound, no needs_input
+                data = self._input()
+                if not data:
+                    return self._end()
+                out = d.decompress(data)
             if d.eof:
                 rest = d.unused_data  # (zlib's unconsumed_tail repeats it at the end)
                 # Padding of NUL bytes after the last stream is allowed (gzip's tools do).
@@ -303,18 +309,6 @@ class _Inflater:
 
     def close(self) -> None:
         self.raw.close()
-
-
-class _SmallReads:
-    def __init__(self, inner: Any, step: int) -> None:
-        self.inner = inner
-        self.step = step
-
-    def read(self, n: int) -> bytes:
-        return self.inner.read(min(n, self.step))
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def _ascii_compatible(encoding: str) -> bool:
