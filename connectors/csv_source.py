@@ -52,7 +52,6 @@ from streamad.schema import Schema
 
 RAW_CHARS = 1000  # of a rejected line kept in the rejects file
 _SURROGATE = re.compile("[\udc80-\udcff]")  # an undecodable byte, after surrogateescape
-_READ = 1 << 20
 # Control bytes that do not belong in text (tab, LF, VT, FF and CR do; ESC may in
 # coloured text).
 _CONTROL = bytes(b for b in range(32) if b not in b"\t\n\x0b\x0c\r\x1b") + b"\x7f"
@@ -77,8 +76,10 @@ class CsvSource:
         encoding: str = "utf-8",
         limit: int | None = None,
         max_line_bytes: int = 1 << 20,
+        read_size: int = 1 << 20,
     ) -> None:
         self.path = Path(path)
+        self.read_size = read_size  # bytes read at a time (tests make it tiny)
         self.chunk_rows = chunk_rows
         self.limit = limit
         self.max_line_bytes = max_line_bytes
@@ -95,7 +96,7 @@ class CsvSource:
             head = s.head
             # The header may be longer than the head: read on to its end.
             while not _has_first_line(head) and len(head) <= max_line_bytes:
-                more = s.read(_READ)
+                more = s.read(read_size)
                 if not more:
                     break
                 head += more
@@ -119,7 +120,7 @@ class CsvSource:
         try:
             names = next(csv.reader([header_text], delimiter=self.delimiter, strict=True), [])
         except csv.Error as e:
-            raise InputError(f"{self.path}, line {self.header_line}: the column names are not valid CSV ({e})") from None
+            raise InputError(f"{self.path}, line {self.header_line}: the column names are not valid CSV ({_csv_error(e)})") from None
         self.columns = [_clean_name(c) for c in names]
         if not any(self.columns):
             raise InputError(f"{self.path}: the first line must name the columns")
@@ -155,7 +156,7 @@ class CsvSource:
         emitted = 0
         last_line = 0
         try:
-            for start, body, oversized, unterminated in _blocks(reader, self.max_line_bytes, self.header_line):
+            for start, body, oversized, unterminated in _blocks(reader, self.max_line_bytes, self.header_line, self.read_size):
                 # A last line without newline is cut off when the compressed stream broke.
                 for p in parser.parse(start, body, oversized, cut_off=unterminated and stream.error is not None):
                     n = len(p)
@@ -252,13 +253,13 @@ class _LineParser:
         rejects: list[Reject] = []
         malformed: dict[int, str] = {}
         if quotes:
-            for i, ln in enumerate(tlines):
-                if '"' in ln:
-                    try:
-                        rows[i] = next(csv.reader((ln,), delimiter=d, strict=True))
-                    except csv.Error as e:
-                        rows[i] = None
-                        malformed[i] = "unbalanced quote" if "unexpected end of data" in str(e) else str(e)
+            qidx = [i for i, ln in enumerate(tlines) if '"' in ln]
+            for i, row in zip(qidx, _parse_quoted([tlines[i] for i in qidx], d)):
+                if isinstance(row, str):
+                    rows[i] = None
+                    malformed[i] = row
+                else:
+                    rows[i] = row
         if self.check_blank:
             bad = [i for i, r in enumerate(rows) if r is None or len(r) != ncol or not tlines[i].strip(WHITESPACE_STR)]
         else:
@@ -332,7 +333,7 @@ class _Parsed:
 Block = tuple[int, "bytes | None", "tuple[int, bytes, int] | None", bool]
 
 
-def _blocks(reader: CountingReader, max_line: int, header_line: int) -> Iterator[Block]:
+def _blocks(reader: CountingReader, max_line: int, header_line: int, read_size: int) -> Iterator[Block]:
     """The lines after the header, in file order: runs of complete lines as (number of
     the first line, the lines' bytes without the last newline, None, unterminated),
     and each line longer than ``max_line`` alone as (its number, None, (its number,
@@ -368,7 +369,7 @@ def _blocks(reader: CountingReader, max_line: int, header_line: int) -> Iterator
             yield first + len(lines) - len(run), b"\n".join(run), None, unterminated
 
     while True:
-        data = reader.read(_READ)
+        data = reader.read(read_size)
         if not data:
             break
         if skipping is not None:
@@ -447,6 +448,42 @@ def _sniff(lines: list[str]) -> str:
         if score > best_score:
             best, best_score = d, score
     return best
+
+
+def _parse_quoted(lines: list[str], d: str) -> list[list[str] | str]:
+    """Each line's fields, or what is wrong with its quoting. One csv reader reads all
+    the lines; a record it made of more than one line (a quote left open) or could not
+    make is parsed again line by line, so that each line stands alone."""
+    out: list[list[str] | str] = [""] * len(lines)
+    reader = csv.reader(lines, delimiter=d, strict=True)
+    done = 0  # lines the reader has consumed
+    while done < len(lines):
+        try:
+            row: list[str] | None = next(reader)
+        except StopIteration:
+            break
+        except csv.Error:
+            row = None
+        if row is not None and reader.line_num == done + 1:
+            out[done] = row
+        else:
+            for k in range(done, reader.line_num):
+                try:
+                    out[k] = next(csv.reader((lines[k],), delimiter=d, strict=True))
+                except csv.Error as e:
+                    out[k] = _csv_error(e)
+        done = reader.line_num
+    return out
+
+
+def _csv_error(e: csv.Error) -> str:
+    """The csv module's complaint about one line, in the words of this reader."""
+    text = str(e)
+    if "unexpected end of data" in text:
+        return "unbalanced quote"
+    if "new-line character" in text:
+        return "a carriage return inside an unquoted field"
+    return text
 
 
 def _field_count(line: str, d: str) -> int:

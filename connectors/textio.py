@@ -219,7 +219,7 @@ class DecodedStream:
     def read(self, n: int = 1 << 20) -> bytes:
         """Up to about ``n`` bytes; ``b""`` only at the end of the data."""
         if self._pending:
-            out, self._pending = self._pending, b""
+            out, self._pending = self._pending[:n], self._pending[n:]
             return out
         while not self._eof:
             out = self._transform(self._read_inner(n), final=self._eof)
