@@ -37,9 +37,9 @@ from __future__ import annotations
 
 import csv
 import re
-from dataclasses import dataclass
 import time
 import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 

@@ -344,15 +344,17 @@ def _to_seconds(texts: list[str], fmt: str) -> np.ndarray:
             res[ok] = us / 1e6
         return res
 
+    # The parser's failure on a text is that text's failure, whatever the exception:
+    # one bad value can fail the whole column (out of bounds...), so go one by one.
     try:
         return convert(texts)
-    except (ValueError, TypeError, OverflowError, OSError):
-        pass  # one value can fail the whole column (out of bounds...): go one by one
+    except Exception:
+        pass
     res = np.full(len(texts), np.nan)
     for i, t in enumerate(texts):
         try:
             res[i] = convert([t])[0]
-        except (ValueError, TypeError, OverflowError, OSError):
+        except Exception:
             pass
     return res
 
