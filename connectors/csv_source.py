@@ -45,7 +45,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from connectors.textio import WHITESPACE, WHITESPACE_STR, CountingReader, DecodedStream, count_records
+from connectors.textio import WHITESPACE, WHITESPACE_STR, CountingReader, DecodedStream, count_records, physical_lines
 from streamad.errors import InputError
 from streamad.records import Batch, Lane, Reject
 from streamad.schema import Schema
@@ -188,6 +188,11 @@ class CsvSource:
             self.records_in_file = max(counted.nonblank - 1, 0)
         else:
             self.records_in_file = max(reader.counter.nonblank - 1, 0)
+
+    def end_offset(self) -> int:
+        """One past the last line number of the file once decompressed and decoded (like
+        a Kafka end offset, for lag = end offset - position); reads the file through."""
+        return physical_lines(self.path) + 1
 
     def commit(self, offsets: object) -> None:
         return None

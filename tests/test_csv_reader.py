@@ -224,7 +224,7 @@ def test_compressed_files_read_like_plain_ones_whatever_their_name(tmp_path, kin
     X0, offsets0, _ = read_all(CsvSource(plain))
     assert np.array_equal(X, X0) and np.array_equal(offsets, offsets0) and not rejects
     assert src.progress == (p.stat().st_size, p.stat().st_size)  # over the compressed bytes
-    assert physical_lines(p) == 20_001
+    assert physical_lines(p) == 20_001 and src.end_offset() == 20_002
 
 
 def test_a_plain_file_named_gz_is_read_as_plain(tmp_path):
