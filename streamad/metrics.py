@@ -146,6 +146,7 @@ class MetricsObserver:
         self.end_offsets: dict[Lane, int] = {}
         self.positions: dict[Lane, int] = {}
         self._lanes: set[Lane] = set()
+        self._lag_lanes: set[Lane] = set()
         self._drift_kinds = KINDS
         self.server: Any = None
         self.thread: threading.Thread | None = None
@@ -176,7 +177,20 @@ class MetricsObserver:
         self.score_ratio = VectorHistogram(
             "streamad_score_threshold_ratio", "Anomaly scores divided by the threshold in force (1 = alarm level).", ("stream",), RATIO_BUCKETS, reg
         )
-        self.lag_gauge = Gauge("streamad_consumer_lag_records", "Records in the source not yet read (Kafka: end offset minus position).", L, registry=reg)
+        self.lag_gauge = Gauge(
+            "streamad_consumer_lag_records",
+            "Records not yet done, per partition this worker holds. Kafka: the high-water mark at the latest fetch minus the "
+            "committed offset (before the first commit, minus where reading started); file replay: records left in the file.",
+            L,
+            registry=reg,
+        )
+        self.offset_resets = Counter(
+            "streamad_offset_resets_total",
+            "Kafka partitions found with their committed offset or checkpoint outside the broker's range, by reason "
+            "(beyond_end: past the high-water mark; before_start: below the log start).",
+            (*L, "reason"),
+            registry=reg,
+        )
         self.threshold = Gauge("streamad_threshold", "Alarm threshold in force for the last window (set once finite).", L, registry=reg)
         self.warmup = Gauge("streamad_detector_warmup", "1 while the detector is still warming up, else 0.", L, registry=reg)
         self.loe_flag = Gauge("streamad_loe_flag_ratio", "Share of the last window that latent outlier exposure labelled anomalous.", L, registry=reg)
@@ -224,7 +238,7 @@ class MetricsObserver:
     # -- lag -------------------------------------------------------------------------------------
 
     def observe_lag(self, lane: Lane, lag: int | float) -> None:
-        """Records of ``lane`` not yet read (Kafka: end offset minus the consumer's position)."""
+        """Records of ``lane`` not yet done (Kafka: high-water mark minus committed offset)."""
         self.lag_gauge.labels(*_lane(lane)).set(max(0.0, float(lag)))
 
     def set_end_offsets(self, end_offsets: Mapping[Lane, int]) -> None:
@@ -249,6 +263,18 @@ class MetricsObserver:
             return
         for lane, lag in lags.items():
             self.observe_lag(lane, lag)
+        # A partition that moved to another worker is that worker's to report: a value
+        # left behind here would be stale from then on.
+        for lane in self._lag_lanes - set(lags):
+            try:
+                self.lag_gauge.remove(*_lane(lane))
+            except KeyError:
+                pass
+        self._lag_lanes = set(lags)
+
+    def on_offset_reset(self, lane: Lane, reason: str) -> None:
+        """A Kafka partition's committed offset or checkpoint was outside the broker's range."""
+        self.offset_resets.labels(*_lane(lane), reason).inc()
 
     # -- observer hooks ----------------------------------------------------------------------
 

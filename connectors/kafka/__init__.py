@@ -1,20 +1,37 @@
 """Kafka: a consumer-group source, detection and dead-letter sinks, and the app that
-runs the pipeline between them (``streamad run``). Uses kafka-python."""
+runs the pipeline between them (``streamad run``). Uses kafka-python.
 
-from connectors.kafka.app import KafkaApp, KafkaStartError, run
-from connectors.kafka.decoder import JsonDecoder, KafkaReject
-from connectors.kafka.sink import DeliveryError, DeliveryInterrupted, KafkaDeadLetterSink, KafkaDetectionSink
-from connectors.kafka.source import KafkaSource
+Names are imported on first use, so ``connectors.kafka.signals`` can be imported
+(and its handlers installed) before kafka-python is loaded.
+"""
 
-__all__ = [
-    "KafkaApp",
-    "KafkaStartError",
-    "run",
-    "JsonDecoder",
-    "KafkaReject",
-    "KafkaSource",
-    "KafkaDetectionSink",
-    "KafkaDeadLetterSink",
-    "DeliveryError",
-    "DeliveryInterrupted",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "KafkaApp": "app",
+    "KafkaStartError": "app",
+    "OffsetResetError": "source",
+    "run": "app",
+    "JsonDecoder": "decoder",
+    "KafkaReject": "decoder",
+    "KafkaSource": "source",
+    "KafkaDetectionSink": "sink",
+    "KafkaDeadLetterSink": "sink",
+    "DeliveryError": "sink",
+    "DeliveryInterrupted": "sink",
+    "StopSignals": "signals",
+}
+
+__all__ = list(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

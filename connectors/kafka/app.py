@@ -5,15 +5,15 @@ dead-letter sink. At every commit point, in this order: detections and dead lett
 are sent, the producer is flushed and every send is checked, each partition's model
 state is checkpointed with the offset it learned through, and only then are the
 input offsets committed (at-least-once). SIGTERM or SIGINT finishes the current
-windows, flushes, checkpoints, commits and leaves the group; a second one exits at
-once (nothing uncommitted is lost: it is read again at the next start). A broker
-that cannot be reached, at start or later, is retried with backoff.
+windows, flushes, checkpoints, commits and leaves the group, giving unacknowledged
+sends ``kafka.stop_grace_seconds`` more; a second one exits at once (nothing
+uncommitted is lost: it is read again at the next start). A broker that cannot be
+reached, at start or later, is retried with backoff.
 """
 
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from contextlib import contextmanager
@@ -27,8 +27,9 @@ from streamad.records import Lane
 from streamad.state import StateStore
 
 from connectors.kafka.decoder import JsonDecoder
-from connectors.kafka.options import Backoff, RepeatFilter, client_options, redacted, sleep
-from connectors.kafka.sink import DeliveryInterrupted, KafkaDeadLetterSink, KafkaDetectionSink, KafkaDriftSink, _describe, _retriable
+from connectors.kafka.options import Backoff, RepeatFilter, client_options, quiet_kafka, redacted, sleep
+from connectors.kafka.signals import StopSignals, main_thread
+from connectors.kafka.sink import DeliveryInterrupted, KafkaDeadLetterSink, KafkaDetectionSink, KafkaDriftSink, Producer, _describe, _retriable
 from connectors.kafka.source import KafkaSource
 from connectors.sinks import FanoutSink
 
@@ -37,10 +38,10 @@ log = logging.getLogger("streamad.kafka")
 # A bootstrap attempt gives up after this long, so streamad's own retry line (and a
 # stop signal) come through; a client option `bootstrap_timeout_ms` overrides it.
 BOOTSTRAP_TIMEOUT_MS = 5_000
-# After a stop request, unacknowledged messages are still re-sent for this long (the
-# graceful path); then the worker leaves without committing them (Kubernetes waits 30 s
-# between SIGTERM and SIGKILL).
-STOP_GRACE_SECONDS = 20.0
+# Once the graceful part of a stop is over, closing each client waits at most this
+# long (leaving the group, flushing what is left): a stop is over in about
+# kafka.stop_grace_seconds plus twice this, broker or not.
+CLOSE_TIMEOUT_SECONDS = 2.0
 
 
 class KafkaStartError(StreamadError):
@@ -50,10 +51,11 @@ class KafkaStartError(StreamadError):
 class KafkaApp:
     """Wires settings, clients, source, sinks, state store and pipeline, and runs them.
 
-    ``observers`` receive the pipeline's hooks (metrics); ``lag()`` gives the consumer
-    lag per partition; ``stop()`` asks for a graceful stop from any thread;
-    ``on_ack(id, metadata)`` (optional) is called from the producer's thread when the
-    broker acknowledges a detection.
+    ``observers`` receive the pipeline's hooks (metrics), and ``on_offset_reset(lane,
+    reason)`` when they have it; ``lag()`` gives the consumer lag per partition;
+    ``stop()`` asks for a graceful stop from any thread; ``on_ack(id, metadata)``
+    (optional) is called from the producer's thread when the broker acknowledges a
+    detection.
     """
 
     def __init__(
@@ -86,15 +88,22 @@ class KafkaApp:
         self.source: KafkaSource | None = None
         self.decoder: JsonDecoder | None = None
 
-    def stop(self, grace_seconds: float = STOP_GRACE_SECONDS) -> None:
+    def stop(self, grace_seconds: float | None = None) -> None:
         """Stop gracefully (from any thread); sends the broker has not acknowledged are
-        retried for ``grace_seconds`` more, then given up (and not committed)."""
-        deadline = time.monotonic() + grace_seconds
+        retried for ``grace_seconds`` more (default ``kafka.stop_grace_seconds``), then
+        given up (and not committed)."""
+        grace = self.kafka.stop_grace_seconds if grace_seconds is None else grace_seconds
+        deadline = time.monotonic() + grace
         self._deadline = deadline if self._deadline is None else min(self._deadline, deadline)
         self._stop.set()
 
     def _give_up(self) -> bool:
         return self._stop.is_set() and (self._deadline is None or time.monotonic() >= self._deadline)
+
+    def _time_left(self) -> float | None:
+        if not self._stop.is_set() or self._deadline is None:
+            return None
+        return max(0.0, self._deadline - time.monotonic())
 
     @property
     def stopping(self) -> bool:
@@ -113,18 +122,20 @@ class KafkaApp:
         with self._signals():
             consumer = self._connect("consumer", self.consumer_options)
             if consumer is None:
+                log.info("stopped before connecting to the brokers: nothing was read")
                 return Counts()
             try:
                 producer = self._connect("producer", self.producer_options)
             except BaseException:
-                consumer.close(autocommit=False, timeout_ms=2_000)
+                self._close_quietly(consumer.close, autocommit=False, timeout_ms=int(CLOSE_TIMEOUT_SECONDS * 1000))
                 raise
             if producer is None:
-                consumer.close(autocommit=False, timeout_ms=2_000)
+                self._close_quietly(consumer.close, autocommit=False, timeout_ms=int(CLOSE_TIMEOUT_SECONDS * 1000))
+                log.info("stopped before connecting to the brokers: nothing was read")
                 return Counts()
-            return self._run(consumer, producer)
+            return self._run(consumer, Producer(producer, lambda: self._connect("producer", self.producer_options)))
 
-    def _run(self, consumer: Any, producer: Any) -> Counts:
+    def _run(self, consumer: Any, producer: Producer) -> Counts:
         s, k = self.settings, self.kafka
         store = StateStore(s.state.dir) if s.state.dir is not None else None
         if store is None:
@@ -140,6 +151,9 @@ class KafkaApp:
         source.resume_offset = self._resume
         source.handoff = self._handoff
         source.drop = pipeline.release
+        source.rewind = self._rewind
+        source.on_reset = self._offset_reset
+        source.time_left = self._time_left
         log.info(
             "streamad run: group %s reads %s; detections to %s, dead letters to %s; detector %s, window %d records or %.3g s; state %s",
             k.group_id,
@@ -164,11 +178,11 @@ class KafkaApp:
             # Anything still unacknowledged must not hold up leaving the group.
             self.stop(grace_seconds=0)
             pipeline.release(list(pipeline.lanes))
-            source.close()
-            try:
-                producer.close(timeout=5)
-            except Exception as e:  # noqa: BLE001
-                log.warning("kafka: closing the producer: %s", e)
+            with quiet_kafka(self.settings.log_level == "DEBUG"):
+                # Closing cancels kafka-python's pending requests, which it reports
+                # as errors ("Metadata refresh: failed Cancelled"): not news here.
+                source.close(timeout_ms=int(CLOSE_TIMEOUT_SECONDS * 1000))
+                self._close_quietly(producer.close, timeout=CLOSE_TIMEOUT_SECONDS)
         c = pipeline.counts
         log.info(
             "stopped%s after %.1f s: read %d, scored %d, dead-lettered %d%s, skipped %d (learned before), alarms %d; %d detections sent",
@@ -184,7 +198,14 @@ class KafkaApp:
         )
         return c
 
-    def _drift_log(self, producer: Any) -> DriftLog | None:
+    @staticmethod
+    def _close_quietly(close: Callable[..., Any], **kwargs: Any) -> None:
+        try:
+            close(**kwargs)
+        except Exception as e:  # noqa: BLE001
+            log.warning("kafka: closing a client: %s", _describe(e))
+
+    def _drift_log(self, producer: Producer) -> DriftLog | None:
         """Drift events are logged, and sent to the drift topic and/or file when set."""
         s, k = self.settings, self.kafka
         if not s.drift.enabled:
@@ -212,6 +233,23 @@ class KafkaApp:
         if self.decoder.features is None and self.pipeline.feature_names is not None:
             self.decoder.fix(self.pipeline.feature_names)
         return offset
+
+    def _rewind(self, lane: Lane, offset: int | None) -> None:
+        """After an offset reset: the lane's model keeps what it learned and goes on
+        from ``offset`` (records it held from before are scored first)."""
+        assert self.pipeline is not None
+        lm = self.pipeline.lanes.get(lane)
+        if lm is None:
+            return
+        self.pipeline.drain([lane])
+        lm.next_offset = offset
+        lm.read_offset = offset
+
+    def _offset_reset(self, lane: Lane, reason: str) -> None:
+        for obs in self.observers:
+            hook = getattr(obs, "on_offset_reset", None)
+            if hook is not None:
+                hook(lane, reason)
 
     def _handoff(self, lanes: list[Lane]) -> Mapping[Lane, int]:
         assert self.pipeline is not None
@@ -267,32 +305,40 @@ class KafkaApp:
 
     @contextmanager
     def _signals(self) -> Iterator[None]:
-        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+        """The first SIGTERM/SIGINT stops gracefully, a later one exits at once. The
+        handlers may already be in place (a command installs them before its slow
+        imports): a signal that came then stops this app as soon as it starts."""
+        if not self.handle_signals or not main_thread():
             yield
             return
+        own = StopSignals.current() is None
+        signals = StopSignals.install()
 
-        first: list[float] = []
-
-        def on_signal(signum: int, frame: Any) -> None:
-            name = signal.Signals(signum).name
-            now = time.monotonic()
-            if first:
-                # One signal can arrive twice (sent to the process and to its group,
-                # as `timeout` does): only a later one means "now".
-                if now - first[0] >= 1.0:
-                    log.warning("%s again: exiting now; records after the last commit are read again at the next start", name)
-                    raise SystemExit(128 + signum)
-                return
-            first.append(now)
+        def on_stop(name: str) -> None:
             self.stop()
-            log.info("%s: finishing the current windows, flushing, checkpointing, committing, leaving the group (again: exit at once)", name)
+            if self.settings.log_level != "DEBUG":
+                # From now on streamad says what it waits for; kafka-python's own
+                # reconnect errors and cancelled requests are not news.
+                logging.getLogger("kafka").setLevel(logging.CRITICAL + 1)
+            if signals.logged:
+                return
+            if self.pipeline is None:
+                log.info("%s: stopping before anything is read", name)
+            else:
+                log.info(
+                    "%s: finishing the current windows, flushing, checkpointing, committing, leaving the group "
+                    "(in about %.3g s at most; again: exit at once)",
+                    name,
+                    self.kafka.stop_grace_seconds + 2 * CLOSE_TIMEOUT_SECONDS,
+                )
 
-        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        signals.listen(on_stop)
         try:
             yield
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            signals.forget(on_stop)
+            if own:
+                signals.uninstall()
 
 
 def run(settings: Settings, observers: Iterable[Observer] = ()) -> Counts:

@@ -23,16 +23,16 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass, replace
-from typing import Any, Callable, Protocol, Sequence
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 import orjson
 
 from streamad.config import RecordSettings
-from streamad.errors import InputError
 from streamad.records import Batch, Lane, Reject
-from streamad.schema import LABEL_NAMES, TIMESTAMP_NAMES, Schema
+from streamad.schema import GROUND_TRUTH_NAMES, LABEL_NAMES, TIMESTAMP_NAMES, Schema
 
 log = logging.getLogger("streamad.kafka")
 
@@ -56,11 +56,23 @@ class JsonDecoder:
     """Parses JSON objects into batches with a fixed schema.
 
     The feature names come from ``record.features``, from a checkpoint (``fix``), or
-    are inferred once from the first valid message: its numeric fields, less the
-    key, timestamp, label and excluded fields (and, with ``guess_roles``, fields whose
-    names say they are a timestamp or ground truth). After that they never change.
-    Without a ``record.key`` field the message's Kafka key is the record key; without
-    a timestamp field its Kafka timestamp is the event time.
+    are inferred once, from the first batch that holds a usable object: an object
+    whose candidate fields (all but the key, timestamp, label and excluded fields,
+    and with ``guess_roles`` fields whose names say they are a timestamp or ground
+    truth) hold finite numbers or text, at least one a number. The features are the
+    numeric fields of the most common shape (set of numeric fields) among the batch's
+    usable objects, the first of those shapes on a tie, in the order of its first
+    object: a malformed message in a batch of good ones does not decide them. After
+    that they never change.
+
+    Every message is judged by the same rules whatever came before it: the checks
+    that need no schema (empty, oversized, not UTF-8, not JSON, not an object; and,
+    when the features are inferred, an object with no number in any candidate field)
+    come first, then the fixed schema's. Only a batch without a single usable object
+    is judged without a schema: the first null (``missing_field``) or non-finite
+    (``non_finite``) value is named, as the schema would name it. Without a
+    ``record.key`` field the message's Kafka key is the record key; without a
+    timestamp field its Kafka timestamp is the event time.
     """
 
     def __init__(
@@ -73,6 +85,10 @@ class JsonDecoder:
         self.max_bytes = max_message_bytes
         self.on_features = on_features
         self._features: tuple[str, ...] | None = tuple(record.features) if record.features else None
+        # Features inferred (now or by the worker that wrote a checkpoint): an object
+        # without any number can be refused before the schema is known, and is then
+        # refused the same way after.
+        self._inferring = not record.features
         self.schema: Schema | None = None
 
     @property
@@ -92,14 +108,21 @@ class JsonDecoder:
         rejects: list[Reject] = []
         for m in messages:
             obj, code, reason = self._load(m.value)
-            if code is None and self.schema is None:
-                code, reason = self._resolve(obj, lane, m.offset)
+            if code is None:
+                code, reason = self._precheck(obj)
             if code is not None:
                 rejects.append(_reject(lane, m, code, str(reason)))
                 continue
             objs.append(obj)
             kept.append(m)
-        if self.schema is None:  # nothing valid yet: everything was rejected
+        if self.schema is None and objs:
+            self._fix_schema(objs, kept, lane)
+        if self.schema is None:
+            # Not one usable object: judge each without a schema.
+            for obj, m in zip(objs, kept):
+                code, reason, fld = self._judge_without_schema(obj)
+                rejects.append(_reject(lane, m, code, reason, fld))
+            rejects.sort(key=lambda r: r.offset)
             return Batch(lane, np.empty((0, 0)), np.empty(0, dtype=np.int64), arrival=arrival, rejects=rejects)
         offsets = np.fromiter((m.offset for m in kept), dtype=np.int64, count=len(kept))
         batch = self._parse(objs, offsets, lane, kept, arrival, rejects)
@@ -152,53 +175,108 @@ class JsonDecoder:
             except (ValueError, RecursionError):
                 return None, "not_json", f"not JSON: {e}"
 
-    def _resolve(self, obj: Any, lane: Lane, offset: int) -> tuple[str | None, str | None]:
-        """Fix the schema from the first usable object; (code, reason) when it is not one."""
+    # -- rules that need no schema ----------------------------------------------------------
+
+    def _precheck(self, obj: Any) -> tuple[str | None, str | None]:
         if not isinstance(obj, dict):
             return "not_object", f"expected a JSON object, got {_json_type(obj)}"
+        if self._inferring and not any(_is_number(obj[f]) for f in self._candidates(obj)):
+            return "non_numeric", f"no number in any field (fields: {', '.join(map(str, obj))[:200]})"
+        return None, None
+
+    def _roles(self, obj: Mapping[str, Any]) -> tuple[str | None, str | None]:
+        """(timestamp, label) fields of an object: configured, else guessed by name."""
+        if self.schema is not None:
+            return self.schema.timestamp, self.schema.label
         r = self.record
-        timestamp, label, guess = r.timestamp, r.label, r.guess_roles
-        if self._features is not None and guess:
-            # Known features are never guessed to be a timestamp or a label.
-            free = {str(c).lower(): c for c in obj if c not in self._features}
+        timestamp, label = r.timestamp, r.label
+        if r.guess_roles:
+            named = set(self._features or ()) | {r.key} | set(r.exclude)
+            free = {str(c).lower(): c for c in obj if c not in named}
             timestamp = timestamp or next((free[n] for n in TIMESTAMP_NAMES if n in free), None)
             label = label or next((free[n] for n in LABEL_NAMES if n in free), None)
-            guess = False
-        base = Schema(features=self._features, key=r.key, timestamp=timestamp, label=label)
-        try:
-            schema = base.resolve(list(obj), guess=guess)
-        except InputError as e:
-            return "missing_field", str(e)
-        inferred = self._features is None
-        if inferred:
-            assert schema.features is not None
-            excluded = set(r.exclude)
-            candidates = [f for f in schema.features if f not in excluded]
-            numeric = tuple(f for f in candidates if _is_number(obj[f]))
-            bad = next((f for f in numeric if not math.isfinite(obj[f])), None)
-            if bad is not None:
-                return "non_finite", f"non-finite value {obj[bad]!r} in field '{bad}'"
-            if not numeric:
-                return "non_numeric", f"no numeric field to infer the features from (fields: {', '.join(map(str, obj))[:200]})"
-            schema = replace(schema, features=numeric)
-            ignored = [f for f in candidates if f not in numeric]
+        return timestamp, label
+
+    def _candidates(self, obj: Mapping[str, Any]) -> list[str]:
+        """Fields of an object that can be features."""
+        if self.schema is not None and not self._inferring:
+            return [f for f in self.schema.features or () if f in obj]
+        r = self.record
+        timestamp, label = self._roles(obj)
+        skip = {r.key, timestamp, label, *r.exclude}
+        truth = set(GROUND_TRUTH_NAMES) if r.guess_roles else set()
+        return [c for c in obj if c not in skip and str(c).lower() not in truth]
+
+    def _usable(self, obj: Mapping[str, Any]) -> tuple[str, ...] | None:
+        """The numeric fields of an object that can fix the schema, else None."""
+        numeric = []
+        for f in self._candidates(obj):
+            v = obj[f]
+            if v is None:
+                return None
+            if _is_number(v):
+                if not math.isfinite(v):
+                    return None
+                numeric.append(f)
+            elif isinstance(v, (dict, list, bool)):
+                return None
+        return tuple(numeric) or None
+
+    def _judge_without_schema(self, obj: Mapping[str, Any]) -> tuple[str, str, str | None]:
+        for f in self._candidates(obj):
+            v = obj[f]
+            if v is None:
+                return "missing_field", f"missing value (null) in field '{f}'", f
+            if _is_number(v) and not math.isfinite(v):
+                return "non_finite", f"non-finite value {float(v)!r} in field '{f}'", f
+        # An object with numbers but also a nested value or a boolean: the schema would
+        # take the numbers; without one, nothing can be said about the rest.
+        return "non_numeric", f"no schema can be inferred from this record (fields: {', '.join(map(str, obj))[:200]})", None
+
+    # -- fixing the schema -------------------------------------------------------------------
+
+    def _fix_schema(self, objs: list[Any], kept: list[Message], lane: Lane) -> None:
+        r = self.record
+        if self._features is not None:
+            numeric, share = self._features, ""
+            members = [o for o in objs if all(f in o for f in numeric)] or objs
+        else:
+            usable = [self._usable(o) for o in objs]
+            # A shape is a set of fields: producers need not keep the fields' order.
+            shapes = [None if u is None else frozenset(u) for u in usable]
+            counts = Counter(s for s in shapes if s is not None)
+            if not counts:
+                return
+            best = max(counts.values())
+            ref = next(i for i, s in enumerate(shapes) if s is not None and counts[s] == best)
+            numeric = usable[ref]
+            assert numeric is not None
+            share = f"{best} of its {len(objs)} objects have this shape; "
+            members = [o for o, shape in zip(objs, shapes) if shape == shapes[ref]]
+        # A timestamp or label is guessed from the fields every such object has, so an
+        # odd field of one object does not become a role.
+        first = members[0]
+        timestamp, label = self._roles({c: first[c] for c in first if all(c in o for o in members)})
+        ref = next(i for i, o in enumerate(objs) if o is first)
+        self.schema = Schema(features=numeric, key=r.key, timestamp=timestamp, label=label)
+        if share:
+            ignored = [f for f in self._candidates(objs[ref]) if f not in numeric]
             log.info(
-                "features inferred from the first valid message (%s offset %d), fixed from now on: %s%s",
+                "features inferred from the first batch of %s (%sthe first at offset %d), fixed from now on: %s%s",
                 lane,
-                offset,
+                share,
+                kept[ref].offset,
                 ", ".join(numeric),
                 f"; ignored non-numeric fields: {', '.join(ignored)}" if ignored else "",
             )
         log.info(
             "record key: %s; event time: %s%s",
-            f"field {schema.key!r}" if schema.key else "the Kafka message key",
-            f"field {schema.timestamp!r}" if schema.timestamp else "the Kafka message timestamp",
-            f"; label field {schema.label!r} (never a feature)" if schema.label else "",
+            f"field {r.key!r}" if r.key else "the Kafka message key",
+            f"field {timestamp!r}" if timestamp else "the Kafka message timestamp",
+            f"; label field {label!r} (never a feature)" if label else "",
         )
-        self.schema = schema
-        if inferred and self.on_features is not None:
-            self.on_features(numeric)
-        return None, None
+        if share and self.on_features is not None:
+            self.on_features(tuple(numeric))
 
 
 def _reject(lane: Lane, m: Message, code: str, reason: str, field: str | None = None) -> KafkaReject:

@@ -6,7 +6,8 @@ import difflib
 import logging
 import random
 import time
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from kafka.partitioner.default import murmur2
 from kafka.partitioner.sticky import StickyPartitioner
@@ -176,10 +177,12 @@ def sleep(seconds: float, should_stop: Callable[[], bool]) -> bool:
 
 
 class RepeatFilter(logging.Filter):
-    """Lets a repeated kafka-python message through at most once per ``every`` seconds.
+    """Lets a repeated kafka-python message through at most once per ``every`` seconds,
+    and without its traceback (unless kafka-python logs at DEBUG).
 
     kafka-python logs every failed reconnect at ERROR; while a broker is away that is
-    a line every few hundred milliseconds. streamad logs its own line per retry.
+    a line every few hundred milliseconds, some with a traceback of its own network
+    code (a reset connection). streamad logs its own line per retry.
     """
 
     def __init__(self, prefix: str = "kafka", every: float = 60.0) -> None:
@@ -199,4 +202,29 @@ class RepeatFilter(logging.Filter):
         if len(self._last) > 10_000:
             self._last.clear()
         self._last[key] = now
+        if record.exc_info and not logging.getLogger(self.prefix).isEnabledFor(logging.DEBUG):
+            error = record.exc_info[1]
+            record.msg = f"{record.getMessage()} ({_describe(error)})" if error is not None else record.getMessage()
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
         return True
+
+
+@contextmanager
+def quiet_kafka(debug: bool = False) -> Iterator[None]:
+    """kafka-python says nothing meanwhile (unless ``debug``): closing clients cancels
+    their pending requests, which it logs as errors."""
+    logger = logging.getLogger("kafka")
+    level = logger.level
+    if not debug:
+        logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _describe(e: BaseException) -> str:
+    text = str(e)
+    return type(e).__name__ if text in ("", "None", type(e).__name__) or text.startswith(type(e).__name__) else f"{type(e).__name__}: {text}"

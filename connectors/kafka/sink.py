@@ -6,6 +6,10 @@ input offsets after it, so an unacknowledged detection is never covered by a
 commit. A message the broker did not take (gone, timed out) is kept and sent again
 with backoff until it is acknowledged; an error that resending cannot cure
 (authorization, an invalid topic) raises ``DeliveryError`` and nothing is committed.
+
+A broker that lost its producer state (it restarted empty: ``UnknownProducerIdError``,
+``OutOfOrderSequenceNumberError``) takes the messages again from a new producer: the
+idempotent producer's sequence numbers mean nothing to it any more.
 """
 
 from __future__ import annotations
@@ -23,8 +27,13 @@ from connectors.kafka.options import Backoff, sleep
 
 log = logging.getLogger("streamad.kafka")
 
-# How long one flush waits before it says what it is waiting for and checks for a stop.
+# How long one flush waits before it says what it is waiting for; a stop is checked
+# every FLUSH_SLICE_SECONDS.
 FLUSH_WAIT_SECONDS = 5.0
+FLUSH_SLICE_SECONDS = 0.5
+# The broker does not know the producer's idempotence state: resending through a new
+# producer cures it (kafka-python's own epoch bump fails the batches in flight).
+PRODUCER_STATE_ERRORS = ("UnknownProducerIdError", "OutOfOrderSequenceNumberError", "InvalidProducerEpochError", "InvalidProducerIdMappingError")
 
 # Header names of a dead letter (the value is the original message, byte for byte).
 H_CODE = "streamad.error.code"
@@ -45,6 +54,64 @@ class DeliveryInterrupted(Exception):
     """A stop was requested while messages were still unacknowledged (nothing is committed)."""
 
 
+class Producer:
+    """The producer all sinks share, replaced by ``renew()`` when the broker no longer
+    knows its idempotence state. ``make()`` builds a new kafka-python producer (None
+    when asked to stop meanwhile)."""
+
+    def __init__(self, producer: Any, make: Callable[[], Any] | None = None) -> None:
+        self.current = producer
+        self.make = make
+        self.generation = 0
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return getattr(self.current, "config", {})
+
+    def send(self, topic: str, value: bytes | None = None, key: bytes | None = None, headers: Any = None) -> Any:
+        return self.current.send(topic, value=value, key=key, headers=headers)
+
+    def flush(self, timeout: float | None = None) -> None:
+        self.current.flush(timeout=timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        self.current.close(timeout=timeout)
+
+    def broken(self) -> bool:
+        """The producer gave up for good: kafka-python's own recovery from a lost
+        producer state (an epoch bump) failed, and every send fails from now on. (Its
+        transaction manager is the only place that says so.)"""
+        tm = getattr(self.current, "_transaction_manager", None)
+        try:
+            return bool(tm is not None and tm.has_fatal_error())
+        except Exception:  # noqa: BLE001 - another kafka-python version
+            return False
+
+    def renew(self, generation: int) -> bool:
+        """A new producer, unless one was made since ``generation`` (another sink saw
+        the same error first); False when none can be made."""
+        if generation != self.generation:
+            return True
+        if self.make is None:
+            return False
+        old = self.current
+        try:
+            # Waits for what the old one still has in flight: other sinks check those.
+            old.flush(timeout=FLUSH_WAIT_SECONDS)
+        except Exception:  # noqa: BLE001 - what failed is sent again
+            pass
+        new = self.make()
+        if new is None:
+            return False
+        self.current = new
+        self.generation += 1
+        try:
+            old.close(timeout=0)
+        except Exception:  # noqa: BLE001
+            pass
+        return True
+
+
 class _Outbox:
     """Sends through the producer and remembers what the broker has not acknowledged."""
 
@@ -60,6 +127,7 @@ class _Outbox:
         # Messages send() could not hand to the producer.
         self._failed: list[tuple[tuple[Any, ...], BaseException]] = []
         self._blocked: BaseException | None = None
+        self._generation = getattr(producer, "generation", 0)
 
     def send(self, topic: str, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]] | None = None) -> Any:
         msg = (topic, value, key, headers)
@@ -92,12 +160,16 @@ class _Outbox:
     def flush(self) -> None:
         backoff = Backoff(self.retry)
         waited = 0.0
+        told = 0.0
+        renewed = 0
         while True:
             try:
-                self.producer.flush(timeout=FLUSH_WAIT_SECONDS)
+                self.producer.flush(timeout=FLUSH_SLICE_SECONDS)
             except Exception as e:  # noqa: BLE001 - a timeout: acknowledgements still outstanding
-                waited += FLUSH_WAIT_SECONDS
-                log.warning("kafka: waiting for the broker to acknowledge %s (%.0f s so far: %s)", self.what, waited, _describe(e))
+                waited += FLUSH_SLICE_SECONDS
+                if waited - told >= FLUSH_WAIT_SECONDS:
+                    told = waited
+                    log.warning("kafka: waiting for the broker to acknowledge %s (%.0f s so far: %s)", self.what, waited, _describe(e))
                 if self.should_stop():
                     raise DeliveryInterrupted(f"stopped while {self.what} were unacknowledged") from None
                 continue
@@ -107,8 +179,23 @@ class _Outbox:
                 return
             if not failed:
                 continue
+            broken = getattr(self.producer, "broken", None)
+            if broken is not None and broken():
+                stale, failed = failed, []
+            else:
+                stale = [(m, e) for m, e in failed if _producer_state(e)]
+                failed = [(m, e) for m, e in failed if not _producer_state(e)]
             fatal = [(m, e) for m, e in failed if not _retriable(e)]
-            failed = self.refused([(m, e) for m, e in fatal]) + [(m, e) for m, e in failed if _retriable(e)]
+            failed = self.refused(fatal) + [(m, e) for m, e in failed if _retriable(e)]
+            if stale:
+                failed += stale
+                if not self._renew(stale):
+                    self._failed = failed + self._failed
+                    raise DeliveryInterrupted(f"stopped while {len(failed)} {self.what} were unacknowledged")
+                renewed += 1
+                if renewed == 1:
+                    self._resend(failed)
+                    continue
             if not failed:
                 continue
             delay = backoff.next()
@@ -123,9 +210,31 @@ class _Outbox:
             if not sleep(delay, self.should_stop):
                 self._failed = failed + self._failed
                 raise DeliveryInterrupted(f"stopped while {len(failed)} {self.what} were unacknowledged")
-            self._blocked = None
-            for msg, _ in failed:
-                self.send(*msg)
+            self._resend(failed)
+
+    def _resend(self, failed: list[tuple[tuple[Any, ...], BaseException]]) -> None:
+        self._blocked = None
+        for msg, _ in failed:
+            self.send(*msg)
+
+    def _renew(self, stale: list[tuple[tuple[Any, ...], BaseException]]) -> bool:
+        """A new producer for messages the broker refused for its producer state."""
+        renew = getattr(self.producer, "renew", None)
+        if renew is None:
+            self.refused(stale)  # raises: a bare producer cannot be replaced
+            return False
+        generation = self._generation
+        log.warning(
+            "kafka: the broker does not know this producer any more (%s: did it restart without its data?); "
+            "sending %d %s again from a new producer",
+            _describe(stale[0][1]),
+            len(stale),
+            self.what,
+        )
+        if not renew(generation):
+            return False
+        self._generation = self.producer.generation
+        return True
 
     def refused(self, failures: list[tuple[tuple[Any, ...], BaseException]]) -> list[tuple[tuple[Any, ...], BaseException]]:
         """Non-retriable failures: raise, or return messages to send again as they are."""
@@ -267,6 +376,10 @@ class KafkaDeadLetterSink:
 
     def close(self) -> None:
         self.flush()
+
+
+def _producer_state(e: BaseException) -> bool:
+    return type(e).__name__ in PRODUCER_STATE_ERRORS
 
 
 def _retriable(e: BaseException) -> bool:

@@ -11,6 +11,15 @@ between workers with their model state:
   two (records below a checkpoint were learned and delivered before it was written);
 - lost (the group dropped this worker): the partitions are forgotten without a
   checkpoint; their next owner starts from the last checkpoint and commit.
+
+A broker that cannot be reached, refuses or resets connections while the worker
+reads is retried with backoff (``kafka.retry``), one log line per attempt.
+
+An offset outside the broker's range of a partition (the topic was re-created, the
+broker lost its storage, retention deleted records not yet read) is an *offset reset*:
+the committed offset or checkpoint is beyond the partition's high-water mark, the
+first record fetched lies below where reading was positioned, or the log start has
+moved past it. It is logged at ERROR and handled by ``kafka.offset_reset_policy``.
 """
 
 from __future__ import annotations
@@ -20,27 +29,39 @@ import time
 from typing import Any, Callable, Iterator, Mapping
 
 from streamad.config import KafkaSettings
+from streamad.errors import StreamadError
 from streamad.records import Batch, Lane
 
 from connectors.kafka.decoder import JsonDecoder
+from connectors.kafka.options import Backoff, sleep
 
 log = logging.getLogger("streamad.kafka")
 
-# A commit that takes longer is given up (and made again at the next checkpoint) so a
-# broker outage does not stall the worker.
+# A commit or offset look-up that takes longer is given up (and made again later) so
+# a broker outage does not stall the worker.
 COMMIT_TIMEOUT_MS = 5_000
 # After this long without partitions, say so (and every NOTE_EVERY seconds after).
 QUIET_SECONDS = 15.0
 NOTE_EVERY = 30.0
+# Polls that do not fail but bring nothing end an outage after this long.
+OUTAGE_OVER_SECONDS = 10.0
+
+
+class OffsetResetError(StreamadError):
+    """A partition's committed offset or checkpoint is outside the broker's range and
+    ``kafka.offset_reset_policy`` is ``fail``."""
 
 
 class KafkaSource:
     """A consumer-group member yielding ``Batch`` objects (``None`` when a poll is empty).
 
-    The pipeline's side is reached through three hooks set by the app:
+    The pipeline's side is reached through hooks set by the app:
     ``resume_offset(lane)`` (restore a lane; its checkpoint's learned-through offset),
-    ``handoff(lanes)`` (drain, checkpoint and forget lanes; the offsets to commit) and
-    ``drop(lanes)`` (forget lanes without a checkpoint).
+    ``handoff(lanes)`` (drain, checkpoint and forget lanes; the offsets to commit),
+    ``drop(lanes)`` (forget lanes without a checkpoint), ``rewind(lane, offset)``
+    (after an offset reset: the lane's model goes on from ``offset``, None when not
+    known yet), ``on_reset(lane, reason)`` (count an offset reset) and ``time_left()``
+    (seconds left to stop gracefully, None when not stopping).
     """
 
     def __init__(
@@ -59,15 +80,21 @@ class KafkaSource:
         self.resume_offset: Callable[[Lane], int | None] = lambda lane: None
         self.handoff: Callable[[list[Lane]], Mapping[Lane, int]] = lambda lanes: {}
         self.drop: Callable[[list[Lane]], None] = lambda lanes: None
+        self.rewind: Callable[[Lane, int | None], None] = lambda lane, offset: None
+        self.on_reset: Callable[[Lane, str], None] = lambda lane, reason: None
+        self.time_left: Callable[[], float | None] = lambda: None
         self._pending: set[Any] = set()  # assigned, paused, not yet positioned
         self._committed: dict[Any, int] = {}
-        self._start: dict[Any, int] = {}  # first offset read, for the lag before a first commit
-        self._expect: dict[Any, int] = {}  # where reading was positioned, until the first record
+        self._start: dict[Any, int] = {}  # where reading started, for the lag before a first commit
+        self._next: dict[Any, int] = {}  # the offset the partition must reach: where reading stands
         self._lag: dict[Lane, int] = {}
         self._error: BaseException | None = None
+        self._outage: Backoff | None = None
+        self._trouble_at = 0.0
         self._quiet_since = time.monotonic()
         self._noted = 0.0
         self.rebalances = 0
+        self.resets = 0
 
     # -- group membership -----------------------------------------------------------------
 
@@ -140,11 +167,13 @@ class KafkaSource:
             self._error = e
 
     def _forget(self, tps: set[Any]) -> None:
+        lag = dict(self._lag)
         for tp in tps:
             self._committed.pop(tp, None)
             self._start.pop(tp, None)
-            self._expect.pop(tp, None)
-            self._lag.pop(Lane(tp.topic, tp.partition), None)
+            self._next.pop(tp, None)
+            lag.pop(Lane(tp.topic, tp.partition), None)
+        self._lag = lag
 
     @staticmethod
     def _committed_async(offsets: Any, response: Any) -> None:
@@ -156,10 +185,16 @@ class KafkaSource:
         if not self._pending:
             return
         assigned = self.consumer.assignment()
-        for tp in sorted(self._pending, key=lambda t: (t.topic, t.partition)):
-            if tp not in assigned:
-                self._pending.discard(tp)
-                continue
+        self._pending &= assigned
+        todo = sorted(self._pending, key=lambda t: (t.topic, t.partition))
+        if not todo:
+            return
+        try:
+            begins = self.consumer.beginning_offsets(todo, timeout_ms=COMMIT_TIMEOUT_MS)
+        except Exception as e:  # noqa: BLE001 - retried at the next poll
+            log.warning("kafka: cannot ask the broker where %s start, is it reachable? (%s); retrying", _names(todo), _describe(e))
+            return
+        for tp in todo:
             lane = Lane(tp.topic, tp.partition)
             try:
                 committed = self.consumer.committed(tp, timeout_ms=COMMIT_TIMEOUT_MS)
@@ -168,18 +203,23 @@ class KafkaSource:
                 return
             learned = self.resume_offset(lane)
             known = [o for o in (committed, learned) if o is not None]
+            begin = begins.get(tp)
+            self._pending.discard(tp)
             if known:
                 target = max(known)
                 self.consumer.seek(tp, target)
-                self._expect[tp] = target
+                self._next[tp] = target
                 self._committed[tp] = committed if committed is not None else target
                 why = f"committed {committed}, checkpoint learned through {learned}"
                 if learned is not None and committed is not None and learned > committed:
                     why += ": the last commit did not happen, records the checkpoint holds are not read again"
                 log.info("kafka: %s resumes at offset %d (%s)", lane, target, why)
+                if begin is not None and begin > target:
+                    self._reset(tp, "before_start", target, begin=begin)
             else:
                 log.info("kafka: %s has no committed offset and no checkpoint: starting at the %s offset", lane, self.settings.auto_offset_reset)
-            self._pending.discard(tp)
+                if self.settings.auto_offset_reset == "earliest" and begin is not None:
+                    self._start[tp] = begin
             self.consumer.resume(tp)
 
     # -- reading --------------------------------------------------------------------------
@@ -187,8 +227,20 @@ class KafkaSource:
     def __iter__(self) -> Iterator[Batch | None]:
         while not self.should_stop():
             self._position_new()
-            polled = self.consumer.poll(timeout_ms=self.poll_timeout_ms)
+            try:
+                polled = self.consumer.poll(timeout_ms=self.poll_timeout_ms)
+            except Exception as e:  # noqa: BLE001 - sorted below
+                self._raise_hook_error()
+                if not _retriable(e):
+                    raise
+                self._broker_trouble(e)
+                yield None
+                continue
             self._raise_hook_error()
+            if self._outage is not None and (polled or time.monotonic() - self._trouble_at >= OUTAGE_OVER_SECONDS):
+                log.info("kafka: reading again (%.0f s after the first failed poll)", self._outage.elapsed)
+                self._outage = None
+            polled = self._check_ranges(dict(polled))
             self._update_lag()
             if not polled:
                 self._note_quiet()
@@ -203,22 +255,114 @@ class KafkaSource:
                     self.consumer.seek(tp, messages[0].offset)
                     continue
                 self._start.setdefault(tp, messages[0].offset)
-                expect = self._expect.pop(tp, None)
-                if expect is not None and messages[0].offset < expect:
-                    log.error(
-                        "kafka: %s[%d] restarted at offset %d, below %d where it was positioned: the committed offset or "
-                        "checkpoint is past the end of the partition (was the topic recreated? then clear state.dir)",
-                        tp.topic,
-                        tp.partition,
-                        messages[0].offset,
-                        expect,
-                    )
+                self._next[tp] = messages[-1].offset + 1
                 yield self.decoder.decode(Lane(tp.topic, tp.partition), messages, arrival)
+
+    def _broker_trouble(self, e: BaseException) -> None:
+        """A poll failed for a reason that passes (connection refused or reset, no
+        coordinator): wait with backoff and poll again."""
+        if self._outage is None:
+            self._outage = Backoff(self.settings.retry)
+        self._trouble_at = time.monotonic()
+        delay = self._outage.next()
+        log.warning(
+            "kafka: the brokers cannot be reached while reading (%s); polling again in %.1f s (attempt %d, %.0f s so far)",
+            _describe(e),
+            delay,
+            self._outage.attempts,
+            self._outage.elapsed,
+        )
+        sleep(delay, self.should_stop)
 
     def _raise_hook_error(self) -> None:
         if self._error is not None:
             e, self._error = self._error, None
             raise e
+
+    # -- offset resets --------------------------------------------------------------------
+
+    def _check_ranges(self, polled: dict[Any, list[Any]]) -> dict[Any, list[Any]]:
+        """Find partitions whose position is outside the broker's range; the records
+        polled for them are dropped (they are fetched again where the policy says)."""
+        for tp in list(self._next):
+            if tp in self._pending:
+                continue
+            expected = self._next[tp]
+            messages = polled.get(tp)
+            hw = self._highwater(tp)
+            if (hw is not None and hw < expected) or (messages and messages[0].offset < expected):
+                # Beyond the end: Tansu answers an empty fetch with the high-water mark;
+                # Kafka answers OFFSET_OUT_OF_RANGE and kafka-python restarts the
+                # partition at auto_offset_reset, below where it stood.
+                reason, begin = "beyond_end", None
+            elif messages and messages[0].offset > expected:
+                # A gap: transaction markers and compaction make them too; the log
+                # start tells whether retention deleted records this worker had not read.
+                reason, begin = "before_start", self._beginning(tp)
+                if begin is None or begin <= expected:
+                    continue
+            else:
+                continue
+            polled.pop(tp, None)
+            if not self._reset(tp, reason, expected, begin=begin, end=hw) and messages:
+                # Not handled yet (the broker did not answer): fetch these again.
+                self.consumer.seek(tp, messages[0].offset)
+        return polled
+
+    def _reset(self, tp: Any, reason: str, expected: int, begin: int | None = None, end: int | None = None) -> bool:
+        """An offset reset: log it, count it, then stop or move as the policy says;
+        False when the broker could not be asked where the partition starts (the check
+        is made again at the next poll)."""
+        lane = Lane(tp.topic, tp.partition)
+        policy = self.settings.offset_reset_policy
+        if begin is None:
+            begin = self._beginning(tp)
+            if begin is None and policy == "earliest":
+                return False
+        end = end if end is not None else self._highwater(tp)
+        where = "beyond the end" if reason == "beyond_end" else "before the start"
+        span = f"[{begin if begin is not None else '?'}, {end if end is not None else '?'})"
+        what = (
+            f"{lane} was to be read from offset {expected} (its committed offset or checkpoint), {where} of what the broker "
+            f"holds, offsets {span}: was the topic re-created, the broker's storage lost, or records deleted before they were read?"
+        )
+        self.resets += 1
+        self.on_reset(lane, reason)
+        if policy == "fail":
+            log.error("kafka: offset reset: %s Stopping (kafka.offset_reset_policy: fail)", what)
+            raise OffsetResetError(
+                f"kafka: offset reset: {what} kafka.offset_reset_policy is fail; set it to earliest to read the partition "
+                "again from its start (or latest to skip to its end)"
+            )
+        target = begin if policy == "earliest" else end
+        log.error("kafka: offset reset: %s Reading it from offset %s (kafka.offset_reset_policy: %s)", what, target, policy)
+        self._committed.pop(tp, None)
+        if target is None:  # latest, before the high-water mark is known
+            self.consumer.seek_to_end(tp)
+            self._next.pop(tp, None)
+            self._start.pop(tp, None)
+        else:
+            self.consumer.seek(tp, target)
+            self._next[tp] = target
+            self._start[tp] = target
+        self.rewind(lane, target)
+        return True
+
+    def _highwater(self, tp: Any) -> int | None:
+        try:
+            hw = self.consumer.highwater(tp)
+        except Exception:  # noqa: BLE001 - unassigned in between
+            return None
+        return None if hw is None else int(hw)
+
+    def _beginning(self, tp: Any) -> int | None:
+        try:
+            return int(self.consumer.beginning_offsets([tp], timeout_ms=COMMIT_TIMEOUT_MS)[tp])
+        except Exception as e:  # noqa: BLE001
+            log.warning("kafka: cannot ask the broker where %s starts (%s); checking again later", Lane(tp.topic, tp.partition), _describe(e))
+            return None
+
+    # -- committing -----------------------------------------------------------------------
 
     def commit(self, offsets: Mapping[Lane, int]) -> None:
         """Commit offsets the pipeline has finished; a failure is logged, not raised: the
@@ -228,8 +372,12 @@ class KafkaSource:
             return
         from kafka.errors import CommitFailedError
 
+        timeout_ms = COMMIT_TIMEOUT_MS
+        left = self.time_left()
+        if left is not None:
+            timeout_ms = int(max(100.0, min(COMMIT_TIMEOUT_MS, left * 1000)))
         try:
-            self.consumer.commit(todo, timeout_ms=COMMIT_TIMEOUT_MS)
+            self.consumer.commit(todo, timeout_ms=timeout_ms)
         except CommitFailedError as e:
             log.warning("kafka: offset commit refused (%s): the group is rebalancing; the partitions' next owner resumes from the checkpoint", e)
         except Exception as e:  # noqa: BLE001 - broker away: commit again at the next checkpoint
@@ -257,25 +405,27 @@ class KafkaSource:
     # -- lag and liveness -----------------------------------------------------------------
 
     def lag(self) -> dict[Lane, int]:
-        """Records per assigned partition not yet committed: the high-water mark from the
-        last fetch minus the committed offset (what `kafka-consumer-groups` shows; before
-        a partition's first commit, minus where reading started). The high-water mark
-        comes with every fetch response (``end_offsets()`` is not used: Tansu answers it
-        wrongly). Safe to call from another thread (a metrics scrape)."""
+        """Records of each partition assigned to this worker that are not committed yet:
+        the high-water mark from the latest fetch minus the committed offset (before a
+        partition's first commit, minus where reading started: a partition not read yet
+        counts in full). The high-water mark comes with every fetch response, empty or
+        not (``end_offsets()`` is not used: Tansu answers it wrongly). A partition that
+        moved to another worker is not in it. Safe to call from another thread."""
         return dict(self._lag)
 
     def _update_lag(self) -> None:
         lag = {}
         for tp in self.consumer.assignment():
+            if tp in self._pending:
+                continue
+            hw = self._highwater(tp)
+            if hw is None:
+                continue
             base = self._committed.get(tp, self._start.get(tp))
             if base is None:
-                continue
-            try:
-                hw = self.consumer.highwater(tp)
-            except Exception:  # noqa: BLE001 - unassigned in between
-                continue
-            if hw is not None:
-                lag[Lane(tp.topic, tp.partition)] = max(0, int(hw) - base)
+                # Started at auto_offset_reset latest: the end at the first fetch.
+                base = self._start[tp] = hw
+            lag[Lane(tp.topic, tp.partition)] = max(0, hw - base)
         self._lag = lag
 
     def _note_quiet(self) -> None:
@@ -288,7 +438,7 @@ class KafkaSource:
             known = self.consumer.topics()
             missing = [t for t in self.settings.topics if t not in known]
         except Exception as e:  # noqa: BLE001
-            log.warning("kafka: no partitions assigned for %.0f s and the brokers cannot be asked for topics (%s)", now - self._quiet_since, e)
+            log.warning("kafka: no partitions assigned for %.0f s and the brokers cannot be asked for topics (%s)", now - self._quiet_since, _describe(e))
             return
         if missing:
             log.warning("kafka: input topic(s) %s do not exist; waiting for them", ", ".join(missing))
@@ -303,7 +453,13 @@ class KafkaSource:
         try:
             self.consumer.close(autocommit=False, timeout_ms=timeout_ms)
         except Exception as e:  # noqa: BLE001
-            log.warning("kafka: closing the consumer: %s", e)
+            log.warning("kafka: closing the consumer: %s", _describe(e))
+
+
+def _retriable(e: BaseException) -> bool:
+    from kafka.errors import KafkaConnectionError, KafkaTimeoutError, RetriableError
+
+    return isinstance(e, (RetriableError, KafkaConnectionError, KafkaTimeoutError)) or getattr(e, "retriable", False) is True
 
 
 def _describe(e: BaseException) -> str:

@@ -3,6 +3,7 @@ everything) and mid-run (no crash, no loss)."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -94,3 +95,49 @@ def test_broker_outage_mid_run_loses_nothing(tmp_path, workers, tansu_factory, p
     assert set(detections_by_offset(out)[0]) == good
     store = StateStore(state)
     assert sum(store.load(Lane(topic, p))["learned"] for p in range(parts)) == len(good)
+
+
+def test_reset_connections_are_retried_and_nothing_is_lost(tmp_path, workers, tansu_factory, forwarder_factory):
+    """A broker that dies behind a TCP forwarder or load balancer: connections are
+    accepted, then reset. The worker retries as for a refused connection, logs no
+    traceback, and reads on when the broker is back."""
+    if EXTERNAL:
+        pytest.skip("resets the connections to a broker of its own; KAFKA_BOOTSTRAP_SERVERS is set")
+    front = free_port()
+    tansu = tansu_factory(advertised_port=front)
+    forwarder = forwarder_factory(f"127.0.0.1:{tansu.port}", front)
+    broker = f"127.0.0.1:{front}"
+    parts = 2
+    topic, group = create_topic(broker, parts), unique("g")
+    msgs = messages(24_000, seed=7, partitions=parts, malformed_every=97)
+    sent = produce(broker, topic, msgs[:20_000])
+    state = tmp_path / "state"
+    w = Worker(worker_config(tmp_path / "streamad.yaml", broker, topic, group, state), tmp_path / "worker.log")
+    workers.append(w)
+    reader = TopicReader(broker, f"{topic}.detections")
+    wait_for(lambda: len(reader.read()) > 500, 60, "the first detections")
+    reader.close()
+
+    # Mid-stream, with sends, commits and polls in flight, and for longer than the
+    # session timeout: every connection is reset, old and new.
+    forwarder.reset()
+    time.sleep(10)
+    assert w.alive(), w.text()[-3000:]
+    forwarder.forward()
+
+    sent += produce(broker, topic, msgs[20_000:])
+    end = {p: 1 + max(o for q, o, _, _ in sent if q == p) for p in range(parts)}
+    wait_for(lambda: committed(broker, group, topic, parts) == end, 90, "every offset to be committed after the resets")
+    assert forwarder.resets > 0
+    assert w.stop() == 0
+    log = w.text()
+    assert "Traceback" not in log, log[log.index("Traceback") - 500 :][:3000]
+    assert re.search(r"WARNING streamad\.kafka: kafka: .*(cannot be reached|waiting for the broker|not acknowledged|commit failed|cannot read the committed|cannot ask the broker)", log)
+
+    # At least once: every valid offset scored (duplicates allowed), every bad one dead-lettered.
+    good = {(p, o) for p, o, _, v in sent if not expected_code(v)}
+    bad = {(p, o) for p, o, _, v in sent if expected_code(v)}
+    out = read_topic(broker, f"{topic}.detections", lambda m: len(set(detections_by_offset(m)[0])) >= len(good))
+    assert set(detections_by_offset(out)[0]) == good
+    dlq = read_topic(broker, f"{topic}.dead-letter", lambda m: len(m) >= len(bad), timeout=20)
+    assert {(int(dict(m.headers)["streamad.source.partition"]), int(dict(m.headers)["streamad.source.offset"])) for m in dlq} == bad
