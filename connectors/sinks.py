@@ -1,12 +1,20 @@
-"""Where detections and rejected records go when not to Kafka: files and stdout."""
+"""Where detections and rejected records go when not to Kafka: files and stdout.
+
+Outputs may be regular files, devices (``/dev/null``) or FIFOs: only regular files
+are fsynced (a device or a pipe has nothing to sync and fails the call). A write that
+fails (a full disk, ``/dev/full``) stops the run with one line naming the file; a
+reader of stdout that goes away (``| head``) is not an error: `StdoutSink` notes it
+in ``reader_gone`` and drops what follows, and the replay stops there.
+"""
 
 from __future__ import annotations
 
 import csv
 import os
+import stat
 import sys
 from pathlib import Path
-from typing import IO, Sequence
+from typing import IO, Any, Callable, Sequence
 
 import orjson
 
@@ -15,7 +23,22 @@ from streamad.errors import InputError
 from streamad.records import Reject
 
 
+def _blocker(path: Path) -> Path | None:
+    """The nearest ancestor of ``path`` that exists but is not a directory, if any."""
+    for parent in path.parents:
+        if parent.exists() or parent.is_symlink():
+            return None if parent.is_dir() else parent
+    return None
+
+
 def _open_for_writing(path: Path) -> IO[bytes]:
+    if str(path) in ("", "."):
+        raise InputError("an output path is empty")
+    blocker = _blocker(path)
+    if blocker is not None:
+        raise InputError(f"cannot write {path}: {blocker} is not a directory")
+    if path.is_dir():
+        raise InputError(f"cannot write {path}: it is a directory")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         return open(path, "wb")
@@ -23,35 +46,109 @@ def _open_for_writing(path: Path) -> IO[bytes]:
         raise InputError(f"cannot write {path}: {e.strerror or e}") from None
 
 
+def is_regular(f: IO[Any]) -> bool:
+    """Whether an open file is a regular file (not a device, pipe, socket or terminal)."""
+    try:
+        return stat.S_ISREG(os.fstat(f.fileno()).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def _guarded(path: Path | None, what: Callable[[], None]) -> None:
+    """Run a write or flush; turn an OS error into one line naming the file."""
+    try:
+        what()
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        raise InputError(f"cannot write {path if path is not None else 'stdout'}: {e.strerror or e}") from None
+
+
 class _FileSink:
     def __init__(self, path: str | Path | None, stream: IO[bytes] | None = None) -> None:
         self.path = None if path is None else Path(path)
         self._f = stream if stream is not None else _open_for_writing(self.path)  # type: ignore[arg-type]
         self._owns = stream is None
+        self._sync = self._owns and is_regular(self._f)
+        self._failed = False
         self.written = 0
 
+    def _write(self, data: bytes) -> None:
+        self._do(lambda: self._f.write(data))
+
+    def _do(self, what: Callable[[], Any]) -> None:
+        try:
+            _guarded(self.path, what)
+        except Exception:
+            self._failed = True
+            raise
+
     def flush(self) -> None:
-        self._f.flush()
-        if self._owns:
-            os.fsync(self._f.fileno())
+        if self._failed:
+            return
+        self._do(self._f.flush)
+        if self._sync:
+            self._do(lambda: os.fsync(self._f.fileno()))
 
     def close(self) -> None:
-        self.flush()
-        if self._owns:
-            self._f.close()
+        try:
+            self.flush()
+        finally:
+            if self._owns and not self._f.closed:
+                try:
+                    self._f.close()
+                except OSError:
+                    pass  # a failed write was reported already; the buffer cannot be saved
 
 
 class JsonlSink(_FileSink):
     """One detection message (JSON) per line."""
 
     def write(self, detections: DetectionBatch) -> None:
-        self._f.write(b"".join(m.value + b"\n" for m in detections.messages()))
+        self._write(b"".join(m.value + b"\n" for m in detections.messages()))
         self.written += len(detections)
 
 
 class StdoutSink(JsonlSink):
+    """Detections on stdout, nothing else there. When the reader goes away (``| head``)
+    further detections are dropped and ``reader_gone`` says so: the caller stops."""
+
     def __init__(self) -> None:
         super().__init__(None, stream=sys.stdout.buffer)
+        self.reader_gone = False
+        self.delivered = 0  # detections handed to stdout before the reader went away
+
+    def _do(self, what: Callable[[], Any]) -> None:
+        if self.reader_gone:
+            return
+        try:
+            super()._do(what)
+        except BrokenPipeError:
+            self.reader_gone = True
+            self._failed = False  # not a failure of ours: nothing more to say
+            _silence_stdout()
+
+    def write(self, detections: DetectionBatch) -> None:
+        if self.reader_gone:
+            return
+        super().write(detections)
+        if not self.reader_gone:
+            self.delivered = self.written
+
+    def flush(self) -> None:
+        if not self.reader_gone:
+            super().flush()
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's flush at exit does not complain
+    about the pipe the reader closed."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 class CsvSink(_FileSink):
@@ -63,19 +160,23 @@ class CsvSink(_FileSink):
         super().__init__(path)
         self._text = open(self._f.fileno(), "w", newline="", closefd=False, encoding="utf-8")
         self._w = csv.writer(self._text)
-        self._w.writerow(self.COLUMNS)
+        self._do(lambda: self._w.writerow(self.COLUMNS))
 
     def write(self, detections: DetectionBatch) -> None:
-        for r in detections.records():
-            src = r["source"]
-            feats = ";".join(f"{f['name']}:{f['share']}" for f in r["features"])
-            self._w.writerow(
-                [r["id"], src["stream"], src["partition"], src["offset"], r["key"], r["timestamp"], r["score"], r["threshold"], r["is_anomaly"], r["tail_probability"], feats, r["model"]["name"]]
-            )
+        def rows() -> None:
+            for r in detections.records():
+                src = r["source"]
+                feats = ";".join(f"{f['name']}:{f['share']}" for f in r["features"])
+                self._w.writerow(
+                    [r["id"], src["stream"], src["partition"], src["offset"], r["key"], r["timestamp"], r["score"], r["threshold"], r["is_anomaly"], r["tail_probability"], feats, r["model"]["name"]]
+                )
+
+        self._do(rows)
         self.written += len(detections)
 
     def flush(self) -> None:
-        self._text.flush()
+        if not self._failed:
+            self._do(self._text.flush)
         super().flush()
 
 
@@ -133,20 +234,29 @@ def detection_sink(path: str | Path) -> JsonlSink | CsvSink:
     return CsvSink(p) if p.suffix.lower() == ".csv" else JsonlSink(p)
 
 
-class RejectsFile:
+class DriftEventsFile(_FileSink):
+    """Drift events of a replay as JSON lines; unlike `streamad.drift.JsonlDriftSink`
+    (which appends, for a long-running worker), a replay's file holds that replay's
+    events only."""
+
+    def write(self, events: Sequence[Any]) -> None:
+        self._write(b"".join(e.to_json() + b"\n" for e in events))
+        self.written += len(events)
+
+
+class RejectsFile(_FileSink):
     """Rejected records with where they came from and why: CSV for ``.csv``, else JSON lines."""
 
     COLUMNS = ["stream", "partition", "offset", "code", "reason", "field", "raw"]
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._f = _open_for_writing(self.path)
+        super().__init__(path)
+        assert self.path is not None
         self._csv = self.path.suffix.lower() == ".csv"
-        self.written = 0
         if self._csv:
             self._text = open(self._f.fileno(), "w", newline="", closefd=False, encoding="utf-8", errors="backslashreplace")
             self._w = csv.writer(self._text)
-            self._w.writerow(self.COLUMNS)
+            self._do(lambda: self._w.writerow(self.COLUMNS))
 
     @staticmethod
     def _raw(r: Reject) -> str | None:
@@ -157,20 +267,14 @@ class RejectsFile:
         return r.raw.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="backslashreplace")
 
     def write(self, rejects: Sequence[Reject]) -> None:
-        for r in rejects:
-            row = [r.lane.stream, r.lane.partition, r.offset, r.code, r.reason, r.field, self._raw(r)]
-            if self._csv:
-                self._w.writerow(row)
-            else:
-                self._f.write(orjson.dumps(dict(zip(self.COLUMNS, row))) + b"\n")
+        rows = [[r.lane.stream, r.lane.partition, r.offset, r.code, r.reason, r.field, self._raw(r)] for r in rejects]
+        if self._csv:
+            self._do(lambda: self._w.writerows(rows))
+        else:
+            self._write(b"".join(orjson.dumps(dict(zip(self.COLUMNS, row))) + b"\n" for row in rows))
         self.written += len(rejects)
 
     def flush(self) -> None:
-        if self._csv:
-            self._text.flush()
-        self._f.flush()
-        os.fsync(self._f.fileno())
-
-    def close(self) -> None:
-        self.flush()
-        self._f.close()
+        if self._csv and not self._failed:
+            self._do(self._text.flush)
+        super().flush()

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import os
+import stat
 import sys
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Iterable, Iterator, Mapping, NoReturn, Optional
 
 import typer
 from typer.exceptions import TyperException
@@ -36,6 +40,8 @@ def _params(pairs: Iterable[str]) -> dict[str, Any]:
         if "=" not in p:
             raise ConfigError(f"--param takes NAME=VALUE, got {p!r}")
         k, v = p.split("=", 1)
+        if not k.strip():
+            raise ConfigError(f"--param takes NAME=VALUE, the name is missing in {p!r}")
         try:
             out[k.strip()] = yaml.safe_load(v)
         except yaml.YAMLError:
@@ -56,7 +62,7 @@ def _prune(d: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _progress(source: Any, enabled: bool) -> Iterator[Any]:
+def _progress(source: Any, enabled: bool, description: str = "replaying") -> Iterator[Any]:
     if not enabled or not hasattr(source, "progress"):
         yield from source
         return
@@ -70,13 +76,34 @@ def _progress(source: Any, enabled: bool) -> Iterator[Any]:
         TimeRemainingColumn(),
         transient=True,
         console=_stderr_console(),
-    ) as bar:
+        redirect_stdout=False,
+    ) as bar, _logs_above(bar):
         done, total = source.progress
-        task = bar.add_task(f"replaying ({unit})", total=total or None)
+        task = bar.add_task(f"{description} ({unit})", total=total or None)
         for item in source:
             yield item
             done, total = source.progress
             bar.update(task, completed=done)
+
+
+class _logs_above:
+    """While a progress bar is live, log lines go through its console (above the bar)
+    instead of being written across it."""
+
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+        self.handlers: list[tuple[logging.StreamHandler, Any]] = []
+
+    def __enter__(self) -> "_logs_above":
+        for h in logging.getLogger().handlers:
+            if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) is sys.__stderr__:
+                # The live display has put a proxy in sys.stderr that prints above the bar.
+                self.handlers.append((h, h.setStream(sys.stderr)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h, stream in self.handlers:
+            h.setStream(stream)
 
 
 def _stderr_console() -> Any:
@@ -85,7 +112,26 @@ def _stderr_console() -> Any:
     return Console(stderr=True)
 
 
-@app.command()
+_OUTPUTS_HELP = (
+    "Outputs: unless named, detections, rejects and drift events go to "
+    "OUT_DIR/<dir>-<name>-<hash>.detections.jsonl, .rejects.csv and .drift.jsonl, a "
+    "name unique to the input's path (<dir> is its folder, <hash> a short hash of its "
+    "resolved path), so replays of valve1/0.csv and valve2/0.csv never share outputs. "
+)
+
+
+@app.command(
+    help="Stream a file through the detection pipeline and print a summary.\n\n"
+    + _OUTPUTS_HELP
+    + "An output file that exists is overwritten only when it is empty or holds results of the same input "
+    "(re-running a replay replaces its own outputs); a file holding another input's results, or one "
+    "streamad did not write, is refused unless --force.\n\n"
+    "With --out - stdout carries the detections only (one JSON object per line); the summary and "
+    "notes go to stderr. Ctrl-C (or SIGTERM) stops the replay cleanly: outputs are flushed and the "
+    "summary covers the records read until then (exit status 130; 143 for SIGTERM; 141 when the "
+    "reader of --out - went away). Bad options and unreadable files stop with one line "
+    "'streamad: error: ...' and exit status 2."
+)
 def replay(
     file: Path = typer.Argument(..., help="CSV/TSV file, or ODDS .mat (MATLAB v5 or v7.3)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Settings file (YAML); options here override it."),
@@ -95,10 +141,10 @@ def replay(
     timestamp: Optional[str] = typer.Option(None, help="Column holding the event time (ISO 8601 or epoch s/ms)."),
     label: Optional[str] = typer.Option(None, help="Column holding the 0/1 label, used only for the final metrics."),
     no_guess: bool = typer.Option(False, "--no-guess", help="Do not pick up timestamp/label columns by their names."),
-    delimiter: Optional[str] = typer.Option(None, help="Field delimiter (default: sniffed among , ; tab |)."),
+    delimiter: Optional[str] = typer.Option(None, help="Field delimiter: one character, or 'tab' / '\\t' (default: sniffed among , ; tab |)."),
     detector: Optional[str] = typer.Option(None, help="Detector name (see `streamad detectors`)."),
     param: list[str] = typer.Option([], "--param", "-p", help="Detector parameter NAME=VALUE (repeatable)."),
-    seed: Optional[int] = typer.Option(None, help="Random seed of the detector."),
+    seed: Optional[int] = typer.Option(None, help="Random seed of the detector (a non-negative integer)."),
     window_size: Optional[int] = typer.Option(None, help="Records per window."),
     initial_window_size: Optional[int] = typer.Option(None, help="Records in a lane's first window; each next one doubles up to --window-size."),
     max_wait: Optional[float] = typer.Option(None, help="Seconds a partial window may wait before it is processed."),
@@ -106,24 +152,22 @@ def replay(
     risk: Optional[float] = typer.Option(None, help="Target false-alarm rate of the spot threshold."),
     quantile: Optional[float] = typer.Option(None, help="Alarm quantile of the quantile threshold."),
     warmup: Optional[int] = typer.Option(None, help="Records scored before any alarm may be raised."),
-    out_dir: Path = typer.Option(Path("streamad-out"), help="Where detections and rejects go unless named below."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Detections file (.jsonl or .csv; - for stdout)."),
+    out_dir: Path = typer.Option(Path("streamad-out"), help="Where detections, rejects and drift events go unless named below."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Detections file (.jsonl or .csv; - for stdout, which then carries nothing else)."),
     rejects: Optional[Path] = typer.Option(None, help="Rejected records file (.csv or .jsonl)."),
     emit: Optional[str] = typer.Option(None, help="alarms (default) or all: which records get a detection message."),
     speed: Optional[float] = typer.Option(None, help="Pace the replay to the timestamps, this many times faster (default: as fast as possible)."),
-    permute: Optional[int] = typer.Option(None, help=".mat only: stream in the benchmark protocol's order for this seed."),
+    permute: Optional[int] = typer.Option(None, help=".mat only: stream in the benchmark protocol's order for this seed (a non-negative integer)."),
     limit: Optional[int] = typer.Option(None, help="Stop after this many records."),
-    summary_json: Optional[Path] = typer.Option(None, help="Also write the summary as JSON here."),
+    summary_json: Optional[Path] = typer.Option(None, help="Also write the summary as JSON here (- for stdout; the summary table then goes to stderr)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on a terminal."),
     metrics_port: Optional[int] = typer.Option(None, help="Serve Prometheus metrics on this port during the replay (0: any free port)."),
     metrics_host: Optional[str] = typer.Option(None, help="Address the metrics endpoint listens on (default 0.0.0.0)."),
     metrics_linger: Optional[float] = typer.Option(None, help="Keep serving metrics this many seconds after the replay, so a scrape sees the final values."),
     drift: Optional[bool] = typer.Option(None, "--drift/--no-drift", help="Watch features and scores for drift (default: on)."),
     drift_events: Optional[Path] = typer.Option(None, help="Drift events file (JSON lines; default: next to the detections)."),
+    force: bool = typer.Option(False, "--force", "-f", help="Overwrite output files even when they hold another input's results or were not written by streamad."),
 ) -> None:
-    """Stream a file through the detection pipeline and print a summary."""
-    from streamad.config import load_settings
-
     overrides = _prune(
         {
             "record": {"features": _split(features), "exclude": _split(exclude), "key": key, "timestamp": timestamp, "label": label, "guess_roles": False if no_guess else None},
@@ -140,10 +184,78 @@ def replay(
             "drift": {"enabled": drift, "events": drift_events},
         }
     )
+    # Cheap checks first: a bad option should not wait for the model to load.
     if limit is not None and limit < 1:
-        raise ConfigError("--limit must be at least 1")
-    settings = load_settings(config, overrides=overrides)
-    _run_replay(file, settings, out_dir, delimiter, speed, permute, limit, summary_json, progress)
+        raise ConfigError(f"--limit must be at least 1 (got {limit})")
+    if permute is not None and permute < 0:
+        raise ConfigError(f"--permute takes a seed, a non-negative integer (got {permute})")
+    if seed is not None and not 0 <= seed < 2**63:
+        raise ConfigError(f"--seed must be a non-negative integer below 2**63 (got {seed})")
+    if speed is not None and not (math.isfinite(speed) and speed > 0):
+        raise ConfigError(f"--speed must be a positive number of times real time (got {speed:g})")
+    delimiter = _delimiter(delimiter)
+    settings = _load_settings(config, overrides)
+    _run_replay(file, settings, out_dir, delimiter, speed, permute, limit, summary_json, progress, force)
+
+
+def _delimiter(value: Optional[str]) -> Optional[str]:
+    """The field delimiter a user asked for, or ``None`` to sniff it.
+
+    >>> _delimiter(";"), _delimiter("tab"), _delimiter("\\t"), _delimiter(None)
+    (';', '\\t', '\\t', None)
+    >>> _delimiter(";;")
+    Traceback (most recent call last):
+    ...
+    streamad.errors.ConfigError: --delimiter must be one character, or 'tab' (got ';;')
+    """
+    if value is None:
+        return None
+    if value.lower() in ("tab", "\\t"):
+        return "\t"
+    if value == "":
+        raise ConfigError("--delimiter is empty; leave it out to have the delimiter sniffed")
+    if len(value) != 1:
+        raise ConfigError(f"--delimiter must be one character, or 'tab' (got {value!r})")
+    if value in "\r\n":
+        raise ConfigError(f"--delimiter cannot be a line break (got {value!r})")
+    if value == '"':
+        raise ConfigError("--delimiter cannot be '\"': that is the quote character")
+    if not value.isprintable() and value != "\t":
+        raise ConfigError(f"--delimiter must be a visible character, a space or a tab (got {value!r})")
+    return value
+
+
+def _settings_env() -> dict[str, str]:
+    """The environment the settings read: STREAMAD_DEBUG is the CLI's own switch."""
+    return {k: v for k, v in os.environ.items() if k != "STREAMAD_DEBUG"}
+
+
+def _load_settings(config: Optional[Path], overrides: Mapping[str, Any]) -> Any:
+    """Settings from the config file, the environment and the options, with a bad
+    config file (binary, a device, huge) refused in one line."""
+    from streamad.config import load_settings
+
+    if config is not None:
+        try:
+            st = config.stat()
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {config}: {e.strerror or e}") from None
+        if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+            if os.path.realpath(config) != os.devnull:
+                raise ConfigError(f"config file {config} is a device, not a settings file")
+        elif stat.S_ISREG(st.st_mode) and st.st_size > 10 << 20:
+            raise ConfigError(f"config file {config} is {st.st_size:,} bytes: too large for a settings file")
+    try:
+        settings = load_settings(config, overrides=overrides, env=_settings_env())
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {config} is not UTF-8 text (a binary file?)") from None
+    except (ValueError, TypeError) as e:
+        # YAML that parses into something pydantic chokes on, a NUL in the text...
+        raise ConfigError(f"config file {config}: {_one_line(str(e))}") from None
+    seed = settings.detector.seed
+    if not 0 <= seed < 2**63:
+        raise ConfigError(f"detector.seed must be a non-negative integer below 2**63 (got {seed})")
+    return settings
 
 
 def _run_replay(
@@ -156,70 +268,116 @@ def _run_replay(
     limit: Optional[int],
     summary_json: Optional[Path],
     progress: bool,
+    force: bool = False,
 ) -> None:
-    from connectors.sinks import RejectsFile, detection_sink
-    from streamad.drift import DriftLog, JsonlDriftSink
+    from connectors.sinks import DriftEventsFile, RejectsFile, StdoutSink, detection_sink
+    from streamad.drift import DriftLog
     from streamad.metrics import start_metrics
     from streamad.pacing import paced
-    from streamad.replay import default_drift_path, default_output_paths, end_offset, replay as run
+    from streamad.replay import check_outputs, default_drift_path, default_output_paths, end_offset, is_stdout, replay as run
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out-dir {out_dir} is not a directory")
+    det_default, rej_default = default_output_paths(file, out_dir)
+    det_path = settings.output.detections or det_default
+    rej_path = settings.output.rejects or rej_default
+    drift_path = (settings.drift.events or default_drift_path(file, out_dir)) if settings.drift.enabled else None
+    for option, path in (("--rejects", rej_path), ("--drift-events", drift_path)):
+        if path is not None and is_stdout(path):
+            raise ConfigError(f"{option} cannot go to stdout: only --out (detections) and --summary-json may")
+    to_stdout = is_stdout(det_path)
+    json_to_stdout = summary_json is not None and is_stdout(summary_json)
+    if to_stdout and json_to_stdout:
+        raise ConfigError("--out and --summary-json cannot both go to stdout")
+    outputs = {
+        "--out" if settings.output.detections else "detections file": det_path,
+        "--rejects" if settings.output.rejects else "rejects file": rej_path,
+    }
+    if drift_path is not None:
+        outputs["--drift-events" if settings.drift.events else "drift events file"] = drift_path
+    if summary_json is not None and not json_to_stdout:
+        outputs["--summary-json"] = summary_json
+    check_outputs(file, outputs, force=force)
 
     source, notes = open_source(file, settings, delimiter, permute, limit)
-    det_path, rej_path = default_output_paths(file, out_dir)
-    det_path = settings.output.detections or det_path
-    rej_path = settings.output.rejects or rej_path
-    drift_path = settings.drift.events or default_drift_path(file, out_dir)
-    metrics = start_metrics(settings)
-    observers: list[Any] = []
-    if metrics is not None:
-        metrics.set_end_offsets({source.lane: end_offset(source, file)})
-        observers.append(metrics)
-    drift_log = DriftLog(JsonlDriftSink(drift_path)) if settings.drift.enabled else None
-    if drift_log is not None:
-        observers.append(drift_log)
-    sink = detection_sink(det_path)
-    rejects = RejectsFile(rej_path)
     show = progress and sys.stderr.isatty()
 
     def batches(src: Any) -> Iterable[Any]:
         it: Iterable[Any] = _progress(src, show)
         return paced(it, speed) if speed is not None else it
 
-    try:
-        summary, _ = run(source, settings, sink, source.feature_names, rejects=rejects, observers=observers, batches=batches, source_name=str(file), live=speed is not None)
-    finally:
-        sink.close()
-        rejects.close()
+    with ExitStack() as serving:
+        metrics = start_metrics(settings)
+        observers: list[Any] = []
+        if metrics is not None:
+            serving.callback(metrics.close)
+            end = end_offset(source, file)
+            if end is not None:
+                metrics.set_end_offsets({source.lane: end})
+            observers.append(metrics)
+        with ExitStack() as files:  # closed (flushed) in reverse order, also on an error
+            sink = StdoutSink() if to_stdout else detection_sink(det_path)
+            files.callback(sink.close)
+            rejects = RejectsFile(rej_path)
+            files.callback(rejects.close)
+            drift_log = DriftLog(DriftEventsFile(drift_path)) if drift_path is not None else None
+            if drift_log is not None:
+                files.callback(drift_log.close)  # first to close: logs the per-feature drift summary
+                observers.append(drift_log)
+
+            def reader_gone() -> Optional[str]:
+                return "stdout closed by its reader" if getattr(sink, "reader_gone", False) else None
+
+            summary, _ = run(
+                source, settings, sink, source.feature_names, rejects=rejects, observers=observers, batches=batches,
+                source_name=str(file), live=speed is not None, should_stop=reader_gone,
+            )
+        summary.notes += notes
+        gone = getattr(sink, "reader_gone", False)
+        if gone:
+            summary.notes.append(f"stdout was closed by its reader after {sink.delivered:,} detections; later ones were not delivered")
+        summary.outputs = {"detections": "stdout" if to_stdout else str(det_path), "rejects": f"{rej_path} ({rejects.written:,} rows)"}
         if drift_log is not None:
-            drift_log.close()
-    summary.notes += notes
-    summary.outputs = {"detections": str(det_path), "rejects": f"{rej_path} ({rejects.written:,} rows)"}
-    if drift_log is not None:
-        summary.outputs["drift events"] = str(drift_path)
-    if metrics is not None:
-        summary.outputs["metrics"] = f"http://{settings.metrics.host}:{metrics.port}/metrics"
-    typer.echo(summary.render())
-    if summary_json is not None:
-        summary_json.parent.mkdir(parents=True, exist_ok=True)
-        summary_json.write_text(json.dumps(summary.as_dict(), indent=2, default=float))
-    if metrics is not None:
-        _linger(metrics, settings.metrics.linger_seconds, summary.interrupted)
+            summary.outputs["drift events"] = str(drift_path)
+        if metrics is not None:
+            summary.outputs["metrics"] = f"http://{settings.metrics.host}:{metrics.port}/metrics"
+        if summary_json is not None and not json_to_stdout:
+            _write_summary_json(summary_json, summary.as_dict(), False)
+        typer.echo(summary.render(), err=to_stdout or json_to_stdout)
+        if json_to_stdout:
+            _write_summary_json(Path("-"), summary.as_dict(), True)
+        if metrics is not None:
+            _linger(metrics, settings.metrics.linger_seconds, summary.interrupted)
     if summary.interrupted:
-        raise typer.Exit(130)
+        codes = {"Ctrl-C": 130, "SIGTERM": 143, "stdout closed by its reader": 141}
+        raise typer.Exit(codes.get(summary.stop_reason or "", 130))
+
+
+def _write_summary_json(path: Path, summary: dict[str, Any], to_stdout: bool) -> None:
+    text = json.dumps(summary, indent=2, default=float) + "\n"
+    if to_stdout:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+    except OSError as e:
+        raise InputError(f"cannot write --summary-json {path}: {e.strerror or e}") from None
 
 
 def _linger(metrics: Any, seconds: float, interrupted: bool) -> None:
     """Keep the metrics endpoint up a while after a replay, so the final values get scraped."""
     import time
 
-    try:
-        if seconds > 0 and not interrupted:
-            sys.stdout.flush()
-            typer.echo(f"serving metrics on port {metrics.port} for {seconds:g} s more (Ctrl-C to stop)", err=True)
+    if seconds > 0 and not interrupted:
+        sys.stdout.flush()
+        typer.echo(f"serving metrics on port {metrics.port} for {seconds:g} s more (Ctrl-C to stop)", err=True)
+        try:
             time.sleep(seconds)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        metrics.close()
+        except KeyboardInterrupt:
+            pass
 
 
 def open_source(file: Path, settings: Any, delimiter: Optional[str], permute: Optional[int], limit: Optional[int]) -> tuple[Any, list[str]]:
@@ -227,9 +385,14 @@ def open_source(file: Path, settings: Any, delimiter: Optional[str], permute: Op
     from streamad.schema import Schema
 
     notes: list[str] = []
-    if not file.exists():
-        raise InputError(f"{file}: no such file")
-    if file.is_dir():
+    try:
+        st = file.stat()
+    except FileNotFoundError:
+        hint = " (to read standard input, give /dev/stdin)" if str(file) == "-" else ""
+        raise InputError(f"{file}: no such file{hint}") from None
+    except OSError as e:
+        raise InputError(f"cannot read {file}: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
         raise InputError(f"{file} is a directory, not a file")
     if file.suffix.lower() == ".mat":
         from connectors.odds import MatSource
@@ -261,17 +424,24 @@ def open_source(file: Path, settings: Any, delimiter: Optional[str], permute: Op
 @app.command()
 def demo(
     out_dir: Path = typer.Option(Path("streamad-out"), help="Where the detections and the plot go."),
-    records: int = typer.Option(20_000, min=2_000, help="Length of the generated stream."),
-    seed: int = typer.Option(7, help="Seed of the generated stream."),
+    records: int = typer.Option(20_000, min=2_000, max=10_000_000, help="Length of the generated stream."),
+    seed: int = typer.Option(7, min=0, help="Seed of the generated stream."),
     detector: Optional[str] = typer.Option(None, help="Detector name (default: the default detector)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on a terminal."),
 ) -> None:
     """Run the whole pipeline on a generated sensor stream with planted anomalies and drift."""
-    from streamad.config import load_settings
+    # Say something at once: loading numpy, scipy and PyTorch takes a few seconds.
+    typer.echo(f"generating a {records:,}-record sensor stream (seed {seed}) with planted anomalies and drift...", err=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out-dir {out_dir} is not a directory")
     from streamad.demo import run_demo
 
-    settings = load_settings(overrides=_prune({"detector": {"name": detector}}))
-    summary, _ = run_demo(settings, out_dir=out_dir, n=records, seed=seed)
+    settings = _load_settings(None, _prune({"detector": {"name": detector}}))
+    show = progress and sys.stderr.isatty()
+    summary, _ = run_demo(settings, out_dir=out_dir, n=records, seed=seed, batches=lambda src: _progress(src, show, "scoring"), say=lambda m: typer.echo(m, err=True))
     typer.echo(summary.render())
+    if summary.interrupted:
+        raise typer.Exit(143 if summary.stop_reason == "SIGTERM" else 130)
 
 
 @app.command()
@@ -279,9 +449,7 @@ def run(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Settings file (YAML) with a kafka section; STREAMAD_* variables override it."),
 ) -> None:
     """Attach to Kafka as a consumer group member: score records, publish detections, until SIGTERM/SIGINT."""
-    from streamad.config import load_settings
-
-    settings = load_settings(config)
+    settings = _load_settings(config, {})
     logging.getLogger().setLevel(settings.log_level)
     # The Kafka client is imported here only: streamad/ never needs it otherwise.
     from connectors.kafka import KafkaApp
@@ -318,26 +486,61 @@ def version() -> None:
     typer.echo(__version__)
 
 
+def _one_line(text: str) -> str:
+    """A message as one line: whatever follows a line break is joined with '; '."""
+    return "; ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def _debug() -> bool:
+    return os.environ.get("STREAMAD_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _fail(message: str, status: int = 2) -> NoReturn:
+    typer.echo(f"streamad: {message}", err=True)
+    raise SystemExit(status)
+
+
+def _stdout_gone() -> NoReturn:
+    """The reader of stdout went away (``| head``): stop quietly, like any Unix filter."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the flush at exit does not complain
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    raise SystemExit(141)
+
+
 def main(argv: Optional[list[str]] = None) -> None:
+    """The ``streamad`` entry point: no traceback reaches a user. Usage errors and bad
+    files print one line ``streamad: error: ...`` and exit with status 2; anything
+    unexpected prints one line too (STREAMAD_DEBUG=1 shows the traceback) and exits 1."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        app(args=argv, standalone_mode=False)
+        status = app(args=argv, standalone_mode=False)
     except typer.Exit as e:
         raise SystemExit(e.exit_code) from None
-    except typer.Abort:
-        typer.echo("streamad: aborted", err=True)
-        raise SystemExit(130) from None
+    except (typer.Abort, KeyboardInterrupt):
+        _fail("interrupted", 130)
     except TyperException as e:
         if type(e).__name__ == "NoArgsIsHelpError":  # bare `streamad`: show the help
             typer.echo(e.format_message())
             raise SystemExit(0) from None
-        typer.echo(f"streamad: error: {e.format_message()}", err=True)
-        raise SystemExit(2) from None
+        _fail(f"error: {_one_line(e.format_message())}", 2)
     except StreamadError as e:
-        typer.echo(f"streamad: error: {e}", err=True)
-        raise SystemExit(2) from None
+        _fail(f"error: {_one_line(str(e))}", 2)
     except BrokenPipeError:
-        raise SystemExit(1) from None
+        _stdout_gone()
+    except MemoryError:
+        _fail("error: out of memory (a smaller --window-size, or fewer features, needs less)", 1)
+    except Exception as e:  # noqa: BLE001 - the last resort: a bug must not show a traceback
+        if _debug():
+            raise
+        what = _one_line(str(e)) or "no message"
+        _fail(f"internal error: {type(e).__name__}: {what}; rerun with STREAMAD_DEBUG=1 for the details", 1)
+    if isinstance(status, int) and status:
+        # Without standalone mode, click returns the status of a typer.Exit raised in a command.
+        raise SystemExit(status)
 
 
 if __name__ == "__main__":

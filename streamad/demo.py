@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -131,22 +131,38 @@ def plot(stream: DemoStream, recorder: Any, path: Path) -> Path:
     return path
 
 
-def run_demo(settings: Any, out_dir: Path = Path("streamad-out"), n: int = 20_000, seed: int = 7) -> tuple[Any, Path]:
-    """Generate the stream, replay it through the pipeline, write detections and the plot."""
+def run_demo(
+    settings: Any,
+    out_dir: Path = Path("streamad-out"),
+    n: int = 20_000,
+    seed: int = 7,
+    batches: Callable[[Any], Iterable[Any]] | None = None,
+    say: Callable[[str], None] | None = None,
+) -> tuple[Any, Path]:
+    """Generate the stream, replay it through the pipeline, write detections and the plot.
+    ``batches`` wraps the source (a progress bar); ``say`` reports each step."""
     from connectors.odds import ArraySource
     from connectors.sinks import JsonlSink, RejectsFile
     from streamad.replay import replay
 
+    tell = say or (lambda message: None)
     stream = generate(n=n, seed=seed)
     source = ArraySource(stream.X, stream.y, stream="demo", timestamps=stream.timestamps, feature_names=stream.feature_names)
     out_dir = Path(out_dir)
     det_path, rej_path = out_dir / "demo.detections.jsonl", out_dir / "demo.rejects.csv"
-    sink, rejects = JsonlSink(det_path), RejectsFile(rej_path)
+    sink = JsonlSink(det_path)
     try:
-        summary, recorder = replay(source, settings, sink, stream.feature_names, rejects=rejects, source_name=f"demo sensor stream ({n:,} records, seed {seed})")
+        rejects = RejectsFile(rej_path)
+    except BaseException:
+        sink.close()
+        raise
+    tell(f"scoring it with {settings.detector.name if settings.detector.name != 'default' else 'the default detector'} (score first, then learn, window by window)...")
+    try:
+        summary, recorder = replay(source, settings, sink, stream.feature_names, rejects=rejects, batches=batches, source_name=f"demo sensor stream ({n:,} records, seed {seed})")
     finally:
         sink.close()
         rejects.close()
+    tell(f"plotting to {out_dir / 'demo.png'}...")
     png = plot(stream, recorder, out_dir / "demo.png")
     summary.outputs = {"detections": str(det_path), "rejects": f"{rej_path} ({rejects.written} rows)", "plot": str(png)}
     return summary, png

@@ -6,10 +6,17 @@ Pipeline with another source and sink.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
+import signal
+import stat
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -59,6 +66,7 @@ class Summary:
     notes: list[str] = field(default_factory=list)
     interrupted: bool = False
     drift: dict[str, int] | None = None  # drift alarms by kind; None when drift detection is off
+    stop_reason: str | None = None  # why an interrupted replay stopped (Ctrl-C, SIGTERM, stdout closed)
 
     @property
     def records_per_second(self) -> float:
@@ -82,6 +90,7 @@ class Summary:
             "outputs": self.outputs,
             "notes": self.notes,
             "interrupted": self.interrupted,
+            "stop_reason": self.stop_reason,
             "drift": self.drift,
         }
 
@@ -121,10 +130,65 @@ class Summary:
             + ("yes: read = scored + rejected" + (" + skipped" if c.skipped else "") if reconciled else f"NO: {c.pending:,} records unaccounted for")
         )
         if self.interrupted:
-            lines.append(f"{'note':<{width}}  interrupted: the summary covers the records read until then")
+            why = f" ({self.stop_reason})" if self.stop_reason else ""
+            lines.append(f"{'note':<{width}}  interrupted{why}: the summary covers the records read until then")
         for note in self.notes:
             lines.append(f"{'note':<{width}}  {note}")
         return "\n".join(lines)
+
+
+class Interrupts:
+    """Ctrl-C (SIGINT) and SIGTERM during a replay stop it cleanly, not mid-window.
+
+    The signal is noted, and acted on at once only while the replay waits for its source
+    (reading, or pacing) — there a record has not been counted yet, so stopping loses
+    nothing. Anywhere else the window being processed is finished first. Either way the
+    partial windows are drained, the outputs flushed and the summary written. A second
+    signal stops at once (``KeyboardInterrupt``), for a replay that does not stop.
+
+    Handlers are installed only in the main thread (Python allows nothing else), and
+    the previous ones restored on exit.
+    """
+
+    NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._waiting = False
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def reason(self) -> str | None:
+        return None if self.signal is None else self.NAMES.get(self.signal, f"signal {self.signal}")
+
+    def __enter__(self) -> "Interrupts":
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.NAMES:
+                try:
+                    self._previous[sig] = signal.signal(sig, self._handle)
+                except (OSError, ValueError):
+                    pass
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal is not None or self._waiting:
+            self.signal = self.signal or signum
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    @contextmanager
+    def waiting(self) -> Iterator[None]:
+        """A stretch where a signal may interrupt at once: nothing is half done in it."""
+        self._waiting = True
+        try:
+            yield
+        finally:
+            self._waiting = False
 
 
 def replay(
@@ -137,28 +201,43 @@ def replay(
     batches: Callable[[Source], Iterable[Any]] | None = None,
     source_name: str = "",
     live: bool | None = None,
+    should_stop: Callable[[], str | None] | None = None,
 ) -> tuple[Summary, Recorder]:
-    """Run a finite source to its end (or Ctrl-C) and return the summary and the record
-    of every score. ``batches`` can wrap the source's iteration (pacing, progress);
-    ``live`` (default: the source's own ``live``) says whether windows may also close
-    by time, which only a paced replay needs."""
+    """Run a finite source to its end (or Ctrl-C / SIGTERM) and return the summary and
+    the record of every score. ``batches`` can wrap the source's iteration (pacing,
+    progress); ``live`` (default: the source's own ``live``) says whether windows may
+    also close by time, which only a paced replay needs. ``should_stop`` is asked after
+    every batch; a reason it returns (say, stdout's reader went away) stops the replay
+    like Ctrl-C does."""
     recorder = Recorder()
     pipeline = Pipeline(settings, sink, feature_names=feature_names, rejects=rejects, observers=[recorder, *observers])
-    stream = batches(source) if batches is not None else source
+    stream = iter(batches(source) if batches is not None else source)
     if live is None:
         live = getattr(source, "live", True)
-    interrupted = False
+    stop_reason: str | None = None
     t0 = time.perf_counter()
-    try:
-        for item in stream:
+    with Interrupts() as signals:
+        while signals.signal is None and stop_reason is None:
+            try:
+                with signals.waiting():
+                    item = next(stream)
+            except StopIteration:
+                break
+            except KeyboardInterrupt:
+                signals.signal = signals.signal or signal.SIGINT
+                break
             if item is not None:
                 pipeline.process(item)
             if live:
                 pipeline.tick()
-    except KeyboardInterrupt:
-        interrupted = True
-    pipeline.drain()
-    pipeline.checkpoint()
+            if should_stop is not None:
+                stop_reason = should_stop()
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()  # a generator stopped early: let it release its file now
+        pipeline.drain()
+        pipeline.checkpoint()
+        stop_reason = signals.reason or stop_reason
     seconds = time.perf_counter() - t0
     drift: dict[str, int] | None = None
     if settings.drift.enabled:
@@ -174,8 +253,9 @@ def replay(
         detector=pipeline.model_name,
         window_size=window_description(settings),
         quality=recorder.quality(),
-        interrupted=interrupted,
+        interrupted=stop_reason is not None,
         drift=drift,
+        stop_reason=stop_reason,
     )
     summary.notes += warming_notes(pipeline)
     return summary, recorder
@@ -202,24 +282,175 @@ def window_description(settings: Settings) -> str:
     return f"{w.initial_size} doubling to {w.size}" if grows else str(w.size)
 
 
+def output_prefix(source: Path) -> str:
+    """The name a replay's default outputs start with, unique per input path: the
+    input's parent directory and stem (to be readable) and a short hash of its resolved
+    path (to be unique: ``a/x/0.csv`` and ``b/x/0.csv`` differ only there).
+
+    >>> p = output_prefix(Path("/data/skab/valve1/0.csv")); p.startswith("valve1-0-"), len(p)
+    (True, 15)
+    >>> output_prefix(Path("/data/skab/valve2/0.csv")) != output_prefix(Path("/data/skab/valve1/0.csv"))
+    True
+    """
+    if str(source) == "-":
+        return "stdin"
+    try:
+        # Resolving follows symlinks, so a link and its target share their outputs; a
+        # pipe or device is named as given (/dev/stdin resolves to a new pipe each time).
+        where = source.resolve() if source.is_file() else Path(os.path.abspath(source))
+    except (OSError, RuntimeError):
+        where = Path(os.path.abspath(source))
+    digest = hashlib.sha256(os.fsencode(where)).hexdigest()[:6]
+    parts = [_safe_name(where.parent.name)[:40], _safe_name(source.stem)[:80] or "stream", digest]
+    return "-".join(p for p in parts if p)
+
+
+def _safe_name(name: str) -> str:
+    """A file name fragment: letters, digits, ``.``, ``_`` and ``-`` only."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
+
+
 def default_output_paths(source: Path, out_dir: Path) -> tuple[Path, Path]:
-    stem = source.stem or "stream"
-    return out_dir / f"{stem}.detections.jsonl", out_dir / f"{stem}.rejects.csv"
+    """Detections and rejects files of a replay without ``--out`` / ``--rejects``."""
+    prefix = output_prefix(source)
+    return out_dir / f"{prefix}.detections.jsonl", out_dir / f"{prefix}.rejects.csv"
 
 
 def default_drift_path(source: Path, out_dir: Path) -> Path:
-    return out_dir / f"{source.stem or 'stream'}.drift.jsonl"
+    return out_dir / f"{output_prefix(source)}.drift.jsonl"
 
 
-def end_offset(source: Any, path: Path) -> int:
+def end_offset(source: Any, path: Path) -> int | None:
     """One past the last offset a file source can give, like a Kafka end offset, so that
     lag = end offset − position: the record count + 1 for in-memory and ``.mat`` sources
-    (offsets from 1), the line count + 1 for delimited text (offsets are line numbers)."""
+    (offsets from 1), the line count + 1 for delimited text (offsets are line numbers).
+    ``None`` when it cannot be known without consuming the input (a pipe, a device)."""
     if getattr(source, "progress_unit", None) == "records":
         return int(source.progress[1]) + 1
-    lines, last = 0, b"\n"
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            lines += chunk.count(b"\n")
-            last = chunk[-1:]
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            return None
+        lines, last = 0, b"\n"
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                lines += chunk.count(b"\n")
+                last = chunk[-1:]
+    except OSError:
+        return None
     return lines + (1 if last != b"\n" else 0) + 1
+
+
+# -- outputs: never one input's results over another's ------------------------------------------
+
+OVERWRITE_RULE = (
+    "An output file that exists is overwritten only when it is empty or holds results of "
+    "the same input (re-running a replay replaces its own outputs); a file with another "
+    "input's results, or one streamad did not write, is refused unless --force."
+)
+
+
+def output_origin(path: Path) -> tuple[str, str | None]:
+    """What an existing output file holds: ``("empty", None)`` (nothing, or a header
+    only: nothing to lose), ``("streamad", stream)`` (results streamad wrote for the input
+    named ``stream``) or ``("other", None)``. Only the start of the file is read."""
+    import csv
+    import json
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 20)
+    except OSError:
+        return "other", None
+    if not head.strip():
+        return "empty", None
+    first = head.split(b"\n", 1)[0].strip()
+    try:
+        record = json.loads(first)
+    except ValueError:
+        record = None
+    if record is None and head.lstrip().startswith(b"{"):
+        try:
+            record = json.loads(head)  # a summary written with --summary-json
+        except ValueError:
+            record = None
+    if isinstance(record, dict):
+        src = record.get("source")
+        stream = src.get("stream") if isinstance(src, dict) else src if "read" in record else record.get("stream")
+        return ("streamad", stream) if isinstance(stream, str) else ("other", None)
+    from connectors.sinks import CsvSink, RejectsFile
+
+    text = head.decode("utf-8", errors="replace").splitlines()
+    for columns in (CsvSink.COLUMNS, RejectsFile.COLUMNS):
+        if text and text[0].strip() == ",".join(columns):
+            rows = [r for r in csv.reader(text[1:2]) if r]
+            if not rows:
+                return "empty", None
+            i = columns.index("stream")
+            return ("streamad", rows[0][i]) if len(rows[0]) > i else ("other", None)
+    return "other", None
+
+
+def _same_input(stream: str, source: Path, names: Sequence[str]) -> bool:
+    if stream in names:
+        return True
+    try:
+        return Path(stream).exists() and os.path.samefile(stream, source)
+    except OSError:
+        return False
+
+
+def _is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return False
+
+
+def is_stdout(path: Path | str) -> bool:
+    """``-``, or a path that is this process's stdout (``/dev/stdout``, ``/proc/self/fd/1``)."""
+    if str(path) == "-":
+        return True
+    try:
+        a, b = os.stat(path), os.fstat(1)
+    except (OSError, ValueError):
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def check_outputs(source: Path, outputs: dict[str, Path], force: bool = False, names: Sequence[str] = ()) -> None:
+    """Refuse, before anything is written, outputs that would destroy data: the input
+    itself, two outputs on one file, a directory, a path below a file, and (without
+    ``force``) an existing file holding another input's results (see `OVERWRITE_RULE`).
+    ``outputs`` maps an option name (``--out``) to its path; ``names`` are the names
+    the input's results carry as their stream (the path as given)."""
+    from streamad.errors import InputError
+
+    names = [str(source), *names]
+    seen: dict[str, str] = {}
+    for option, path in outputs.items():
+        if is_stdout(path):
+            continue
+        if str(path) in ("", "."):
+            raise InputError(f"{option}: '{path}' is empty or the current directory; give a file name")
+        if path.is_dir():
+            raise InputError(f"{option} {path} is a directory; give a file name")
+        for parent in path.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise InputError(f"{option} {path}: {parent} is not a directory")
+                break
+        exists = path.exists()
+        if exists and not _is_regular(path):
+            continue  # /dev/null, a FIFO: nothing to overwrite, and may be given twice
+        key = os.path.realpath(path)
+        if key in seen:
+            raise InputError(f"{seen[key]} and {option} both name {path}: give each output its own file")
+        seen[key] = option
+        if exists and source.exists() and os.path.samefile(path, source):
+            raise InputError(f"{option} {path} is the input file: it would be overwritten")
+        if exists and not force:
+            kind, stream = output_origin(path)
+            if kind == "other":
+                raise InputError(f"{option} {path} exists and does not hold streamad results; --force overwrites it")
+            if kind == "streamad" and not _same_input(stream or "", source, names):
+                raise InputError(f"{option} {path} holds the results of another input ({stream}); --force overwrites it")

@@ -22,6 +22,7 @@ from streamad.errors import ConfigError
 from streamad.metrics import LATENCY_BUCKETS, MetricsObserver, VectorHistogram, start_metrics
 from streamad.pipeline import Pipeline, WindowResult
 from streamad.records import Batch, Lane
+from streamad.replay import default_drift_path
 from tests.conftest import run_cli
 
 
@@ -173,8 +174,8 @@ def test_replay_cli_serves_metrics_and_writes_drift_events(tmp_path) -> None:
     assert r.returncode == 0, r.stderr
     assert re.search(r"^metrics +http://127\.0\.0\.1:\d+/metrics$", r.stdout, re.M)
     assert re.search(r"^drift alarms +0$", r.stdout, re.M)
-    assert (tmp_path / "out" / "pumps.drift.jsonl").exists()
+    assert default_drift_path(csv, tmp_path / "out").exists()
     assert "serving Prometheus metrics on http://127.0.0.1:" in r.stderr
     r = run_cli("replay", str(csv), "--out-dir", str(tmp_path / "out2"), "--no-drift", "--no-progress")
     assert r.returncode == 0, r.stderr
-    assert "drift" not in r.stdout and not (tmp_path / "out2" / "pumps.drift.jsonl").exists()
+    assert "drift" not in r.stdout and not default_drift_path(csv, tmp_path / "out2").exists()

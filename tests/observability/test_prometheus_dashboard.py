@@ -247,10 +247,12 @@ def test_drift_metrics_record_the_planted_drift_only(stack: dict[str, Any]) -> N
     # Only the drifting feature crossed the level.
     assert [k for k, v in peak.items() if v > level] == ["drift.csv/temperature"]
     # The same alarms are in the drift events files, as JSON lines.
-    drift_lines = [json.loads(x) for x in (stack["out"] / "drift.drift.jsonl").read_text().splitlines()]
+    from streamad.replay import default_drift_path  # outputs are named after the input's path
+
+    drift_lines = [json.loads(x) for x in default_drift_path(stack["files"]["drift"], stack["out"]).read_text().splitlines()]
     assert {e["feature"] for e in drift_lines if e["kind"] == "feature"} == {"temperature"}
     assert len(drift_lines) == events["drift.csv/feature"] + events["drift.csv/score"]
-    assert (stack["out"] / "nodrift.drift.jsonl").read_text() == ""
+    assert default_drift_path(stack["files"]["nodrift"], stack["out"]).read_text() == ""
 
 
 def test_counts_reconcile_and_lag_drains(stack: dict[str, Any]) -> None:
