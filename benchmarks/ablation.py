@@ -19,6 +19,9 @@ situation LOE is for.
 
 Windows are the pipeline's own (``window.size``, growing from ``window.initial_size``
 as in the default settings); ``--window`` and ``--grow`` override the two.
+
+The variants live in benchmarks/variants.py: public parameters go through settings,
+changed components through a detector class registered for the variant.
 """
 
 from __future__ import annotations
@@ -36,38 +39,8 @@ import numpy as np
 
 
 from benchmarks.odds import DATASETS, RESULTS, SEEDS, _commit, _default_data_dir, _machine, metrics, protocol_records, run_pool, single_thread
+from benchmarks.variants import VARIANTS
 
-#: name -> detector parameter overrides on top of the default detector's own defaults
-VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "default": ("default", {}),
-    "soft": ("LOE-soft (flagged: 0.5 L_n + 0.5 L_a)", {"loe": "soft"}),
-    "refine": ("Refine (flagged records dropped)", {"loe": "refine"}),
-    "blind": ("Blind (no LOE)", {"loe": "blind"}),
-    "running": ("E-step: running quantile, capped", {"estep": "running"}),
-    "loe-warmup": ("LOE blind for the first 512 records", {"loe_warmup": 512}),
-    "weights": ("importance weights on", {"weights": True}),
-    "robust-target": ("importance weights on, median/MAD target", {"weights": True, "iw_target": "robust"}),
-    "lamp-scale": ("LAMP scale(10)", {"lamp": "scale", "lamp_c": 10.0}),
-    "lamp-power": ("LAMP power(2)", {"lamp": "power", "lamp_p": 2.0}),
-    "lamp-exp": ("LAMP exp(1)", {"lamp": "exp", "lamp_beta": 1.0}),
-    "no-head": ("no density head: score = mean squared error", {"score_head": False}),
-    "gauss-head": ("density head with Gaussian noise (nu = 0)", {"score_nu": 0.0}),
-    "no-normalize": ("density head without per-feature residual variances", {"score_normalize": False}),
-    "latent": ("density head + latent Mahalanobis term", {"score_latent": 1.0}),
-    "loe-rank-score": ("LOE E-step ranks by the density score", {"loe_rank": "score"}),
-    "calibration": ("score calibration on", {"calibrate": True}),
-    "previous": ("previous default (no head, calibrated)", {"score_head": False, "calibrate": True, "gauss": False}),
-    "no-gauss": ("no online Gaussian (loe-ae v2: the density head alone)", {"gauss": False, "score_warmup": 256}),
-    "gauss-w1": ("online Gaussian at weight 1", {"gauss_weight": 1.0}),
-    "gauss-max": ("network and Gaussian combined by max", {"combine": "max"}),
-    "gauss-only": ("the online Gaussian alone (network trains, does not score)", {"combine": "gauss"}),
-    "gauss-all": ("Gaussian learns every record, not just LOE-normal ones", {"gauss_learn": "all"}),
-    "gauss-tail": ("calibration by the 99% tail instead of the MAD", {"calibration_tail": 0.99}),
-    "no-boost": ("no front-loaded warm-up", {"warmup_boost": 0.0}),
-    "replay": ("replay: half of each batch from memory", {"replay_share": 0.5}),
-    "train-quarter": ("after the warm-up, train on a quarter of the records", {"train_share": 0.25}),
-    "plain": ("everything off (plain AE)", {"loe": "blind", "calibrate": False, "warmup_boost": 0.0, "score_head": False, "gauss": False}),
-}
 #: the committed table: every component of the default switched off or swapped once;
 #: the other variants stay runnable with --variants
 DEFAULT_VARIANTS = (
@@ -107,9 +80,10 @@ def run_one(job: Mapping[str, Any]) -> dict[str, Any]:
     assert y is not None
     X, y = protocol_records(X, y, job["seed"])
     X, y = contaminate(X, y, job["share"], job["seed"])
+    variant = VARIANTS[job["variant"]]
     overrides: dict[str, Any] = {
         "window": {"size": job["window"], "initial_size": job["grow"]},
-        "detector": {"name": job["detector"], "params": dict(job["params"]), "seed": job["seed"]},
+        "detector": {"name": variant.detector(job["variant"], job["detector"]), "params": dict(variant.params), "seed": job["seed"]},
     }
     scores, seconds = _run(X, overrides)
     auc, ap = metrics(y, scores)
@@ -194,10 +168,10 @@ def render(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any], datasets:
         "| variant | AUC | AP | ΔAUC | ΔAP | files +/− | AUC +10% | AP +10% | ΔAUC | ΔAP | files +/− |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for v, (title, params) in VARIANTS.items():
+    for v, variant in VARIANTS.items():
         if v not in s:
             continue
-        cells = [f"{title}" + (f" `{json.dumps(params)}`" if params else "")]
+        cells = [variant.title + (f" `{variant.shows}`" if variant.shows else "")]
         for c in CONDITIONS:
             r = s[v].get(c)
             if r is None:
@@ -217,7 +191,7 @@ def render(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any], datasets:
     lines += ["", "## Per file, ROC-AUC (mean over seeds)", ""]
     shown = [v for v in ("default", "no-gauss", "no-head", "blind", "plain") if v in s]
     for c in CONDITIONS:
-        lines += [f"### {c}", "", "| file | " + " | ".join(VARIANTS[v][0] for v in shown) + " |", "|---|" + "---|" * len(shown)]
+        lines += [f"### {c}", "", "| file | " + " | ".join(VARIANTS[v].title for v in shown) + " |", "|---|" + "---|" * len(shown)]
         for d in datasets:
             vals = []
             for v in shown:
@@ -263,7 +237,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             "share": CONDITIONS[c],
             "dataset": d,
             "seed": seed,
-            "params": VARIANTS[v][1],
             "detector": detector,
             "window": window,
             "grow": grow,

@@ -124,7 +124,7 @@ def run_one(job: Mapping[str, Any]) -> dict[str, Any]:
 
     from connectors.odds import load_mat
     from streamad.learning.backbones import AutoEncoder, NeuTraL
-    from streamad.learning.lamp import Lamp
+    from streamad.learning.components import Calibration, Optimizer, Schedule
     from streamad.learning.loe import LatentLabeler
     from streamad.learning.trainer import WindowTrainer
 
@@ -137,18 +137,14 @@ def run_one(job: Mapping[str, Any]) -> dict[str, Any]:
     g = torch.Generator().manual_seed(job["seed"])
     backbone = NeuTraL(d, n_transforms=job["transforms"], generator=g) if m["backbone"] == "ntl" else AutoEncoder(d, generator=g)
     n = len(Xtr)
+    # The bare trainer: LOE alone (no weights, LAMP, head or Gaussian), plain mini-batch
+    # epochs (no warm-up schedule, no replay), raw L_n as the score.
     trainer = WindowTrainer(
         backbone,
-        LatentLabeler(alpha=0.1, mode=m["loe"]),
-        None,
-        Lamp("none"),
-        lr=job["lr"],
-        weight_decay=job["weight_decay"],
-        batch_size=job["batch_size"],
-        warmup_records=0,
-        loe_warmup=2 * n,  # two blind epochs, then LOE
-        replay=0,
-        calibrate=False,
+        LatentLabeler(alpha=0.1, mode=m["loe"], warmup=2 * n),  # two blind epochs, then LOE
+        schedule=Schedule(batch_size=job["batch_size"], warmup_records=0, replay=0),
+        optimizer=Optimizer(lr=job["lr"], weight_decay=job["weight_decay"]),
+        calibration=Calibration(network_after=None),
         seed=job["seed"],
     )
     rng = np.random.default_rng([job["seed"], 1])

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from streamad.detectors import DEFAULT_DETECTOR, Detector, make_detector
+from streamad.detectors import Detector, accepts, make_detector, resolve
+from streamad.learning.runtime import set_threads
 from streamad.scaling import Scaler, make_scaler
 from streamad.threshold import Threshold, make_threshold
 
@@ -13,24 +14,23 @@ if TYPE_CHECKING:
 
 
 def apply_threads(settings: "Settings") -> None:
-    """Give torch the configured number of threads. Windows of a few hundred records
-    through a network this small are dominated by thread hand-offs when torch spreads
-    them over every core (several times slower on a busy machine)."""
-    import torch
-
-    if torch.get_num_threads() != settings.threads:
-        torch.set_num_threads(settings.threads)
+    """Give torch the configured number of threads: now if it is loaded, else when a
+    neural detector first builds its network (detectors without one never load torch).
+    Windows of a few hundred records through a network this small are dominated by
+    thread hand-offs when torch spreads them over every core."""
+    set_threads(settings.threads)
 
 
 def detector_name(settings: "Settings") -> str:
-    name = settings.detector.name
-    return DEFAULT_DETECTOR if name == "default" else name
+    return resolve(settings.detector.name)
 
 
 def build_detector(settings: "Settings") -> Detector:
     params: dict[str, Any] = dict(settings.detector.params)
-    params.setdefault("seed", settings.detector.seed)
-    return make_detector(detector_name(settings), **params)
+    name = detector_name(settings)
+    if accepts(name, "seed"):
+        params.setdefault("seed", settings.detector.seed)
+    return make_detector(name, **params)
 
 
 def build_scaler(settings: "Settings", detector: Detector) -> Scaler:

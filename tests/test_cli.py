@@ -86,7 +86,7 @@ def test_bad_rows_go_to_the_rejects_file_and_counts_reconcile(tmp_path):
         (["replay", "{tmp}/ok.csv", "--detector", "nope"], "unknown detector 'nope'"),
         (["replay", "{tmp}/ok.csv", "--threshold", "magic"], "threshold.kind"),
         (["replay", "{tmp}/ok.csv", "--features", "a,zz"], "feature column(s) not found: zz"),
-        (["replay", "{tmp}/ok.csv", "--param", "bogus=1"], "bad parameters"),
+        (["replay", "{tmp}/ok.csv", "--param", "bogus=1"], "detector.params.bogus: unknown parameter"),
         (["replay", "{tmp}/ok.csv", "--no-such-option"], "No such option"),
         (["replay", "{tmp}/ok.csv", "--speed", "2"], "pacing needs event timestamps"),
     ],

@@ -3,19 +3,26 @@ continue exactly, finite training on extreme values, registry and settings."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from streamad import checkpoint
 from streamad.detectors import available, make_detector
+from streamad.learning.weights import ImportanceWeights
 
 NEURAL = ["loe-ae", "loe-ntl", "loe-svdd"]
 SMALL = {"loe-ntl": {"n_transforms": 4}}
 
 
 def build(name: str, **kw: object):
-    params = {"warmup_records": 128, "warmup_boost": 2.0, "warmup_epochs": 2.0, "weights": True, "iw_warmup": 64, "batch_size": 64, "seed": 7, **SMALL.get(name, {}), **kw}
-    return make_detector(name, **params)
+    """A small, fast configuration: public parameters, plus a shorter warm-up schedule
+    and importance weights that start early through the components."""
+    params = {"warmup_records": 128, "weights": True, "batch_size": 64, "seed": 7, **SMALL.get(name, {}), **kw}
+    det = make_detector(name, **params)
+    c = det.components()
+    return det.with_components(schedule=replace(c.schedule, warmup_boost=2.0, warmup_epochs=2.0), weights=ImportanceWeights(min_count=64))
 
 
 def stream(seed: int = 0, n: int = 64, d: int = 5) -> np.ndarray:
@@ -53,7 +60,7 @@ def test_checkpoint_reloads_to_identical_scores_and_learning(name: str) -> None:
     for i in range(5):  # through warm-up, LOE and weights switching on
         det.learn(stream(i))
     det.learn(stream(99, n=40))  # leaves records pending for the next batch
-    back = make_detector(name, **SMALL.get(name, {}))
+    back = build(name)
     back.load_state_dict(checkpoint.loads(checkpoint.dumps(det.state_dict())))
     X = stream(50)
     assert np.array_equal(det.score(X), back.score(X))
@@ -128,12 +135,14 @@ def test_wrong_width_and_bad_params_are_clear_errors() -> None:
     det.learn(stream(0))
     with pytest.raises(ValueError, match="features"):
         det.score(np.zeros((2, 3)))
-    with pytest.raises(ValueError, match="unexpected parameter"):
+    with pytest.raises(ValueError, match="n_trees: unknown parameter"):
         make_detector("loe-ae", n_trees=3)
-    with pytest.raises(ValueError, match="LOE mode"):
+    with pytest.raises(ValueError, match="loe: Input should be 'hard', 'soft', 'refine' or 'blind'"):
         make_detector("loe-ae", loe="maybe")
     with pytest.raises(ValueError, match="anomalous loss"):
-        make_detector("loe-ae", anomalous_loss="none", loe="hard")
+        make_detector("loe-ae").with_components(backbone={"anomalous_loss": "none"}).check_components()
+    with pytest.raises(ValueError, match="before the detector learns"):
+        det.with_components(head=None)
 
 
 def test_a_checkpoint_of_another_version_is_refused_clearly() -> None:

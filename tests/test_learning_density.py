@@ -10,8 +10,8 @@ import torch
 from streamad import checkpoint
 from streamad.detectors import make_detector
 from streamad.learning.backbones import AutoEncoder, DeepSVDD
+from streamad.learning.components import HeadSpec, Optimizer, Schedule
 from streamad.learning.density import DensityHead
-from streamad.learning.lamp import Lamp
 from streamad.learning.loe import LatentLabeler
 from streamad.learning.trainer import WindowTrainer
 
@@ -86,15 +86,16 @@ def test_bad_settings_are_rejected() -> None:
             DensityHead(2, 1, **kw)  # type: ignore[arg-type]
 
 
-def _trainer(head: DensityHead | None, **kw: object) -> WindowTrainer:
-    ae = AutoEncoder(5, generator=torch.Generator().manual_seed(4))
-    return WindowTrainer(ae, LatentLabeler(alpha=0.1, mode="hard"), None, Lamp("none"), lr=1e-2, batch_size=32, warmup_records=64, replay=128, loe_warmup=0, head=head, **kw)  # type: ignore[arg-type]
+def _trainer(head: DensityHead | None, rank: str = "loss", explicit_backward: bool = True) -> WindowTrainer:
+    ae = AutoEncoder(5, generator=torch.Generator().manual_seed(4), explicit_backward=explicit_backward)
+    schedule = Schedule(batch_size=32, warmup_records=64, replay=128)
+    return WindowTrainer(ae, LatentLabeler(alpha=0.1, mode="hard", rank=rank), head=head, schedule=schedule, optimizer=Optimizer(lr=1e-2))
 
 
 @pytest.mark.parametrize("autograd", [False, True])
 def test_the_head_changes_the_score_never_the_training(autograd: bool) -> None:
     rng = np.random.default_rng(5)
-    plain, headed = _trainer(None, autograd=autograd), _trainer(DensityHead(5, 2, min_weight=16), autograd=autograd)
+    plain, headed = _trainer(None, explicit_backward=not autograd), _trainer(DensityHead(5, 2, min_weight=16), explicit_backward=not autograd)
     for _ in range(10):
         X = rng.normal(size=(40, 5))
         X[::8] += 5.0
@@ -109,28 +110,28 @@ def test_the_head_changes_the_score_never_the_training(autograd: bool) -> None:
 
 def test_loe_can_rank_by_the_score_instead() -> None:
     rng = np.random.default_rng(6)
-    by_loss, by_score = _trainer(DensityHead(5, 2, min_weight=16)), _trainer(DensityHead(5, 2, min_weight=16), loe_rank="score")
+    by_loss, by_score = _trainer(DensityHead(5, 2, min_weight=16)), _trainer(DensityHead(5, 2, min_weight=16), rank="score")
     for _ in range(10):
         X = rng.normal(size=(40, 5)) * np.array([0.1, 0.1, 1.0, 3.0, 3.0])
         by_loss.learn(X)
         by_score.learn(X)
     assert any(not torch.equal(a, b) for a, b in zip(by_loss.backbone.parameters(), by_score.backbone.parameters()))
-    with pytest.raises(ValueError, match="loe_rank"):
-        _trainer(None, loe_rank="both")
+    with pytest.raises(ValueError, match="rank"):
+        _trainer(None, rank="both")
 
 
 def test_a_backbone_without_residuals_cannot_take_a_head() -> None:
     with pytest.raises(ValueError, match="residuals"):
-        WindowTrainer(DeepSVDD(4), LatentLabeler(mode="refine"), None, Lamp("none"), head=DensityHead(4, 2))
-    with pytest.raises(ValueError, match="score_head"):
-        make_detector("loe-svdd", score_head=True)
+        WindowTrainer(DeepSVDD(4), LatentLabeler(mode="refine"), head=DensityHead(4, 2))
+    with pytest.raises(ValueError, match="residuals"):
+        make_detector("loe-svdd").with_components(head=HeadSpec()).check_components()
 
 
 def test_detector_score_head_switch() -> None:
     rng = np.random.default_rng(7)
     X = rng.normal(size=(256, 4))
-    on, off = make_detector("loe-ae", seed=1, gauss=False), make_detector("loe-ae", seed=1, score_head=False, gauss=False)
-    assert on.params["score_head"] and not off.params["score_head"]
+    on, off = make_detector("loe-ae", seed=1, gauss=False), make_detector("loe-ae", seed=1, gauss=False).with_components(head=None)
+    assert on.components().head == HeadSpec() and off.components().head is None
     for det in (on, off):
         for i in range(0, 256, 64):
             det.learn(X[i : i + 64])

@@ -8,6 +8,7 @@ import pytest
 
 from streamad import checkpoint
 from streamad.detectors import make_detector
+from streamad.learning.components import Calibration, Combiner, GaussianSpec
 from streamad.learning.gaussian import Calibrator, OnlineGaussian, chi2_log_prior
 
 W = np.array([1.0, 0.8, -0.6, 0.5, 1.2, -0.9])
@@ -28,8 +29,12 @@ def broken(n: int = 20) -> np.ndarray:
     return B
 
 
-def trained(**params: object):
-    det = make_detector("loe-ae", seed=0, **params)
+def build(params: dict[str, object], changes: dict[str, object]):
+    return make_detector("loe-ae", seed=0, **params).with_components(**changes)
+
+
+def trained(params: dict[str, object] | None = None, changes: dict[str, object] | None = None):
+    det = build(params or {}, changes or {})
     X = correlated(0, 2048)
     for i in range(0, len(X), 256):
         det.learn(X[i : i + 256])
@@ -39,8 +44,8 @@ def trained(**params: object):
 def test_the_combined_detector_flags_a_broken_correlation_the_autoencoder_alone_misses() -> None:
     normal = correlated(2, 500)
     share_above = {}
-    for label, params in (("combined", {}), ("network", {"gauss": False}), ("gaussian", {"combine": "gauss"})):
-        det = trained(**params)
+    for label, params, changes in (("combined", {}, {}), ("network", {"gauss": False}, {}), ("gaussian", {}, {"combiner": Combiner("gauss")})):
+        det = trained(params, changes)
         sn, sb = det.score(normal), det.score(broken())
         share_above[label] = float(np.mean(sb > np.quantile(sn, 0.9)))
     assert share_above["gaussian"] == 1.0
@@ -85,11 +90,11 @@ def test_only_loe_normal_records_enter_the_gaussian() -> None:
     det = make_detector("loe-ae", seed=0, warmup_records=0, batch_size=100)
     det.learn(correlated(0, 100))
     t = det.trainer
-    assert t is not None and t.gauss is not None
-    assert t.gauss.n == pytest.approx(90.0)  # LOE-hard flags the top 10% of the batch
-    every = make_detector("loe-ae", seed=0, warmup_records=0, batch_size=100, gauss_learn="all")
+    assert t is not None and t.gaussian is not None
+    assert t.gaussian.model.n == pytest.approx(90.0)  # LOE-hard flags the top 10% of the batch
+    every = make_detector("loe-ae", seed=0, warmup_records=0, batch_size=100).with_components(gaussian=GaussianSpec(learn="all"))
     every.learn(correlated(0, 100))
-    assert every.trainer is not None and every.trainer.gauss is not None and every.trainer.gauss.n == pytest.approx(100.0)
+    assert every.trainer is not None and every.trainer.gaussian is not None and every.trainer.gaussian.model.n == pytest.approx(100.0)
 
 
 def test_combined_checkpoint_continues_exactly_and_score_is_pure() -> None:
@@ -109,21 +114,29 @@ def test_combined_checkpoint_continues_exactly_and_score_is_pure() -> None:
     assert np.array_equal(back.contributions(probe), det.contributions(probe))
 
 
-@pytest.mark.parametrize("params", [{"gauss": False}, {"combine": "max"}, {"combine": "gauss"}, {"calibration_tail": 0.99}])
-def test_every_switch_builds_scores_and_round_trips(params: dict[str, object]) -> None:
-    det = trained(**params)
+SWITCHES = [
+    ({"gauss": False}, {}),
+    ({}, {"combiner": Combiner("max", gauss_weight=2.0)}),
+    ({}, {"combiner": Combiner("gauss", gauss_weight=2.0)}),
+    ({}, {"calibration": Calibration(network_after=None, tail=0.99)}),
+]
+
+
+@pytest.mark.parametrize("params, changes", SWITCHES)
+def test_every_switch_builds_scores_and_round_trips(params: dict[str, object], changes: dict[str, object]) -> None:
+    det = trained(params, changes)
     probe = np.r_[correlated(7, 20), broken(3)]
     s = det.score(probe)
     assert np.isfinite(s).all() and s[20:].mean() > np.median(s[:20])
-    back = make_detector("loe-ae", seed=0, **params)
+    back = build(params, changes)
     back.load_state_dict(checkpoint.loads(checkpoint.dumps(det.state_dict())))
     assert np.array_equal(back.score(probe), s)
 
 
 def test_bad_switch_values_are_clear_errors() -> None:
-    with pytest.raises(ValueError, match="combine"):
-        make_detector("loe-ae", combine="product")
-    with pytest.raises(ValueError, match="gauss_learn"):
-        make_detector("loe-ae", gauss_learn="some")
+    with pytest.raises(ValueError, match="combiner mode"):
+        Combiner("product")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="learn"):
+        GaussianSpec(learn="some")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="shrink"):
-        make_detector("loe-ae", gauss_shrink=0.0)
+        GaussianSpec(shrink=0.0)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from streamad.learning.backbones import AutoEncoder, DeepSVDD, NeuTraL
+from streamad.learning.components import Optimizer, Schedule
 from streamad.learning.lamp import Lamp
 from streamad.learning.loe import LatentLabeler
 from streamad.learning.trainer import WindowTrainer
@@ -20,7 +21,7 @@ def test_everything_off_is_plain_minibatch_training() -> None:
     X = rng.normal(size=(512, 5)).astype(np.float32)
     ae = AutoEncoder(5, generator=torch.Generator().manual_seed(3))
     ref = AutoEncoder(5, generator=torch.Generator().manual_seed(3))
-    trainer = WindowTrainer(ae, LatentLabeler(mode="blind"), None, Lamp("none"), lr=1e-2, batch_size=64, warmup_records=0, replay=0)
+    trainer = WindowTrainer(ae, LatentLabeler(mode="blind"), schedule=Schedule(batch_size=64, warmup_records=0, replay=0), optimizer=Optimizer(lr=1e-2))
     for i in range(0, 512, 32):
         trainer.learn(X[i : i + 32])
     ref.observe(np.ones(5, dtype=bool))  # every feature varies: none is masked
@@ -35,10 +36,17 @@ def test_everything_off_is_plain_minibatch_training() -> None:
         assert torch.allclose(a, b, atol=1e-6)
 
 
-def make(backbone: torch.nn.Module, **kw: object) -> WindowTrainer:
-    args = dict(lr=1e-2, batch_size=64, warmup_records=128, warmup_epochs=2.0, warmup_boost=2.0, loe_warmup=128, replay=256)
-    args.update(kw)
-    return WindowTrainer(backbone, LatentLabeler(alpha=0.1, mode="soft"), ImportanceWeights(min_count=64), Lamp("none"), **args)  # type: ignore[arg-type]
+def make(backbone: torch.nn.Module, loe_warmup: int = 128, **kw: object) -> WindowTrainer:
+    schedule = dict(batch_size=64, warmup_records=128, warmup_epochs=2.0, warmup_boost=2.0, replay=256)
+    schedule.update(kw)
+    return WindowTrainer(
+        backbone,  # type: ignore[arg-type]
+        LatentLabeler(alpha=0.1, mode="soft", warmup=loe_warmup),
+        ImportanceWeights(min_count=64),
+        Lamp("none"),
+        schedule=Schedule(**schedule),  # type: ignore[arg-type]
+        optimizer=Optimizer(lr=1e-2),
+    )
 
 
 def contaminated(rng: np.random.Generator, n: int, d: int = 4, share: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
@@ -92,6 +100,12 @@ def test_train_share_trains_on_part_of_each_steady_state_batch() -> None:
             make(AutoEncoder(4), train_share=bad)
 
 
+def test_a_backbone_without_an_anomalous_loss_cannot_train_loe_hard() -> None:
+    with pytest.raises(ValueError, match="anomalous loss"):
+        WindowTrainer(AutoEncoder(4, anomalous_loss="none"), LatentLabeler(mode="hard"))
+    WindowTrainer(AutoEncoder(4, anomalous_loss="none"), LatentLabeler(mode="refine"))
+
+
 def test_every_backbone_trains_and_stays_finite() -> None:
     rng = np.random.default_rng(0)
     for bb in (AutoEncoder(6), DeepSVDD(6), NeuTraL(6, n_transforms=4)):
@@ -111,7 +125,6 @@ def test_reopen_warmup_after_drift() -> None:
     assert not t.in_warmup and t.loe_active and t.hist.n_seen > 0
     t.reopen_warmup()
     assert t.in_warmup and not t.loe_active and t.hist.n_seen == 0
-
 
 
 
@@ -137,3 +150,22 @@ def test_explicit_backward_equals_autograd(activation: str, anomalous: str, lamp
     ae.backward_cached(cache, c_n * lamp.grad(ln2) / 40, c_a / 40)
     for a, p in zip(auto, ae.parameters()):
         assert torch.allclose(a, p.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("lamp", [Lamp("none"), Lamp("power", p=1.5)])
+def test_the_backbone_computes_its_gradients_either_way(lamp: Lamp) -> None:
+    """``explicit_backward=False`` makes the same autoencoder train through autograd: the
+    trainer does not know which, and the two runs stay together."""
+    rng = np.random.default_rng(2)
+    runs = []
+    for explicit in (True, False):
+        ae = AutoEncoder(5, generator=torch.Generator().manual_seed(3), explicit_backward=explicit)
+        assert ae.explicit_backward is explicit
+        t = WindowTrainer(ae, LatentLabeler(alpha=0.1, mode="hard"), None, lamp, schedule=Schedule(batch_size=32, warmup_records=64), optimizer=Optimizer(lr=1e-2))
+        for i in range(6):
+            t.learn(np.random.default_rng(i).normal(size=(32, 5)))
+        runs.append(t)
+    for a, b in zip(runs[0].backbone.parameters(), runs[1].backbone.parameters()):
+        assert torch.allclose(a, b, atol=1e-4)
+    X = rng.normal(size=(16, 5))
+    assert np.allclose(runs[0].score(X), runs[1].score(X), rtol=1e-3, atol=1e-4)

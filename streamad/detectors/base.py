@@ -2,17 +2,23 @@
 
 A detector scores a whole window with the state it had before the window, then learns
 from it. ``score`` never changes state, so a record is always judged by a model that
-has not yet seen it. ``score_one``/``learn_one`` give the river-style per-record API
-on top of the window API.
+has not yet seen it. ``score_one``/``learn_one`` give the river-style per-record API on
+top of the window API: records are learned in mini-batches.
 """
 
 from __future__ import annotations
 
 import abc
+import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar, Sequence, Union
 
 import numpy as np
+
+from streamad.detectors.params import check_params
+
+Record = Union[Mapping[str, float], Sequence[float], np.ndarray]
 
 
 @dataclass
@@ -33,14 +39,114 @@ class Detector(abc.ABC):
     Subclasses implement ``score``, ``learn``, ``state_dict`` and ``load_state_dict``.
     Scores are floats where higher means more anomalous; their scale is the
     detector's own (thresholds are learned on top of them).
+
+    **Parameters** are the constructor's keyword arguments, typed, with their
+    constraints in the annotation (``Annotated[float, Field(gt=0)]``); the constructor
+    checks them, ``streamad.detectors.validate_params`` checks a dict of them without
+    building anything, and ``get_params()`` returns them. They are fixed for the
+    detector's life: a different configuration is a different detector.
+
+    **Checkpoints.** ``state_dict()`` holds the parameters and everything learned,
+    including records ``learn_one`` has buffered. ``load_state_dict(state)`` restores
+    the learned state into this detector, which keeps its own parameters: a state made
+    with other parameters is refused with a ``ValueError`` naming each one that
+    differs, so a restored model is always the configured one (the pipeline reports it
+    in one line). ``Detector.from_state_dict(state)`` is the other way round: a new
+    detector with the checkpoint's parameters, restored.
+
+    **One record at a time** (river style): ``score_one(x)`` scores a record with the
+    model as of the last learned mini-batch; ``learn_one(x)`` buffers it and learns the
+    buffer as one batch when it is full: the first batch holds ``first_minibatch``
+    records and each next one twice as many, up to ``minibatch_size`` (the detector's
+    batch size), so a young model learns early and an old one at full speed.
+    ``flush()`` learns a partial buffer now; ``learn_many(X)`` learns the buffer and
+    ``X`` together, ``score_many(X)`` scores a batch. A record is a mapping (feature
+    name to value: the names of the first one fix the order), a sequence or an array.
+
+    >>> import numpy as np
+    >>> from streamad.detectors.gaussian import Gaussian
+    >>> det = Gaussian(warmup=16)
+    >>> rng = np.random.default_rng(0)
+    >>> for x in rng.normal(size=(40, 2)):
+    ...     det.learn_one({"a": x[0], "b": x[1]})
+    >>> det.seen, len(det.buffered)  # batches of 8 and 16 learned, 16 records waiting
+    (24, 16)
+    >>> det.score_one({"a": 0.0, "b": 9.0}) > det.score_one({"a": 0.0, "b": 0.0})
+    True
     """
 
     name: ClassVar[str] = "detector"
     version: ClassVar[str] = "1"
     #: The scaler the pipeline puts in front of this detector unless told otherwise.
     preferred_scaler: ClassVar[str] = "standard"
+    #: Records in the first mini-batch of ``learn_one``; each next one doubles.
+    first_minibatch: ClassVar[int] = 8
 
     _feature_order: tuple[str, ...] | None = None
+    _rows: list[np.ndarray] | None = None  # records learn_one buffered
+    _next_minibatch: int | None = None
+
+    # -- parameters ---------------------------------------------------------------------
+
+    def _set_params(self, owner: type, values: Mapping[str, Any]) -> None:
+        """Check the arguments of ``owner.__init__`` (``values``: its ``locals()``) and
+        keep each one as an attribute of the same name."""
+        names = [n for n in inspect.signature(owner).parameters if n in values]
+        checked = check_params(owner, {n: values[n] for n in names}, getattr(owner, "name", owner.__name__))
+        for n in names:
+            setattr(self, n, checked.get(n, values[n]))
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        names: list[str] = []
+        for klass in cls.__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is None or klass is Detector:
+                continue
+            for p in inspect.signature(init).parameters.values():
+                if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name not in names:
+                    names.append(p.name)
+        return names
+
+    def get_params(self) -> dict[str, Any]:
+        """The parameters this detector was made with."""
+        return {n: getattr(self, n) for n in self._param_names() if hasattr(self, n)}
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.get_params()
+
+    def _check_params(self, saved: Mapping[str, Any], legacy: Mapping[str, Any] | None = None) -> None:
+        """Refuse a state made with other parameters, naming them. ``legacy``: values of
+        parameters that older states carry and this detector no longer takes (they must
+        be at these values, the only ones it computes)."""
+        mine = self.get_params()
+        differ = []
+        for k, v in saved.items():
+            if k in mine:
+                want = mine[k]
+            elif legacy is not None and k in legacy:
+                want = legacy[k]
+            else:
+                differ.append(f"{k}={v!r} (not a parameter of {self.name} {self.version})")
+                continue
+            if _plain(v) != _plain(want):
+                differ.append(f"{k}={v!r} (configured: {want!r})")
+        if differ:
+            raise ValueError(
+                f"the {self.name} state was made with other parameters: {', '.join(differ)}; "
+                "configure those to continue from it, or start without it"
+            )
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any]) -> Detector:
+        """A detector made with the parameters recorded in ``state``, restored from it."""
+        names = set(cls._param_names())
+        det = cls(**{k: v for k, v in dict(state.get("params") or {}).items() if k in names})
+        det.load_state_dict(state)
+        return det
+
+    # -- the window contract -------------------------------------------------------------
 
     @abc.abstractmethod
     def score(self, X: np.ndarray) -> np.ndarray:
@@ -64,22 +170,93 @@ class Detector(abc.ABC):
 
     @abc.abstractmethod
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore a state produced by ``state_dict``."""
+        """Restore a state produced by ``state_dict`` (see the class docstring)."""
 
     # -- river-style, one record at a time ---------------------------------------------
 
-    def score_one(self, x: Mapping[str, float] | Sequence[float] | np.ndarray) -> float:
+    @property
+    def minibatch_size(self) -> int:
+        """Records ``learn_one`` learns at once, once past its first batches."""
+        return 256
+
+    @property
+    def buffered(self) -> np.ndarray:
+        """The records ``learn_one`` holds for the next mini-batch (n × d)."""
+        return np.stack(self._rows) if self._rows else np.empty((0, 0))
+
+    def score_one(self, x: Record) -> float:
+        """The score of one record, by the model as of the last learned mini-batch."""
         return float(self.score(self._row(x))[0])
 
-    def learn_one(self, x: Mapping[str, float] | Sequence[float] | np.ndarray) -> None:
-        self.learn(self._row(x))
+    def learn_one(self, x: Record) -> None:
+        """Buffer one record; learn the buffer when it holds a mini-batch."""
+        row = self._row(x)[0]
+        if self._rows is None:
+            self._rows = []
+        self._rows.append(row)
+        if self._next_minibatch is None:
+            self._next_minibatch = min(self.first_minibatch, self.minibatch_size)
+        if len(self._rows) >= self._next_minibatch:
+            self.flush()
 
-    def _row(self, x: Mapping[str, float] | Sequence[float] | np.ndarray) -> np.ndarray:
+    def flush(self) -> LearnReport | None:
+        """Learn the buffered records now (None when there are none)."""
+        if not self._rows:
+            return None
+        X = np.stack(self._rows)
+        self._rows = []
+        self._next_minibatch = min(2 * max(self._next_minibatch or 1, len(X)), self.minibatch_size)
+        return self.learn(X)
+
+    def learn_many(self, X: np.ndarray | Sequence[Record]) -> LearnReport:
+        """Learn the buffered records and the records of ``X`` as one batch."""
+        X = self._many(X)
+        if self._rows:
+            X = np.concatenate([np.stack(self._rows), X]) if len(X) else np.stack(self._rows)
+            self._rows = []
+        return self.learn(X)
+
+    def score_many(self, X: np.ndarray | Sequence[Record]) -> np.ndarray:
+        """Scores of a batch of records, by the model as of the last learned batch."""
+        return np.asarray(self.score(self._many(X)), dtype=np.float64)
+
+    def _row(self, x: Record) -> np.ndarray:
         if isinstance(x, Mapping):
-            if self._feature_order is None:
-                self._feature_order = tuple(x)
+            order = self._feature_order
+            if order is None:
+                order = self._feature_order = tuple(x)
             try:
-                return np.array([[float(x[k]) for k in self._feature_order]])
+                return np.array([[float(x[k]) for k in order]])
             except KeyError as e:
-                raise KeyError(f"feature {e.args[0]!r} missing; this detector was first given {list(self._feature_order)}") from None
+                raise KeyError(f"feature {e.args[0]!r} missing; this detector was first given {list(order)}") from None
         return np.asarray(x, dtype=np.float64).reshape(1, -1)
+
+    def _many(self, X: np.ndarray | Sequence[Record]) -> np.ndarray:
+        if isinstance(X, np.ndarray):
+            return np.asarray(X, dtype=np.float64).reshape(len(X), -1) if X.ndim != 2 else X.astype(np.float64, copy=False)
+        rows = [self._row(x) for x in X]
+        return np.concatenate(rows) if rows else np.empty((0, 0))
+
+    def _one_state(self) -> dict[str, Any]:
+        """What ``learn_one`` holds, for ``state_dict``."""
+        return {
+            "rows": np.stack(self._rows) if self._rows else None,
+            "next": self._next_minibatch,
+            "features": None if self._feature_order is None else list(self._feature_order),
+        }
+
+    def _load_one_state(self, state: Mapping[str, Any] | None) -> None:
+        state = state or {}  # states written before learn_one buffered: nothing held
+        rows = state.get("rows")
+        self._rows = [] if rows is None else list(np.asarray(rows, dtype=np.float64))
+        nxt = state.get("next")
+        self._next_minibatch = None if nxt is None else int(nxt)
+        features = state.get("features")
+        self._feature_order = None if features is None else tuple(features)
+
+
+def _plain(v: Any) -> Any:
+    """Tuples and lists alike, as a checkpoint's JSON gives them back."""
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v

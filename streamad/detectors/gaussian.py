@@ -4,24 +4,14 @@ The distance to a running mean under a running covariance.
 
 A classical baseline for sensor data: fast, label-free, strong on spikes, level shifts
 and broken correlations between sensors, and it tells which features are off.
-
->>> import numpy as np
->>> rng = np.random.default_rng(0)
->>> det = Gaussian()
->>> for _ in range(5):
-...     _ = det.learn(rng.normal(size=(200, 3)))
->>> normal, odd = det.score(np.array([[0.0, 0.0, 0.0], [0.0, 6.0, 0.0]]))
->>> bool(odd > 20 > normal)
-True
->>> int(det.contributions(np.array([[0.0, 6.0, 0.0]])).argmax())
-1
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping
 
 import numpy as np
+from pydantic import Field
 
 from streamad.detectors.base import Detector, LearnReport
 from streamad.learning.gaussian import OnlineGaussian
@@ -30,22 +20,52 @@ from streamad.learning.gaussian import OnlineGaussian
 class Gaussian(Detector):
     """Score = (x − μ)ᵀ Σ⁻¹ (x − μ) with μ, Σ learned window by window.
 
-    ``half_life`` (records) lets the estimate follow drift; ``ridge`` shrinks Σ toward
-    a scaled identity to keep it invertible when sensors are collinear or constant.
-    Until ``warmup`` records have been learned, scores are 0 and the report says so.
     The estimate is the same ``OnlineGaussian`` that ``loe-ae`` keeps beside its
     network, here fed every record (no LOE) and without a prior.
+
+    Parameters
+    ----------
+    half_life : float, optional, default 20000
+        Records after which old records count half, so the estimate follows drift
+        (None: never forget).
+    ridge : float in (0, 1], default 1e-3
+        Shrinks Σ toward a scaled identity, to keep it invertible when sensors are
+        collinear or constant.
+    warmup : int, default 256
+        Until this many records have been learned, scores are 0 and the report says so.
+    seed : int, optional
+        Accepted for a uniform interface; nothing here is random.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> det = Gaussian()
+    >>> for _ in range(5):
+    ...     _ = det.learn(rng.normal(size=(200, 3)))
+    >>> normal, odd = det.score(np.array([[0.0, 0.0, 0.0], [0.0, 6.0, 0.0]]))
+    >>> bool(odd > 20 > normal)
+    True
+    >>> int(det.contributions(np.array([[0.0, 6.0, 0.0]])).argmax())
+    1
     """
 
     name = "gaussian"
     preferred_scaler = "standard"
 
-    def __init__(self, half_life: float | None = 20_000, ridge: float = 1e-3, warmup: int = 256, seed: int | None = None) -> None:
-        if not 0.0 < ridge <= 1.0:
-            raise ValueError("ridge must be in (0, 1]")
-        self.half_life = half_life
-        self.ridge = ridge
-        self.warmup = warmup
+    half_life: float | None
+    ridge: float
+    warmup: int
+    seed: int | None
+
+    def __init__(
+        self,
+        half_life: Annotated[float, Field(gt=0)] | None = 20_000,
+        ridge: Annotated[float, Field(gt=0, le=1)] = 1e-3,
+        warmup: Annotated[int, Field(ge=0)] = 256,
+        seed: int | None = None,
+    ) -> None:
+        self._set_params(Gaussian, locals())
         self.seen = 0
         self.g: OnlineGaussian | None = None  # sized by the first window
 
@@ -82,11 +102,14 @@ class Gaussian(Detector):
 
     def state_dict(self) -> dict[str, Any]:
         g = self.g.state_dict() if self.g is not None else {"n": 0.0, "mean": None, "scatter": None}
-        return {"params": {"half_life": self.half_life, "ridge": self.ridge, "warmup": self.warmup}, "seen": self.seen, **g}
+        params = {"half_life": self.half_life, "ridge": self.ridge, "warmup": self.warmup}
+        return {"params": params, "seen": self.seen, **g, "one": self._one_state()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.__init__(**state["params"])  # type: ignore[misc]
+        self._check_params(state["params"])
         self.seen = int(state["seen"])
+        self.g = None
         if state["mean"] is not None:
             self.g = self._estimate(len(state["mean"]))
             self.g.load_state_dict(state)
+        self._load_one_state(state.get("one"))

@@ -13,65 +13,137 @@ Beside the network, an online Gaussian of the records LOE calls normal
 breaks its correlation with the others and extrapolates along learned correlations to
 operating points the young network has not met. Each component's score is calibrated
 against the running histogram of its own LOE-normal scores and the two are added (the
-Gaussian's twice). Importance weights, LAMP and histogram calibration of the network
-alone are available and off by default (benchmarks/results/ablation.md).
+Gaussian's twice). Importance weights and LAMP are available and off by default
+(benchmarks/results/ablation.md).
 
 Windows: the detector serves any window size, but a windowed detector cannot rank the
 records of its first window, so small first windows matter on short streams; windows
 that start at 8 records and double up to 256 give both the quality of small windows
 and the throughput of large ones.
-
->>> import numpy as np
->>> rng = np.random.default_rng(0)
->>> det = LoeAE(seed=0, warmup_records=256)
->>> for _ in range(8):
-...     _ = det.learn(rng.normal(size=(64, 4)))
->>> normal, odd = det.score(np.array([[0.0, 0.0, 0.0, 0.0], [6.0, -6.0, 6.0, 0.0]]))
->>> bool(odd > normal)
-True
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from dataclasses import replace
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-import torch
+from pydantic import Field
 
-from streamad.detectors.neural import NeuralDetector
-from streamad.learning.backbones import AutoEncoder, Backbone
+from streamad.detectors.neural import LEGACY_PARAMS, NeuralDetector
+from streamad.learning.components import Calibration, Combiner, Components, GaussianSpec, HeadSpec
+
+if TYPE_CHECKING:
+    import torch
+
+    from streamad.learning.backbones import Backbone
 
 
 class LoeAE(NeuralDetector):
+    """The default detector: an autoencoder trained with LOE, a Student-t density head on
+    its residuals, and an online Gaussian of the records LOE calls normal beside it.
+
+    Parameters
+    ----------
+    lr : float, default 3e-3
+        Adam's learning rate.
+    batch_size : int, default 256
+        Records per optimiser step, and per mini-batch of ``learn_one``.
+    warmup_records : int, default 1024
+        Records during which the network trains harder (several passes over little
+        data, topped up from a replay memory).
+    loe : {"hard", "soft", "refine", "blind"}, default "hard"
+        What LOE does with the records it flags: train them on the anomalous loss
+        (hard), half and half (soft), drop them (refine), or nothing (blind: no LOE).
+    alpha : float in [0, 1), default 0.1
+        Share of each batch LOE flags as anomalous: the contamination it assumes.
+    hidden : int, optional
+        Width of the hidden layers (default 32).
+    latent : int, optional
+        Width of the code (default ``max(2, min(4, n_features // 2))``).
+    weights : bool, default False
+        Importance weights toward a Gaussian score distribution (no gain on ODDS).
+    lamp : {"none", "scale", "power", "exp"}, default "none"
+        LAMP loss amplification of LOE-normal records (no gain on ODDS).
+    gauss : bool, default True
+        Keep the online Gaussian beside the network and add its calibrated score
+        (twice) to the network's; False scores with the density head alone.
+    train_share : float in (0, 1], default 1.0
+        After the warm-up, train on this share of the records (every record is still
+        scored): 0.25 streams about 1.5 times faster with the same ODDS figures.
+    score_warmup : int, default 1024
+        Records learned before the scores count for the threshold (``LearnReport.warmup``).
+    device : {"cpu", "cuda", "auto"}, default "cpu"
+        Where the network runs.
+    seed : int, default 0
+        Fixes the network's initial weights and the replay sampling.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> det = LoeAE(seed=0, warmup_records=256)
+    >>> for _ in range(8):
+    ...     _ = det.learn(rng.normal(size=(64, 4)))
+    >>> normal, odd = det.score(np.array([[0.0, 0.0, 0.0, 0.0], [6.0, -6.0, 6.0, 0.0]]))
+    >>> bool(odd > normal)
+    True
+
+    One record at a time, learned in mini-batches:
+
+    >>> det = LoeAE()
+    >>> for x in rng.normal(size=(300, 3)):
+    ...     s = det.score_one({"a": x[0], "b": x[1], "c": x[2]})
+    ...     det.learn_one({"a": x[0], "b": x[1], "c": x[2]})
+    >>> det.trainer.n_seen, len(det.buffered)  # batches of 8, 16, 32, 64, 128 learned
+    (248, 52)
+    """
+
     name = "loe-ae"
     version = "3"  # 2: the residual density score head; 3: the online Gaussian beside it
-    backbone_defaults: ClassVar[dict[str, Any]] = {
-        "hidden": None,
-        "latent": None,
-        "activation": "tanh",
-        "anomalous_loss": "complement",
-        # The density head scores the residuals (learning/density.py); its Student-t
-        # score keeps one scale from the first window on, where the calibration
-        # against the running histogram mixed raw early scores with calibrated late ones.
-        "score_head": True,
-        "calibrate": False,
-        # The online Gaussian of LOE-normal records (learning/gaussian.py) sees broken
-        # correlations between sensors and extrapolates along them; its calibrated score
-        # is added, twice, to the head's (benchmarks/results/sensor_streams.md).
-        "gauss": True,
-        "gauss_weight": 2.0,
-        # Scores count for the threshold once the training warm-up has seen 1024
-        # records: a sensor stream's first minutes visit operating points the model has
-        # not seen yet, and a threshold fitted to them stays too high (or alarms on them).
-        "score_warmup": 1024,
-    }
+    legacy_params: ClassVar[dict[str, Any]] = {
+        **LEGACY_PARAMS, "activation": "tanh", "anomalous_loss": "complement", "score_head": True, "calibrate": False, "gauss_weight": 2.0,
+    }  # fmt: skip
 
-    def make_backbone(self, n_features: int, generator: torch.Generator) -> Backbone:
-        p = self.params
-        return AutoEncoder(
-            n_features,
-            hidden=p["hidden"],
-            latent=p["latent"],
-            activation=p["activation"],
-            anomalous_loss=p["anomalous_loss"],
-            generator=generator,
+    hidden: int | None
+    latent: int | None
+    gauss: bool
+
+    def __init__(
+        self,
+        *,
+        lr: Annotated[float, Field(gt=0)] = 3e-3,
+        batch_size: Annotated[int, Field(ge=1)] = 256,
+        warmup_records: Annotated[int, Field(ge=0)] = 1024,
+        loe: Literal["hard", "soft", "refine", "blind"] = "hard",
+        alpha: Annotated[float, Field(ge=0, lt=1)] = 0.1,
+        hidden: Annotated[int, Field(ge=1)] | None = None,
+        latent: Annotated[int, Field(ge=1)] | None = None,
+        weights: bool = False,
+        lamp: Literal["none", "scale", "power", "exp"] = "none",
+        gauss: bool = True,
+        train_share: Annotated[float, Field(gt=0, le=1)] = 1.0,
+        score_warmup: Annotated[int, Field(ge=0)] = 1024,
+        device: Literal["cpu", "cuda", "auto"] = "cpu",
+        seed: int = 0,
+    ) -> None:
+        self._set_params(LoeAE, locals())
+
+    def default_components(self) -> Components:
+        return replace(
+            super().default_components(),
+            # The density head scores the residuals (learning/density.py): its Student-t
+            # score keeps one scale from the first window on, where the calibration
+            # against the running histogram mixed raw early scores with calibrated late ones.
+            head=HeadSpec(),
+            calibration=Calibration(network_after=None),
+            # The online Gaussian of LOE-normal records sees broken correlations between
+            # sensors and extrapolates along them; its calibrated score is added, twice,
+            # to the head's (benchmarks/results/sensor_streams.md).
+            gaussian=GaussianSpec() if self.gauss else None,
+            combiner=Combiner(mode="sum", gauss_weight=2.0),
         )
+
+    def make_backbone(self, n_features: int, generator: torch.Generator, **options: Any) -> Backbone:
+        from streamad.learning.backbones import AutoEncoder
+
+        return AutoEncoder(n_features, hidden=self.hidden, latent=self.latent, generator=generator, **options)

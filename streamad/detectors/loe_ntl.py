@@ -4,44 +4,100 @@ The backbone of the LOE paper's tabular experiments: ``L_n`` and ``L_a`` are bot
 genuine losses, so LOE-hard and LOE-soft apply as published. The network is bias-free
 and scores a record's direction only (see ``NeuTraL``), so this detector asks for the
 min-max scaler: centred inputs would hide how far out a record lies.
-
->>> import numpy as np
->>> rng = np.random.default_rng(0)
->>> det = LoeNTL(seed=0, warmup_records=256, warmup_boost=2.0, n_transforms=4)
->>> for _ in range(8):
-...     _ = det.learn(rng.normal(size=(64, 4)))
->>> det.score(rng.normal(size=(3, 4))).shape
-(3,)
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-import torch
+from pydantic import Field
 
-from streamad.detectors.neural import NeuralDetector
-from streamad.learning.backbones import Backbone, NeuTraL
+from streamad.detectors.neural import LEGACY_PARAMS, NeuralDetector
+
+if TYPE_CHECKING:
+    import torch
+
+    from streamad.learning.backbones import Backbone
 
 
 class LoeNTL(NeuralDetector):
+    """NeuTraL-AD trained with LOE; scores calibrated against the running histogram of
+    LOE-normal scores.
+
+    Parameters
+    ----------
+    lr : float, default 3e-3
+        Adam's learning rate.
+    batch_size : int, default 256
+        Records per optimiser step, and per mini-batch of ``learn_one``.
+    warmup_records : int, default 1024
+        Records during which the network trains harder (several passes over little
+        data, topped up from a replay memory).
+    loe : {"hard", "soft", "refine", "blind"}, default "hard"
+        What LOE does with the records it flags: train them on the anomalous loss
+        (hard), half and half (soft), drop them (refine), or nothing (blind: no LOE).
+    alpha : float in [0, 1), default 0.1
+        Share of each batch LOE flags as anomalous: the contamination it assumes.
+    n_transforms : int >= 2, default 11
+        Learned transformations (views) of each record.
+    hidden : int, optional
+        Width of the encoder's hidden layers (default 24).
+    rep : int, default 24
+        Dimension of the representation the contrastive loss compares.
+    weights : bool, default False
+        Importance weights toward a Gaussian score distribution.
+    lamp : {"none", "scale", "power", "exp"}, default "none"
+        LAMP loss amplification of LOE-normal records.
+    train_share : float in (0, 1], default 1.0
+        After the warm-up, train on this share of the records (every record is still scored).
+    score_warmup : int, default 256
+        Records learned before the scores count for the threshold (``LearnReport.warmup``).
+    device : {"cpu", "cuda", "auto"}, default "cpu"
+        Where the network runs.
+    seed : int, default 0
+        Fixes the network's initial weights and the replay sampling.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> det = LoeNTL(seed=0, warmup_records=256, n_transforms=4)
+    >>> for _ in range(8):
+    ...     _ = det.learn(rng.uniform(size=(64, 4)))
+    >>> det.score(rng.uniform(size=(3, 4))).shape
+    (3,)
+    """
+
     name = "loe-ntl"
     version = "2"
     preferred_scaler = "minmax"
-    backbone_defaults: ClassVar[dict[str, Any]] = {
-        "n_transforms": 11,
-        "hidden": None,
-        "rep": 24,
-        "tau": 0.1,
-        "transform": "residual",
-        "enc_layers": 5,
-    }
+    legacy_params: ClassVar[dict[str, Any]] = {**LEGACY_PARAMS, "tau": 0.1, "transform": "residual", "enc_layers": 5}
 
-    def make_backbone(self, n_features: int, generator: torch.Generator) -> Backbone:
-        p = self.params
-        if int(p["n_transforms"]) < 2:
-            raise ValueError("n_transforms must be at least 2")
-        return NeuTraL(
-            n_features, n_transforms=int(p["n_transforms"]), hidden=p["hidden"], rep=int(p["rep"]), tau=float(p["tau"]),
-            transform=str(p["transform"]), enc_layers=int(p["enc_layers"]), generator=generator,
-        )
+    n_transforms: int
+    hidden: int | None
+    rep: int
+
+    def __init__(
+        self,
+        *,
+        lr: Annotated[float, Field(gt=0)] = 3e-3,
+        batch_size: Annotated[int, Field(ge=1)] = 256,
+        warmup_records: Annotated[int, Field(ge=0)] = 1024,
+        loe: Literal["hard", "soft", "refine", "blind"] = "hard",
+        alpha: Annotated[float, Field(ge=0, lt=1)] = 0.1,
+        n_transforms: Annotated[int, Field(ge=2)] = 11,
+        hidden: Annotated[int, Field(ge=1)] | None = None,
+        rep: Annotated[int, Field(ge=1)] = 24,
+        weights: bool = False,
+        lamp: Literal["none", "scale", "power", "exp"] = "none",
+        train_share: Annotated[float, Field(gt=0, le=1)] = 1.0,
+        score_warmup: Annotated[int, Field(ge=0)] = 256,
+        device: Literal["cpu", "cuda", "auto"] = "cpu",
+        seed: int = 0,
+    ) -> None:
+        self._set_params(LoeNTL, locals())
+
+    def make_backbone(self, n_features: int, generator: torch.Generator, **options: Any) -> Backbone:
+        from streamad.learning.backbones import NeuTraL
+
+        return NeuTraL(n_features, n_transforms=self.n_transforms, hidden=self.hidden, rep=self.rep, generator=generator, **options)

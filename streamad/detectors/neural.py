@@ -1,201 +1,163 @@
 """The base of the neural detectors: a torch backbone trained by the window trainer.
 
-Every component of the learning core is a flat parameter here, so it can be switched
-from ``Settings.detector.params``:
+A neural detector takes a few typed parameters (the learning rate, the batch size,
+the warm-up length, LOE's mode and share, the network's size, the seed...) and builds
+from them the ``Components`` its trainer is made of (learning/components.py). The
+network is built from the seed when the first records arrive (their width fixes the
+input layer); torch is imported then, not before, so a detector can be made, checked
+and described without it.
 
-- LOE: ``loe`` (blind, hard, soft, refine), ``alpha``, ``estep`` (window, running),
-  ``loe_cap``, ``loe_warmup`` (records trained blind first);
-- the score histogram (log1p of LOE-normal scores): ``hist_bins``, ``hist_decay``;
-  ``calibrate`` reports scores against it;
-- importance weights: ``weights`` (on/off), ``iw_clip``, ``iw_ess``, ``iw_warmup``,
-  ``iw_target`` (moments, robust);
-- LAMP: ``lamp`` (none, scale, power, exp), ``lamp_c``, ``lamp_p``, ``lamp_beta``;
-- the density head (``score_head``, backbones with residuals; learning/density.py):
-  ``score_nu`` (Student-t degrees of freedom, 0 = Gaussian), ``score_normalize``,
-  ``score_floor``, ``score_latent``, ``score_decay``, ``score_min_weight``; ``loe_rank``
-  (loss, score) says what the E-step ranks by;
-- training: ``lr``, ``batch_size``, ``warmup_records``, ``warmup_epochs``, ``warmup_boost``, ``replay``,
-  ``replay_share``, ``train_share`` (after the warm-up, train on that share of the records), ``input_clip``, ``autograd`` (force autograd over a backbone's
-  explicit backward), ``device`` (cpu, cuda, auto), ``seed``.
-
-The network is built from the seed when the first records arrive (their width fixes
-the input layer). Scores are the backbone's ``L_n``, or the density head's reading of
-the residuals (with ``calibrate``, mapped monotonically against the running
-histogram); weights and LAMP touch the training loss only. The defaults are the configuration chosen on the ODDS dev set and checked
-component by component in benchmarks/results/ablation.md.
+Research API: ``components()`` is the full description of the trainer;
+``with_components(**changes)`` replaces parts of it on a detector that has not learned
+yet, and ``customized(name, change)`` makes a detector class whose components are
+changed by ``change``, for the registry and the pipeline (benchmarks/variants.py).
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Mapping
+import dataclasses
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
 import numpy as np
-import torch
 
-from streamad.detectors.base import Detector, LearnReport
-from streamad.learning.backbones import Backbone
-from streamad.learning.density import DensityHead
-from streamad.learning.gaussian import OnlineGaussian
+from streamad.detectors.base import Detector, LearnReport, Record
+from streamad.learning.components import Calibration, Components, LabelerSpec, Optimizer, Schedule
 from streamad.learning.lamp import Lamp
-from streamad.learning.loe import LatentLabeler
-from streamad.learning.trainer import WindowTrainer
 from streamad.learning.weights import ImportanceWeights
 
-TRAINER_DEFAULTS: dict[str, Any] = {
-    "loe": "hard",
-    "alpha": 0.1,
-    "estep": "window",
-    "loe_cap": None,
-    "loe_warmup": 0,
-    "weights": False,  # switchable; the ablation finds no gain on ODDS
-    "iw_clip": (0.1, 10.0),
-    "iw_ess": 0.3,
-    "iw_warmup": 256,
-    "iw_target": "moments",
-    "calibrate": True,
-    "calibrate_after": 64,
-    "autograd": False,
-    "hist_bins": 48,
-    "hist_decay": 0.99,
-    "lamp": "none",
-    "lamp_c": 1.0,
-    "lamp_p": 2.0,
-    "lamp_beta": 1.0,
-    "lr": 3e-3,
-    "weight_decay": 0.0,
-    "batch_size": 256,
-    "warmup_records": 1024,
-    "score_warmup": 256,  # records learned before the scores count (LearnReport.warmup)
-    "warmup_epochs": 8.0,
-    "warmup_boost": 16.0,
-    "replay": 1024,
-    "replay_share": 0.0,
-    "train_share": 1.0,
-    "input_clip": 1e3,
-    "device": "cpu",
-    "seed": 0,
-    "score_head": False,  # the density head (learning/density.py); backbones with residuals only
-    "score_nu": 1.0,
-    "score_normalize": True,
-    "score_floor": 0.3,
-    "score_latent": 0.0,
-    "score_decay": 0.9,
-    "score_min_weight": 32.0,
-    "loe_rank": "loss",
-    "gauss": False,  # the online Gaussian of LOE-normal records beside the network (learning/gaussian.py)
-    "gauss_half_life": 20_000.0,
-    "gauss_shrink": 0.05,
-    "gauss_weight": 1.0,
-    "combine": "sum",  # sum, max, gauss (the Gaussian alone)
-    "calibration_floor": 0.05,
-    "gauss_prior": 64.0,
-    "gauss_learn": "loe",
-    "calibration_tail": None,
-}
+if TYPE_CHECKING:
+    import torch
+
+    from streamad.learning.backbones import Backbone
+    from streamad.learning.trainer import WindowTrainer
+
+#: The flat parameters that states of version 3 carry beside the typed ones, at the only
+#: values this code computes (states made with others are refused by name).
+LEGACY_PARAMS: dict[str, Any] = {
+    "estep": "window", "loe_cap": None, "loe_warmup": 0, "iw_clip": [0.1, 10.0], "iw_ess": 0.3, "iw_warmup": 256,
+    "iw_target": "moments", "calibrate": True, "calibrate_after": 64, "autograd": False, "hist_bins": 48, "hist_decay": 0.99,
+    "lamp_c": 1.0, "lamp_p": 2.0, "lamp_beta": 1.0, "weight_decay": 0.0, "warmup_epochs": 8.0, "warmup_boost": 16.0,
+    "replay": 1024, "replay_share": 0.0, "input_clip": 1e3, "score_head": False, "score_nu": 1.0, "score_normalize": True,
+    "score_floor": 0.3, "score_latent": 0.0, "score_decay": 0.9, "score_min_weight": 32.0, "loe_rank": "loss",
+    "gauss": False, "gauss_half_life": 20_000.0, "gauss_shrink": 0.05, "gauss_weight": 1.0, "combine": "sum",
+    "calibration_floor": 0.05, "gauss_prior": 64.0, "gauss_learn": "loe", "calibration_tail": None,
+}  # fmt: skip
 
 
 class NeuralDetector(Detector):
-    """Subclasses set ``backbone_defaults`` and implement ``make_backbone``."""
+    """Subclasses declare their parameters in ``__init__`` (calling ``_set_params``),
+    and implement ``make_backbone``; they may refine ``default_components``.
 
-    backbone_defaults: ClassVar[dict[str, Any]] = {}
-    trainer_defaults: ClassVar[dict[str, Any]] = TRAINER_DEFAULTS
+    Every subclass has at least these parameters: ``lr``, ``batch_size``,
+    ``warmup_records``, ``loe``, ``alpha``, ``weights``, ``lamp``, ``train_share``,
+    ``score_warmup``, ``device`` and ``seed``.
+    """
+
     preferred_scaler = "standard"
+    #: flat parameters of older states, and the values this detector computes (see ``LEGACY_PARAMS``)
+    legacy_params: ClassVar[dict[str, Any]] = LEGACY_PARAMS
 
-    def __init__(self, **params: Any) -> None:
-        defaults = {**self.trainer_defaults, **self.backbone_defaults}
-        unknown = sorted(set(params) - set(defaults))
-        if unknown:
-            raise TypeError(f"unexpected parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(defaults))}")
-        self.params: dict[str, Any] = {**defaults, **params}
-        if isinstance(self.params["iw_clip"], list):
-            self.params["iw_clip"] = tuple(self.params["iw_clip"])
-        self.n_features: int | None = None
-        self.trainer: WindowTrainer | None = None
-        self._validate()
+    lr: float
+    batch_size: int
+    warmup_records: int
+    loe: str
+    alpha: float
+    weights: bool
+    lamp: str
+    train_share: float
+    score_warmup: int
+    device: str
+    seed: int
 
-    def _validate(self) -> None:
-        # Build every component once on a 2-feature stand-in so bad values fail at start.
-        self._build(2)
+    n_features: int | None = None
+    trainer: WindowTrainer | None = None
+    _components: Components | None = None
+    _probe: tuple[int, WindowTrainer] | None = None  # width and untrained trainer that score before the first learn
 
-    # -- construction --------------------------------------------------------------------
+    # -- components ----------------------------------------------------------------------
 
-    def make_backbone(self, n_features: int, generator: torch.Generator) -> Backbone:
+    def default_components(self) -> Components:
+        """The trainer's components at this detector's parameters."""
+        return Components(
+            labeler=LabelerSpec(mode=self.loe, alpha=self.alpha),  # type: ignore[arg-type]
+            weights=ImportanceWeights() if self.weights else None,
+            lamp=Lamp(self.lamp),  # type: ignore[arg-type]
+            calibration=Calibration(network_after=64),
+            schedule=Schedule(batch_size=self.batch_size, warmup_records=self.warmup_records, train_share=self.train_share),
+            optimizer=Optimizer(lr=self.lr),
+        )
+
+    def components(self) -> Components:
+        """What the trainer is built from (research code may change it: ``with_components``)."""
+        if self._components is None:
+            self._components = self.default_components()
+        return self._components
+
+    def with_components(self, **changes: Any) -> NeuralDetector:
+        """Replace parts of ``components()`` (``head=None``, ``combiner=Combiner("max")``...)
+        on a detector that has not learned yet; returns the detector."""
+        if self.trainer is not None:
+            raise ValueError(f"{self.name}: components can only change before the detector learns")
+        self._components = dataclasses.replace(self.components(), **changes)
+        self._probe = None
+        return self
+
+    @classmethod
+    def customized(cls, name: str, change: Callable[[Components], Components], about: str = "") -> type[NeuralDetector]:
+        """A subclass registered under ``name`` whose components are ``change(components)``:
+        same parameters, same checks, its own name in states and metrics."""
+
+        def default_components(self: NeuralDetector) -> Components:
+            return change(cls.default_components(self))
+
+        doc = f"{about or name}: {cls.__name__} with changed components."
+        return type(f"{cls.__name__}Variant", (cls,), {"name": name, "__doc__": doc, "__module__": cls.__module__, "default_components": default_components})
+
+    @property
+    def minibatch_size(self) -> int:
+        return self.components().schedule.batch_size
+
+    def make_backbone(self, n_features: int, generator: torch.Generator, **options: Any) -> Backbone:
+        """The network for ``n_features`` inputs; ``options``: ``components().backbone``."""
         raise NotImplementedError
 
+    # -- construction --------------------------------------------------------------------------
+
     def _build(self, n_features: int) -> WindowTrainer:
-        p = self.params
-        g = torch.Generator().manual_seed(int(p["seed"]))
-        backbone = self.make_backbone(n_features, g)
-        labeler = LatentLabeler(alpha=float(p["alpha"]), mode=str(p["loe"]), estep=str(p["estep"]), cap=p["loe_cap"])
-        if p["loe"] in ("hard", "soft") and not backbone.has_anomalous_loss:
-            raise ValueError(f"loe={p['loe']!r} needs a backbone with an anomalous loss; use loe='refine' or 'blind'")
-        weights = (
-            ImportanceWeights(
-                clip=tuple(p["iw_clip"]),  # type: ignore[arg-type]
-                ess_min=float(p["iw_ess"]),
-                min_count=int(p["iw_warmup"]),
-                target=str(p["iw_target"]),
-            )
-            if p["weights"]
-            else None
-        )
-        head = None
-        if p["score_head"]:
-            if not backbone.has_residuals:
-                raise ValueError(f"score_head needs a backbone with residuals; {self.name} has none (score_head=False)")
-            head = DensityHead(
-                n_features,
-                int(getattr(backbone, "n_latent", 0)),
-                nu=float(p["score_nu"]),
-                normalize=bool(p["score_normalize"]),
-                floor=float(p["score_floor"]),
-                latent_weight=float(p["score_latent"]),
-                decay=float(p["score_decay"]),
-                min_weight=float(p["score_min_weight"]),
-            )
-        gauss = (
-            OnlineGaussian(n_features, half_life=None if p["gauss_half_life"] is None else float(p["gauss_half_life"]), shrink=float(p["gauss_shrink"]), prior=float(p["gauss_prior"]))
-            if p["gauss"]
-            else None
-        )
-        lamp = Lamp(str(p["lamp"]), c=float(p["lamp_c"]), p=float(p["lamp_p"]), beta=float(p["lamp_beta"]))
+        from streamad.learning.runtime import import_torch
+
+        torch = import_torch()  # with the thread count the settings asked for
+        from streamad.learning.trainer import WindowTrainer
+
+        c = self.components()
+        backbone = self.make_backbone(n_features, torch.Generator().manual_seed(int(self.seed)), **c.backbone)
         return WindowTrainer(
             backbone,
-            labeler,
-            weights,
-            lamp,
-            lr=float(p["lr"]),
-            weight_decay=float(p["weight_decay"]),
-            batch_size=int(p["batch_size"]),
-            warmup_records=int(p["warmup_records"]),
-            warmup_epochs=float(p["warmup_epochs"]),
-            warmup_boost=float(p["warmup_boost"]),
-            loe_warmup=int(p["loe_warmup"]),
-            replay=int(p["replay"]),
-            replay_share=float(p["replay_share"]),
-            train_share=float(p["train_share"]),
-            calibrate=bool(p["calibrate"]),
-            calibrate_after=int(p["calibrate_after"]),
-            autograd=bool(p["autograd"]),
-            hist_bins=int(p["hist_bins"]),
-            hist_decay=float(p["hist_decay"]),
-            seed=int(p["seed"]),
-            device=str(p["device"]),
-            head=head,
-            loe_rank=str(p["loe_rank"]),
-            gauss=gauss,
-            combine=str(p["combine"]),
-            gauss_weight=float(p["gauss_weight"]),
-            calibration_floor=float(p["calibration_floor"]),
-            gauss_learn=str(p["gauss_learn"]),
-            calibration_tail=None if p["calibration_tail"] is None else float(p["calibration_tail"]),
+            c.labeler.build(),
+            c.weights,
+            c.lamp,
+            head=None if c.head is None else c.head.build(n_features, int(getattr(backbone, "n_latent", 0))),
+            gaussian=None if c.gaussian is None else c.gaussian.build(n_features, c.calibration),
+            combiner=c.combiner,
+            calibration=c.calibration,
+            schedule=c.schedule,
+            optimizer=c.optimizer,
+            seed=int(self.seed),
+            device=self.device,
         )
+
+    def check_components(self) -> None:
+        """Build every component once on a 2-feature stand-in, so that a bad combination
+        (a head on a backbone without residuals...) fails now (research use; imports torch)."""
+        self._build(2)
 
     def _trainer_for(self, X: np.ndarray) -> WindowTrainer:
         d = X.shape[1]
         if self.trainer is None:
+            # The untrained trainer that scored the first window is exactly a fresh one.
+            probe, self._probe = self._probe, None
             self.n_features = d
-            self.trainer = self._build(d)
+            self.trainer = probe[1] if probe is not None and probe[0] == d else self._build(d)
         elif d != self.n_features:
             raise ValueError(f"{self.name}: records have {d} features, the model was built for {self.n_features}")
         return self.trainer
@@ -204,7 +166,9 @@ class NeuralDetector(Detector):
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2:
             raise ValueError(f"{self.name}: expected a 2-D array of records, got shape {X.shape}")
-        c = float(self.params["input_clip"])
+        c = float(self.components().input_clip)
+        if X.size and np.isfinite(X).all() and -c <= X.min() and X.max() <= c:
+            return X  # the usual case, and the same values: skip the copies
         return np.clip(np.nan_to_num(X, nan=0.0, posinf=c, neginf=-c), -c, c)
 
     # -- the contract ------------------------------------------------------------------------
@@ -212,11 +176,26 @@ class NeuralDetector(Detector):
     def score(self, X: np.ndarray) -> np.ndarray:
         X = self._clean(X)
         if self.trainer is None:
-            # Not built yet: score with the untrained network of this seed, and keep no state.
-            return self._build(X.shape[1]).score(X)
+            # Not built yet: the untrained network of this seed scores, and learns nothing.
+            if self._probe is None or self._probe[0] != X.shape[1]:
+                self._probe = (X.shape[1], self._build(X.shape[1]))
+            return self._probe[1].score(X)
         if X.shape[1] != self.n_features:
             raise ValueError(f"{self.name}: records have {X.shape[1]} features, the model was built for {self.n_features}")
         return self.trainer.score(X)
+
+    def score_one(self, x: Record) -> float:
+        """The score of one record by the model as of the last learned mini-batch. Once
+        the model has learned, it is computed in float64 from a numpy copy of a network
+        that has one (the autoencoder): no torch call per record. It then equals
+        ``score`` of the same record up to float32 rounding (about 1e-6 relative)."""
+        X = self._clean(self._row(x))
+        t = self.trainer
+        if t is not None and X.shape[1] == self.n_features:
+            s = t.score_numpy(X)
+            if s is not None:
+                return float(s[0])
+        return float(self.score(X)[0])
 
     def learn(self, X: np.ndarray) -> LearnReport:
         X = self._clean(X)
@@ -224,7 +203,7 @@ class NeuralDetector(Detector):
         reports, _ = trainer.learn(X)
         # The training warm-up goes on longer, but after a few hundred records the scores
         # already rank records well enough for the threshold to start learning them.
-        warm = trainer.n_seen - trainer.warmup_start <= int(self.params["score_warmup"])
+        warm = trainer.n_seen - trainer.warmup_start <= int(self.score_warmup)
         done = [r for r in reports if r.loss == r.loss]
         if not done:
             return LearnReport(n_learned=len(X), warmup=warm, extra={"steps": 0.0})
@@ -240,19 +219,21 @@ class NeuralDetector(Detector):
     def contributions(self, X: np.ndarray) -> np.ndarray | None:
         if self.trainer is None or len(X) == 0:
             return None
+        import torch
+
         X = self._clean(X)
         t = self.trainer
         t.backbone.eval()
         with torch.no_grad():
             net = t.backbone.feature_contributions(t.tensor(X)).double().cpu().numpy()
-        if t.gauss is None:
+        if t.gaussian is None:
             return net
         # Each component's per-feature shares, weighted by how far above its normal
         # level that component scores the record.
         z_net, z_g = t.component_scores(X)
-        gc = t.gauss.contributions(X)
+        gc = t.gaussian.contributions(X)
         share = lambda c: c / np.maximum(c.sum(axis=1, keepdims=True), 1e-300)  # noqa: E731
-        w_net = np.maximum(z_net, 0.0)[:, None] if t.combine != "gauss" else 0.0
+        w_net = np.maximum(z_net, 0.0)[:, None] if t.combiner.uses_network else 0.0
         w_g = np.maximum(z_g, 0.0)[:, None]
         out = w_net * share(net) + w_g * share(gc)
         # A record scoring at or below normal in both: plain shares, so the order still says something.
@@ -264,13 +245,13 @@ class NeuralDetector(Detector):
             self.trainer.reopen_warmup()
 
     def state_dict(self) -> dict[str, Any]:
-        params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.params.items()}
         return {
             "name": self.name,
             "version": self.version,
-            "params": params,
+            "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()},
             "n_features": self.n_features,
             "trainer": None if self.trainer is None else self.trainer.state_dict(),
+            "one": self._one_state(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -281,9 +262,12 @@ class NeuralDetector(Detector):
                 f"state is from {self.name} version {state.get('version')}, this is version {self.version}: "
                 "the model cannot continue from it (start with an empty state directory)"
             )
-        self.__init__(**state["params"])  # type: ignore[misc]
-        if state["trainer"] is not None:
+        self._check_params(state["params"], self.legacy_params)
+        self._probe = None
+        if state["trainer"] is None:
+            self.n_features, self.trainer = None, None
+        else:
             self.n_features = int(state["n_features"])
             self.trainer = self._build(self.n_features)
             self.trainer.load_state_dict(state["trainer"])
-
+        self._load_one_state(state.get("one"))

@@ -1,21 +1,12 @@
-"""river's HalfSpaceTrees behind the Detector contract.
-
->>> import numpy as np
->>> rng = np.random.default_rng(0)
->>> det = RiverHST(n_trees=10, height=6, window_size=50, seed=1)
->>> for _ in range(3):
-...     _ = det.learn(rng.uniform(0.4, 0.6, size=(50, 2)))
->>> normal, odd = det.score(np.array([[0.5, 0.5], [0.95, 0.02]]))
->>> bool(odd > normal)
-True
-"""
+"""river's HalfSpaceTrees behind the Detector contract."""
 
 from __future__ import annotations
 
 import random
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping
 
 import numpy as np
+from pydantic import Field
 
 from streamad.detectors.base import Detector, LearnReport
 
@@ -25,16 +16,58 @@ class RiverHST(Detector):
 
     HST expects features in [0, 1], so the pipeline puts a min-max scaler in front.
     Its state is saved node by node (not pickled), so a checkpoint reloads exactly.
+    ``learn_one`` learns each record at once, as river does.
+
+    Parameters
+    ----------
+    n_trees : int, default 10
+        Trees in the ensemble.
+    height : int, default 8
+        Height of each tree.
+    window_size : int, default 250
+        Records per reference window (HST scores 0 until one has passed).
+    seed : int, optional, default 0
+        Seed of the random splits.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> det = RiverHST(n_trees=10, height=6, window_size=50, seed=1)
+    >>> for _ in range(3):
+    ...     _ = det.learn(rng.uniform(0.4, 0.6, size=(50, 2)))
+    >>> normal, odd = det.score(np.array([[0.5, 0.5], [0.95, 0.02]]))
+    >>> bool(odd > normal)
+    True
     """
 
     name = "river-hst"
     preferred_scaler = "minmax"
+    first_minibatch = 1
 
-    def __init__(self, n_trees: int = 10, height: int = 8, window_size: int = 250, seed: int | None = 0) -> None:
+    n_trees: int
+    height: int
+    window_size: int
+    seed: int | None
+
+    def __init__(
+        self,
+        n_trees: Annotated[int, Field(ge=1)] = 10,
+        height: Annotated[int, Field(ge=1)] = 8,
+        window_size: Annotated[int, Field(ge=1)] = 250,
+        seed: int | None = 0,
+    ) -> None:
+        self._set_params(RiverHST, locals())
+        self.model = self._model()
+
+    def _model(self) -> Any:
         from river.anomaly import HalfSpaceTrees
 
-        self.params = {"n_trees": n_trees, "height": height, "window_size": window_size, "seed": seed}
-        self.model = HalfSpaceTrees(n_trees=n_trees, height=height, window_size=window_size, seed=seed)
+        return HalfSpaceTrees(n_trees=self.n_trees, height=self.height, window_size=self.window_size, seed=self.seed)
+
+    @property
+    def minibatch_size(self) -> int:
+        return 1
 
     def score(self, X: np.ndarray) -> np.ndarray:
         score_one = self.model.score_one
@@ -62,18 +95,19 @@ class RiverHST(Detector):
         version, internal, gauss = m.rng.getstate()
         return {
             "name": self.name,
-            "params": self.params,
+            "params": self.get_params(),
             "trees": trees,
             "counter": m.counter,
             "first_window": m._first_window,
             "rng": {"version": version, "internal": np.array(internal, dtype=np.uint64), "gauss": gauss},
+            "one": self._one_state(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         from river.tree.padded import PaddedBranch, PaddedLeaf
 
-        self.__init__(**state["params"])  # type: ignore[misc]
-        m = self.model
+        self._check_params(state["params"])
+        self.model = m = self._model()
 
         def build(t: Mapping[str, np.ndarray], pos: list[int]) -> Any:
             i = pos[0]
@@ -90,3 +124,4 @@ class RiverHST(Detector):
         m._first_window = bool(state["first_window"])
         rng = state["rng"]
         m.rng.setstate((int(rng["version"]), tuple(int(v) for v in rng["internal"]), rng["gauss"]))
+        self._load_one_state(state.get("one"))

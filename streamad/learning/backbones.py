@@ -26,11 +26,15 @@ both losses are clamped: they are unbounded.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from streamad.learning.lamp import Lamp
 
 LOSS_CAP = 1e4  # bound on L_n: the scaler clips inputs, but a loss must never be inf
 EPS = 1e-6
@@ -70,6 +74,14 @@ _FAST_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
+# The same activations in numpy, for float64 copies of small networks (``numpy_forward``).
+_NUMPY_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "tanh": np.tanh,
+    "relu": lambda a: np.maximum(a, 0.0),
+    "leaky_relu": lambda a: np.where(a > 0, a, 0.1 * a),
+}
+
+
 def _init_linear(layer: nn.Linear, generator: torch.Generator, zero: bool = False) -> nn.Linear:
     with torch.no_grad():
         if zero:
@@ -82,13 +94,30 @@ def _init_linear(layer: nn.Linear, generator: torch.Generator, zero: bool = Fals
     return layer
 
 
+@dataclass
+class Forward:
+    """One training forward pass: per-record ``L_n`` and ``L_a`` (None without one), and
+    what the backbone's own backward pass needs (None: autograd's graph holds it)."""
+
+    ln: torch.Tensor
+    la: torch.Tensor | None
+    cache: tuple[torch.Tensor, ...] | None = None
+
+    @property
+    def score(self) -> torch.Tensor:
+        """The detection score ``L_n`` of each record, detached."""
+        return self.ln.detach()
+
+
 class Backbone(nn.Module):
     """``losses(x)`` gives per-record ``(L_n, L_a)`` (``L_a`` may be None); ``score`` is ``L_n``.
 
-    A backbone may also offer an explicit backward pass (``explicit_backward``): the
-    trainer then runs ``forward_cached`` without autograd and ``backward_cached`` with
-    the per-record derivatives of the loss, which for a network this small is several
-    times cheaper than autograd's bookkeeping. Tests hold it equal to autograd.
+    Training goes through two methods: ``forward_train`` (one forward pass) and
+    ``gradients`` (every parameter's ``.grad`` for the weighted loss of that pass). By
+    default both use autograd; a backbone may instead run its forward pass without
+    autograd and write its gradients by hand (``explicit_backward``), which for a
+    network this small is several times cheaper than autograd's bookkeeping. Tests hold
+    the two equal. The trainer never needs to know which it is.
     """
 
     has_anomalous_loss = True
@@ -100,10 +129,21 @@ class Backbone(nn.Module):
     def score(self, x: torch.Tensor) -> torch.Tensor:
         return self.losses(x)[0]
 
-    def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """``(L_n, L_a, score)`` from one forward pass; the score is detached."""
+    def forward_train(self, x: torch.Tensor) -> Forward:
+        """The forward pass of a training step (default: with autograd)."""
         ln, la = self.losses(x)
-        return ln, la, ln.detach()
+        return Forward(ln, la)
+
+    def gradients(self, fwd: Forward, coef_n: torch.Tensor, coef_a: torch.Tensor | None, lamp: Lamp) -> torch.Tensor:
+        """Set every parameter's ``.grad`` for ``mean_i(coef_n_i lamp(L_n_i) + coef_a_i L_a_i)``
+        (the coefficients are constants) and return that loss (default: autograd)."""
+        loss_i = coef_n * lamp(fwd.ln)
+        if coef_a is not None:
+            loss_i = loss_i + coef_a * fwd.la
+        loss = loss_i.mean()
+        self.zero_grad(set_to_none=True)
+        loss.backward()
+        return loss
 
     def setup(self, x: torch.Tensor) -> None:
         """Data-dependent initialisation from the first training batch (default: none)."""
@@ -125,9 +165,15 @@ class Backbone(nn.Module):
         reconstruct (``has_residuals``); read by a density head."""
         raise NotImplementedError(f"{type(self).__name__} has no residuals")
 
-    def cached_residuals(self, cache: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``residuals`` from the cache of ``forward_cached``."""
-        raise NotImplementedError(f"{type(self).__name__} has no residuals")
+    def train_residuals(self, fwd: Forward, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``residuals`` of the batch of a training forward pass."""
+        return self.residuals(x)
+
+    def numpy_forward(self) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None:
+        """A float64 numpy copy of the network as it is now, ``f(X) -> (residuals,
+        latent codes)``, for scoring a record or a few without torch's per-call cost;
+        None for backbones without one."""
+        return None
 
     def feature_contributions(self, x: torch.Tensor) -> torch.Tensor:
         """Per-feature share of each record's score; by default gradient times deviation."""
@@ -160,6 +206,7 @@ class AutoEncoder(Backbone):
         activation: str = "tanh",
         anomalous_loss: str = "complement",
         generator: torch.Generator | None = None,
+        explicit_backward: bool = True,
     ) -> None:
         super().__init__()
         g = generator if generator is not None else torch.Generator().manual_seed(0)
@@ -173,7 +220,12 @@ class AutoEncoder(Backbone):
         self.has_anomalous_loss = anomalous_loss != "none"
         self.encoder = nn.Sequential(_init_linear(nn.Linear(d, h), g), _activation(activation), _init_linear(nn.Linear(h, k), g), _activation(activation))
         self.decoder = nn.Sequential(_init_linear(nn.Linear(k, h), g), _activation(activation), _init_linear(nn.Linear(h, d), g, zero=True))
-        self.explicit_backward = activation in _DERIVATIVE_FROM_OUTPUT
+        # Activations with a derivative written from their output run the forward pass
+        # without autograd (``forward_cached``) for scoring; training then writes its
+        # gradients by hand too, unless ``explicit_backward=False`` asks for autograd.
+        self._fast = activation in _DERIVATIVE_FROM_OUTPUT
+        self.explicit_backward = explicit_backward and self._fast
+        self.activation = activation
         self._act = _FAST_ACTIVATIONS.get(activation)
         self._dact = _DERIVATIVE_FROM_OUTPUT.get(activation)
         self._linears = (self.encoder[0], self.encoder[2], self.decoder[0], self.decoder[2])
@@ -195,7 +247,7 @@ class AutoEncoder(Backbone):
 
     @torch.no_grad()
     def residuals(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.explicit_backward:
+        if self._fast:
             return self.cached_residuals(self.forward_cached(x)[3])
         z = self.encoder(x)
         return (self.decoder(z) - x) * self.live, z
@@ -204,9 +256,45 @@ class AutoEncoder(Backbone):
         return cache[4], cache[2]
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
-        if self.explicit_backward:
+        if self._fast:
             return self.forward_cached(x)[0]
         return self.losses(x)[0]
+
+    def forward_train(self, x: torch.Tensor) -> Forward:
+        if not self.explicit_backward:
+            return super().forward_train(x)
+        ln, la, _, cache = self.forward_cached(x)
+        return Forward(ln, la, cache)
+
+    def train_residuals(self, fwd: Forward, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.cached_residuals(fwd.cache) if fwd.cache is not None else self.residuals(x)
+
+    def gradients(self, fwd: Forward, coef_n: torch.Tensor, coef_a: torch.Tensor | None, lamp: Lamp) -> torch.Tensor:
+        if fwd.cache is None:
+            return super().gradients(fwd, coef_n, coef_a, lamp)
+        with torch.no_grad():
+            n = float(fwd.ln.shape[0])
+            loss_i = coef_n * lamp(fwd.ln)
+            if coef_a is not None:
+                loss_i = loss_i + coef_a * fwd.la
+            loss = loss_i.mean()
+            self.backward_cached(fwd.cache, coef_n * lamp.grad(fwd.ln) / n, None if coef_a is None else coef_a / n)
+        return loss
+
+    def numpy_forward(self) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None:
+        act = _NUMPY_ACTIVATIONS.get(self.activation)
+        if act is None:
+            return None
+        (w1, b1), (w2, b2), (w3, b3), (w4, b4) = [
+            (layer.weight.detach().double().cpu().numpy().T.copy(), layer.bias.detach().double().cpu().numpy().copy()) for layer in self._linears
+        ]
+        live = self.live.detach().double().cpu().numpy().copy()
+
+        def forward(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            z = act(act(X @ w1 + b1) @ w2 + b2)
+            return (act(z @ w3 + b3) @ w4 + b4 - X) * live, z
+
+        return forward
 
     @torch.no_grad()
     def forward_cached(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, tuple[torch.Tensor, ...]]:

@@ -125,13 +125,16 @@ class DensityHead:
         # What score() reads, derived once per update so that score() only computes.
         ready = self.ready
         var = np.maximum(self.r2, self.floor) if self.normalize and ready else np.ones(self.d)
-        self._inv_var = torch.from_numpy(1.0 / var).float()
+        self._inv_var64 = 1.0 / var
+        self._inv_var = torch.from_numpy(self._inv_var64).float()
         self._latent = ready and self.latent_weight > 0 and self.k > 0
         if self._latent:
             cov = self.z2 - np.outer(self.z1, self.z1)
             cov = (cov + cov.T) / 2 + self.ridge * np.eye(self.k)
-            self._mu = torch.as_tensor(self.z1, dtype=torch.float32)
-            self._prec = torch.as_tensor(np.linalg.pinv(cov, hermitian=True), dtype=torch.float32)
+            self._mu64 = self.z1.copy()
+            self._prec64 = np.linalg.pinv(cov, hermitian=True)
+            self._mu = torch.as_tensor(self._mu64, dtype=torch.float32)
+            self._prec = torch.as_tensor(self._prec64, dtype=torch.float32)
 
     def _rho(self, u: torch.Tensor) -> torch.Tensor:
         return torch.log1p(u / self.nu) if self.nu > 0 else u
@@ -143,6 +146,16 @@ class DensityHead:
         if self._latent:
             dz = z - self._mu.to(z.device)
             s = s + self.latent_weight * self._rho(((dz @ self._prec.to(z.device)) * dz).sum(dim=1))
+        return s / self.d
+
+    def score_numpy(self, r: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """``score`` in float64 numpy, from a numpy copy of the network's outputs."""
+        u = (r * r) * self._inv_var64
+        s = (np.log1p(u / self.nu) if self.nu > 0 else u).sum(axis=1)
+        if self._latent:
+            dz = z - self._mu64
+            m = ((dz @ self._prec64) * dz).sum(axis=1)
+            s = s + self.latent_weight * (np.log1p(m / self.nu) if self.nu > 0 else m)
         return s / self.d
 
     def state_dict(self) -> dict[str, Any]:

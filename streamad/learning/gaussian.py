@@ -248,3 +248,60 @@ class Calibrator:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.hist.load_state_dict(state)
         self._stats = None
+
+
+class GaussianComponent:
+    """What a trainer keeps beside its network when it has a Gaussian: the online
+    Gaussian of the records LOE calls normal (of every record with ``learn="all"``) and
+    the calibration of its scores against their own LOE-normal history.
+
+    The calibration's prior is the chi-square of the features that have varied
+    (``fit_prior``): the others are exactly 0 and add nothing to a distance.
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        half_life: float | None = 20_000.0,
+        shrink: float = 0.05,
+        prior: float = 64.0,
+        learn: str = "loe",
+        bins: int = 48,
+        decay: float = 0.99,
+        floor: float = 0.05,
+        tail: float | None = None,
+    ) -> None:
+        if learn not in ("loe", "all"):
+            raise ValueError(f"the Gaussian learns 'loe' (LOE-normal records) or 'all', not {learn!r}")
+        self.model = OnlineGaussian(n_features, half_life=half_life, shrink=shrink, prior=prior)
+        self.cal = Calibrator(bins=bins, decay=decay, floor=floor, tail=tail, prior=chi2_log_prior(n_features, tail))
+        self.learn = learn
+
+    def score(self, X: np.ndarray) -> np.ndarray:
+        """Calibrated scores of the records of ``X``; no state changes."""
+        return self.cal(self.model.score(X))
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        return self.model.contributions(X)
+
+    def absorb(self, fresh: np.ndarray, normal: np.ndarray) -> None:
+        """Learn a step's fresh records (the LOE-normal ones: each record enters once,
+        anomalies never), after their scores joined the calibration."""
+        xn = (fresh[normal] if self.learn == "loe" else fresh).astype(np.float64)
+        self.cal.update(self.model.score(xn))
+        self.model.update(xn)
+
+    def fit_prior(self, n_varied: int | None) -> None:
+        """Count only the features that have varied in the calibration's prior, so a
+        stream that never varied scores a constant, not a prior fading away."""
+        if n_varied is None:
+            return
+        prior = chi2_log_prior(n_varied, self.cal.tail)
+        if prior != self.cal.prior:
+            self.cal.prior = prior
+            self.cal.refresh()
+
+    def reopen(self, weight: float) -> None:
+        """After a drift: the estimate weighs at most ``weight`` records, the calibration starts afresh."""
+        self.model.forget(weight)
+        self.cal.reset()

@@ -24,23 +24,30 @@ The detection score is never transformed.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
-import torch
+if TYPE_CHECKING:  # tensors only: this module must import without torch
+    import torch
 
 KINDS = ("none", "scale", "power", "exp")
 
 
+@dataclass(frozen=True)
 class Lamp:
-    def __init__(self, kind: str = "none", c: float = 1.0, p: float = 2.0, beta: float = 1.0, cap: float = 20.0) -> None:
-        if kind not in KINDS:
-            raise ValueError(f"LAMP kind must be one of {', '.join(KINDS)}, not {kind!r}")
-        if c <= 0 or p <= 0 or beta <= 0 or cap <= 0:
+    """A loss transform; a frozen value, so one instance may serve many trainers."""
+
+    kind: Literal["none", "scale", "power", "exp"] = "none"
+    c: float = 1.0
+    p: float = 2.0
+    beta: float = 1.0
+    cap: float = 20.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"LAMP kind must be one of {', '.join(KINDS)}, not {self.kind!r}")
+        if self.c <= 0 or self.p <= 0 or self.beta <= 0 or self.cap <= 0:
             raise ValueError("LAMP c, p, beta and cap must be positive")
-        self.kind = kind
-        self.c = c
-        self.p = p
-        self.beta = beta
-        self.cap = cap
 
     def __call__(self, loss: torch.Tensor) -> torch.Tensor:
         if self.kind == "none":
@@ -50,16 +57,16 @@ class Lamp:
         if self.kind == "power":
             return loss.clamp_min(0.0) ** self.p
         b, cap = self.beta, self.cap / self.beta
-        inside = torch.expm1(b * loss.clamp(max=cap)) / b
+        inside = (b * loss.clamp(max=cap)).expm1() / b
         slope = math.exp(b * cap)
-        return torch.where(loss > cap, math.expm1(b * cap) / b + slope * (loss - cap), inside)
+        return (math.expm1(b * cap) / b + slope * (loss - cap)).where(loss > cap, inside)
 
     def grad(self, loss: torch.Tensor) -> torch.Tensor:
         """The derivative of the transform at ``loss`` (for explicit backward passes)."""
         if self.kind == "none":
-            return torch.ones_like(loss)
+            return loss.new_ones(loss.shape)
         if self.kind == "scale":
-            return torch.full_like(loss, self.c)
+            return loss.new_full(loss.shape, self.c)
         if self.kind == "power":
             return self.p * loss.clamp_min(1e-12) ** (self.p - 1.0)
-        return torch.exp(self.beta * loss.clamp(max=self.cap / self.beta))
+        return (self.beta * loss.clamp(max=self.cap / self.beta)).exp()

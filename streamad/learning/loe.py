@@ -16,6 +16,10 @@ Which records are flagged (``estep``):
   past ranking values, at most ``cap`` of the batch (ours). It flags nothing in a clean
   batch and more in a burst; until the histogram is ready it falls back to ``window``.
 
+The trainer reads two more settings of the labeller: ``warmup``, the records it trains
+blind before the first E-step, and ``rank``, what the E-step ranks by (``loss``: the
+training losses ``L_n - L_a``; ``score``: the detection score of a density head).
+
 >>> import numpy as np
 >>> lab = LatentLabeler(alpha=0.1, mode="soft")
 >>> r = np.r_[np.zeros(18), 5.0, 7.0]
@@ -35,6 +39,7 @@ from streamad.histogram import DecayedHistogram
 
 MODES = ("blind", "hard", "soft", "refine")
 ESTEPS = ("window", "running")
+RANKS = ("loss", "score")
 
 
 @dataclass
@@ -75,6 +80,8 @@ class LatentLabeler:
         cap: float | None = None,
         decay: float = 0.99,
         bins: int = 64,
+        warmup: int = 0,
+        rank: str = "loss",
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"LOE mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -82,6 +89,12 @@ class LatentLabeler:
             raise ValueError(f"LOE estep must be one of {', '.join(ESTEPS)}, not {estep!r}")
         if not 0.0 <= alpha < 1.0:
             raise ValueError("LOE alpha must be in [0, 1)")
+        if warmup < 0:
+            raise ValueError("LOE warmup must be non-negative")
+        if rank not in RANKS:
+            raise ValueError(f"LOE rank must be 'loss' or 'score', not {rank!r}")
+        self.warmup = warmup
+        self.rank = rank
         self.alpha = alpha
         self.mode = mode
         self.estep = estep

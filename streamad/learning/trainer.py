@@ -1,29 +1,37 @@
-"""The window trainer: LOE labels, importance weights and LAMP around one backbone.
+"""The window trainer: a backbone, composed with LOE labels, importance weights, LAMP,
+a density head and a Gaussian beside it, trained from windows of a contaminated stream.
 
 Per optimiser step (methods.md, "How they compose")::
 
-    Ln, La, s = backbone.outputs(batch)         # one forward pass; s = detection score
-    y       = LOE E-step on (s - La), detached
+    Ln, La  = backbone.forward_train(batch)        # one forward pass
+    s       = detection scores (L_n, or the density head's reading of the residuals)
+    y       = LOE E-step on (L_n - L_a), detached
     w       = importance weights of s, from the score histogram before this batch
-    loss_i  = y_n * w * lamp(Ln) + y_a * La     # y_n, y_a: weights on L_n and L_a
-    step(mean(loss_i)); LOE-normal fresh scores -> histogram and replay memory
+    loss_i  = y_n * w * lamp(Ln) + y_a * La      # y_n, y_a: weights on L_n and L_a
+    backbone.gradients(...); Adam step
+    LOE-normal fresh records -> score histogram, Gaussian, replay memory
+
+The backbone computes its own gradients (by hand or by autograd: its choice), so a
+step is the same short sequence of stages whatever the backbone. The components come
+built (``streamad.learning.components`` describes them as values).
 
 The trainer owns THE running score histogram: ``log1p`` of the scores of fresh
-LOE-normal records, decayed per step. The importance weights read it, and with
-``calibrate`` the detector's scores are reported against it: ``(log1p(s) - median) /
+LOE-normal records, decayed per step. The importance weights read it, and the
+network's scores are reported against it (``Calibration``): ``(log1p(s) - median) /
 MAD``, from the histogram as it was before the window. A model that keeps learning
 shrinks its raw errors as it goes; calibration keeps the scores of early and late
 records comparable (one threshold, one ranking over the whole stream) without
-changing the order within a window.
+changing the order within a window. With a Gaussian, each component is calibrated
+against its own histogram and the ``Combiner`` adds them.
 
 Windows and optimiser steps are decoupled so one configuration serves a 129-record
-file and a million-record topic, and the per-record cost stays small:
+file and a million-record topic, and the per-record cost stays small (``Schedule``):
 
 - records wait in ``pending`` until ``batch_size`` of them can make one step;
 - while the stream is young (the first ``warmup_records``) the trainer keeps its step
   count on ``warmup_target(n)`` (front-loaded, independent of the window sizes), each
   step on the window's fresh records topped up with replayed earlier ones;
-- LOE is blind for the first ``loe_warmup`` records (0 by default: an autoencoder's
+- LOE is blind for the first ``labeler.warmup`` records (0 by default: an autoencoder's
   untrained score is already a usable ranking);
 - ``replay`` keeps up to that many recent LOE-normal records; ``replay_share`` of each
   steady-state batch can be drawn from it;
@@ -39,17 +47,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 
 from streamad.histogram import DecayedHistogram
-from streamad.learning.backbones import Backbone
+from streamad.learning.backbones import LOSS_CAP, Backbone, Forward
+from streamad.learning.components import Calibration, Combiner, Optimizer, Schedule
 from streamad.learning.density import DensityHead
-from streamad.learning.gaussian import Calibrator, OnlineGaussian, chi2_log_prior
+from streamad.learning.gaussian import Calibrator, GaussianComponent
 from streamad.learning.lamp import Lamp
-from streamad.learning.loe import LatentLabeler
+from streamad.learning.loe import LatentLabeler, LatentLabels
 from streamad.learning.weights import ImportanceWeights
 
 
@@ -57,9 +66,6 @@ def pick_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-COMBINE = ("sum", "max", "gauss")  # how the network's and the Gaussian's calibrated scores combine
 
 
 @dataclass
@@ -71,118 +77,67 @@ class StepReport:
 
 
 class WindowTrainer:
-    """Trains ``backbone`` from windows of an unlabelled, contaminated stream."""
+    """Trains ``backbone`` from windows of an unlabelled, contaminated stream.
+
+    ``labeler`` (stateful: one per trainer), ``weights`` (None: off), ``lamp``, ``head``
+    and ``gaussian`` (None: off) come built; ``combiner``, ``calibration``, ``schedule``
+    and ``optimizer`` are the values of learning/components.py.
+    """
 
     def __init__(
         self,
         backbone: Backbone,
         labeler: LatentLabeler,
-        weights: ImportanceWeights | None,
-        lamp: Lamp,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        batch_size: int = 256,
-        warmup_records: int = 1024,
-        warmup_epochs: float = 8.0,
-        warmup_boost: float = 16.0,
-        loe_warmup: int = 512,
-        replay: int = 1024,
-        replay_share: float = 0.0,
-        train_share: float = 1.0,
-        calibrate: bool = True,
-        calibrate_after: int = 256,
-        autograd: bool = False,
-        hist_bins: int = 48,
-        hist_decay: float = 0.99,
+        weights: ImportanceWeights | None = None,
+        lamp: Lamp = Lamp(),
+        *,
+        head: DensityHead | None = None,
+        gaussian: GaussianComponent | None = None,
+        combiner: Combiner = Combiner(),
+        calibration: Calibration = Calibration(),
+        schedule: Schedule = Schedule(),
+        optimizer: Optimizer = Optimizer(),
         seed: int = 0,
         device: str = "cpu",
-        head: DensityHead | None = None,
-        loe_rank: str = "loss",
-        gauss: OnlineGaussian | None = None,
-        combine: str = "sum",
-        gauss_weight: float = 1.0,
-        calibration_floor: float = 0.05,
-        gauss_learn: str = "loe",
-        calibration_tail: float | None = None,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        if not 0.0 <= replay_share < 1.0:
-            raise ValueError("replay_share must be in [0, 1)")
-        self.device = pick_device(device)
         if head is not None and not backbone.has_residuals:
             raise ValueError(f"a density head needs a backbone with residuals, not {type(backbone).__name__}")
-        if loe_rank not in ("loss", "score"):
-            raise ValueError(f"loe_rank must be 'loss' or 'score', not {loe_rank!r}")
-        if combine not in COMBINE:
-            raise ValueError(f"combine must be one of {', '.join(COMBINE)}, not {combine!r}")
-        if gauss_weight < 0:
-            raise ValueError("gauss_weight must be non-negative")
-        self.head = head
-        self.loe_rank = loe_rank
-        self.gauss = gauss
-        self.combine = combine
-        self.gauss_weight = gauss_weight
-        # The Gaussian's own calibration: its LOE-normal scores, as self.hist holds the network's.
-        self.gcal = (
-            Calibrator(
-                bins=hist_bins,
-                decay=hist_decay,
-                floor=calibration_floor,
-                tail=calibration_tail,
-                prior=chi2_log_prior(gauss.d, calibration_tail),
-            )
-            if gauss is not None
-            else None
-        )
-        if gauss_learn not in ("loe", "all"):
-            raise ValueError(f"gauss_learn must be 'loe' or 'all', not {gauss_learn!r}")
-        self.gauss_learn = gauss_learn
+        if labeler.mode in ("hard", "soft") and not backbone.has_anomalous_loss:
+            raise ValueError(f"LOE mode {labeler.mode!r} needs a backbone with an anomalous loss; use 'refine' or 'blind'")
+        self.device = pick_device(device)
         self.backbone = backbone.to(self.device)
         self.backbone.train()  # no dropout or batch norm: the mode never changes
         self.labeler = labeler
         self.weights = weights
         self.lamp = lamp
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.warmup_records = warmup_records
-        self.warmup_epochs = warmup_epochs
-        self.warmup_boost = warmup_boost
-        self.warmup_start = 0  # n_seen when the current warm-up began
-        self.warmup_done = 0  # steps made since then
-        self.loe_warmup = loe_warmup
-        self.replay = replay
-        self.replay_share = replay_share if replay > 0 else 0.0
-        if not 0.0 < train_share <= 1.0:
-            raise ValueError("train_share must be in (0, 1]")
-        self.train_share = train_share
-        self.calibrate = calibrate
-        self.explicit = backbone.explicit_backward and not autograd
-        self.calibrate_after = calibrate_after
+        self.head = head
+        self.gaussian = gaussian
+        self.combiner = combiner
+        self.calibration = calibration
+        self.schedule = schedule
+        self.optimizer_spec = optimizer
         self.seed = seed
-        self.hist = DecayedHistogram(bins=hist_bins, decay=hist_decay, min_init=32)
+        self.batch_size = schedule.batch_size
+        self.replay_share = schedule.replay_share if schedule.replay > 0 else 0.0
+        self.hist = DecayedHistogram(bins=calibration.bins, decay=calibration.decay, min_init=32)
         # The network's calibration reads the histogram above (the trainer updates it).
-        self.ncal = Calibrator(floor=calibration_floor, tail=calibration_tail, hist=self.hist)
+        self.ncal = Calibrator(floor=calibration.floor, tail=calibration.tail, hist=self.hist)
         self._calibration: tuple[float, float] | None = None
-        self.optimizer = self._make_optimizer()
+        self.optimizer = optimizer.build(self.backbone.parameters())
         self.n_seen = 0  # records given to learn()
         self.n_trained = 0  # fresh records consumed by steps
         self.steps = 0
-        self.warmup_until = warmup_records  # n_seen below which the stream counts as young
-        self.loe_from = loe_warmup  # n_trained from which LOE labels are used
+        self.warmup_start = 0  # n_seen when the current warm-up began
+        self.warmup_done = 0  # steps made since then
+        self.warmup_until = schedule.warmup_records  # n_seen below which the stream counts as young
+        self.loe_from = labeler.warmup  # n_trained from which LOE labels are used
         self.pending: list[np.ndarray] = []
         self.n_pending = 0
         self.memory: np.ndarray | None = None
         self.memory_next = 0
         self.memory_size = 0
-
-    def _make_optimizer(self) -> torch.optim.Optimizer:
-        params = list(self.backbone.parameters())
-        try:
-            return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay, fused=True)
-        except (RuntimeError, TypeError, ValueError):
-            return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        self.revision = 0  # changes whenever the model may have: learn, load, reopen
+        self._numpy: tuple[int, Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None] | None = None
 
     # -- scoring -------------------------------------------------------------------------
 
@@ -193,36 +148,56 @@ class WindowTrainer:
     def score(self, X: np.ndarray) -> np.ndarray:
         if len(X) == 0:
             return np.empty(0)
-        x = self.tensor(X)
-        if self.gauss is not None and self.combine == "gauss":
-            return self.component_scores(X, x)[1]
-        if self.head is not None:
-            raw = self.head.score(*self.backbone.residuals(x)).double().cpu().numpy()
-        else:
-            raw = self.backbone.score(x).double().cpu().numpy()
-        if self.gauss is not None:
-            z_net, z_g = self.component_scores(X, x, raw)
-            return np.maximum(z_net, z_g) if self.combine == "max" else z_net + z_g
-        if not self.calibrate or self.hist.n_seen < self.calibrate_after:
-            return raw
-        med, mad = self.calibration()
-        return (np.log1p(np.maximum(raw, 0.0)) - med) / mad
+        if self.gaussian is None:
+            return self._calibrated(self.network_scores(self.tensor(X)))
+        return self.combiner(*self.component_scores(X))
 
     @torch.no_grad()
-    def component_scores(self, X: np.ndarray, x: torch.Tensor | None = None, raw: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The network's and the Gaussian's scores, each calibrated against its own
-        LOE-normal histogram (the Gaussian's weighted by ``gauss_weight``); with
-        ``combine="gauss"`` the network's is zeros and is not computed."""
-        assert self.gauss is not None and self.gcal is not None
-        z_g = self.gauss_weight * self.gcal(self.gauss.score(X))
-        if self.combine == "gauss":
-            return np.zeros(len(X)), z_g
-        if raw is None:
-            x = self.tensor(X) if x is None else x
-            raw = (self.head.score(*self.backbone.residuals(x)) if self.head is not None else self.backbone.score(x)).double().cpu().numpy()
-        return self.ncal(raw), z_g
+    def network_scores(self, x: torch.Tensor) -> np.ndarray:
+        """The network's raw scores: the density head's reading of the residuals, or ``L_n``."""
+        s = self.head.score(*self.backbone.residuals(x)) if self.head is not None else self.backbone.score(x)
+        return s.double().cpu().numpy()
 
-    def calibration(self) -> tuple[float, float]:
+    @torch.no_grad()
+    def component_scores(self, X: np.ndarray, x: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The network's and the Gaussian's scores, each calibrated against its own
+        LOE-normal histogram (the Gaussian's weighted by the combiner's ``gauss_weight``);
+        zeros for the network when the combiner does not use it."""
+        assert self.gaussian is not None
+        z_g = self.combiner.gauss_weight * self.gaussian.score(X)
+        if not self.combiner.uses_network:
+            return np.zeros(len(X)), z_g
+        return self.ncal(self.network_scores(self.tensor(X) if x is None else x)), z_g
+
+    def score_numpy(self, X: np.ndarray) -> np.ndarray | None:
+        """``score`` from a float64 numpy copy of the network, taken after the model last
+        changed: a record or a few at a time without torch's per-call cost. Equal to
+        ``score`` up to float32 rounding (tests/test_detectors_one.py). None when the
+        backbone has no numpy form: use ``score``."""
+        if self._numpy is None or self._numpy[0] != self.revision:
+            self._numpy = (self.revision, self.backbone.numpy_forward())
+        forward = self._numpy[1]
+        if forward is None:
+            return None
+
+        def network() -> np.ndarray:
+            r, z = forward(X)
+            return self.head.score_numpy(r, z) if self.head is not None else np.minimum((r * r).mean(axis=1), LOSS_CAP)
+
+        if self.gaussian is None:
+            return self._calibrated(network())
+        z_g = self.combiner.gauss_weight * self.gaussian.score(X)
+        z_net = self.ncal(network()) if self.combiner.uses_network else np.zeros(len(X))
+        return self.combiner(z_net, z_g)
+
+    def _calibrated(self, raw: np.ndarray) -> np.ndarray:
+        after = self.calibration.network_after
+        if after is None or self.hist.n_seen < after:
+            return raw
+        med, mad = self.network_calibration()
+        return (np.log1p(np.maximum(raw, 0.0)) - med) / mad
+
+    def network_calibration(self) -> tuple[float, float]:
         """Median and MAD of the log-scores of LOE-normal records so far ((0, 1) before any)."""
         if self._calibration is None:
             med, mad = self.hist.median_mad()
@@ -247,9 +222,11 @@ class WindowTrainer:
         X = np.asarray(X, dtype=np.float32)
         warm = self.in_warmup
         self.n_seen += len(X)
+        self.revision += 1
         if len(X):
             self.backbone.observe((X != 0).any(axis=0))
-            self._fit_gauss_prior()
+            if self.gaussian is not None:
+                self.gaussian.fit_prior(self.backbone.n_varied)
             self.pending.append(X)
             self.n_pending += len(X)
         reports: list[StepReport] = []
@@ -262,7 +239,7 @@ class WindowTrainer:
         fresh_per_step = max(1, int(round(self.batch_size * (1.0 - self.replay_share))))
         # After the warm-up, a step takes ``train_share`` of the records it consumes
         # (evenly spaced); the rest were scored and are not trained on.
-        per_step = max(fresh_per_step, int(round(fresh_per_step / self.train_share)))
+        per_step = max(fresh_per_step, int(round(fresh_per_step / self.schedule.train_share)))
         while self.n_pending >= per_step:
             fresh = self._take_fresh(per_step)
             if per_step > fresh_per_step:
@@ -270,24 +247,100 @@ class WindowTrainer:
             reports.append(self._step(fresh, fill=self.replay_share > 0))
         return reports, False
 
-    def _fit_gauss_prior(self) -> None:
-        """The Gaussian's scores are chi-square in the features that have varied (the
-        others are exactly 0 and add nothing), so its calibration prior counts only those:
-        a stream that never varied then scores a constant, not a prior fading away."""
-        n = self.backbone.n_varied
-        if self.gauss is None or self.gcal is None or n is None:
-            return
-        prior = chi2_log_prior(n, self.gcal.tail)
-        if prior != self.gcal.prior:
-            self.gcal.prior = prior
-            self.gcal.refresh()
-
     def warmup_target(self, n: int) -> int:
         """Steps the warm-up should have made after ``n`` records, whatever the window
         sizes: ``warmup_epochs`` passes, plus ``warmup_boost`` steps per doubling of the
         data (front-loaded: little data seen many times, so even a 129-record stream
         gets a trained model)."""
-        return int(self.warmup_epochs * n / self.batch_size + self.warmup_boost * math.log2(1.0 + n / 8.0))
+        s = self.schedule
+        return int(s.warmup_epochs * n / self.batch_size + s.warmup_boost * math.log2(1.0 + n / 8.0))
+
+    def _step(self, fresh: np.ndarray, fill: bool) -> StepReport:
+        n_fresh = len(fresh)
+        batch = self._batch(fresh, fill)
+        if batch is None:
+            return StepReport(loss=float("nan"), flag_rate=0.0, ess=1.0, n_fresh=0)
+        x = self.tensor(batch)
+        self.backbone.setup(x)
+        fwd = self.backbone.forward_train(x)
+        losses, scores, residuals = self._scores(fwd, x, n_fresh)
+        labels = self._labels(fwd, losses, scores, n_fresh)
+        z = np.log1p(np.maximum(scores, 0.0))
+        if self.head is not None:
+            self.head.update(*residuals, ~labels.flagged if labels.flagged.any() else None)
+        w, ess = self._weights(z, labels.flagged)
+        loss = self._descend(fwd, labels, w)
+        self._absorb(fresh, z, ~labels.flagged[:n_fresh])
+        return StepReport(loss=float(loss.detach()), flag_rate=float(labels.flagged.mean()), ess=ess, n_fresh=n_fresh)
+
+    def _batch(self, fresh: np.ndarray, fill: bool) -> np.ndarray | None:
+        """The fresh records, topped up from the replay memory when ``fill``."""
+        parts = [fresh] if len(fresh) else []
+        if fill and len(fresh) < self.batch_size:
+            old = self._replayed(self.batch_size - len(fresh))
+            if old is not None:
+                parts.append(old)
+        if not parts:
+            return None
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+    def _scores(self, fwd: Forward, x: torch.Tensor, n_fresh: int) -> tuple[np.ndarray, np.ndarray, tuple[torch.Tensor, torch.Tensor] | None]:
+        """``L_n`` of the batch, the detection scores and, with a head, the residuals."""
+        losses = fwd.score.double().cpu().numpy()
+        if self.head is None:
+            return losses, losses, None
+        residuals = self.backbone.train_residuals(fwd, x)
+        # The histogram needs the fresh records' scores; the whole batch's only when the
+        # E-step or the importance weights read them (warm-up steps are mostly replay,
+        # so this saves most of the head's cost there).
+        n = len(losses) if self.labeler.rank == "score" or self.weights is not None else n_fresh
+        r, zl = residuals
+        scores = self.head.score(r[:n], zl[:n]).double().cpu().numpy() if n else np.empty(0)
+        return losses, scores, residuals
+
+    def _labels(self, fwd: Forward, losses: np.ndarray, scores: np.ndarray, n_fresh: int) -> LatentLabels:
+        """LOE's E-step, once the labeller's warm-up is over (everyone normal before)."""
+        n = len(losses)
+        if not self.loe_active:
+            return LatentLabels(np.ones(n), np.zeros(n), np.zeros(n, dtype=bool))
+        if self.head is not None and self.labeler.rank == "score":
+            rank = scores
+        else:
+            rank = losses if fwd.la is None else losses - fwd.la.detach().double().cpu().numpy()
+        labels = self.labeler.label(rank)
+        self.labeler.observe(rank[:n_fresh])
+        return labels
+
+    def _weights(self, z: np.ndarray, flagged: np.ndarray) -> tuple[np.ndarray, float]:
+        """Importance weights of the LOE-normal records (1 for the rest), and their ESS."""
+        w = np.ones(len(flagged))
+        if self.weights is None:
+            return w, 1.0
+        keep = ~flagged
+        w[keep], ess = self.weights.weights(z[keep], self.hist)
+        return w, ess
+
+    def _descend(self, fwd: Forward, labels: LatentLabels, w: np.ndarray) -> torch.Tensor:
+        """One optimiser step on the weighted losses; the backbone sets the gradients."""
+        coef_n = torch.as_tensor(labels.normal * w, dtype=fwd.ln.dtype, device=self.device)
+        coef_a = torch.as_tensor(labels.anomalous, dtype=fwd.ln.dtype, device=self.device) if fwd.la is not None and labels.anomalous.any() else None
+        loss = self.backbone.gradients(fwd, coef_n, coef_a, self.lamp)
+        self.optimizer.step()
+        self.steps += 1
+        return loss
+
+    def _absorb(self, fresh: np.ndarray, z: np.ndarray, normal: np.ndarray) -> None:
+        """The fresh LOE-normal records (and their scores) join the histograms, the
+        Gaussian and the replay memory; anomalies never do."""
+        n_fresh = len(fresh)
+        self.n_trained += n_fresh
+        if n_fresh:
+            self.hist.update(z[:n_fresh][normal])
+            self._calibration = None
+            self.ncal.refresh()  # it reads self.hist
+            if self.gaussian is not None:
+                self.gaussian.absorb(fresh, normal)
+        self._remember(fresh[normal])
 
     def _take_fresh(self, n: int) -> np.ndarray:
         if self.n_pending == 0:
@@ -306,125 +359,45 @@ class WindowTrainer:
         return self.memory[idx]
 
     def _remember(self, X: np.ndarray) -> None:
-        if self.replay <= 0 or len(X) == 0:
+        size = self.schedule.replay
+        if size <= 0 or len(X) == 0:
             return
         if self.memory is None:
-            self.memory = np.zeros((self.replay, X.shape[1]), dtype=np.float32)
-        X = X[-self.replay :]
-        idx = (self.memory_next + np.arange(len(X))) % self.replay
+            self.memory = np.zeros((size, X.shape[1]), dtype=np.float32)
+        X = X[-size:]
+        idx = (self.memory_next + np.arange(len(X))) % size
         self.memory[idx] = X
-        self.memory_next = int((self.memory_next + len(X)) % self.replay)
-        self.memory_size = min(self.replay, self.memory_size + len(X))
-
-    def _step(self, fresh: np.ndarray, fill: bool) -> StepReport:
-        n_fresh = len(fresh)
-        parts = [fresh] if n_fresh else []
-        if fill and n_fresh < self.batch_size:
-            old = self._replayed(self.batch_size - n_fresh)
-            if old is not None:
-                parts.append(old)
-        if not parts:
-            return StepReport(loss=float("nan"), flag_rate=0.0, ess=1.0, n_fresh=0)
-        batch = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        x = self.tensor(batch)
-        self.backbone.setup(x)
-        if self.explicit:
-            ln, la, score, cache = self.backbone.forward_cached(x)
-        else:
-            ln, la, score = self.backbone.outputs(x)
-        ln_np = score.double().cpu().numpy()
-        s_np = ln_np  # detection scores: of the whole batch, or of its fresh records only
-        if self.head is not None:
-            r, zl = self.backbone.cached_residuals(cache) if self.explicit else self.backbone.residuals(x)
-            # The histogram needs the fresh records' scores; the whole batch's only when
-            # the E-step or the importance weights read them (warm-up steps are mostly
-            # replay, so this saves most of the head's cost there).
-            n_s = len(batch) if self.loe_rank == "score" or self.weights is not None else n_fresh
-            s_np = self.head.score(r[:n_s], zl[:n_s]).double().cpu().numpy() if n_s else np.empty(0)
-        loe = self.loe_active
-        if loe:
-            # The E-step ranks by the training losses (L_n - L_a) by default; with a
-            # density head the detection score differs from L_n, and ``loe_rank="score"``
-            # ranks by it instead.
-            if self.head is not None and self.loe_rank == "score":
-                rank = s_np
-            else:
-                rank = ln_np if la is None else ln_np - la.detach().double().cpu().numpy()
-            labels = self.labeler.label(rank)
-            self.labeler.observe(rank[:n_fresh])
-            normal, anomalous, flagged = labels.normal, labels.anomalous, labels.flagged
-        else:
-            normal, anomalous, flagged = np.ones(len(batch)), np.zeros(len(batch)), np.zeros(len(batch), dtype=bool)
-        z = np.log1p(np.maximum(s_np, 0.0))
-        if self.head is not None:
-            self.head.update(r, zl, ~flagged if flagged.any() else None)
-        if self.weights is not None:
-            keep = ~flagged
-            w = np.ones(len(batch))
-            w_keep, ess = self.weights.weights(z[keep], self.hist)
-            w[keep] = w_keep
-        else:
-            w, ess = np.ones(len(batch)), 1.0
-        coef_n = torch.as_tensor(normal * w, dtype=ln.dtype, device=self.device)
-        coef_a = torch.as_tensor(anomalous, dtype=ln.dtype, device=self.device) if la is not None and anomalous.any() else None
-        if self.explicit:
-            with torch.no_grad():
-                n = float(len(batch))
-                loss_i = coef_n * self.lamp(ln)
-                if coef_a is not None:
-                    loss_i = loss_i + coef_a * la
-                loss = loss_i.mean()
-                self.backbone.backward_cached(cache, coef_n * self.lamp.grad(ln) / n, None if coef_a is None else coef_a / n)
-        else:
-            loss_i = coef_n * self.lamp(ln)
-            if coef_a is not None:
-                loss_i = loss_i + coef_a * la
-            loss = loss_i.mean()
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-        self.optimizer.step()
-        self.steps += 1
-        self.n_trained += n_fresh
-        fresh_normal = ~flagged[:n_fresh]
-        if n_fresh:
-            self.hist.update(z[:n_fresh][fresh_normal])
-            self._calibration = None
-            self.ncal.refresh()  # it reads self.hist
-            if self.gauss is not None and self.gcal is not None:
-                # Fresh LOE-normal records only: each enters the Gaussian once, anomalies never.
-                xn = (fresh[fresh_normal] if self.gauss_learn == "loe" else fresh).astype(np.float64)
-                self.gcal.update(self.gauss.score(xn))
-                self.gauss.update(xn)
-        self._remember(fresh[fresh_normal])
-        return StepReport(loss=float(loss.detach()), flag_rate=float(flagged.mean()), ess=ess, n_fresh=n_fresh)
+        self.memory_next = int((self.memory_next + len(X)) % size)
+        self.memory_size = min(size, self.memory_size + len(X))
 
     # -- drift and state -----------------------------------------------------------------
 
     def reopen_warmup(self) -> None:
         """Treat the stream as young again: more steps per window, blind LOE, fresh
         histograms (the old score distribution no longer describes the data)."""
-        self.warmup_until = self.n_seen + self.warmup_records
+        self.warmup_until = self.n_seen + self.schedule.warmup_records
         self.warmup_start = self.n_seen
         self.warmup_done = 0
-        self.loe_from = self.n_trained + self.loe_warmup
+        self.loe_from = self.n_trained + self.labeler.warmup
         self.labeler.reset()
         self.hist.reset()
         self._calibration = None
         self.ncal.refresh()
-        if self.gauss is not None and self.gcal is not None:
-            self.gauss.forget(self.warmup_records)
-            self.gcal.reset()
+        if self.gaussian is not None:
+            self.gaussian.reopen(self.schedule.warmup_records)
+        self.revision += 1
 
     def state_dict(self) -> dict[str, Any]:
         pending = np.concatenate(self.pending) if self.pending else np.empty((0, 0), dtype=np.float32)
+        g = self.gaussian
         return {
             "backbone": {k: v.detach().cpu().clone() for k, v in self.backbone.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "labeler": self.labeler.state_dict(),
             "head": None if self.head is None else self.head.state_dict(),
             "hist": self.hist.state_dict(),
-            "gauss": None if self.gauss is None else self.gauss.state_dict(),
-            "gcal": None if self.gcal is None else self.gcal.state_dict(),
+            "gauss": None if g is None else g.model.state_dict(),
+            "gcal": None if g is None else g.cal.state_dict(),
             "counters": {
                 "n_seen": self.n_seen,
                 "n_trained": self.n_trained,
@@ -446,7 +419,7 @@ class WindowTrainer:
             if k not in saved and k.endswith("live"):
                 saved[k] = torch.ones_like(v)  # saved before features were masked: every feature counted
         self.backbone.load_state_dict(saved)
-        self.optimizer = self._make_optimizer()
+        self.optimizer = self.optimizer_spec.build(self.backbone.parameters())
         self.optimizer.load_state_dict(state["optimizer"])
         self.labeler.load_state_dict(state["labeler"])
         if self.head is not None:
@@ -454,10 +427,10 @@ class WindowTrainer:
         self.hist.load_state_dict(state["hist"])
         self._calibration = None
         self.ncal.refresh()
-        if self.gauss is not None and self.gcal is not None:
-            self.gauss.load_state_dict(state["gauss"])
-            self.gcal.load_state_dict(state["gcal"])
-            self._fit_gauss_prior()
+        if self.gaussian is not None:
+            self.gaussian.model.load_state_dict(state["gauss"])
+            self.gaussian.cal.load_state_dict(state["gcal"])
+            self.gaussian.fit_prior(self.backbone.n_varied)
         c = state["counters"]
         self.n_seen = int(c["n_seen"])
         self.n_trained = int(c["n_trained"])
@@ -473,3 +446,4 @@ class WindowTrainer:
         self.n_pending = len(pending) if pending.size else 0
         mem = state["memory"]
         self.memory = None if mem is None else np.asarray(mem, dtype=np.float32).copy()
+        self.revision += 1

@@ -25,6 +25,9 @@ The estimator is ours: the paper's is not public.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Literal
+
 import numpy as np
 
 from streamad.histogram import DecayedHistogram
@@ -32,29 +35,27 @@ from streamad.histogram import DecayedHistogram
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
 
 
+@dataclass(frozen=True)
 class ImportanceWeights:
     """Per-record loss weights, read off a histogram of LOE-normal scores as it was
     before the batch (the trainer owns the histogram; scores are in its space, ``log1p``).
+    Holds no state: one instance may serve many trainers.
     """
 
-    def __init__(
-        self,
-        clip: tuple[float, float] = (0.1, 10.0),
-        ess_min: float = 0.3,
-        min_count: int = 256,
-        target: str = "moments",
-    ) -> None:
-        lo, hi = clip
+    clip: tuple[float, float] = (0.1, 10.0)
+    ess_min: float = 0.3
+    min_count: int = 256
+    target: Literal["moments", "robust"] = "moments"
+
+    def __post_init__(self) -> None:
+        lo, hi = self.clip
         if not 0.0 < lo <= 1.0 <= hi:
             raise ValueError("importance weight clip must satisfy 0 < low <= 1 <= high")
-        if not 0.0 <= ess_min <= 1.0:
+        if not 0.0 <= self.ess_min <= 1.0:
             raise ValueError("ess_min must be in [0, 1]")
-        if target not in ("moments", "robust"):
-            raise ValueError(f"importance weight target must be 'moments' or 'robust', not {target!r}")
-        self.target = target
-        self.clip = (float(lo), float(hi))
-        self.ess_min = ess_min
-        self.min_count = min_count
+        if self.target not in ("moments", "robust"):
+            raise ValueError(f"importance weight target must be 'moments' or 'robust', not {self.target!r}")
+        object.__setattr__(self, "clip", (float(lo), float(hi)))
 
     def ready(self, hist: DecayedHistogram) -> bool:
         return hist.ready and hist.n_seen >= self.min_count
