@@ -147,7 +147,9 @@ def run_demo(
 
     tell = say or (lambda message: None)
     stream = generate(n=n, seed=seed)
-    source = ArraySource(stream.X, stream.y, stream="demo", timestamps=stream.timestamps, feature_names=stream.feature_names)
+    # Batches of 1,000 give a progress bar some steps; windows close by count, so the
+    # results are the same with any batch size.
+    source = ArraySource(stream.X, stream.y, stream="demo", timestamps=stream.timestamps, feature_names=stream.feature_names, chunk_rows=1000)
     out_dir = Path(out_dir)
     det_path, rej_path = out_dir / "demo.detections.jsonl", out_dir / "demo.rejects.csv"
     sink = JsonlSink(det_path)

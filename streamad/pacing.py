@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Callable, Iterable, Iterator
 
@@ -28,8 +29,8 @@ def paced(
 ) -> Iterator[Batch | None]:
     """Release each record when its timestamp, relative to the first, divided by
     ``speed`` has elapsed. Records sharing a due time are released together."""
-    if speed <= 0:
-        raise ConfigError("--speed must be positive")
+    if not (math.isfinite(speed) and speed > 0):  # NaN compares false with everything
+        raise ConfigError(f"--speed must be a positive number of times real time (got {speed:g})")
     start_wall: float | None = None
     start_ts: float | None = None
     for batch in batches:
