@@ -1,0 +1,130 @@
+"""One record at a time (river style): learn_one buffers records into mini-batches,
+score_one scores with the model as of the last learned batch, the buffer is part of
+the state, and the batch API stays what the pipeline uses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamad import checkpoint
+from streamad.detectors import make_detector
+
+NAMES = ["loe-ae", "loe-ntl", "loe-svdd", "gaussian", "river-hst"]
+FAST = {"loe-ntl": {"n_transforms": 4}}
+
+
+def stream(n: int, d: int = 3, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    X[::37] += 5.0
+    return X
+
+
+def as_dicts(X: np.ndarray) -> list[dict[str, float]]:
+    return [{"a": r[0], "b": r[1], "c": r[2]} for r in X.tolist()]
+
+
+@pytest.mark.parametrize("name", ["loe-ae", "gaussian"])
+def test_learn_one_learns_mini_batches_of_8_doubling_to_the_batch_size(name: str) -> None:
+    det = make_detector(name, batch_size=64) if name == "loe-ae" else make_detector(name)
+    assert det.minibatch_size == (64 if name == "loe-ae" else 256)
+    X = stream(300)
+    learned_at = []
+    for i, x in enumerate(X):
+        before = len(det.buffered)
+        det.learn_one(x)
+        if len(det.buffered) < before + 1:
+            learned_at.append(i + 1)
+    sizes = np.diff([0, *learned_at]).tolist()
+    full = det.minibatch_size
+    expected = [8, 16, 32, 64, 128, 256][: len(sizes)]
+    assert sizes == [min(s, full) for s in expected][: len(sizes)]
+    assert sum(sizes) + len(det.buffered) == 300
+
+
+def test_score_one_sees_the_model_as_of_the_last_learned_batch() -> None:
+    det = make_detector("loe-ae")
+    X = stream(600)
+    for x in X[:504]:  # batches of 8 ... 256: nothing buffered
+        det.learn_one(x)
+    assert len(det.buffered) == 0
+    probe = np.array([0.5, -1.0, 2.0])
+    before = det.score_one(probe)
+    for x in X[504:600]:  # buffered, not learned: the score does not move
+        det.learn_one(x)
+        assert det.score_one(probe) == before
+    assert len(det.buffered) == 96
+    det.flush()
+    assert len(det.buffered) == 0 and det.score_one(probe) != before
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_one_at_a_time_equals_the_batches_it_forms(name: str) -> None:
+    """learn_one's mini-batches are learned exactly as the same batches through learn,
+    and score_one agrees with score up to float32 rounding."""
+    one, batch = make_detector(name, **FAST.get(name, {})), make_detector(name, **FAST.get(name, {}))
+    X = stream(700) if name != "river-hst" else np.abs(stream(700)) / 6
+    start, size = 0, one.first_minibatch
+    while start + size <= 600:
+        batch.learn(X[start : start + size])
+        start, size = start + size, min(2 * size, batch.minibatch_size)
+    for x in X[:600]:
+        one.learn_one(x)
+    assert len(one.buffered) == 600 - start
+    probe = X[600:]
+    s_one = np.array([one.score_one(x) for x in probe])
+    s_batch = batch.score(probe)
+    assert np.allclose(s_one, s_batch, rtol=1e-4, atol=1e-4 * (1 + np.abs(s_batch).max()))
+    assert np.array_equal(one.score_many(probe), s_batch)
+
+
+def test_dicts_arrays_and_lists_are_the_same_records() -> None:
+    X = stream(400)
+    by_dict, by_array = make_detector("loe-ae"), make_detector("loe-ae")
+    for d, x in zip(as_dicts(X), X):
+        by_dict.learn_one(d)
+        by_array.learn_one(list(x))
+    probe = {"c": 1.0, "a": -2.0, "b": 0.5}  # any key order: the first record fixed it
+    assert by_dict.score_one(probe) == by_array.score_one([-2.0, 0.5, 1.0])
+    assert np.array_equal(by_dict.score_many([probe, probe]), by_array.score_many(np.array([[-2.0, 0.5, 1.0]] * 2)))
+    with pytest.raises(KeyError, match="feature 'c' missing"):
+        by_dict.score_one({"a": 1.0, "b": 2.0})
+
+
+def test_learn_many_learns_the_buffer_and_the_batch_together() -> None:
+    a, b = make_detector("gaussian", warmup=0), make_detector("gaussian", warmup=0)
+    X = stream(50)
+    for x in X[:5]:
+        a.learn_one(x)
+    assert len(a.buffered) == 5 and a.seen == 0
+    report = a.learn_many(X[5:50])
+    assert report.n_learned == 50 and len(a.buffered) == 0
+    b.learn(X[:50])
+    assert np.array_equal(a.score_many(X), b.score(X))
+    assert a.flush() is None
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_buffered_records_are_part_of_the_state(name: str) -> None:
+    det = make_detector(name, **FAST.get(name, {}))
+    X = stream(420) if name != "river-hst" else np.abs(stream(420)) / 6
+    for d in as_dicts(X[:300]):
+        det.learn_one(d)
+    state = checkpoint.loads(checkpoint.dumps(det.state_dict()))
+    back = make_detector(name, **FAST.get(name, {}))
+    back.load_state_dict(state)
+    assert np.array_equal(back.buffered, det.buffered)
+    for d in as_dicts(X[300:]):
+        det.learn_one(d)
+        back.learn_one(d)
+    probe = as_dicts(X[:20])
+    assert [det.score_one(p) for p in probe] == [back.score_one(p) for p in probe]
+
+
+def test_river_hst_learns_each_record_at_once() -> None:
+    det = make_detector("river-hst", window_size=10)
+    for x in np.abs(stream(30)) / 6:
+        det.learn_one(x)
+        assert len(det.buffered) == 0
+    assert det.model.counter == 0 and not det.model._first_window  # three windows of 10 passed
