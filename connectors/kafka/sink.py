@@ -75,7 +75,12 @@ class Producer:
         self.current.flush(timeout=timeout)
 
     def close(self, timeout: float | None = None) -> None:
-        self.current.close(timeout=timeout)
+        if not close_producer(self.current, timeout):
+            log.warning(
+                "kafka: closing the producer: messages still unacknowledged after %.3g s are dropped "
+                "(they were not committed: their records are read again at the next start)",
+                timeout or 0,
+            )
 
     def broken(self) -> bool:
         """The producer gave up for good: kafka-python's own recovery from a lost
@@ -105,11 +110,28 @@ class Producer:
             return False
         self.current = new
         self.generation += 1
-        try:
-            old.close(timeout=0)
-        except Exception:  # noqa: BLE001
-            pass
+        close_producer(old, 0)
         return True
+
+
+def close_producer(producer: Any, timeout: float | None) -> bool:
+    """Close a kafka-python producer within ``timeout``; False when messages were left
+    unacknowledged. (Its close() flushes first and raises when that times out, leaving
+    the producer open, and its __del__ raises the same at exit: it is then closed
+    without waiting.)"""
+    try:
+        producer.close(timeout=timeout)
+        return True
+    except Exception:  # noqa: BLE001
+        pass
+    sender = getattr(producer, "_sender", None)
+    try:
+        if sender is not None:
+            sender.force_close()
+        producer._closed = True
+    except Exception:  # noqa: BLE001 - another kafka-python version
+        pass
+    return False
 
 
 class _Outbox:
