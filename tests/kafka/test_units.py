@@ -260,3 +260,36 @@ def test_repeated_client_log_lines_are_thinned():
     assert not f.filter(rec("kafka.net", "Connection failed: %s"))
     assert f.filter(rec("kafka.net", "other"))
     assert f.filter(rec("streamad.kafka", "Connection failed: %s")) and f.filter(rec("streamad.kafka", "Connection failed: %s"))
+
+
+# -- lag and offset-reset metrics ----------------------------------------------------------------
+
+
+def test_lag_gauge_holds_only_the_partitions_last_reported():
+    import shutil
+    import subprocess
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from streamad.metrics import MetricsObserver
+
+    reported = [{Lane("t", 0): 5, Lane("t", 1): 3}]
+    reg = CollectorRegistry()
+    m = MetricsObserver(registry=reg, lag=lambda: reported[0], lag_interval=0)
+
+    def lag() -> dict[str, float]:
+        return {s.labels["partition"]: s.value for fam in reg.collect() for s in fam.samples if s.name == "streamad_consumer_lag_records"}
+
+    m.poll_lag(force=True)
+    assert lag() == {"0": 5.0, "1": 3.0}
+    reported[0] = {Lane("t", 1): 0, Lane("t", 2): 7}  # partition 0 moved away, 2 arrived
+    m.poll_lag(force=True)
+    assert lag() == {"1": 0.0, "2": 7.0}
+    m.on_offset_reset(Lane("t", 2), "beyond_end")
+    assert reg.get_sample_value("streamad_offset_resets_total", {"stream": "t", "partition": "2", "reason": "beyond_end"}) == 1.0
+    text = generate_latest(reg).decode()
+    assert "HELP streamad_consumer_lag_records Records not yet done" in text and "high-water mark" in text
+    promtool = shutil.which("promtool")
+    if promtool:
+        r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0 and not (r.stdout + r.stderr).strip(), r.stdout + r.stderr
