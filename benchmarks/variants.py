@@ -52,7 +52,7 @@ class Variant:
             if isinstance(change, Mapping):
                 parts += [f"{name}.{k}={json.dumps(v)}" for k, v in change.items()]
             else:
-                parts.append(f"{name}={'None' if change is None else change!r}")
+                parts.append(f"{name}={_short(change)}")
         return ", ".join(parts)
 
     def detector(self, key: str, base: str) -> str:
@@ -66,6 +66,18 @@ class Variant:
         name = f"{base}/{key}"
         register(name, detector_class(base).customized(name, self.change, self.title))  # type: ignore[attr-defined]
         return name
+
+
+def _short(value: Any) -> str:
+    """A component value by the fields that differ from their defaults.
+
+    >>> _short(Lamp("scale", c=10.0)), _short(None)
+    ("Lamp(kind='scale', c=10.0)", 'None')
+    """
+    if not dataclasses.is_dataclass(value) or isinstance(value, type):
+        return repr(value)
+    fields = [f for f in dataclasses.fields(value) if f.default is dataclasses.MISSING or getattr(value, f.name) != f.default]
+    return f"{type(value).__name__}({', '.join(f'{f.name}={getattr(value, f.name)!r}' for f in fields)})"
 
 
 #: name -> variant of the default detector

@@ -51,7 +51,11 @@ class DecayedHistogram:
         self.margin = margin
         self.smoothing = smoothing
         self.half_life = half_life
-        self.counts = np.zeros(bins + 2)  # [under, bins..., over]
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every value seen; keep the settings."""
+        self.counts = np.zeros(self.bins + 2)  # [under, bins..., over]
         self.lo = 0.0
         self.hi = 0.0
         self.vmin = np.inf
@@ -216,9 +220,6 @@ class DecayedHistogram:
         mean = float(self.counts @ centres / total)
         var = float(self.counts @ (centres - mean) ** 2 / total)
         return mean, var**0.5
-
-    def reset(self) -> None:
-        self.__init__(self.bins, self.decay, self.min_init, self.refit_share, self.margin, self.smoothing, self.half_life)  # type: ignore[misc]
 
     # -- checkpoints -------------------------------------------------------------------
 

@@ -7,6 +7,10 @@ network is built from the seed when the first records arrive (their width fixes 
 input layer); torch is imported then, not before, so a detector can be made, checked
 and described without it.
 
+Torch's thread count is the process's: a network this small learns fastest on one
+thread (the pipeline applies ``threads``, 1 by default; elsewhere call
+``streamad.learning.runtime.set_threads(1)``, which takes effect when torch loads).
+
 Research API: ``components()`` is the full description of the trainer;
 ``with_components(**changes)`` replaces parts of it on a detector that has not learned
 yet, and ``customized(name, change)`` makes a detector class whose components are

@@ -256,6 +256,7 @@ class WindowTrainer:
         return int(s.warmup_epochs * n / self.batch_size + s.warmup_boost * math.log2(1.0 + n / 8.0))
 
     def _step(self, fresh: np.ndarray, fill: bool) -> StepReport:
+        """One optimiser step on ``fresh`` (topped up from the replay memory when ``fill``)."""
         n_fresh = len(fresh)
         batch = self._batch(fresh, fill)
         if batch is None:
@@ -265,9 +266,8 @@ class WindowTrainer:
         fwd = self.backbone.forward_train(x)
         losses, scores, residuals = self._scores(fwd, x, n_fresh)
         labels = self._labels(fwd, losses, scores, n_fresh)
-        z = np.log1p(np.maximum(scores, 0.0))
-        if self.head is not None:
-            self.head.update(*residuals, ~labels.flagged if labels.flagged.any() else None)
+        z = np.log1p(np.maximum(scores, 0.0))  # the histograms' space
+        self._update_head(residuals, labels.flagged)
         w, ess = self._weights(z, labels.flagged)
         loss = self._descend(fwd, labels, w)
         self._absorb(fresh, z, ~labels.flagged[:n_fresh])
@@ -310,6 +310,11 @@ class WindowTrainer:
         labels = self.labeler.label(rank)
         self.labeler.observe(rank[:n_fresh])
         return labels
+
+    def _update_head(self, residuals: tuple[torch.Tensor, torch.Tensor] | None, flagged: np.ndarray) -> None:
+        """The density head's statistics follow the LOE-normal records of the batch."""
+        if self.head is not None and residuals is not None:
+            self.head.update(*residuals, ~flagged if flagged.any() else None)
 
     def _weights(self, z: np.ndarray, flagged: np.ndarray) -> tuple[np.ndarray, float]:
         """Importance weights of the LOE-normal records (1 for the rest), and their ESS."""
