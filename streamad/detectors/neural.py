@@ -15,6 +15,16 @@ Research API: ``components()`` is the full description of the trainer;
 ``with_components(**changes)`` replaces parts of it on a detector that has not learned
 yet, and ``customized(name, change)`` makes a detector class whose components are
 changed by ``change``, for the registry and the pipeline (benchmarks/variants.py).
+
+>>> from dataclasses import replace
+>>> from streamad.detectors.loe_ae import LoeAE
+>>> from streamad.learning.components import Combiner
+>>> det = LoeAE(seed=1).with_components(head=None, combiner=Combiner("max", gauss_weight=2.0))
+>>> det.components().head is None, det.get_params()["seed"]
+(True, 1)
+>>> NoBoost = LoeAE.customized("loe-ae/no-boost", lambda c: replace(c, schedule=replace(c.schedule, warmup_boost=0.0)))
+>>> NoBoost(alpha=0.05).components().schedule.warmup_boost, NoBoost.name
+(0.0, 'loe-ae/no-boost')
 """
 
 from __future__ import annotations
