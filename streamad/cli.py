@@ -189,11 +189,17 @@ def replay(
         raise ConfigError(f"--limit must be at least 1 (got {limit})")
     if permute is not None and permute < 0:
         raise ConfigError(f"--permute takes a seed, a non-negative integer (got {permute})")
+    if permute is not None and file.suffix.lower() != ".mat":
+        raise ConfigError("--permute applies to .mat files only")
     if seed is not None and not 0 <= seed < 2**63:
         raise ConfigError(f"--seed must be a non-negative integer below 2**63 (got {seed})")
     if speed is not None and not (math.isfinite(speed) and speed > 0):
         raise ConfigError(f"--speed must be a positive number of times real time (got {speed:g})")
     delimiter = _delimiter(delimiter)
+    _check_input(file)
+    # The outputs named here are checked before the model loads, and again below with
+    # any the config file names.
+    _check_outputs(file, out_dir, out, rejects, False if drift is False else drift_events, summary_json, force)
     settings = _load_settings(config, overrides)
     _run_replay(file, settings, out_dir, delimiter, speed, permute, limit, summary_json, progress, force)
 
@@ -258,6 +264,54 @@ def _load_settings(config: Optional[Path], overrides: Mapping[str, Any]) -> Any:
     return settings
 
 
+def _check_input(file: Path) -> None:
+    """The input exists and is not a directory (what it holds is the reader's to judge)."""
+    try:
+        st = file.stat()
+    except FileNotFoundError:
+        hint = " (to read standard input, give /dev/stdin)" if str(file) == "-" else ""
+        raise InputError(f"{file}: no such file{hint}") from None
+    except OSError as e:
+        raise InputError(f"cannot read {file}: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{file} is a directory, not a file")
+
+
+def _check_outputs(
+    file: Path,
+    out_dir: Path,
+    detections: Optional[Path],
+    rejects: Optional[Path],
+    drift_events: Optional[Path] | bool,
+    summary_json: Optional[Path],
+    force: bool,
+) -> tuple[Path, Path, Optional[Path]]:
+    """Where a replay's detections, rejects and drift events go (``None``: no drift
+    events, when ``drift_events`` is False), refusing before anything is written the
+    paths that would lose data (see `streamad.replay.check_outputs`)."""
+    from streamad.outputs import check_outputs, default_drift_path, default_output_paths, is_stdout
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out-dir {out_dir} is not a directory")
+    det_default, rej_default = default_output_paths(file, out_dir)
+    det_path = detections or det_default
+    rej_path = rejects or rej_default
+    drift_path = None if drift_events is False else (drift_events or default_drift_path(file, out_dir))
+    for option, path in (("--rejects", rej_path), ("--drift-events", drift_path)):
+        if path is not None and is_stdout(path):  # type: ignore[arg-type]
+            raise ConfigError(f"{option} cannot go to stdout: only --out (detections) and --summary-json may")
+    json_to_stdout = summary_json is not None and is_stdout(summary_json)
+    if is_stdout(det_path) and json_to_stdout:
+        raise ConfigError("--out and --summary-json cannot both go to stdout")
+    outputs = {"--out" if detections else "detections file": det_path, "--rejects" if rejects else "rejects file": rej_path}
+    if drift_path is not None:
+        outputs["--drift-events" if drift_events else "drift events file"] = drift_path  # type: ignore[assignment]
+    if summary_json is not None and not json_to_stdout:
+        outputs["--summary-json"] = summary_json
+    check_outputs(file, outputs, force=force)
+    return det_path, rej_path, drift_path  # type: ignore[return-value]
+
+
 def _run_replay(
     file: Path,
     settings: Any,
@@ -274,30 +328,14 @@ def _run_replay(
     from streamad.drift import DriftLog
     from streamad.metrics import start_metrics
     from streamad.pacing import paced
-    from streamad.replay import check_outputs, default_drift_path, default_output_paths, end_offset, is_stdout, replay as run
+    from streamad.outputs import is_stdout
+    from streamad.replay import end_offset, replay as run
 
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"--out-dir {out_dir} is not a directory")
-    det_default, rej_default = default_output_paths(file, out_dir)
-    det_path = settings.output.detections or det_default
-    rej_path = settings.output.rejects or rej_default
-    drift_path = (settings.drift.events or default_drift_path(file, out_dir)) if settings.drift.enabled else None
-    for option, path in (("--rejects", rej_path), ("--drift-events", drift_path)):
-        if path is not None and is_stdout(path):
-            raise ConfigError(f"{option} cannot go to stdout: only --out (detections) and --summary-json may")
+    det_path, rej_path, drift_path = _check_outputs(
+        file, out_dir, settings.output.detections, settings.output.rejects, settings.drift.events if settings.drift.enabled else False, summary_json, force
+    )
     to_stdout = is_stdout(det_path)
     json_to_stdout = summary_json is not None and is_stdout(summary_json)
-    if to_stdout and json_to_stdout:
-        raise ConfigError("--out and --summary-json cannot both go to stdout")
-    outputs = {
-        "--out" if settings.output.detections else "detections file": det_path,
-        "--rejects" if settings.output.rejects else "rejects file": rej_path,
-    }
-    if drift_path is not None:
-        outputs["--drift-events" if settings.drift.events else "drift events file"] = drift_path
-    if summary_json is not None and not json_to_stdout:
-        outputs["--summary-json"] = summary_json
-    check_outputs(file, outputs, force=force)
 
     source, notes = open_source(file, settings, delimiter, permute, limit)
     show = progress and sys.stderr.isatty()
@@ -385,15 +423,7 @@ def open_source(file: Path, settings: Any, delimiter: Optional[str], permute: Op
     from streamad.schema import Schema
 
     notes: list[str] = []
-    try:
-        st = file.stat()
-    except FileNotFoundError:
-        hint = " (to read standard input, give /dev/stdin)" if str(file) == "-" else ""
-        raise InputError(f"{file}: no such file{hint}") from None
-    except OSError as e:
-        raise InputError(f"cannot read {file}: {e.strerror or e}") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise InputError(f"{file} is a directory, not a file")
+    _check_input(file)
     if file.suffix.lower() == ".mat":
         from connectors.odds import MatSource
 
