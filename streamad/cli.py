@@ -308,7 +308,7 @@ def _check_outputs(
         outputs["--drift-events" if drift_events else "drift events file"] = drift_path  # type: ignore[assignment]
     if summary_json is not None and not json_to_stdout:
         outputs["--summary-json"] = summary_json
-    check_outputs(file, outputs, force=force)
+    check_outputs(file, outputs, force=force, own=[det_default, rej_default, default_drift_path(file, out_dir)])
     return det_path, rej_path, drift_path  # type: ignore[return-value]
 
 

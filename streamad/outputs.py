@@ -130,12 +130,13 @@ def is_stdout(path: Path | str) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
-def check_outputs(source: Path, outputs: dict[str, Path], force: bool = False, names: Sequence[str] = ()) -> None:
+def check_outputs(source: Path, outputs: dict[str, Path], force: bool = False, names: Sequence[str] = (), own: Sequence[Path] = ()) -> None:
     """Refuse, before anything is written, outputs that would destroy data: the input
     itself, two outputs on one file, a directory, a path below a file, and (without
     ``force``) an existing file holding another input's results (see `OVERWRITE_RULE`).
     ``outputs`` maps an option name (``--out``) to its path; ``names`` are the names
-    the input's results carry as their stream (the path as given)."""
+    the input's results carry as their stream (the path as given). Paths in ``own``
+    are the input's default outputs: their name already says which input they are of."""
     from streamad.errors import InputError
 
     names = [str(source), *names]
@@ -161,9 +162,9 @@ def check_outputs(source: Path, outputs: dict[str, Path], force: bool = False, n
         seen[key] = option
         if exists and source.exists() and os.path.samefile(path, source):
             raise InputError(f"{option} {path} is the input file: it would be overwritten")
-        if exists and not force:
+        if exists and not force and path not in own:
             kind, stream = output_origin(path)
             if kind == "other":
                 raise InputError(f"{option} {path} exists and does not hold streamad results; --force overwrites it")
             if kind == "streamad" and not _same_input(stream or "", source, names):
-                raise InputError(f"{option} {path} holds the results of another input ({stream}); --force overwrites it")
+                raise InputError(f"{option} {path} holds the results of another input ({stream!r}, as it was named then); --force overwrites it")
