@@ -187,7 +187,7 @@ class MetricsObserver:
         self.offset_resets = Counter(
             "streamad_offset_resets_total",
             "Kafka partitions found with their committed offset or checkpoint outside the broker's range, by reason "
-            "(beyond_end: past the high-water mark; before_start: below the log start).",
+            "(beyond_end: past the high-water mark; before_start: below the log start; recreated: the topic's id changed).",
             (*L, "reason"),
             registry=reg,
         )

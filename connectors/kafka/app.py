@@ -30,7 +30,7 @@ from connectors.kafka.decoder import JsonDecoder
 from connectors.kafka.options import Backoff, RepeatFilter, client_options, quiet_kafka, redacted, sleep
 from connectors.kafka.signals import StopSignals, main_thread
 from connectors.kafka.sink import DeliveryInterrupted, KafkaDeadLetterSink, KafkaDetectionSink, KafkaDriftSink, Producer, _describe, _retriable
-from connectors.kafka.source import KafkaSource
+from connectors.kafka.source import KafkaSource, TopicIds
 from connectors.sinks import FanoutSink
 
 log = logging.getLogger("streamad.kafka")
@@ -154,6 +154,7 @@ class KafkaApp:
         source.rewind = self._rewind
         source.on_reset = self._offset_reset
         source.time_left = self._time_left
+        source.topic_ids = TopicIds(s.state.dir)
         log.info(
             "streamad run: group %s reads %s; detections to %s, dead letters to %s; detector %s, window %d records or %.3g s; state %s",
             k.group_id,
@@ -236,14 +237,19 @@ class KafkaApp:
 
     def _rewind(self, lane: Lane, offset: int | None) -> None:
         """After an offset reset: the lane's model keeps what it learned and goes on
-        from ``offset`` (records it held from before are scored first)."""
-        assert self.pipeline is not None
+        from ``offset`` (records it held from before are scored first). It is
+        checkpointed and committed there at once: should the partition move or the
+        worker stop before its next window, the checkpoint of the old offsets must not
+        be taken for one of the new records."""
+        assert self.pipeline is not None and self.source is not None
         lm = self.pipeline.lanes.get(lane)
         if lm is None:
             return
         self.pipeline.drain([lane])
         lm.next_offset = offset
         lm.read_offset = offset
+        if offset is not None:
+            self.source.commit(self.pipeline.checkpoint([lane]))
 
     def _offset_reset(self, lane: Lane, reason: str) -> None:
         for obs in self.observers:

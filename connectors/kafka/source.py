@@ -18,14 +18,18 @@ reads is retried with backoff (``kafka.retry``), one log line per attempt.
 An offset outside the broker's range of a partition (the topic was re-created, the
 broker lost its storage, retention deleted records not yet read) is an *offset reset*:
 the committed offset or checkpoint is beyond the partition's high-water mark, the
-first record fetched lies below where reading was positioned, or the log start has
-moved past it. It is logged at ERROR and handled by ``kafka.offset_reset_policy``.
+first record fetched lies below where reading was positioned, the log start has
+moved past it, or the topic's id is not the one the partition was read from. It is
+logged at ERROR and handled by ``kafka.offset_reset_policy``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from streamad.config import KafkaSettings
@@ -52,6 +56,45 @@ class OffsetResetError(StreamadError):
     ``kafka.offset_reset_policy`` is ``fail``."""
 
 
+class TopicIds:
+    """The id of the topic each partition was last read from, beside the checkpoints
+    (``<topic>-<partition>.topic-id`` in ``state.dir``; in memory only without one). A
+    topic deleted and created again has a new id even when its offsets look like a
+    continuation of the old ones."""
+
+    def __init__(self, directory: str | Path | None = None) -> None:
+        self.directory = None if directory is None else Path(directory)
+        self._known: dict[tuple[str, int], str] = {}
+
+    def path(self, topic: str, partition: int) -> Path:
+        assert self.directory is not None
+        return self.directory / f"{re.sub(r'[^A-Za-z0-9._-]', '_', topic)}-{partition}.topic-id"
+
+    def get(self, topic: str, partition: int) -> str | None:
+        key = (topic, partition)
+        if key not in self._known and self.directory is not None:
+            try:
+                self._known[key] = self.path(topic, partition).read_text().strip()
+            except OSError:
+                self._known[key] = ""  # none kept: do not look again
+        return self._known.get(key) or None
+
+    def put(self, topic: str, partition: int, topic_id: str) -> None:
+        if self.get(topic, partition) == topic_id:
+            return
+        self._known[(topic, partition)] = topic_id
+        if self.directory is None:
+            return
+        path = self.path(topic, partition)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(topic_id + "\n")
+            os.replace(tmp, path)
+        except OSError as e:
+            log.warning("kafka: cannot write %s (%s): a topic re-created while no worker runs is then noticed by its offsets only", path, e)
+
+
 class KafkaSource:
     """A consumer-group member yielding ``Batch`` objects (``None`` when a poll is empty).
 
@@ -60,8 +103,9 @@ class KafkaSource:
     ``handoff(lanes)`` (drain, checkpoint and forget lanes; the offsets to commit),
     ``drop(lanes)`` (forget lanes without a checkpoint), ``rewind(lane, offset)``
     (after an offset reset: the lane's model goes on from ``offset``, None when not
-    known yet), ``on_reset(lane, reason)`` (count an offset reset) and ``time_left()``
-    (seconds left to stop gracefully, None when not stopping).
+    known yet, and is checkpointed there), ``on_reset(lane, reason)`` (count an
+    offset reset) and ``time_left()`` (seconds left to stop gracefully, None when not
+    stopping).
     """
 
     def __init__(
@@ -83,6 +127,7 @@ class KafkaSource:
         self.rewind: Callable[[Lane, int | None], None] = lambda lane, offset: None
         self.on_reset: Callable[[Lane, str], None] = lambda lane, reason: None
         self.time_left: Callable[[], float | None] = lambda: None
+        self.topic_ids = TopicIds()
         self._pending: set[Any] = set()  # assigned, paused, not yet positioned
         self._committed: dict[Any, int] = {}
         self._start: dict[Any, int] = {}  # where reading started, for the lag before a first commit
@@ -204,6 +249,7 @@ class KafkaSource:
             learned = self.resume_offset(lane)
             known = [o for o in (committed, learned) if o is not None]
             begin = begins.get(tp)
+            current = self._topic_id(tp.topic)
             self._pending.discard(tp)
             if known:
                 target = max(known)
@@ -214,12 +260,19 @@ class KafkaSource:
                 if learned is not None and committed is not None and learned > committed:
                     why += ": the last commit did not happen, records the checkpoint holds are not read again"
                 log.info("kafka: %s resumes at offset %d (%s)", lane, target, why)
-                if begin is not None and begin > target:
+                before = self.topic_ids.get(tp.topic, tp.partition)
+                if current is not None and before is not None and before != current:
+                    # A new topic of the same name: the first poll, which brings the
+                    # partition's high-water mark, handles it (no record is used before).
+                    current = None
+                elif begin is not None and begin > target:
                     self._reset(tp, "before_start", target, begin=begin)
             else:
                 log.info("kafka: %s has no committed offset and no checkpoint: starting at the %s offset", lane, self.settings.auto_offset_reset)
                 if self.settings.auto_offset_reset == "earliest" and begin is not None:
                     self._start[tp] = begin
+            if current is not None:
+                self.topic_ids.put(tp.topic, tp.partition, current)
             self.consumer.resume(tp)
 
     # -- reading --------------------------------------------------------------------------
@@ -290,7 +343,13 @@ class KafkaSource:
             expected = self._next[tp]
             messages = polled.get(tp)
             hw = self._highwater(tp)
-            if (hw is not None and hw < expected) or (messages and messages[0].offset < expected):
+            current, before = self._topic_id(tp.topic), self.topic_ids.get(tp.topic, tp.partition)
+            if current is not None and before is not None and current != before:
+                # Deleted and created again since it was last read.
+                if hw is None and not messages:
+                    continue  # its range is known at the first fetch
+                reason, begin = "recreated", None
+            elif (hw is not None and hw < expected) or (messages and messages[0].offset < expected):
                 # Beyond the end: Tansu answers an empty fetch with the high-water mark;
                 # Kafka answers OFFSET_OUT_OF_RANGE and kafka-python restarts the
                 # partition at auto_offset_reset, below where it stood.
@@ -304,15 +363,16 @@ class KafkaSource:
             else:
                 continue
             polled.pop(tp, None)
-            if not self._reset(tp, reason, expected, begin=begin, end=hw) and messages:
+            if not self._reset(tp, reason, expected, begin=begin, end=hw, topic_id=current) and messages:
                 # Not handled yet (the broker did not answer): fetch these again.
                 self.consumer.seek(tp, messages[0].offset)
         return polled
 
-    def _reset(self, tp: Any, reason: str, expected: int, begin: int | None = None, end: int | None = None) -> bool:
+    def _reset(self, tp: Any, reason: str, expected: int, begin: int | None = None, end: int | None = None, topic_id: str | None = None) -> bool:
         """An offset reset: log it, count it, then stop or move as the policy says;
         False when the broker could not be asked where the partition starts (the check
-        is made again at the next poll)."""
+        is made again at the next poll). ``topic_id`` is kept for the partition once
+        the ``rewind`` hook has checkpointed it at its new offset."""
         lane = Lane(tp.topic, tp.partition)
         policy = self.settings.offset_reset_policy
         if begin is None:
@@ -320,12 +380,16 @@ class KafkaSource:
             if begin is None and policy == "earliest":
                 return False
         end = end if end is not None else self._highwater(tp)
-        where = "beyond the end" if reason == "beyond_end" else "before the start"
         span = f"[{begin if begin is not None else '?'}, {end if end is not None else '?'})"
-        what = (
-            f"{lane} was to be read from offset {expected} (its committed offset or checkpoint), {where} of what the broker "
-            f"holds, offsets {span}: was the topic re-created, the broker's storage lost, or records deleted before they were read?"
-        )
+        start = f"{lane} was to be read from offset {expected} (its committed offset or checkpoint)"
+        if reason == "recreated":
+            what = f"{start}, but the topic was deleted and created again since (its topic id changed); it holds offsets {span}."
+        else:
+            where = "beyond the end" if reason == "beyond_end" else "before the start"
+            what = (
+                f"{start}, {where} of what the broker holds, offsets {span}: was the topic re-created, the broker's "
+                "storage lost, or records deleted before they were read?"
+            )
         self.resets += 1
         self.on_reset(lane, reason)
         if policy == "fail":
@@ -346,7 +410,22 @@ class KafkaSource:
             self._next[tp] = target
             self._start[tp] = target
         self.rewind(lane, target)
+        if topic_id is not None and target is not None:
+            # Only now: a checkpoint from before the reset, found with this id, would
+            # be taken for one of the new topic.
+            self.topic_ids.put(tp.topic, tp.partition, topic_id)
         return True
+
+    def _topic_id(self, topic: str) -> str | None:
+        """The topic's id (Kafka 2.8+ metadata; new when a topic is deleted and created
+        again), as kafka-python's cluster metadata holds it; None when unknown."""
+        try:
+            tid = self.consumer._client.cluster.topic_id(topic)
+        except Exception:  # noqa: BLE001 - another kafka-python version, or none known yet
+            return None
+        if tid is None or getattr(tid, "int", 1) == 0:
+            return None
+        return str(tid)
 
     def _highwater(self, tp: Any) -> int | None:
         try:

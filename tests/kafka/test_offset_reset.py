@@ -1,8 +1,9 @@
 """A broker that comes back empty (its storage lost, the topic re-created): checkpoints
 and commits point beyond the new end of every partition. The default policy stops
 the worker with one clear line; `earliest` reads the new records from the start and
-scores every one. A worker running through such a restart gets a new producer (the
-broker no longer knows the old one's idempotence state) and goes on."""
+scores every one. A worker running through such a restart notices it even when the
+new topic is longer than what was read (the topic's id changed), gets a new producer
+(the broker no longer knows the old one's idempotence state) and goes on."""
 
 from __future__ import annotations
 
@@ -47,6 +48,11 @@ def test_a_broker_that_comes_back_empty(tmp_path, workers, tansu_factory):
     sent = produce(broker, topic, messages(2000, seed=9, partitions=parts))
     assert {p: max(o for q, o, _, _ in sent if q == p) + 1 for p in range(parts)} == {0: 1000, 1: 1000}
 
+    # The topic ids kept beside the checkpoints would tell at once that the topic is new;
+    # without them (as with a broker that has no topic ids) the offsets must tell.
+    for f in state.glob("*.topic-id"):
+        f.unlink()
+
     # Default policy: stop loudly, one line, non-zero status, nothing read silently.
     refused = Worker(fail_cfg, tmp_path / "refused.log")
     workers.append(refused)
@@ -55,7 +61,7 @@ def test_a_broker_that_comes_back_empty(tmp_path, workers, tansu_factory):
     assert rc == 2, log[-3000:]
     errors = [line for line in log.splitlines() if line.startswith("streamad: error:")]
     assert len(errors) == 1, log[-3000:]
-    assert re.search(rf"offset reset: {re.escape(topic)}\[[01]\] was to be read from offset 3000 .* offsets \[0, 1000\).*offset_reset_policy is fail", errors[0])
+    assert re.search(rf"offset reset: {re.escape(topic)}\[[01]\] was to be read from offset 3000 .* beyond the end of what the broker holds, offsets \[0, 1000\).*offset_reset_policy is fail", errors[0])
     assert re.search(rf"ERROR streamad\.kafka: kafka: offset reset: {re.escape(topic)}\[[01]\] was to be read from offset 3000", log)
     assert "Traceback" not in log
 
@@ -66,20 +72,24 @@ def test_a_broker_that_comes_back_empty(tmp_path, workers, tansu_factory):
     new = {(p, o) for p, o, _, _ in sent}
     assert new_detections(broker, topic, new) == new
     for p in range(parts):
-        second.wait_log(rf"ERROR streamad\.kafka: kafka: offset reset: {re.escape(topic)}\[{p}\] .* Reading it from offset 0 \(kafka\.offset_reset_policy: earliest\)")
+        second.wait_log(rf"ERROR streamad\.kafka: kafka: offset reset: {re.escape(topic)}\[{p}\] .* beyond the end .* Reading it from offset 0 \(kafka\.offset_reset_policy: earliest\)")
     store = StateStore(state)
     assert [store.load(Lane(topic, p))["next_offset"] for p in range(parts)] == [1000, 1000]
     assert [store.load(Lane(topic, p))["learned"] for p in range(parts)] == [4000, 4000]
 
-    # The broker loses everything again, under the running worker: it rewinds, and its
-    # producer (whose idempotence state the new broker does not know) is replaced.
+    # The broker loses everything again, under the running worker, and the new topic
+    # gets *more* records than were read (offsets past the checkpoints exist, so only
+    # the topic's new id tells): the worker reads it from the start, and its producer
+    # (whose idempotence state the new broker does not know) is replaced.
     tansu.stop()
     tansu = tansu_factory(port=port)
     create_topic(broker, parts, name=topic)
-    again = produce(broker, topic, messages(600, seed=10, partitions=parts))
-    wait_for(lambda: committed(broker, group, topic, parts) == {0: 300, 1: 300}, 90, "the records after the second restart to be committed")
+    again = produce(broker, topic, messages(2400, seed=10, partitions=parts))
+    wait_for(lambda: committed(broker, group, topic, parts) == {0: 1200, 1: 1200}, 90, "the records after the second restart to be committed")
     latest = {(p, o) for p, o, _, _ in again}
     assert new_detections(broker, topic, latest) == latest
+    for p in range(parts):
+        second.wait_log(rf"offset reset: {re.escape(topic)}\[{p}\] was to be read from offset \d+ .* the topic was deleted and created again")
     assert second.alive()
     assert second.stop() == 0
     log = second.text()
