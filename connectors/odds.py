@@ -6,15 +6,14 @@ HDF5 with arrays stored column-major, so ``X`` reads as d × n there and is tran
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from streamad.errors import InputError
-from streamad.records import Batch, Lane
-from streamad.schema import split_nonfinite
+from streamad.sources import ArraySource
+
+__all__ = ["ArraySource", "MatSource", "load_mat"]
 
 
 def load_mat(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -79,56 +78,6 @@ def _read_v5(path: Path) -> dict[str, np.ndarray]:
     except Exception as e:  # scipy raises ValueError, TypeError or struct.error on garbage
         raise InputError(f"{path} is not a readable MATLAB .mat file ({type(e).__name__}: {e})") from None
     return {k: v for k, v in data.items() if not k.startswith("__") and isinstance(v, np.ndarray)}
-
-
-class ArraySource:
-    """In-memory arrays as a source of one lane, in batches; offsets are row numbers
-    (from 1, like file lines). Rows with NaN or inf are rejected."""
-
-    progress_unit = "records"
-    live = False  # all records are at hand: windows close by count, never by the clock
-
-    def __init__(
-        self,
-        X: np.ndarray,
-        y: np.ndarray | None = None,
-        stream: str = "array",
-        timestamps: np.ndarray | None = None,
-        keys: np.ndarray | None = None,
-        chunk_rows: int = 8192,
-        feature_names: tuple[str, ...] | None = None,
-    ) -> None:
-        self.X = np.asarray(X, dtype=np.float64)
-        self.y = y
-        self.timestamps = timestamps
-        self.keys = keys
-        self.lane = Lane(stream)
-        self.chunk_rows = chunk_rows
-        self.feature_names = feature_names or tuple(f"x{i}" for i in range(self.X.shape[1]))
-        self.done = 0
-
-    @property
-    def progress(self) -> tuple[int, int]:
-        return self.done, len(self.X)
-
-    def __iter__(self) -> Iterator[Batch]:
-        n = len(self.X)
-        for start in range(0, n, self.chunk_rows):
-            stop = min(start + self.chunk_rows, n)
-            batch = Batch(
-                lane=self.lane,
-                X=self.X[start:stop],
-                offsets=np.arange(start + 1, stop + 1),
-                keys=None if self.keys is None else self.keys[start:stop],
-                timestamps=None if self.timestamps is None else self.timestamps[start:stop],
-                labels=None if self.y is None else self.y[start:stop],
-                arrival=time.monotonic(),
-            )
-            self.done = stop
-            yield split_nonfinite(batch, self.feature_names)
-
-    def commit(self, offsets: object) -> None:
-        return None
 
 
 class MatSource(ArraySource):

@@ -10,7 +10,7 @@ from streamad.scaling import Scaler, make_scaler
 from streamad.threshold import Threshold, make_threshold
 
 if TYPE_CHECKING:
-    from streamad.config import Settings
+    from streamad.config import Settings, ThresholdSettings
 
 
 def apply_threads(settings: "Settings") -> None:
@@ -43,8 +43,7 @@ def build_scaler(settings: "Settings", detector: Detector) -> Scaler:
     return make_scaler(kind, **params)
 
 
-def build_threshold(settings: "Settings") -> Threshold:
-    t = settings.threshold
+def build_threshold(t: "ThresholdSettings") -> Threshold:
     common = {"min_records": t.warmup_records, "half_life": t.half_life}
     if t.kind == "spot":
         return make_threshold("spot", risk=t.risk, **common)

@@ -21,7 +21,8 @@ from streamad.config import Settings
 from streamad.detection import DetectionBatch
 from streamad.detectors import Detector, LearnReport
 from streamad.drift import DriftEvent, DriftMonitor, DriftStatus
-from streamad.factory import apply_threads, build_detector, build_scaler, build_threshold, detector_name
+from streamad.factory import apply_threads, detector_name
+from streamad.model import Model
 from streamad.records import Batch, Lane, Reject
 from streamad.scaling import Scaler, StandardScaler
 from streamad.state import StateStore
@@ -114,25 +115,40 @@ class Counts:
 
 
 class LaneModel:
-    """Scaler, detector, threshold and window buffer of one lane, and how far it has learned."""
+    """The model and window buffer of one lane, and how far it has learned."""
 
     STATE_VERSION = 1
 
-    def __init__(self, lane: Lane, settings: Settings, feature_names: Sequence[str], clock: Callable[[], float]) -> None:
+    def __init__(
+        self, lane: Lane, settings: Settings, feature_names: Sequence[str], clock: Callable[[], float], model: Model | None = None
+    ) -> None:
         self.lane = lane
         self.settings = settings
         self.feature_names = tuple(feature_names)
-        self.detector: Detector = build_detector(settings)
-        self.scaler: Scaler = build_scaler(settings, self.detector)
-        # Independent of the detector's scaler: z-scores for attribution of alarms.
-        self.stats = StandardScaler(half_life=10_000)
-        self.threshold: Threshold = build_threshold(settings)
+        self.model = model if model is not None else Model.from_settings(settings)
+        self.model.feature_names = self.feature_names
         w = settings.window
         self.buffer = WindowBuffer(w.size, w.max_wait_seconds, clock=clock, initial_size=w.initial_size)
         self.drift = DriftMonitor(lane, self.feature_names, settings.drift) if settings.drift.enabled else None
         self.next_offset: int | None = None  # first offset not yet learned
         self.read_offset: int | None = None  # one past the highest offset seen
         self.learned = 0
+
+    @property
+    def detector(self) -> Detector:
+        return self.model.detector
+
+    @property
+    def scaler(self) -> Scaler:
+        return self.model.scaler
+
+    @property
+    def stats(self) -> StandardScaler:
+        return self.model.stats
+
+    @property
+    def threshold(self) -> Threshold:
+        return self.model.threshold
 
     @property
     def commit_offset(self) -> int | None:
@@ -200,8 +216,11 @@ class Pipeline:
         observers: Iterable[Observer] = (),
         store: StateStore | None = None,
         clock: Callable[[], float] = time.monotonic,
+        model: Callable[[Lane], Model] | None = None,
     ) -> None:
+        """``model`` builds a lane's model (default: ``Model.from_settings``)."""
         self.settings = settings
+        self._new_model = model
         self.sink = sink
         self.rejects = rejects
         self.observers = list(observers)
@@ -225,7 +244,8 @@ class Pipeline:
             if n_features is None:
                 raise ValueError("feature names are unknown")
             self.feature_names = tuple(f"x{i}" for i in range(n_features))
-        lm = LaneModel(lane, self.settings, self.feature_names, self.clock)
+        model = self._new_model(lane) if self._new_model is not None else None
+        lm = LaneModel(lane, self.settings, self.feature_names, self.clock, model)
         if self.store is not None:
             state = self.store.load(lane)
             if state is not None:
@@ -299,22 +319,12 @@ class Pipeline:
 
     def _process_window(self, lm: LaneModel, window: Batch) -> None:
         t0 = time.perf_counter()
-        Xs = lm.scaler.transform(window.X)
-        scores = np.asarray(lm.detector.score(Xs), dtype=np.float64)
-        thr = lm.threshold.value
-        alarms = scores > thr
+        verdict = lm.model.judge(window.X)
+        Xs, scores, thr, alarms = verdict.scaled, verdict.scores, verdict.threshold, verdict.alarms
         emit = alarms if self.settings.output.emit == "alarms" else np.ones(len(scores), dtype=bool)
         if emit.any():
             self.sink.write(self._detections(lm, window, Xs, scores, thr, alarms, emit))
-        # The scaler learns first, and the detector learns the window as the next window
-        # will be scaled: on the same statistics. (The very first window would otherwise
-        # be learned as all zeros, scaled by a scaler that had seen nothing.)
-        lm.scaler.learn(window.X)
-        lm.stats.learn(window.X)
-        report = lm.detector.learn(lm.scaler.transform(window.X))
-        if not report.warmup:
-            # Scores of a model still warming up say nothing about the normal tail.
-            lm.threshold.update(scores)
+        report = lm.model.learn(window.X, scores)
         lm.next_offset = int(window.offsets[-1]) + 1
         lm.learned += len(window)
         n_alarms = int(alarms.sum())
@@ -347,10 +357,7 @@ class Pipeline:
         alarm_pos = np.flatnonzero(alarms[idx])
         if k and len(alarm_pos):
             rows = idx[alarm_pos]
-            contrib = lm.detector.contributions(Xs[rows])
-            if contrib is None:
-                contrib = lm.stats.transform(window.X[rows]) ** 2
-            top_k = attribute(np.asarray(contrib, dtype=np.float64), k)
+            top_k = attribute(lm.model.contributions(window.X[rows], Xs[rows]), k)
             for j, p in enumerate(alarm_pos):
                 top[p] = [(names[f], s) for f, s in top_k[j]]
         return DetectionBatch(
@@ -361,7 +368,7 @@ class Pipeline:
             scores=scores[idx],
             threshold=thr,
             is_anomaly=alarms[idx],
-            tail_probability=lm.threshold.tail_probability(scores[idx]),
+            tail_probability=lm.model.tail_probability(scores[idx]),
             top_features=top,
             model=self.model_name,
             model_version=lm.detector.version,
@@ -435,3 +442,72 @@ def attribute(contrib: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
     for row, cols in zip(share, order):
         out.append([(int(c), float(row[c])) for c in cols if row[c] > 0])
     return out
+
+
+# -- a DataFrame through the pipeline --------------------------------------------------------
+
+
+class _Collected:
+    """Detection batches and rejects of one run, kept in memory."""
+
+    def __init__(self) -> None:
+        self.batches: list[DetectionBatch] = []
+        self.rejects: list[Reject] = []
+
+    def write(self, items: Any) -> None:
+        if isinstance(items, DetectionBatch):
+            self.batches.append(items)
+        else:
+            self.rejects.extend(items)
+
+    def flush(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def detect_frame(model: Model, data: Any, window: int = 256, initial_window: int | None = 8) -> Any:
+    """``Model.detect``: ``data`` through a pipeline whose one lane runs ``model``."""
+    import pandas as pd
+
+    from streamad.sources import ArraySource
+
+    if isinstance(data, pd.DataFrame):
+        if model.feature_names is None:
+            model.feature_names = tuple(str(c) for c in data.select_dtypes(include="number").columns)
+        missing = [c for c in model.feature_names if c not in data.columns]
+        if missing:
+            raise KeyError(f"column(s) {missing} missing; the model was first given {list(model.feature_names)}")
+        X = data[list(model.feature_names)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+        index = data.index
+    else:
+        X = model._matrix(data)
+        index = pd.RangeIndex(len(X))
+    names = model.feature_names or tuple(f"x{i}" for i in range(X.shape[1] if X.ndim == 2 else 0))
+    settings = Settings.model_validate(
+        {"window": {"size": window, "initial_size": initial_window}, "drift": {"enabled": False}, "output": {"emit": "all"}}
+    )
+    out = _Collected()
+    Pipeline(settings, out, feature_names=names, rejects=out, model=lambda lane: model).run(ArraySource(X, feature_names=names))
+    n = len(X)
+    score = np.full(n, np.nan)
+    threshold = np.full(n, np.nan)
+    alarm = np.zeros(n, dtype=bool)
+    tail = np.full(n, np.nan)
+    top: list[list[tuple[str, float]]] = [[] for _ in range(n)]
+    rejected: list[str | None] = [None] * n
+    for b in out.batches:
+        rows = b.offsets - 1  # ArraySource offsets count from 1
+        score[rows] = b.scores
+        threshold[rows] = b.threshold
+        alarm[rows] = b.is_anomaly
+        tail[rows] = b.tail_probability
+        for r, feats in zip(rows.tolist(), b.top_features):
+            top[r] = list(feats)
+    for r in out.rejects:
+        rejected[r.offset - 1] = r.reason
+    return pd.DataFrame(
+        {"score": score, "threshold": threshold, "is_anomaly": alarm, "tail_probability": tail, "top_features": top, "rejected": rejected},
+        index=index,
+    )

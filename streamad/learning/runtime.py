@@ -2,6 +2,12 @@
 
 Settings, the registry and the detectors that need no network never import torch
 (importing it costs seconds); ``set_threads`` only records the count until then.
+
+Windows of a few hundred records through a network this small are dominated by thread
+hand-offs when torch spreads them over every core (several times slower, and erratic,
+on a machine with other work). So when streamad is the one to import torch, it sets
+one thread; a program that imported torch itself keeps its own setting unless it calls
+``set_threads`` (the pipeline does, with ``Settings.threads``).
 """
 
 from __future__ import annotations
@@ -9,7 +15,8 @@ from __future__ import annotations
 import sys
 from types import ModuleType
 
-_threads: int | None = None
+DEFAULT_THREADS = 1
+_threads: int | None = None  # asked for by set_threads
 
 
 def set_threads(n: int) -> None:
@@ -18,19 +25,21 @@ def set_threads(n: int) -> None:
     _threads = n
     torch = sys.modules.get("torch")
     if torch is not None:
-        _apply(torch)
+        _apply(torch, n)
 
 
 def import_torch() -> ModuleType:
-    """``import torch``, with the configured thread count applied."""
+    """``import torch``, with the thread count applied (see the module docstring)."""
+    ours = "torch" not in sys.modules
     import torch
 
-    _apply(torch)
+    if _threads is not None:
+        _apply(torch, _threads)
+    elif ours:
+        _apply(torch, DEFAULT_THREADS)
     return torch
 
 
-def _apply(torch: ModuleType) -> None:
-    # Windows of a few hundred records through a network this small are dominated by
-    # thread hand-offs when torch spreads them over every core.
-    if _threads is not None and torch.get_num_threads() != _threads:
-        torch.set_num_threads(_threads)
+def _apply(torch: ModuleType, n: int) -> None:
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)

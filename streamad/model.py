@@ -1,0 +1,260 @@
+"""The model of one stream: an online scaler, a detector and a threshold, learned together.
+
+Every record is judged by the state from before it, then learned from: the scaler
+learns it, the detector learns it scaled as the next records will be, and the threshold
+learns the score it got (once the detector's own warm-up is over: the scores of a model
+still warming up say nothing about the normal tail). The pipeline keeps one ``Model``
+per lane and feeds it windows; you can hold one yourself and feed it records, batches
+or a whole DataFrame.
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> model = Model("gaussian")
+>>> for x in rng.normal(size=(3000, 3)):
+...     model.learn_one({"flow": x[0], "pressure": x[1], "temperature": x[2]})
+>>> model.predict_one({"flow": 0.1, "pressure": -0.3, "temperature": 0.2})
+False
+>>> model.predict_one({"flow": 0.1, "pressure": 9.0, "temperature": 0.2})
+True
+>>> model.explain_one({"flow": 0.1, "pressure": 9.0, "temperature": 0.2})[0][0]
+'pressure'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence, Union
+
+import numpy as np
+
+from streamad.detectors import Detector, LearnReport, make_detector
+from streamad.scaling import Scaler, StandardScaler, make_scaler
+from streamad.threshold import Threshold
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from streamad.config import Settings
+
+Record = Union[Mapping[str, float], Sequence[float], np.ndarray]
+
+
+@dataclass
+class Verdict:
+    """How a batch of records was judged, by the state from before it."""
+
+    scaled: np.ndarray  # the records as the detector saw them
+    scores: np.ndarray
+    threshold: float  # inf while the threshold warms up
+    alarms: np.ndarray  # bool: score above the threshold
+
+
+class Model:
+    """Scaler → detector → threshold, river-style one record at a time or a batch at a time.
+
+    Parameters
+    ----------
+    detector : Detector or str, default "default"
+        A detector, or the name of a registered one (``streamad detectors`` lists them;
+        ``"default"`` is ``loe-ae``).
+    scaler : Scaler or str, default "auto"
+        ``"standard"``, ``"minmax"``, ``"none"``, a ``Scaler``, or ``"auto"``: the
+        detector's preferred scaler.
+    threshold : Threshold, optional
+        What turns scores into alarms; by default the extreme-value threshold with the
+        settings' defaults (``SpotThreshold``: a target false-alarm rate of 0.001, alarms
+        once it has learned 500 scores).
+
+    Notes
+    -----
+    ``learn_one`` buffers records and learns them as one batch (8 records first, then
+    twice as many each time up to the detector's batch size); ``score_one`` and
+    ``predict_one`` use the model as of the last learned batch. ``learn_many`` scores a
+    batch before learning it, because the threshold learns those scores.
+    """
+
+    def __init__(self, detector: Detector | str = "default", scaler: Scaler | str = "auto", threshold: Threshold | None = None) -> None:
+        self.detector: Detector = make_detector(detector) if isinstance(detector, str) else detector
+        if isinstance(scaler, str):
+            scaler = make_scaler(self.detector.preferred_scaler if scaler == "auto" else scaler)
+        self.scaler: Scaler = scaler
+        if threshold is None:
+            from streamad.config import ThresholdSettings
+            from streamad.factory import build_threshold
+
+            threshold = build_threshold(ThresholdSettings())
+        self.threshold: Threshold = threshold
+        # Independent of the detector's scaler: z-scores for the attribution of detectors
+        # that cannot say which features made a score.
+        self.stats = StandardScaler(half_life=10_000)
+        self.feature_names: tuple[str, ...] | None = None
+        self._rows: list[np.ndarray] = []
+        self._next_batch = 8
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Model:
+        """The model a pipeline lane runs for these settings."""
+        from streamad.factory import build_detector, build_scaler, build_threshold
+
+        detector = build_detector(settings)
+        return cls(detector, build_scaler(settings, detector), build_threshold(settings.threshold))
+
+    # -- batches: what the pipeline calls ------------------------------------------------------
+
+    def judge(self, X: np.ndarray) -> Verdict:
+        """Score ``X`` (raw records, n × d) by the state from before it; changes nothing."""
+        X = np.asarray(X, dtype=np.float64)
+        scaled = self.scaler.transform(X)
+        scores = np.asarray(self.detector.score(scaled), dtype=np.float64)
+        thr = float(self.threshold.value)
+        return Verdict(scaled, scores, thr, scores > thr)
+
+    def learn(self, X: np.ndarray, scores: np.ndarray) -> LearnReport:
+        """Learn ``X`` after it was judged; ``scores`` are what ``judge`` gave it."""
+        X = np.asarray(X, dtype=np.float64)
+        # The scaler learns first, and the detector learns the records as the next ones
+        # will be scaled: on the same statistics (the very first window would otherwise
+        # be learned as all zeros, scaled by a scaler that had seen nothing).
+        self.scaler.learn(X)
+        self.stats.learn(X)
+        report = self.detector.learn(self.scaler.transform(X))
+        if not report.warmup:
+            self.threshold.update(scores)
+        return report
+
+    def process(self, X: np.ndarray) -> tuple[Verdict, LearnReport]:
+        """Judge ``X``, then learn it: one prequential step."""
+        verdict = self.judge(X)
+        return verdict, self.learn(X, verdict.scores)
+
+    def contributions(self, X: np.ndarray, scaled: np.ndarray | None = None) -> np.ndarray:
+        """Non-negative per-feature contributions to each record's score (n × d): the
+        detector's own when it can tell, else squared z-scores of the raw records."""
+        X = np.asarray(X, dtype=np.float64)
+        contrib = self.detector.contributions(self.scaler.transform(X) if scaled is None else scaled)
+        if contrib is None:
+            contrib = self.stats.transform(X) ** 2
+        return np.asarray(contrib, dtype=np.float64)
+
+    def tail_probability(self, scores: np.ndarray) -> np.ndarray:
+        """Estimated share of normal records scoring at least this high."""
+        return self.threshold.tail_probability(np.asarray(scores, dtype=np.float64))
+
+    @property
+    def warming_up(self) -> bool:
+        """True until the threshold has learned enough scores to raise alarms."""
+        return self.threshold.warming_up
+
+    # -- many records ---------------------------------------------------------------------------
+
+    def score_many(self, X: Any) -> np.ndarray:
+        """Scores of a batch (array, DataFrame or sequence of records), learning nothing."""
+        return self.judge(self._matrix(X)).scores
+
+    def predict_many(self, X: Any) -> np.ndarray:
+        """Alarms (bool) for a batch, learning nothing."""
+        return self.judge(self._matrix(X)).alarms
+
+    def learn_many(self, X: Any) -> LearnReport:
+        """Learn a batch (with any records ``learn_one`` holds before it)."""
+        X = self._matrix(X)
+        if self._rows:
+            X = np.concatenate([np.stack(self._rows), X])
+            self._rows = []
+        return self.process(X)[1]
+
+    def detect(self, data: Any, window: int = 256, initial_window: int | None = 8) -> pd.DataFrame:
+        """Run ``data`` through the pipeline, prequentially: windows of records are scored
+        by the model as it was before them, then learned.
+
+        ``data`` is a DataFrame (numeric columns are the features; rows with a missing
+        or non-finite value are not scored and say why), an array or a sequence of
+        records. Returns one row per input row, in order, with ``score``, ``threshold``,
+        ``is_anomaly``, ``tail_probability``, ``top_features`` and ``rejected`` (the
+        reason a row was not scored, else None).
+        """
+        from streamad.pipeline import detect_frame
+
+        return detect_frame(self, data, window=window, initial_window=initial_window)
+
+    # -- one record at a time ---------------------------------------------------------------
+
+    def score_one(self, x: Record) -> float:
+        """The score of one record, by the model as of the last learned batch (through
+        the detector's one-record path, which may round differently from a batch's)."""
+        return self.detector.score_one(self.scaler.transform(self._row(x))[0])
+
+    def predict_one(self, x: Record) -> bool:
+        """Whether one record is an alarm, by the model as of the last learned batch."""
+        return self.score_one(x) > self.threshold.value
+
+    def explain_one(self, x: Record, k: int = 3) -> list[tuple[str, float]]:
+        """The ``k`` features contributing most to the record's score, with their share."""
+        from streamad.pipeline import attribute
+
+        row = self._row(x)
+        names = self.feature_names or tuple(f"x{i}" for i in range(row.shape[1]))
+        return [(names[j], share) for j, share in attribute(self.contributions(row), k)[0]]
+
+    def learn_one(self, x: Record) -> None:
+        """Buffer one record; learn the buffer as one batch when it is full."""
+        self._rows.append(self._row(x)[0])
+        if len(self._rows) >= self._next_batch:
+            self.flush()
+
+    def flush(self) -> LearnReport | None:
+        """Learn the records ``learn_one`` holds now (None when it holds none)."""
+        if not self._rows:
+            return None
+        X = np.stack(self._rows)
+        self._rows = []
+        self._next_batch = min(2 * self._next_batch, max(8, self.detector.minibatch_size))
+        return self.process(X)[1]
+
+    # -- records to arrays ------------------------------------------------------------------------
+
+    def _row(self, x: Record) -> np.ndarray:
+        if isinstance(x, Mapping):
+            if self.feature_names is None:
+                self.feature_names = tuple(x)
+            try:
+                return np.array([[float(x[k]) for k in self.feature_names]])
+            except KeyError as e:
+                raise KeyError(f"feature {e.args[0]!r} missing; the model was first given {list(self.feature_names)}") from None
+        return np.asarray(x, dtype=np.float64).reshape(1, -1)
+
+    def _matrix(self, X: Any) -> np.ndarray:
+        if hasattr(X, "columns") and hasattr(X, "to_numpy"):  # a DataFrame
+            cols = tuple(str(c) for c in X.columns)
+            if self.feature_names is None:
+                self.feature_names = cols
+            return X[list(self.feature_names)].to_numpy(dtype=np.float64)
+        if isinstance(X, np.ndarray):
+            return np.asarray(X, dtype=np.float64).reshape(len(X), -1)
+        rows = [self._row(x) for x in X]
+        return np.concatenate(rows) if rows else np.empty((0, 0))
+
+    # -- checkpoints ------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "detector": self.detector.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "stats": self.stats.state_dict(),
+            "threshold": self.threshold.state_dict(),
+            "buffered": np.stack(self._rows) if self._rows else None,
+            "next_batch": self._next_batch,
+            "features": None if self.feature_names is None else list(self.feature_names),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.detector.load_state_dict(state["detector"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.stats.load_state_dict(state["stats"])
+        self.threshold.load_state_dict(state["threshold"])
+        rows = state.get("buffered")
+        self._rows = [] if rows is None else list(np.asarray(rows, dtype=np.float64))
+        self._next_batch = int(state.get("next_batch", 8))
+        features = state.get("features")
+        self.feature_names = None if features is None else tuple(features)

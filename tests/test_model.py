@@ -1,0 +1,113 @@
+"""The public model: scaler → detector → threshold, one record, a batch or a DataFrame at a time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from streamad import checkpoint
+from streamad.model import Model
+from streamad.pipeline import Pipeline
+from streamad.replay import Recorder
+from streamad.config import load_settings
+from streamad.sources import ArraySource
+from streamad.threshold import QuantileThreshold
+
+
+def sensors(n: int = 4000, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    base = np.column_stack([np.sin(t / 50), np.cos(t / 70), 0.5 * np.sin(t / 50) + rng.normal(0, 0.1, n)])
+    return base + rng.normal(0, 0.05, size=base.shape)
+
+
+def test_detect_is_the_pipeline_on_a_dataframe():
+    """Model.detect gives exactly the scores of a pipeline replay of the same records,
+    one row per input row, with a reason where a row could not be scored."""
+    X = sensors()
+    X[100, 1] = np.nan
+    df = pd.DataFrame(X, columns=["flow", "pressure", "temperature"])
+    df["site"] = "a"  # not numeric: not a feature
+    out = Model().detect(df)
+    assert list(out.columns) == ["score", "threshold", "is_anomaly", "tail_probability", "top_features", "rejected"]
+    assert len(out) == len(df) and out.index.equals(df.index)
+    assert out["rejected"].notna().sum() == 1 and "pressure" in out.loc[100, "rejected"] and np.isnan(out.loc[100, "score"])
+    rec = Recorder()
+    s = load_settings(overrides={"drift": {"enabled": False}}, env={})
+    Pipeline(s, _Null(), feature_names=("flow", "pressure", "temperature"), observers=[rec]).run(ArraySource(X))
+    scored = out.drop(index=100)
+    assert np.array_equal(scored["score"].to_numpy(), rec.array("scores"))
+
+
+def test_detect_finds_a_planted_fault_and_names_the_sensor():
+    X = sensors()
+    X[3000:3010, 2] += 3.0  # temperature off its relation to flow
+    out = Model().detect(pd.DataFrame(X, columns=["flow", "pressure", "temperature"]))
+    hits = out.iloc[3000:3010]
+    assert hits["is_anomaly"].any()
+    assert {t[0][0] for t in hits.loc[hits["is_anomaly"], "top_features"]} == {"temperature"}
+    assert out["is_anomaly"].iloc[:3000].mean() < 0.01
+
+
+def test_one_record_at_a_time_learns_in_batches():
+    m = Model("gaussian")
+    X = sensors(600)
+    for x in X[:20]:
+        m.learn_one({"flow": x[0], "pressure": x[1], "temperature": x[2]})
+    # A batch of 8 learned; 12 records wait for the next batch, of 16.
+    assert m.detector.seen == 8 and len(m._rows) == 12
+    report = m.flush()
+    assert report is not None and m.detector.seen == 20 and m._rows == []
+
+
+def test_score_one_matches_the_batch_score():
+    m = Model()
+    X = sensors(3000)
+    m.learn_many(X[:2500])
+    one = np.array([m.score_one(x) for x in X[2500:2600]])
+    many = m.score_many(X[2500:2600])
+    # The one-record path may compute in another precision: equal up to float32 rounding.
+    np.testing.assert_allclose(one, many, rtol=1e-4, atol=1e-4)
+
+
+def test_predict_follows_the_threshold():
+    m = Model("gaussian", threshold=QuantileThreshold(q=0.99, min_records=200))
+    X = sensors(3000)
+    assert not m.predict_many(X[:10]).any()  # warming up: no alarms yet
+    for i in range(0, 3000, 256):  # the detector's warm-up is 256 records: scores count after it
+        m.learn_many(X[i : i + 256])
+    assert not m.warming_up
+    assert m.predict_one(X[0] + np.array([0.0, 0.0, 5.0]))
+    assert not m.predict_one(X[1])
+
+
+def test_state_round_trip_continues_exactly():
+    X = sensors(3000)
+    a = Model()
+    a.learn_many(X[:1500])
+    for x in X[1500:1510]:
+        a.learn_one(x)
+    b = Model()
+    b.load_state_dict(checkpoint.loads(checkpoint.dumps(a.state_dict())))
+    a.learn_many(X[1510:2000])
+    b.learn_many(X[1510:2000])
+    assert np.array_equal(a.score_many(X[2000:]), b.score_many(X[2000:]))
+
+
+def test_a_missing_feature_is_named():
+    m = Model("gaussian")
+    m.learn_one({"a": 1.0, "b": 2.0})
+    with pytest.raises(KeyError, match="'b' missing"):
+        m.score_one({"a": 1.0})
+
+
+class _Null:
+    def write(self, d):
+        return None
+
+    def flush(self):
+        return None
+
+    def close(self):
+        return None
