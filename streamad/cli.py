@@ -288,7 +288,7 @@ def _check_outputs(
 ) -> tuple[Path, Path, Optional[Path]]:
     """Where a replay's detections, rejects and drift events go (``None``: no drift
     events, when ``drift_events`` is False), refusing before anything is written the
-    paths that would lose data (see `streamad.replay.check_outputs`)."""
+    paths that would lose data (see `streamad.outputs.check_outputs`)."""
     from streamad.outputs import check_outputs, default_drift_path, default_output_paths, is_stdout
 
     if out_dir.exists() and not out_dir.is_dir():
@@ -371,8 +371,7 @@ def _run_replay(
                 source_name=str(file), live=speed is not None, should_stop=reader_gone,
             )
         summary.notes += notes
-        gone = getattr(sink, "reader_gone", False)
-        if gone:
+        if getattr(sink, "reader_gone", False):
             summary.notes.append(f"stdout was closed by its reader after {sink.delivered:,} detections; later ones were not delivered")
         summary.outputs = {"detections": "stdout" if to_stdout else str(det_path), "rejects": f"{rej_path} ({rejects.written:,} rows)"}
         if drift_log is not None:
@@ -460,10 +459,14 @@ def demo(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on a terminal."),
 ) -> None:
     """Run the whole pipeline on a generated sensor stream with planted anomalies and drift."""
-    # Say something at once: loading numpy, scipy and PyTorch takes a few seconds.
-    typer.echo(f"generating a {records:,}-record sensor stream (seed {seed}) with planted anomalies and drift...", err=True)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out-dir {out_dir} is not a directory")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create --out-dir {out_dir}: {e.strerror or e}") from None
+    # Say something at once: loading numpy, scipy and PyTorch takes a few seconds.
+    typer.echo(f"generating a {records:,}-record sensor stream (seed {seed}) with planted anomalies and drift...", err=True)
     from streamad.demo import run_demo
 
     settings = _load_settings(None, _prune({"detector": {"name": detector}}))
