@@ -429,6 +429,8 @@ def open_source(file: Path, settings: Any, delimiter: Optional[str], permute: Op
         if settings.record.features or settings.record.key or settings.record.timestamp:
             raise ConfigError(".mat files have no named columns: --features/--key/--timestamp do not apply")
         src = MatSource(file, permutation_seed=permute, limit=limit)
+        if src.X.shape[1] == 0:
+            raise InputError(f"{file}: 'X' has no columns (shape {src.X.shape}): nothing to score")
         if not src.has_labels:
             notes.append(f"{file} has no 'y' array: replayed without labels, so no quality metrics")
         if permute is None:
@@ -544,11 +546,20 @@ def _stdout_gone() -> NoReturn:
     raise SystemExit(141)
 
 
+def _warning_line(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Optional[str] = None) -> None:
+    """A library's warning as one log line, without the source line Python adds."""
+    logging.getLogger("streamad").warning("%s: %s", category.__name__, _one_line(str(message)))
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """The ``streamad`` entry point: no traceback reaches a user. Usage errors and bad
     files print one line ``streamad: error: ...`` and exit with status 2; anything
     unexpected prints one line too (STREAMAD_DEBUG=1 shows the traceback) and exits 1."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not _debug():
+        import warnings
+
+        warnings.showwarning = _warning_line
     try:
         status = app(args=argv, standalone_mode=False)
     except typer.Exit as e:

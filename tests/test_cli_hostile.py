@@ -26,6 +26,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for i in range(40):
             f.write(f"{1_700_000_000 + i},{rng.normal():.4f},{rng.normal():.4f}\n")
     scipy.io.savemat(d / "small.mat", {"X": rng.normal(size=(40, 3)), "y": np.zeros((40, 1))})
+    scipy.io.savemat(d / "nocolumns.mat", {"X": np.zeros((10, 0))})
     (d / "adir").mkdir()
     (d / "binary.yaml").write_bytes(bytes(range(256)) * 8)
     (d / "list.yaml").write_text("- a\n- b\n")
@@ -94,6 +95,7 @@ HOSTILE = [
     (["{d}/ok.csv", "--out", "-", "--summary-json", "-"], "cannot both go to stdout"),
     (["{d}/ok.csv", "--out", "/dev/full", "--emit", "all"], "cannot write /dev/full: No space left on device"),
     (["{d}/ok.csv", "--summary-json", "/dev/full"], "No space left on device"),
+    (["{d}/nocolumns.mat"], "'X' has no columns"),
     (["/dev/zero"], "/dev/zero"),
     (["/dev/null"], "is empty"),
     (["-"], "to read standard input, give /dev/stdin"),
