@@ -127,10 +127,12 @@ class KafkaApp:
             try:
                 producer = self._connect("producer", self.producer_options)
             except BaseException:
-                self._close_quietly(consumer.close, autocommit=False, timeout_ms=int(CLOSE_TIMEOUT_SECONDS * 1000))
+                with quiet_kafka(self.settings.log_level == "DEBUG"):
+                    self._close_quietly(consumer.close, autocommit=False, timeout_ms=int(CLOSE_TIMEOUT_SECONDS * 1000))
                 raise
             if producer is None:
-                self._close_quietly(consumer.close, autocommit=False, timeout_ms=int(CLOSE_TIMEOUT_SECONDS * 1000))
+                with quiet_kafka(self.settings.log_level == "DEBUG"):
+                    self._close_quietly(consumer.close, autocommit=False, timeout_ms=int(CLOSE_TIMEOUT_SECONDS * 1000))
                 log.info("stopped before connecting to the brokers: nothing was read")
                 return Counts()
             return self._run(consumer, Producer(producer, lambda: self._connect("producer", self.producer_options)))
@@ -326,10 +328,8 @@ class KafkaApp:
                 # From now on streamad says what it waits for; kafka-python's own
                 # reconnect errors and cancelled requests are not news.
                 logging.getLogger("kafka").setLevel(logging.CRITICAL + 1)
-            if signals.logged:
-                return
             if self.pipeline is None:
-                log.info("%s: stopping before anything is read", name)
+                log.info("%s%s: stopping before anything is read", name, " (during start-up)" if signals.early else "")
             else:
                 log.info(
                     "%s: finishing the current windows, flushing, checkpointing, committing, leaving the group "

@@ -35,7 +35,7 @@ class StopSignals:
 
     def __init__(self) -> None:
         self.received: str | None = None
-        self.logged = False  # the stop was logged here: it came before any listener
+        self.early = False  # it came before any listener: during start-up
         self._at = 0.0
         self._listeners: list[Callable[[str], None]] = []
         self._previous: dict[int, Any] = {}
@@ -79,9 +79,8 @@ class StopSignals:
                 raise SystemExit(128 + signum)
             return
         self.received, self._at = name, now
-        if not self._listeners:
-            self.logged = True
-            log.info("%s during start-up: stopping before anything is read", name)
+        # Logged by the listener: before it listens, logging may not be set up yet.
+        self.early = not self._listeners
         for callback in list(self._listeners):
             callback(name)
 

@@ -188,7 +188,7 @@ class Proxy:
                     if not data:
                         return
                     (b if s is a else a).sendall(data)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: cut() closed a socket under select()
             return
         finally:
             for s in socks:

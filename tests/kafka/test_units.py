@@ -15,6 +15,7 @@ from kafka.future import Future
 
 import connectors.kafka.decoder as decoder_module
 import connectors.kafka.options as options_module
+import connectors.kafka.signals as signals_module
 from connectors.kafka.decoder import JsonDecoder, KafkaReject
 from connectors.kafka.options import RepeatFilter, client_options
 from connectors.kafka.sink import DeliveryError, DeliveryInterrupted, KafkaDeadLetterSink, KafkaDetectionSink
@@ -27,7 +28,7 @@ from tests.kafka.streams import MALFORMED, MAX_MESSAGE_BYTES
 FAST = KafkaRetrySettings(initial_backoff_seconds=0.001, max_backoff_seconds=0.002)
 
 
-@pytest.mark.parametrize("module", [decoder_module, options_module])
+@pytest.mark.parametrize("module", [decoder_module, options_module, signals_module])
 def test_doctests(module):
     assert doctest.testmod(module).failed == 0
 
