@@ -201,6 +201,13 @@ class _Outbox:
                 return
             if not failed:
                 continue
+            generation = getattr(self.producer, "generation", self._generation)
+            if generation != self._generation:
+                # Another sink replaced the producer: what failed here went through the
+                # old one (aborted with it), and goes again through the new one.
+                self._generation = generation
+                self._resend(failed)
+                continue
             broken = getattr(self.producer, "broken", None)
             if broken is not None and broken():
                 stale, failed = failed, []
@@ -247,7 +254,7 @@ class _Outbox:
             return False
         generation = self._generation
         log.warning(
-            "kafka: the broker does not know this producer any more (%s: did it restart without its data?); "
+            "kafka: the broker does not know this producer any more (%s; did it restart without its data?): "
             "sending %d %s again from a new producer",
             _describe(stale[0][1]),
             len(stale),

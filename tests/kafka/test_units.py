@@ -294,3 +294,25 @@ def test_lag_gauge_holds_only_the_partitions_last_reported():
     if promtool:
         r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
         assert r.returncode == 0 and not (r.stdout + r.stderr).strip(), r.stdout + r.stderr
+
+
+def test_a_producer_the_broker_forgot_is_replaced_for_every_sink():
+    """After a broker restart without its data: detections fail with UnknownProducerId,
+    dead letters with whatever the aborted producer says; a new producer takes both."""
+    from kafka.errors import KafkaError, UnknownProducerIdError
+
+    from connectors.kafka.sink import Producer
+
+    old = FakeProducer(lambda i, c: UnknownProducerIdError() if c[0] == "out" else KafkaError("aborted"))
+    new = FakeProducer(lambda i, c: "ok")
+    made = []
+    producer = Producer(old, lambda: made.append(new) or new)
+    detections_sink = KafkaDetectionSink(producer, "out", FAST)
+    dead = KafkaDeadLetterSink(producer, "dlq", FAST)
+    detections_sink.write(detections(3))
+    dead.write([KafkaReject(Lane("in", 1), 7, "not_json", "not JSON", b"x")])
+    detections_sink.flush()
+    dead.flush()
+    assert len(made) == 1
+    assert sorted(orjson.loads(v)["id"] for t, v, _, _ in new.acked if t == "out") == [f"in/1/{i}" for i in range(3)]
+    assert [v for t, v, _, _ in new.acked if t == "dlq"] == [b"x"]
