@@ -16,6 +16,7 @@ import typer
 from typer.exceptions import TyperException
 
 from streamad.errors import ConfigError, InputError, StreamadError
+from streamad.outputs import OVERWRITE_RULE
 
 app = typer.Typer(
     add_completion=False,
@@ -123,9 +124,8 @@ _OUTPUTS_HELP = (
 @app.command(
     help="Stream a file through the detection pipeline and print a summary.\n\n"
     + _OUTPUTS_HELP
-    + "An output file that exists is overwritten only when it is empty or holds results of the same input "
-    "(re-running a replay replaces its own outputs); a file holding another input's results, or one "
-    "streamad did not write, is refused unless --force.\n\n"
+    + OVERWRITE_RULE
+    + "\n\n"
     "With --out - stdout carries the detections only (one JSON object per line); the summary and "
     "notes go to stderr. Ctrl-C (or SIGTERM) stops the replay cleanly: outputs are flushed and the "
     "summary covers the records read until then (exit status 130; 143 for SIGTERM; 141 when the "

@@ -142,29 +142,39 @@ def check_outputs(source: Path, outputs: dict[str, Path], force: bool = False, n
     names = [str(source), *names]
     seen: dict[str, str] = {}
     for option, path in outputs.items():
-        if is_stdout(path):
-            continue
-        if str(path) in ("", "."):
-            raise InputError(f"{option}: '{path}' is empty or the current directory; give a file name")
-        if path.is_dir():
-            raise InputError(f"{option} {path} is a directory; give a file name")
-        for parent in path.parents:
-            if parent.exists():
-                if not parent.is_dir():
-                    raise InputError(f"{option} {path}: {parent} is not a directory")
-                break
-        exists = path.exists()
-        if exists and not _is_regular(path):
-            continue  # /dev/null, a FIFO: nothing to overwrite, and may be given twice
-        key = os.path.realpath(path)
-        if key in seen:
-            raise InputError(f"{seen[key]} and {option} both name {path}: give each output its own file")
-        seen[key] = option
-        if exists and source.exists() and os.path.samefile(path, source):
-            raise InputError(f"{option} {path} is the input file: it would be overwritten")
-        if exists and not force and path not in own:
-            kind, stream = output_origin(path)
-            if kind == "other":
-                raise InputError(f"{option} {path} exists and does not hold streamad results; --force overwrites it")
-            if kind == "streamad" and not _same_input(stream or "", source, names):
-                raise InputError(f"{option} {path} holds the results of another input ({stream!r}, as it was named then); --force overwrites it")
+        try:
+            _check_output(source, option, path, force, names, own, seen)
+        except OSError as e:  # a name too long, a symlink loop...
+            raise InputError(f"{option} {path}: {e.strerror or e}") from None
+
+
+def _check_output(source: Path, option: str, path: Path, force: bool, names: Sequence[str], own: Sequence[Path], seen: dict[str, str]) -> None:
+    """One output of `check_outputs`; ``seen`` maps the real paths checked so far to their option."""
+    from streamad.errors import InputError
+
+    if is_stdout(path):
+        return
+    if str(path) in ("", "."):
+        raise InputError(f"{option}: '{path}' is empty or the current directory; give a file name")
+    if path.is_dir():
+        raise InputError(f"{option} {path} is a directory; give a file name")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"{option} {path}: {parent} is not a directory")
+            break
+    exists = path.exists()
+    if exists and not _is_regular(path):
+        return  # /dev/null, a FIFO: nothing to overwrite, and may be given twice
+    key = os.path.realpath(path)
+    if key in seen:
+        raise InputError(f"{seen[key]} and {option} both name {path}: give each output its own file")
+    seen[key] = option
+    if exists and source.exists() and os.path.samefile(path, source):
+        raise InputError(f"{option} {path} is the input file: it would be overwritten")
+    if exists and not force and path not in own:
+        kind, stream = output_origin(path)
+        if kind == "other":
+            raise InputError(f"{option} {path} exists and does not hold streamad results; --force overwrites it")
+        if kind == "streamad" and not _same_input(stream or "", source, names):
+            raise InputError(f"{option} {path} holds the results of another input ({stream!r}, as it was named then); --force overwrites it")

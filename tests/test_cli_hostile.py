@@ -100,6 +100,7 @@ HOSTILE = [
     (["/dev/null"], "is empty"),
     (["-"], "to read standard input, give /dev/stdin"),
     (["{d}/" + "n" * 300 + ".csv"], "File name too long"),
+    (["{d}/ok.csv", "--out", "{d}/" + "n" * 300 + ".jsonl"], "File name too long"),
 ]
 
 
