@@ -13,7 +13,6 @@ import threading
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from streamad.outputs import default_drift_path, default_output_paths
 from tests.conftest import ROOT, run_cli
