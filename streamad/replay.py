@@ -284,9 +284,12 @@ def end_offset(source: Any, path: Path) -> int | None:
     """One past the last offset a file source can give, like a Kafka end offset, so that
     lag = end offset − position: the record count + 1 for in-memory and ``.mat`` sources
     (offsets from 1), the line count + 1 for delimited text (offsets are line numbers).
-    ``None`` when it cannot be known without consuming the input (a pipe, a device)."""
+    ``None`` when it cannot be known without consuming the input (a pipe, a device)
+    or without decompressing it."""
     if getattr(source, "progress_unit", None) == "records":
         return int(source.progress[1]) + 1
+    if getattr(source, "compression", None):
+        return None
     try:
         if not stat.S_ISREG(path.stat().st_mode):
             return None
