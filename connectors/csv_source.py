@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import csv
 import re
+import stat
 import time
 import unicodedata
 from dataclasses import dataclass
@@ -89,11 +90,12 @@ class CsvSource:
             self.size = self.path.stat().st_size
         except OSError as e:
             raise InputError(f"cannot read {self.path}: {e.strerror or e}") from None
-        with DecodedStream(self.path, encoding) as s:
+        s = DecodedStream(self.path, encoding)
+        try:
             self.compression = s.compression
             self.bom = s.bom
             self.encoding = s.encoding
-            head = s.head
+            head = s.read(len(s.head))
             # The header may be longer than the head: read on to its end.
             while not _has_first_line(head) and len(head) <= max_line_bytes:
                 more = s.read(read_size)
@@ -101,7 +103,20 @@ class CsvSource:
                     break
                 head += more
             head_error = s.error
+        except BaseException:
+            s.close()
+            raise
+        # A pipe or a device can be read once only: its first iteration goes on from
+        # this stream, with what was read of it handed out again.
+        self.seekable = self.size > 0 and stat.S_ISREG(self.path.stat().st_mode)
+        if self.seekable:
+            s.close()
+            self._first_stream: DecodedStream | None = None
+        else:
+            s.unread(head)
+            self._first_stream = s
         if not head.strip(WHITESPACE):
+            self.close()
             if head_error:
                 raise InputError(f"{self.path}: cannot decompress ({head_error})")
             raise InputError(f"{self.path} is empty")
@@ -150,7 +165,13 @@ class CsvSource:
         self.limit_reached = False
         self.read_error = None
         self.notes = []
-        self._stream = stream = DecodedStream(self.path, self._encoding_arg)
+        if self._first_stream is not None:
+            stream, self._first_stream = self._first_stream, None
+        elif not self.seekable and self.records_in_file is not None:
+            raise InputError(f"{self.path} is not a regular file: it can be read only once")
+        else:
+            stream = DecodedStream(self.path, self._encoding_arg)
+        self._stream = stream
         reader = CountingReader(stream)
         parser = _LineParser(self)
         emitted = 0
@@ -184,8 +205,9 @@ class CsvSource:
                 f"its first {reader.counter.physical_lines:,} lines were replayed, the rest of the file could not be read"
             )
         if self.limit_reached:
-            counted = count_records(self.path, self._encoding_arg, upto_line=last_line)
-            self.records_in_file = max(counted.nonblank - 1, 0)
+            if self.seekable:
+                counted = count_records(self.path, self._encoding_arg, upto_line=last_line)
+                self.records_in_file = max(counted.nonblank - 1, 0)
         else:
             self.records_in_file = max(reader.counter.nonblank - 1, 0)
 
@@ -193,6 +215,12 @@ class CsvSource:
         """One past the last line number of the file once decompressed and decoded (like
         a Kafka end offset, for lag = end offset - position); reads the file through."""
         return physical_lines(self.path) + 1
+
+    def close(self) -> None:
+        """Release a pipe opened to read the header and never iterated."""
+        if self._first_stream is not None:
+            self._first_stream.close()
+            self._first_stream = None
 
     def commit(self, offsets: object) -> None:
         return None

@@ -35,6 +35,10 @@ def load_mat(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     X = np.asarray(arrays["X"])
     if X.ndim != 2:
         raise InputError(f"{path}: 'X' must be 2-D, got shape {X.shape}")
+    if X.shape[1] == 0:
+        raise InputError(f"{path}: 'X' has no columns")
+    if np.iscomplexobj(X):
+        raise InputError(f"{path}: 'X' holds complex numbers; streamad scores real-valued features")
     try:
         X = X.astype(np.float64)
     except (TypeError, ValueError):

@@ -91,14 +91,20 @@ def _zstd_module() -> Any:
 class Counting(io.RawIOBase):
     """A raw file that counts the bytes read through it (for a progress bar)."""
 
-    def __init__(self, raw: io.RawIOBase) -> None:
+    def __init__(self, raw: io.RawIOBase, prefix: bytes = b"") -> None:
         self.raw = raw
-        self.count = 0
+        self.prefix = prefix  # bytes read ahead (to see a file's magic), handed out first
+        self.count = len(prefix)
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, b: Any) -> int:  # type: ignore[override]
+        if self.prefix:
+            n = min(len(b), len(self.prefix))
+            b[:n] = self.prefix[:n]
+            self.prefix = self.prefix[n:]
+            return n
         n = self.raw.readinto(b)
         self.count += n or 0
         return n or 0
@@ -133,13 +139,18 @@ class DecodedStream:
             raise InputError(f"{path} is a directory, not a file") from None
         except OSError as e:
             raise InputError(f"cannot read {path}: {e.strerror or e}") from None
-        self._counting = Counting(raw)  # type: ignore[arg-type]
         try:
-            magic = raw.read(16)
-            raw.seek(0)
+            magic = b""
+            while len(magic) < 16:  # a pipe may hand out fewer bytes than asked for
+                more = raw.read(16 - len(magic))
+                if not more:
+                    break
+                magic += more
         except OSError as e:
             raw.close()
             raise InputError(f"cannot read {path}: {e.strerror or e}") from None
+        # No seeking back: a pipe or /dev/stdin can be read only once.
+        self._counting = Counting(raw, prefix=magic)  # type: ignore[arg-type]
         self.compression = compression_of(magic)
         self._inner: Any = self._open_decompressor(self.compression)
         self.error: str | None = None
@@ -215,6 +226,10 @@ class DecodedStream:
         if self.cr_newlines:
             data = data.replace(b"\r", b"\n")
         return data
+
+    def unread(self, data: bytes) -> None:
+        """Hand ``data`` (what ``read`` gave last, or since the head) out again first."""
+        self._pending = data + self._pending
 
     def read(self, n: int = 1 << 20) -> bytes:
         """Up to about ``n`` bytes; ``b""`` only at the end of the data."""

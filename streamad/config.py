@@ -67,7 +67,7 @@ class DetectorSettings(_Section):
 
     name: str = "default"
     params: dict[str, Any] = Field(default_factory=dict)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**63)
 
     @field_validator("name")
     @classmethod
@@ -334,9 +334,11 @@ def read_config_file(path: Path) -> dict[str, Any]:
     import yaml
 
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text (a YAML file was expected)") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Callable, ContextManager, Iterable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -30,6 +31,8 @@ from streamad.threshold import Threshold
 from streamad.window import WindowBuffer
 
 log = logging.getLogger("streamad")
+
+_END = object()  # the source has no more items
 
 
 # -- the outside world, as the pipeline sees it ---------------------------------------------
@@ -409,19 +412,44 @@ class Pipeline:
     def checkpoint_due(self) -> bool:
         return self.clock() - self._last_checkpoint >= self.settings.state.checkpoint_interval_seconds
 
-    def run(self, source: Source, should_stop: Callable[[], bool] | None = None) -> Counts:
-        """Drive the pipeline from a source until it ends or ``should_stop()``; the last
-        windows are processed and checkpointed before returning."""
-        live = getattr(source, "live", True)
-        for item in source:
-            if item is not None:
-                self.process(item)
-            if live:
-                self.tick()
-            if self.checkpoint_due():
-                source.commit(self.checkpoint())
-            if should_stop is not None and should_stop():
-                break
+    def run(
+        self,
+        source: Source,
+        should_stop: Callable[[], Any] | None = None,
+        waiting: Callable[[], ContextManager[Any]] = nullcontext,
+        live: bool | None = None,
+    ) -> Counts:
+        """Drive the pipeline from a source until it ends or ``should_stop()`` is true;
+        the last windows are processed and checkpointed before returning.
+
+        ``waiting()`` wraps each wait for the source's next item: a ``KeyboardInterrupt``
+        raised there (a signal handler that stops at once while nothing is half done)
+        ends the run like ``should_stop``. One raised anywhere else is not caught: the
+        run stops at once, without draining. ``live`` (default: the source's own) says
+        whether windows may also close by time."""
+        live = getattr(source, "live", True) if live is None else live
+        stream = iter(source)
+        try:
+            while True:
+                try:
+                    with waiting():
+                        item = next(stream, _END)
+                except KeyboardInterrupt:
+                    break
+                if item is _END:
+                    break
+                if item is not None:
+                    self.process(item)
+                if live:
+                    self.tick()
+                if self.checkpoint_due():
+                    source.commit(self.checkpoint())
+                if should_stop is not None and should_stop():
+                    break
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()  # a generator stopped early: let it release its file now
         self.drain()
         source.commit(self.checkpoint())
         return self.counts

@@ -13,7 +13,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from streamad.config import Settings
 from streamad.evaluation import quality
 from streamad.outputs import default_drift_path, default_output_paths, output_prefix  # noqa: F401 (where they were)
 from streamad.pipeline import Counts, Observer, Pipeline, RejectSink, Sink, Source, WindowResult
+from streamad.records import Lane
 
 
 class Recorder(Observer):
@@ -65,6 +66,16 @@ class Summary:
     interrupted: bool = False
     drift: dict[str, int] | None = None  # drift alarms by kind; None when drift detection is off
     stop_reason: str | None = None  # why an interrupted replay stopped (Ctrl-C, SIGTERM, stdout closed)
+    # The source's own count of its records, made apart from parsing them (a file's
+    # non-blank lines less the header), so a reader that drops rows cannot reconcile.
+    records_in_source: int | None = None
+    limit_reached: bool = False
+    read_error: str | None = None  # why the input ended early (a corrupt compressed file)
+
+    @property
+    def reconciled(self) -> bool:
+        c = self.counts
+        return c.read == c.scored + c.rejected + c.skipped and (self.records_in_source is None or self.records_in_source == c.read)
 
     @property
     def records_per_second(self) -> float:
@@ -90,6 +101,9 @@ class Summary:
             "interrupted": self.interrupted,
             "stop_reason": self.stop_reason,
             "drift": self.drift,
+            "records_in_source": self.records_in_source,
+            "reconciled": self.reconciled,
+            "read_error": self.read_error,
         }
 
     def render(self) -> str:
@@ -98,6 +112,11 @@ class Summary:
             ("source", self.source),
             ("detector", f"{self.detector} (windows of {self.window_size})"),
             ("records read", f"{c.read:,}"),
+        ]
+        if self.records_in_source is not None:
+            how = "up to --limit, counted apart from the parser" if self.limit_reached else "counted apart from the parser"
+            rows.append(("records in source", f"{self.records_in_source:,} ({how})"))
+        rows += [
             ("scored", f"{c.scored:,}"),
             ("rejected", f"{c.rejected:,}" + (f"  ({', '.join(f'{k}: {v:,}' for k, v in sorted(c.rejected_by_code.items()))})" if c.rejected else "")),
         ]
@@ -122,11 +141,17 @@ class Summary:
             rows.append((name, path))
         width = max(len(k) for k, _ in rows)
         lines = [f"{k:<{width}}  {v}" for k, v in rows]
-        reconciled = c.read == c.scored + c.rejected + c.skipped
-        lines.append(
-            f"{'reconciled':<{width}}  "
-            + ("yes: read = scored + rejected" + (" + skipped" if c.skipped else "") if reconciled else f"NO: {c.pending:,} records unaccounted for")
-        )
+        if self.reconciled:
+            verdict = "yes: read = scored + rejected" + (" + skipped" if c.skipped else "")
+            if self.records_in_source is not None:
+                verdict += " = records in source"
+        elif c.pending:
+            verdict = f"NO: {c.pending:,} records unaccounted for"
+        else:
+            verdict = f"NO: the source holds {self.records_in_source:,} records, {c.read:,} were read"
+        lines.append(f"{'reconciled':<{width}}  {verdict}")
+        if self.read_error:
+            lines.append(f"{'error':<{width}}  {self.read_error}")
         if self.interrupted:
             why = f" ({self.stop_reason})" if self.stop_reason else ""
             lines.append(f"{'note':<{width}}  interrupted{why}: the summary covers the records read until then")
@@ -209,33 +234,19 @@ def replay(
     like Ctrl-C does."""
     recorder = Recorder()
     pipeline = Pipeline(settings, sink, feature_names=feature_names, rejects=rejects, observers=[recorder, *observers])
-    stream = iter(batches(source) if batches is not None else source)
-    if live is None:
-        live = getattr(source, "live", True)
     stop_reason: str | None = None
+
+    def stop() -> bool:
+        nonlocal stop_reason
+        if should_stop is not None and stop_reason is None:
+            stop_reason = should_stop()
+        return signals.signal is not None or stop_reason is not None
+
     t0 = time.perf_counter()
     with Interrupts() as signals:
-        while signals.signal is None and stop_reason is None:
-            try:
-                with signals.waiting():
-                    item = next(stream)
-            except StopIteration:
-                break
-            except KeyboardInterrupt:
-                signals.signal = signals.signal or signal.SIGINT
-                break
-            if item is not None:
-                pipeline.process(item)
-            if live:
-                pipeline.tick()
-            if should_stop is not None:
-                stop_reason = should_stop()
-        close = getattr(stream, "close", None)
-        if close is not None:
-            close()  # a generator stopped early: let it release its file now
-        pipeline.drain()
-        pipeline.checkpoint()
+        pipeline.run(source if batches is None else _Wrapped(source, batches), should_stop=stop, waiting=signals.waiting, live=live)
         stop_reason = signals.reason or stop_reason
+    complete = stop_reason is None
     seconds = time.perf_counter() - t0
     drift: dict[str, int] | None = None
     if settings.drift.enabled:
@@ -255,8 +266,28 @@ def replay(
         drift=drift,
         stop_reason=stop_reason,
     )
+    if complete:
+        summary.records_in_source = getattr(source, "records_in_file", None)
+        summary.limit_reached = bool(getattr(source, "limit_reached", False))
+    summary.read_error = getattr(source, "read_error", None)
+    summary.notes += list(getattr(source, "notes", ()))
     summary.notes += warming_notes(pipeline)
     return summary, recorder
+
+
+class _Wrapped:
+    """A source whose iteration goes through ``batches`` (pacing, a progress bar)."""
+
+    def __init__(self, source: Source, batches: Callable[[Source], Iterable[Any]]) -> None:
+        self.source = source
+        self.batches = batches
+        self.live = getattr(source, "live", True)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.batches(self.source))
+
+    def commit(self, offsets: Mapping[Lane, int]) -> None:
+        self.source.commit(offsets)
 
 
 def warming_notes(pipeline: Pipeline) -> list[str]:

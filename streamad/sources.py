@@ -47,6 +47,11 @@ class ArraySource:
     def progress(self) -> tuple[int, int]:
         return self.done, len(self.X)
 
+    @property
+    def records_in_file(self) -> int | None:
+        """Rows in the array, once every one was handed out (a replay's reconciliation)."""
+        return len(self.X) if self.done == len(self.X) else None
+
     def __iter__(self) -> Iterator[Batch]:
         n = len(self.X)
         for start in range(0, n, self.chunk_rows):

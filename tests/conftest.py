@@ -12,9 +12,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _find_shared() -> Path:
-    """``shared/`` beside the checkout (as CI has it), or beside any parent folder."""
-    if "STREAMAD_SHARED" in os.environ:
-        return Path(os.environ["STREAMAD_SHARED"])
+    """``shared/`` beside the checkout (as CI has it), or beside any parent folder; ``SHARED_DATA_DIR``
+    names another (not a STREAMAD_ variable: those are settings)."""
+    if "SHARED_DATA_DIR" in os.environ:
+        return Path(os.environ["SHARED_DATA_DIR"])
     for parent in ROOT.parents:
         if (parent / "shared" / "datasets").is_dir():
             return parent / "shared"

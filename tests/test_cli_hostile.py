@@ -77,7 +77,7 @@ HOSTILE = [
     (["{d}/ok.csv", "--config", "{d}/small.mat"], "is not UTF-8 text"),
     (["{d}/ok.csv", "--config", "/dev/zero"], "is a device"),
     (["{d}/ok.csv", "--config", "{d}/list.yaml"], "must hold a mapping"),
-    (["{d}/ok.csv", "--config", "{d}/bad-seed.yaml"], "detector.seed must be a non-negative integer"),
+    (["{d}/ok.csv", "--config", "{d}/bad-seed.yaml"], "detector.seed: Input should be greater than or equal to 0"),
     (["{d}/ok.csv", "--config", "{d}/missing.yaml"], "No such file"),
     (["{d}/ok.csv", "--out", "{d}/adir"], "is a directory"),
     (["{d}/ok.csv", "--out", ""], "give a file name"),
