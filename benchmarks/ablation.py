@@ -74,7 +74,7 @@ def contaminate(X: np.ndarray, y: np.ndarray, share: float, seed: int) -> tuple[
 def run_one(job: Mapping[str, Any]) -> dict[str, Any]:
     """One (variant, condition, file, seed): the pipeline over the stream, then metrics."""
     single_thread()
-    from connectors.odds import load_mat
+    from streamad.connectors.odds import load_mat
 
     X, y = load_mat(Path(job["data_dir"]) / f"{job['dataset']}.mat")
     assert y is not None
@@ -91,8 +91,8 @@ def run_one(job: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _run(X: np.ndarray, overrides: Mapping[str, Any]) -> tuple[np.ndarray, float]:
-    from connectors.odds import ArraySource
-    from connectors.sinks import NullSink
+    from streamad.connectors.odds import ArraySource
+    from streamad.connectors.sinks import NullSink
     from streamad.config import load_settings
     from streamad.pipeline import Observer, Pipeline, WindowResult
 

@@ -1,6 +1,6 @@
 """How the default drift settings do on the demo sensor stream, over many seeds.
 
-Replays ``streamad.demo.generate`` (20,000 records, 6 sensors, 1 Hz) with and without
+Replays ``streamad.app.demo.generate`` (20,000 records, 6 sensors, 1 Hz) with and without
 the planted temperature drift (a ramp to about 4 standard deviations over the second
 half, from record 10,000) and with and without the planted anomalies, and counts drift
 alarms. Prints a markdown table (docs/observability.md quotes it). The defaults were
@@ -16,12 +16,12 @@ from typing import Any
 
 
 def run(seed: int, drift: bool, anomalies: bool, overrides: dict[str, Any]) -> list[Any]:
-    from connectors.odds import ArraySource
-    from connectors.sinks import NullSink
+    from streamad.connectors.odds import ArraySource
+    from streamad.connectors.sinks import NullSink
     from streamad.config import load_settings
-    from streamad.demo import generate
+    from streamad.app.demo import generate
     from streamad.pipeline import Observer
-    from streamad.replay import replay
+    from streamad.app.replay import replay
 
     class Collect(Observer):
         def __init__(self) -> None:

@@ -85,7 +85,7 @@ def create_topic(bootstrap: str, name: str, partitions: int) -> None:
 
 
 def records(n: int, seed: int = 7) -> list[tuple[bytes, bytes]]:
-    from streamad.demo import generate
+    from streamad.app.demo import generate
 
     s = generate(n=n, seed=seed)
     X = np.nan_to_num(s.X, nan=0.0)
@@ -225,7 +225,7 @@ def streamad_settings(bootstrap: str, topic: str, group: str, state: Path, emit:
 
 
 def streamad_run(bootstrap: str, topic: str, ends: dict[int, int], state: Path, emit: str) -> dict[str, float]:
-    from connectors.kafka import KafkaApp
+    from streamad.app.kafka import KafkaApp
     from streamad.pipeline import Observer
 
     group = f"streamad-{uuid.uuid4().hex[:8]}"
@@ -273,7 +273,7 @@ def paced_producer(bootstrap: str, topic: str, msgs: list[tuple[bytes, bytes]], 
 
 
 def latency_run(bootstrap: str, rate: float, seconds: float, partitions: int, msgs: list[tuple[bytes, bytes]], state: Path) -> dict[str, float]:
-    from connectors.kafka import KafkaApp
+    from streamad.app.kafka import KafkaApp
 
     topic = f"lat-{uuid.uuid4().hex[:8]}"
     create_topic(bootstrap, topic, partitions)

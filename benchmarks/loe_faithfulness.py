@@ -122,7 +122,7 @@ def run_one(job: Mapping[str, Any]) -> dict[str, Any]:
     single_thread()
     import torch
 
-    from connectors.odds import load_mat
+    from streamad.connectors.odds import load_mat
     from streamad.learning.backbones import AutoEncoder, NeuTraL
     from streamad.learning.components import Calibration, Optimizer, Schedule
     from streamad.learning.loe import LatentLabeler

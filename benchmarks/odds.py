@@ -216,12 +216,12 @@ def our_spec(item: str, overrides: Mapping[str, Any]) -> DetectorSpec:
 def run_streamad(X: np.ndarray, seed: int, config: str | None = None, overrides: Mapping[str, Any] | None = None) -> tuple[np.ndarray, float, dict[str, Any]]:
     """Stream ``X`` through the replay pipeline built from settings; scores of every
     record in stream order and the seconds of ``Pipeline.run``."""
-    from connectors.odds import ArraySource
-    from connectors.sinks import NullSink
+    from streamad.connectors.odds import ArraySource
+    from streamad.connectors.sinks import NullSink
     from streamad.config import load_settings
     from streamad.factory import detector_name
     from streamad.pipeline import Observer, Pipeline, WindowResult
-    from streamad.replay import window_description
+    from streamad.app.replay import window_description
 
     from benchmarks.peers import Clock
 
@@ -301,7 +301,7 @@ def fingerprint(spec: DetectorSpec, cap: float, limit: int | None) -> str:
     h.update(json.dumps([spec.runner, spec.params, cap, limit, _versions()], sort_keys=True, default=str).encode())
     h.update(inspect.getsource(_resolve(spec.runner)).encode())
     if spec.kind == "ours":
-        h.update(_source_hash([*ROOT.glob("streamad/**/*.py"), *ROOT.glob("connectors/**/*.py")]).encode())
+        h.update(_source_hash([*ROOT.glob("streamad/**/*.py")]).encode())
     return h.hexdigest()[:16]
 
 
@@ -333,7 +333,7 @@ def _job_main(conn: mpc.Connection, job: dict[str, Any], data_dir: str, limit: i
     """One detector × file × seed, in its own process so that it can be killed."""
     try:
         single_thread()
-        from connectors.odds import load_mat
+        from streamad.connectors.odds import load_mat
 
         X, y = load_mat(Path(data_dir) / f"{job['dataset']}.mat")
         if y is None:
@@ -414,7 +414,7 @@ def run_jobs(
         os.environ[var] = "1"
     ctx = mp.get_context("forkserver")
     # Imported once in the fork server rather than in every job; a missing module is skipped.
-    ctx.set_forkserver_preload(["numpy", "scipy.io", "sklearn.metrics", "sklearn.ensemble", "river", "pysad.models", "torch", "connectors.odds", "streamad.pipeline", "benchmarks.peers"])
+    ctx.set_forkserver_preload(["numpy", "scipy.io", "sklearn.metrics", "sklearn.ensemble", "river", "pysad.models", "torch", "streamad.connectors.odds", "streamad.pipeline", "benchmarks.peers"])
     pending = deque(jobs)
     running: dict[Any, _Running] = {}
     results: dict[str, dict[str, Any]] = {}
@@ -771,7 +771,7 @@ def _machine() -> str:
 def _commit() -> str:
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "streamad", "connectors", "benchmarks"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "streamad", "benchmarks"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
         return sha + (" (with uncommitted changes)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

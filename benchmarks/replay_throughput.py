@@ -47,12 +47,12 @@ FAST_PARAMS = {"train_share": 0.25}
 
 
 def run_ours(path: Path, workdir: Path, params: dict[str, Any] | None = None) -> dict[str, Any]:
-    from connectors.odds import MatSource
-    from connectors.sinks import JsonlSink
+    from streamad.connectors.odds import MatSource
+    from streamad.connectors.sinks import JsonlSink
     from streamad.config import load_settings
     from streamad.factory import detector_name
     from streamad.pipeline import Pipeline
-    from streamad.replay import Recorder, window_description
+    from streamad.app.replay import Recorder, window_description
 
     overrides: dict[str, Any] = {"output": {"detections": str(workdir / "detections.jsonl")}}
     if params:
@@ -167,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="markdown result (default benchmarks/results/replay_throughput.md for http.mat)")
     args = ap.parse_args(argv)
     single_thread()
-    from connectors.odds import load_mat
+    from streamad.connectors.odds import load_mat
 
     X, y = load_mat(args.file)
     if y is None:

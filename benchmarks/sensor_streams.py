@@ -17,7 +17,7 @@ all of them, ``--param label:key=value`` for one.
 
 Streams:
 
-- demo: ``streamad.demo.generate(n=20000, seed=s, drift=d)`` for each seed and both
+- demo: ``streamad.app.demo.generate(n=20000, seed=s, drift=d)`` for each seed and both
   drift settings; NaN rows are rejected by the source and not scored. Per-kind AUC is
   the ROC-AUC of the records of one planted kind (spikes, level shifts, stuck sensor)
   against the normal records.
@@ -85,8 +85,8 @@ def _auc_ap(y: np.ndarray, s: np.ndarray) -> tuple[float, float]:
 
 def replay_arrays(X: np.ndarray, overrides: Mapping[str, Any], timestamps: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Scores and alarms of every scored row of ``X`` (row index = offset - 1)."""
-    from connectors.odds import ArraySource
-    from connectors.sinks import NullSink
+    from streamad.connectors.odds import ArraySource
+    from streamad.connectors.sinks import NullSink
     from streamad.config import load_settings
     from streamad.pipeline import Observer, Pipeline, WindowResult
 
@@ -108,7 +108,7 @@ def replay_arrays(X: np.ndarray, overrides: Mapping[str, Any], timestamps: np.nd
 
 def run_demo(job: Mapping[str, Any]) -> dict[str, Any]:
     single_thread()
-    from streamad.demo import generate
+    from streamad.app.demo import generate
 
     stream = generate(n=job["n"], seed=job["seed"], drift=job["drift"])
     out = replay_arrays(stream.X, job["overrides"], stream.timestamps)
@@ -151,7 +151,7 @@ def run_demo(job: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    from connectors.csv_source import CsvSource
+    from streamad.connectors.csv_source import CsvSource
 
     src = CsvSource(path)
     batches = list(src)
@@ -243,7 +243,7 @@ def render(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> str:
         "Every stream goes through the replay pipeline with default settings (online scaler, windows of 8 doubling to 256, "
         "SPOT threshold at risk 1e-3, drift monitor); labels meet the scores only here. "
         f"Metrics leave out the first {BURN_IN} records of every stream, for every detector alike (a warm-up's constant scores would otherwise count as a perfect ranking of those normal records). "
-        f"Demo: `streamad.demo.generate(n={meta['n']}, seed=s)` for s in {meta['demo_seeds']}, with and without the unlabelled temperature drift; "
+        f"Demo: `streamad.app.demo.generate(n={meta['n']}, seed=s)` for s in {meta['demo_seeds']}, with and without the unlabelled temperature drift; "
         "per-kind AUC = records of that planted kind against the normal records; `hit` = planted events with at least one alarm while they last. "
         f"SKAB: protocol `{meta['skab_protocol']}` "
         + ("(anomaly-free.csv replayed first, then the experiment file in the same lane of a fresh pipeline; measured on the experiment's records)" if meta["skab_protocol"] == "warm" else "(each experiment file alone, fresh pipeline)")

@@ -1,7 +1,7 @@
 """Replay the demo pump-station sensor stream into a Kafka topic, paced in real time.
 
 Each pump is one key (so one partition) and its own seeded copy of the demo stream
-(``streamad.demo.generate``: spikes, level shifts, a stuck sensor, NaN dropouts and a
+(``streamad.app.demo.generate``: spikes, level shifts, a stuck sensor, NaN dropouts and a
 slow temperature drift over the second half). Event times are stamped at production,
 so streamad's event-time latency is meaningful. Messages are JSON objects:
 ``{"timestamp": 1767225600.0, "pump": "pump-1", "flow": 50.1, ..., "label": 0}``
@@ -23,7 +23,7 @@ from typing import Any, Iterator
 
 def messages(pumps: int, records: int, seed: int, clock: Any = time.time) -> Iterator[tuple[bytes, dict[str, Any]]]:
     """(key, message) pairs, round-robin over pumps, ``records`` per pump."""
-    from streamad.demo import generate
+    from streamad.app.demo import generate
 
     # The demo stream plants its anomalies at fixed shares of its length: it needs a few thousand records.
     streams = [generate(n=max(records, 3000), seed=seed + p, drift=True, anomalies=True) for p in range(pumps)]

@@ -3,19 +3,21 @@
 The model — an online scaler, a detector and a threshold, scored before they learn:
 
 >>> import numpy as np
->>> from streamad import Model
+>>> from streamad import Model, detect
 >>> X = np.random.default_rng(0).normal(size=(2000, 3))
 >>> X[1500] = [0.0, 7.0, 0.0]
->>> result = Model("gaussian").detect(X)
+>>> result = detect(X, Model("gaussian"))
 >>> row = result.iloc[1500]
 >>> bool(row["is_anomaly"]), row["top_features"][0][0]
 (True, 'x1')
 
 Detectors (``Model(detector=...)`` takes one, or its name): ``LoeAE`` (the default),
 ``LoeNTL``, ``LoeSVDD``, ``Gaussian``, ``RiverHST``. Scalers: ``StandardScaler``,
-``MinMaxScaler``. Thresholds: ``SpotThreshold``, ``QuantileThreshold``. For windows,
-sources and sinks: ``Pipeline`` with ``Settings`` (``load_settings``), ``ArraySource``,
-and the file and Kafka connectors in ``streamad.connectors``.
+``MinMaxScaler``. Thresholds: ``SpotThreshold``, ``QuantileThreshold``.
+``detect(data, model)`` runs a DataFrame or an array through the pipeline's windows and
+returns a DataFrame of verdicts. For windows, sources and sinks of your own:
+``Pipeline`` with ``Settings`` (``load_settings``) and ``ArraySource``, and the file and
+Kafka connectors in ``streamad.connectors``.
 
 Everything here is imported on first use, so ``import streamad`` stays cheap and torch
 is loaded only when a neural detector builds its network.
@@ -51,6 +53,7 @@ _EXPORTS = {
     "Threshold": "streamad.threshold",
     "SpotThreshold": "streamad.threshold",
     "QuantileThreshold": "streamad.threshold",
+    "detect": "streamad.pipeline",
     "Pipeline": "streamad.pipeline",
     "Observer": "streamad.pipeline",
     "WindowResult": "streamad.pipeline",
@@ -93,7 +96,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from streamad.detectors.river_hst import RiverHST
     from streamad.errors import ConfigError, InputError, StreamadError
     from streamad.model import Model, Verdict
-    from streamad.pipeline import Observer, Pipeline, WindowResult
+    from streamad.pipeline import Observer, Pipeline, WindowResult, detect
     from streamad.records import Batch, Lane, Reject
     from streamad.scaling import MinMaxScaler, Scaler, StandardScaler
     from streamad.sources import ArraySource

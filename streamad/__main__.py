@@ -1,3 +1,3 @@
-from streamad.cli import main
+from streamad.app.cli import main
 
 main()

@@ -5,7 +5,7 @@ learns it, the detector learns it scaled as the next records will be, and the th
 learns the score it got (once the detector's own warm-up is over: the scores of a model
 still warming up say nothing about the normal tail). The pipeline keeps one ``Model``
 per lane and feeds it windows; you can hold one yourself and feed it records, batches
-or a whole DataFrame.
+or a whole DataFrame (``streamad.detect`` runs one through the pipeline's windows).
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
@@ -33,8 +33,6 @@ from streamad.scaling import Scaler, StandardScaler, make_scaler
 from streamad.threshold import Threshold
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from streamad.config import Settings
 
 Record = Union[Mapping[str, float], Sequence[float], np.ndarray]
@@ -164,20 +162,6 @@ class Model:
             self._rows = []
         return self.process(X)[1]
 
-    def detect(self, data: Any, window: int = 256, initial_window: int | None = 8) -> pd.DataFrame:
-        """Run ``data`` through the pipeline, prequentially: windows of records are scored
-        by the model as it was before them, then learned.
-
-        ``data`` is a DataFrame (numeric columns are the features; rows with a missing
-        or non-finite value are not scored and say why), an array or a sequence of
-        records. Returns one row per input row, in order, with ``score``, ``threshold``,
-        ``is_anomaly``, ``tail_probability``, ``top_features`` and ``rejected`` (the
-        reason a row was not scored, else None).
-        """
-        from streamad.pipeline import detect_frame
-
-        return detect_frame(self, data, window=window, initial_window=initial_window)
-
     # -- one record at a time ---------------------------------------------------------------
 
     def score_one(self, x: Record) -> float:
@@ -191,8 +175,6 @@ class Model:
 
     def explain_one(self, x: Record, k: int = 3) -> list[tuple[str, float]]:
         """The ``k`` features contributing most to the record's score, with their share."""
-        from streamad.pipeline import attribute
-
         row = self._row(x)
         names = self.feature_names or tuple(f"x{i}" for i in range(row.shape[1]))
         return [(names[j], share) for j, share in attribute(self.contributions(row), k)[0]]
@@ -258,3 +240,20 @@ class Model:
         self._next_batch = int(state.get("next_batch", 8))
         features = state.get("features")
         self.feature_names = None if features is None else tuple(features)
+
+
+def attribute(contrib: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
+    """Top ``k`` features of each row by share of its total contribution.
+
+    >>> attribute(np.array([[1.0, 3.0, 0.0]]), 2)
+    [[(1, 0.75), (0, 0.25)]]
+    """
+    contrib = np.nan_to_num(np.maximum(contrib, 0.0), nan=0.0, posinf=1e300)
+    total = contrib.sum(axis=1, keepdims=True)
+    share = np.divide(contrib, total, out=np.zeros_like(contrib), where=total > 0)
+    k = min(k, contrib.shape[1])
+    order = np.argsort(-share, axis=1, kind="stable")[:, :k]
+    out = []
+    for row, cols in zip(share, order):
+        out.append([(int(c), float(row[c])) for c in cols if row[c] > 0])
+    return out

@@ -14,7 +14,7 @@ import logging
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, ContextManager, Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -23,12 +23,15 @@ from streamad.detection import DetectionBatch
 from streamad.detectors import Detector, LearnReport
 from streamad.drift import DriftEvent, DriftMonitor, DriftStatus
 from streamad.factory import apply_threads, detector_name
-from streamad.model import Model
+from streamad.model import Model, attribute
 from streamad.records import Batch, Lane, Reject
 from streamad.scaling import Scaler, StandardScaler
 from streamad.state import StateStore
 from streamad.threshold import Threshold
 from streamad.window import WindowBuffer
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger("streamad")
 
@@ -455,23 +458,6 @@ class Pipeline:
         return self.counts
 
 
-def attribute(contrib: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
-    """Top ``k`` features of each row by share of its total contribution.
-
-    >>> attribute(np.array([[1.0, 3.0, 0.0]]), 2)
-    [[(1, 0.75), (0, 0.25)]]
-    """
-    contrib = np.nan_to_num(np.maximum(contrib, 0.0), nan=0.0, posinf=1e300)
-    total = contrib.sum(axis=1, keepdims=True)
-    share = np.divide(contrib, total, out=np.zeros_like(contrib), where=total > 0)
-    k = min(k, contrib.shape[1])
-    order = np.argsort(-share, axis=1, kind="stable")[:, :k]
-    out = []
-    for row, cols in zip(share, order):
-        out.append([(int(c), float(row[c])) for c in cols if row[c] > 0])
-    return out
-
-
 # -- a DataFrame through the pipeline --------------------------------------------------------
 
 
@@ -495,11 +481,30 @@ class _Collected:
         return None
 
 
-def detect_frame(model: Model, data: Any, window: int = 256, initial_window: int | None = 8) -> Any:
-    """``Model.detect``: ``data`` through a pipeline whose one lane runs ``model``."""
+def detect(data: Any, model: Model | None = None, window: int = 256, initial_window: int | None = 8) -> pd.DataFrame:
+    """Run ``data`` through a pipeline whose one lane runs ``model`` (default: a new
+    ``Model()``), prequentially: each window of records is scored by the model as it was
+    before the window, then learned.
+
+    ``data`` is a DataFrame (its numeric columns are the features, or the columns the
+    model was first given), an array or a sequence of records. Returns one row per input
+    row, in order, with ``score``, ``threshold``, ``is_anomaly``, ``tail_probability``,
+    ``top_features`` (name and share) and ``rejected`` (why a row with a missing or
+    non-finite value was not scored, else None). The model keeps what it learned, so a
+    second call goes on where the first ended.
+
+    >>> import numpy as np
+    >>> X = np.random.default_rng(1).normal(size=(1500, 2))
+    >>> X[700, 1] = np.nan
+    >>> out = detect(X, Model("gaussian"))
+    >>> len(out), out.loc[700, "rejected"]
+    (1500, "non-finite value nan in field 'x1'")
+    """
     import pandas as pd
 
     from streamad.sources import ArraySource
+
+    model = Model() if model is None else model
 
     if isinstance(data, pd.DataFrame):
         if model.feature_names is None:

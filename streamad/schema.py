@@ -394,7 +394,7 @@ def split_nonfinite(batch: Batch, names: Sequence[str]) -> Batch:
     for i in bad_rows:
         j = int(np.flatnonzero(~finite[i])[0])
         rejects.append(
-            Reject(batch.lane, int(batch.offsets[i]), "non_finite", f"non-finite value {batch.X[i, j]!r} in field '{names[j]}'", None, names[j])
+            Reject(batch.lane, int(batch.offsets[i]), "non_finite", f"non-finite value {float(batch.X[i, j])!r} in field '{names[j]}'", None, names[j])
         )
     good = finite.all(axis=1)
     out = batch.select(good)

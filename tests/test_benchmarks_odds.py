@@ -13,7 +13,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from benchmarks import odds
 from benchmarks.peers import offline_iforest, river_hst
-from connectors.odds import load_mat
+from streamad.connectors.odds import load_mat
 
 
 def _write_mat(path, n: int, d: int = 3, seed: int = 0) -> None:

@@ -142,11 +142,11 @@ def _crashing_cli(tmp_path: Path, debug: bool) -> subprocess.CompletedProcess[st
     """The real entry point with a fault injected where a bug could be: the naming of
     the outputs (it runs before the model loads, so this stays fast)."""
     code = (
-        "import streamad.outputs as outputs\n"
+        "import streamad.app.outputs as outputs\n"
         "def boom(*a, **k):\n"
         "    raise RuntimeError('a bug\\nover two lines')\n"
         "outputs.default_output_paths = boom\n"
-        "from streamad.cli import main\n"
+        "from streamad.app.cli import main\n"
         f"main(['replay', {str(tmp_path / 'x.mat')!r}, '--out-dir', {str(tmp_path / 'o')!r}])\n"
     )
     (tmp_path / "x.mat").write_bytes(b"MATLAB")

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from streamad.drift import DriftEvent, DriftLog
-from streamad.outputs import default_drift_path
+from streamad.app.outputs import default_drift_path
 from streamad.records import Lane
 from tests.conftest import ROOT, run_cli
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamad.outputs import default_drift_path, default_output_paths
+from streamad.app.outputs import default_drift_path, default_output_paths
 from tests.conftest import ROOT, run_cli
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from streamad.outputs import default_output_paths
+from streamad.app.outputs import default_output_paths
 from tests.conftest import ROOT
 
 

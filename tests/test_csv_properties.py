@@ -21,8 +21,8 @@ import numpy as np
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from connectors.csv_source import CsvSource
-from connectors.textio import RecordCounter
+from streamad.connectors.csv_source import CsvSource
+from streamad.connectors.textio import RecordCounter
 from streamad.errors import InputError
 from streamad.schema import Schema
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from connectors.csv_source import CsvSource
-from connectors.textio import RecordCounter, physical_lines
+from streamad.connectors.csv_source import CsvSource
+from streamad.connectors.textio import RecordCounter, physical_lines
 from streamad.errors import InputError
 from streamad.schema import Schema, parse_timestamps
 from tests.conftest import run_cli

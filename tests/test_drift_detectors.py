@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from scipy.signal import lfilter
 
-from connectors.odds import ArraySource
-from connectors.sinks import MemorySink
+from streamad.connectors.odds import ArraySource
+from streamad.connectors.sinks import MemorySink
 from streamad import checkpoint
 from streamad.config import DriftSettings, load_settings
-from streamad.drift import DriftEvent, DriftMonitor, FeatureDrift, JsonlDriftSink, ScoreDrift
+from streamad.connectors.sinks import DriftEventsFile
+from streamad.drift import DriftEvent, DriftMonitor, FeatureDrift, ScoreDrift
 from streamad.errors import ConfigError
 from streamad.pipeline import Observer, Pipeline
 from streamad.records import Batch, Lane
@@ -169,7 +170,7 @@ def test_feature_and_score_drift_resume_exactly_from_a_checkpoint() -> None:
         fd, sd = FeatureDrift(4), ScoreDrift()
         got = run(fd, sd, 0, cut)
         state = checkpoint.loads(checkpoint.dumps({"f": fd.state_dict(), "s": sd.state_dict()}))
-        fd2, sd2 = FeatureDrift(1), ScoreDrift(chunk=1)  # parameters come from the state
+        fd2, sd2 = FeatureDrift(4), ScoreDrift()  # configured as the checkpointed ones were
         fd2.load_state_dict(state["f"])
         sd2.load_state_dict(state["s"])
         np.testing.assert_array_equal(fd2.counts, fd.counts)
@@ -265,7 +266,7 @@ def test_drift_settings_are_validated() -> None:
 def test_events_file_holds_one_json_line_per_event(tmp_path) -> None:
     import orjson
 
-    sink = JsonlDriftSink(tmp_path / "d" / "drift.jsonl")
+    sink = DriftEventsFile(tmp_path / "d" / "drift.jsonl", append=True)
     e = DriftEvent(Lane("pumps", 2), "feature", "psi", 1.7, 1.0, 99, "temperature", event_time=1.7e9, action="none")
     sink.write([e, DriftEvent(Lane("pumps", 2), "score", "page_hinkley", 5.5, 5.0, 120)])
     sink.close()
@@ -274,6 +275,24 @@ def test_events_file_holds_one_json_line_per_event(tmp_path) -> None:
     assert lines[0]["source"] == {"stream": "pumps", "partition": 2, "offset": 99}
     assert lines[0]["timestamp"].startswith("2023-11-14T22:13:20")
     assert lines[1]["feature"] is None and lines[1]["id"] == "pumps/2/120/score"
+    # A worker appends: a restart keeps the events before it.
+    again = DriftEventsFile(tmp_path / "d" / "drift.jsonl", append=True)
+    again.write([e])
+    again.close()
+    assert len((tmp_path / "d" / "drift.jsonl").read_bytes().splitlines()) == 3
+
+
+def test_drift_state_made_with_other_settings_starts_afresh() -> None:
+    rng = np.random.default_rng(0)
+    fd = FeatureDrift(2, reference=300, recent=200)
+    fd.update(rng.normal(size=(600, 2)))
+    state = fd.state_dict()
+    same = FeatureDrift(2, reference=300, recent=200)
+    same.load_state_dict(state)
+    assert same.ready and np.array_equal(same.edges, fd.edges)
+    other = FeatureDrift(2, reference=300, recent=100)
+    other.load_state_dict(state)
+    assert not other.ready and other.recent == 100
 
 
 def test_monitor_waits_for_the_detector_warmup_before_watching_scores() -> None:

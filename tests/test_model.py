@@ -8,8 +8,8 @@ import pytest
 
 from streamad import checkpoint
 from streamad.model import Model
-from streamad.pipeline import Pipeline
-from streamad.replay import Recorder
+from streamad.pipeline import Pipeline, detect
+from streamad.app.replay import Recorder
 from streamad.config import load_settings
 from streamad.sources import ArraySource
 from streamad.threshold import QuantileThreshold
@@ -23,13 +23,13 @@ def sensors(n: int = 4000, seed: int = 0) -> np.ndarray:
 
 
 def test_detect_is_the_pipeline_on_a_dataframe():
-    """Model.detect gives exactly the scores of a pipeline replay of the same records,
+    """detect gives exactly the scores of a pipeline replay of the same records,
     one row per input row, with a reason where a row could not be scored."""
     X = sensors()
     X[100, 1] = np.nan
     df = pd.DataFrame(X, columns=["flow", "pressure", "temperature"])
     df["site"] = "a"  # not numeric: not a feature
-    out = Model().detect(df)
+    out = detect(df, Model())
     assert list(out.columns) == ["score", "threshold", "is_anomaly", "tail_probability", "top_features", "rejected"]
     assert len(out) == len(df) and out.index.equals(df.index)
     assert out["rejected"].notna().sum() == 1 and "pressure" in out.loc[100, "rejected"] and np.isnan(out.loc[100, "score"])
@@ -43,7 +43,7 @@ def test_detect_is_the_pipeline_on_a_dataframe():
 def test_detect_finds_a_planted_fault_and_names_the_sensor():
     X = sensors()
     X[3000:3010, 2] += 3.0  # temperature off its relation to flow
-    out = Model().detect(pd.DataFrame(X, columns=["flow", "pressure", "temperature"]))
+    out = detect(pd.DataFrame(X, columns=["flow", "pressure", "temperature"]))
     hits = out.iloc[3000:3010]
     assert hits["is_anomaly"].any()
     assert {t[0][0] for t in hits.loc[hits["is_anomaly"], "top_features"]} == {"temperature"}

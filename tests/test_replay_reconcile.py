@@ -12,7 +12,7 @@ import threading
 import numpy as np
 
 from streamad.pipeline import Counts
-from streamad.replay import Summary
+from streamad.app.replay import Summary
 from tests.conftest import ROOT
 
 

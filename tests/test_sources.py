@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import scipy.io
 
-from connectors.csv_source import CsvSource
-from connectors.odds import MatSource, load_mat
+from streamad.connectors.csv_source import CsvSource
+from streamad.connectors.odds import MatSource, load_mat
 from streamad.errors import InputError
 
 

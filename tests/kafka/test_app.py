@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from connectors.kafka import KafkaApp
+from streamad.app.kafka import KafkaApp
 from streamad.config import load_settings
 from streamad.pipeline import Observer
 from streamad.records import Lane

@@ -78,7 +78,7 @@ def test_bad_yaml_and_unreadable_files(tmp_path):
 
 def test_the_example_config_is_valid(tmp_path):
     """examples/streamad.yaml loads (its SASL/SSL options pass kafka-python's checks)."""
-    from connectors.kafka.options import client_options
+    from streamad.connectors.kafka.options import client_options
     from streamad.config import load_settings
     from tests.conftest import ROOT
 

@@ -13,12 +13,12 @@ import pytest
 from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError, TopicAuthorizationFailedError
 from kafka.future import Future
 
-import connectors.kafka.decoder as decoder_module
-import connectors.kafka.options as options_module
-import connectors.kafka.signals as signals_module
-from connectors.kafka.decoder import JsonDecoder, KafkaReject
-from connectors.kafka.options import RepeatFilter, client_options
-from connectors.kafka.sink import DeliveryError, DeliveryInterrupted, KafkaDeadLetterSink, KafkaDetectionSink
+import streamad.connectors.kafka.decoder as decoder_module
+import streamad.connectors.kafka.options as options_module
+import streamad.app.signals as signals_module
+from streamad.connectors.kafka.decoder import JsonDecoder, KafkaReject
+from streamad.connectors.kafka.options import RepeatFilter, client_options
+from streamad.connectors.kafka.sink import DeliveryError, DeliveryInterrupted, KafkaDeadLetterSink, KafkaDetectionSink
 from streamad.config import KafkaRetrySettings, RecordSettings, load_settings
 from streamad.detection import DetectionBatch
 from streamad.errors import ConfigError
@@ -301,7 +301,7 @@ def test_a_producer_the_broker_forgot_is_replaced_for_every_sink():
     dead letters with whatever the aborted producer says; a new producer takes both."""
     from kafka.errors import KafkaError, UnknownProducerIdError
 
-    from connectors.kafka.sink import Producer
+    from streamad.connectors.kafka.sink import Producer
 
     old = FakeProducer(lambda i, c: UnknownProducerIdError() if c[0] == "out" else KafkaError("aborted"))
     new = FakeProducer(lambda i, c: "ok")

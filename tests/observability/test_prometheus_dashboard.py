@@ -50,7 +50,7 @@ def free_port() -> int:
 
 
 def write_demo_csv(path: Path, drift: bool, seed: int = 11) -> None:
-    from streamad.demo import generate
+    from streamad.app.demo import generate
 
     s = generate(n=RECORDS, seed=seed, drift=drift, anomalies=True)
     with open(path, "w") as f:
@@ -247,7 +247,7 @@ def test_drift_metrics_record_the_planted_drift_only(stack: dict[str, Any]) -> N
     # Only the drifting feature crossed the level.
     assert [k for k, v in peak.items() if v > level] == ["drift.csv/temperature"]
     # The same alarms are in the drift events files, as JSON lines.
-    from streamad.replay import default_drift_path  # outputs are named after the input's path
+    from streamad.app.replay import default_drift_path  # outputs are named after the input's path
 
     drift_lines = [json.loads(x) for x in default_drift_path(stack["files"]["drift"], stack["out"]).read_text().splitlines()]
     assert {e["feature"] for e in drift_lines if e["kind"] == "feature"} == {"temperature"}

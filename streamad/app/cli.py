@@ -16,7 +16,7 @@ import typer
 from typer.exceptions import TyperException
 
 from streamad.errors import ConfigError, InputError, StreamadError
-from streamad.outputs import OVERWRITE_RULE
+from streamad.app.outputs import OVERWRITE_RULE
 
 app = typer.Typer(
     add_completion=False,
@@ -283,8 +283,8 @@ def _check_outputs(
 ) -> tuple[Path, Path, Optional[Path]]:
     """Where a replay's detections, rejects and drift events go (``None``: no drift
     events, when ``drift_events`` is False), refusing before anything is written the
-    paths that would lose data (see `streamad.outputs.check_outputs`)."""
-    from streamad.outputs import check_outputs, default_drift_path, default_output_paths, is_stdout
+    paths that would lose data (see `streamad.app.outputs.check_outputs`)."""
+    from streamad.app.outputs import check_outputs, default_drift_path, default_output_paths, is_stdout
 
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out-dir {out_dir} is not a directory")
@@ -319,12 +319,12 @@ def _run_replay(
     progress: bool,
     force: bool = False,
 ) -> None:
-    from connectors.sinks import DriftEventsFile, RejectsFile, StdoutSink, detection_sink
+    from streamad.connectors.sinks import DriftEventsFile, RejectsFile, StdoutSink, detection_sink
     from streamad.drift import DriftLog
     from streamad.metrics import start_metrics
-    from streamad.pacing import paced
-    from streamad.outputs import is_stdout
-    from streamad.replay import end_offset, replay as run
+    from streamad.app.pacing import paced
+    from streamad.app.outputs import is_stdout
+    from streamad.app.replay import end_offset, replay as run
 
     det_path, rej_path, drift_path = _check_outputs(
         file, out_dir, settings.output.detections, settings.output.rejects, settings.drift.events if settings.drift.enabled else False, summary_json, force
@@ -422,7 +422,7 @@ def open_source(file: Path, settings: Any, delimiter: Optional[str], permute: Op
     notes: list[str] = []
     _check_input(file)
     if file.suffix.lower() == ".mat":
-        from connectors.odds import MatSource
+        from streamad.connectors.odds import MatSource
 
         if settings.record.features or settings.record.key or settings.record.timestamp:
             raise ConfigError(".mat files have no named columns: --features/--key/--timestamp do not apply")
@@ -436,7 +436,7 @@ def open_source(file: Path, settings: Any, delimiter: Optional[str], permute: Op
         return src, notes
     if permute is not None:
         raise ConfigError("--permute applies to .mat files only")
-    from connectors.csv_source import CsvSource
+    from streamad.connectors.csv_source import CsvSource
 
     r = settings.record
     schema = Schema(features=r.features, key=r.key, timestamp=r.timestamp, label=r.label, exclude=tuple(r.exclude))
@@ -467,7 +467,7 @@ def demo(
         raise InputError(f"cannot create --out-dir {out_dir}: {e.strerror or e}") from None
     # Say something at once: loading numpy, scipy and PyTorch takes a few seconds.
     typer.echo(f"generating a {records:,}-record sensor stream (seed {seed}) with planted anomalies and drift...", err=True)
-    from streamad.demo import run_demo
+    from streamad.app.demo import run_demo
 
     settings = _load_settings(None, _prune({"detector": {"name": detector}}))
     show = progress and sys.stderr.isatty()
@@ -482,13 +482,13 @@ def run(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Settings file (YAML) with a kafka section; STREAMAD_* variables override it."),
 ) -> None:
     """Attach to Kafka as a consumer group member: score records, publish detections, until SIGTERM/SIGINT."""
-    from connectors.kafka.signals import StopSignals
+    from streamad.app.signals import StopSignals
 
     StopSignals.install()  # first: a stop signal during start-up is then noticed and logged
     settings = _load_settings(config, {})
     logging.getLogger().setLevel(settings.log_level)
     # The Kafka client is imported here only: streamad/ never needs it otherwise.
-    from connectors.kafka import KafkaApp
+    from streamad.app.kafka import KafkaApp
     from streamad.metrics import start_metrics
 
     kafka_app = KafkaApp(settings)

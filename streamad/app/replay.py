@@ -19,7 +19,7 @@ import numpy as np
 
 from streamad.config import Settings
 from streamad.evaluation import quality
-from streamad.outputs import default_drift_path, default_output_paths, output_prefix  # noqa: F401 (where they were)
+from streamad.app.outputs import default_drift_path, default_output_paths, output_prefix  # noqa: F401 (where they were)
 from streamad.pipeline import Counts, Observer, Pipeline, RejectSink, Sink, Source, WindowResult
 from streamad.records import Lane
 

@@ -36,8 +36,8 @@ from streamad.config import KafkaSettings
 from streamad.errors import StreamadError
 from streamad.records import Batch, Lane
 
-from connectors.kafka.decoder import JsonDecoder
-from connectors.kafka.options import Backoff, sleep
+from streamad.connectors.kafka.decoder import JsonDecoder
+from streamad.connectors.kafka.options import Backoff, describe_error, retriable, sleep
 
 log = logging.getLogger("streamad.kafka")
 
@@ -237,14 +237,14 @@ class KafkaSource:
         try:
             begins = self.consumer.beginning_offsets(todo, timeout_ms=COMMIT_TIMEOUT_MS)
         except Exception as e:  # noqa: BLE001 - retried at the next poll
-            log.warning("kafka: cannot ask the broker where %s start, is it reachable? (%s); retrying", _names(todo), _describe(e))
+            log.warning("kafka: cannot ask the broker where %s start, is it reachable? (%s); retrying", _names(todo), describe_error(e))
             return
         for tp in todo:
             lane = Lane(tp.topic, tp.partition)
             try:
                 committed = self.consumer.committed(tp, timeout_ms=COMMIT_TIMEOUT_MS)
             except Exception as e:  # noqa: BLE001 - retried at the next poll
-                log.warning("kafka: cannot read the committed offset of %s, is the broker reachable? (%s); retrying", lane, _describe(e))
+                log.warning("kafka: cannot read the committed offset of %s, is the broker reachable? (%s); retrying", lane, describe_error(e))
                 return
             learned = self.resume_offset(lane)
             known = [o for o in (committed, learned) if o is not None]
@@ -284,7 +284,7 @@ class KafkaSource:
                 polled = self.consumer.poll(timeout_ms=self.poll_timeout_ms)
             except Exception as e:  # noqa: BLE001 - sorted below
                 self._raise_hook_error()
-                if not _retriable(e):
+                if not retriable(e, timeouts=True):
                     raise
                 self._broker_trouble(e)
                 yield None
@@ -320,7 +320,7 @@ class KafkaSource:
         delay = self._outage.next()
         log.warning(
             "kafka: the brokers cannot be reached while reading (%s); polling again in %.1f s (attempt %d, %.0f s so far)",
-            _describe(e),
+            describe_error(e),
             delay,
             self._outage.attempts,
             self._outage.elapsed,
@@ -438,7 +438,7 @@ class KafkaSource:
         try:
             return int(self.consumer.beginning_offsets([tp], timeout_ms=COMMIT_TIMEOUT_MS)[tp])
         except Exception as e:  # noqa: BLE001
-            log.warning("kafka: cannot ask the broker where %s starts (%s); checking again later", Lane(tp.topic, tp.partition), _describe(e))
+            log.warning("kafka: cannot ask the broker where %s starts (%s); checking again later", Lane(tp.topic, tp.partition), describe_error(e))
             return None
 
     # -- committing -----------------------------------------------------------------------
@@ -460,7 +460,7 @@ class KafkaSource:
         except CommitFailedError as e:
             log.warning("kafka: offset commit refused (%s): the group is rebalancing; the partitions' next owner resumes from the checkpoint", e)
         except Exception as e:  # noqa: BLE001 - broker away: commit again at the next checkpoint
-            log.warning("kafka: offset commit failed, is the broker reachable? (%s); committing again at the next checkpoint", _describe(e))
+            log.warning("kafka: offset commit failed, is the broker reachable? (%s); committing again at the next checkpoint", describe_error(e))
         else:
             for tp, om in todo.items():
                 self._committed[tp] = om.offset
@@ -517,7 +517,7 @@ class KafkaSource:
             known = self.consumer.topics()
             missing = [t for t in self.settings.topics if t not in known]
         except Exception as e:  # noqa: BLE001
-            log.warning("kafka: no partitions assigned for %.0f s and the brokers cannot be asked for topics (%s)", now - self._quiet_since, _describe(e))
+            log.warning("kafka: no partitions assigned for %.0f s and the brokers cannot be asked for topics (%s)", now - self._quiet_since, describe_error(e))
             return
         if missing:
             log.warning("kafka: input topic(s) %s do not exist; waiting for them", ", ".join(missing))
@@ -532,18 +532,7 @@ class KafkaSource:
         try:
             self.consumer.close(autocommit=False, timeout_ms=timeout_ms)
         except Exception as e:  # noqa: BLE001
-            log.warning("kafka: closing the consumer: %s", _describe(e))
-
-
-def _retriable(e: BaseException) -> bool:
-    from kafka.errors import KafkaConnectionError, KafkaTimeoutError, RetriableError
-
-    return isinstance(e, (RetriableError, KafkaConnectionError, KafkaTimeoutError)) or getattr(e, "retriable", False) is True
-
-
-def _describe(e: BaseException) -> str:
-    text = str(e)
-    return type(e).__name__ if text in ("", "None", type(e).__name__) or text.startswith(type(e).__name__) else f"{type(e).__name__}: {text}"
+            log.warning("kafka: closing the consumer: %s", describe_error(e))
 
 
 def _names(tps: Any) -> str:

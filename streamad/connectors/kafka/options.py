@@ -204,7 +204,7 @@ class RepeatFilter(logging.Filter):
         self._last[key] = now
         if record.exc_info and not logging.getLogger(self.prefix).isEnabledFor(logging.DEBUG):
             error = record.exc_info[1]
-            record.msg = f"{record.getMessage()} ({_describe(error)})" if error is not None else record.getMessage()
+            record.msg = f"{record.getMessage()} ({describe_error(error)})" if error is not None else record.getMessage()
             record.args = None
             record.exc_info = None
             record.exc_text = None
@@ -225,6 +225,16 @@ def quiet_kafka(debug: bool = False) -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _describe(e: BaseException) -> str:
+def describe_error(e: BaseException) -> str:
+    """A client error in one line: its type, and its message when that adds anything."""
     text = str(e)
     return type(e).__name__ if text in ("", "None", type(e).__name__) or text.startswith(type(e).__name__) else f"{type(e).__name__}: {text}"
+
+
+def retriable(e: BaseException, timeouts: bool = False) -> bool:
+    """Whether a client error may pass if tried again (a broker away, a leader moving);
+    with ``timeouts``, a request that timed out counts too."""
+    from kafka.errors import KafkaConnectionError, KafkaTimeoutError, RetriableError
+
+    kinds: tuple[type[BaseException], ...] = (RetriableError, KafkaConnectionError) + ((KafkaTimeoutError,) if timeouts else ())
+    return isinstance(e, kinds) or getattr(e, "retriable", False) is True

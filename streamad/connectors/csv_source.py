@@ -19,12 +19,12 @@ close is rejected as ``malformed``.
   codes of `streamad.schema` (``non_numeric``, ``bad_timestamp``...). A NUL byte is
   just a character that makes its field unparseable.
 - Compressed files (gzip, bz2, xz, zstd) and byte-order marks are handled by
-  `connectors.textio`; UTF-16 and UTF-32 files with a BOM are read too.
+  `streamad.connectors.textio`; UTF-16 and UTF-32 files with a BOM are read too.
 - The file as a whole is refused (`InputError`) only when it is empty, has no
   header, or is binary: NUL bytes in the first line, or more than a tenth of the
   first 64 KiB (and at least 64 bytes) being control bytes.
 
-Reconciliation: `connectors.textio.RecordCounter` counts the non-blank lines at the
+Reconciliation: `streamad.connectors.textio.RecordCounter` counts the non-blank lines at the
 byte level as the bytes stream by, independently of the parsing. After the
 iteration ends, ``records_in_file`` holds that count less the header, and
 ``records_delivered`` what the parser made of it (records in batches + rejects); the
@@ -46,7 +46,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from connectors.textio import WHITESPACE, WHITESPACE_STR, CountingReader, DecodedStream, count_records, physical_lines
+from streamad.connectors.textio import WHITESPACE, WHITESPACE_STR, CountingReader, DecodedStream, count_records, physical_lines
 from streamad.errors import InputError
 from streamad.records import Batch, Lane, Reject
 from streamad.schema import Schema

@@ -1,8 +1,8 @@
-"""Kafka: a consumer-group source, detection and dead-letter sinks, and the app that
-runs the pipeline between them (``streamad run``). Uses kafka-python.
+"""Kafka: a consumer-group source, detection, drift and dead-letter sinks, and the
+decoder of input messages; uses kafka-python. The worker that runs the pipeline between
+them (``streamad run``) is ``streamad.app.kafka``.
 
-Names are imported on first use, so ``connectors.kafka.signals`` can be imported
-(and its handlers installed) before kafka-python is loaded.
+Names are imported on first use, so importing this package does not load kafka-python.
 """
 
 from __future__ import annotations
@@ -11,10 +11,7 @@ import importlib
 from typing import Any
 
 _WHERE = {
-    "KafkaApp": "app",
-    "KafkaStartError": "app",
     "OffsetResetError": "source",
-    "run": "app",
     "JsonDecoder": "decoder",
     "KafkaReject": "decoder",
     "KafkaSource": "source",
@@ -22,7 +19,6 @@ _WHERE = {
     "KafkaDeadLetterSink": "sink",
     "DeliveryError": "sink",
     "DeliveryInterrupted": "sink",
-    "StopSignals": "signals",
 }
 
 __all__ = list(_WHERE)

@@ -22,8 +22,8 @@ from streamad.detection import DetectionBatch
 from streamad.errors import StreamadError
 from streamad.records import Reject
 
-from connectors.kafka.decoder import KafkaReject
-from connectors.kafka.options import Backoff, sleep
+from streamad.connectors.kafka.decoder import KafkaReject
+from streamad.connectors.kafka.options import Backoff, describe_error, retriable, sleep
 
 log = logging.getLogger("streamad.kafka")
 
@@ -160,7 +160,7 @@ class _Outbox:
         try:
             fut = self.producer.send(topic, value=value, key=key, headers=headers)
         except Exception as e:  # noqa: BLE001 - every error is handled at flush
-            if _retriable(e):
+            if retriable(e):
                 self._blocked = e
             self._failed.append((msg, e))
             return None
@@ -191,7 +191,7 @@ class _Outbox:
                 waited += FLUSH_SLICE_SECONDS
                 if waited - told >= FLUSH_WAIT_SECONDS:
                     told = waited
-                    log.warning("kafka: waiting for the broker to acknowledge %s (%.0f s so far: %s)", self.what, waited, _describe(e))
+                    log.warning("kafka: waiting for the broker to acknowledge %s (%.0f s so far: %s)", self.what, waited, describe_error(e))
                 if self.should_stop():
                     raise DeliveryInterrupted(f"stopped while {self.what} were unacknowledged") from None
                 continue
@@ -214,8 +214,8 @@ class _Outbox:
             else:
                 stale = [(m, e) for m, e in failed if _producer_state(e)]
                 failed = [(m, e) for m, e in failed if not _producer_state(e)]
-            fatal = [(m, e) for m, e in failed if not _retriable(e)]
-            failed = self.refused(fatal) + [(m, e) for m, e in failed if _retriable(e)]
+            fatal = [(m, e) for m, e in failed if not retriable(e)]
+            failed = self.refused(fatal) + [(m, e) for m, e in failed if retriable(e)]
             if stale:
                 failed += stale
                 if not self._renew(stale):
@@ -232,7 +232,7 @@ class _Outbox:
                 "kafka: %d %s not acknowledged by the broker (%s); sending them again in %.1f s (attempt %d)",
                 len(failed),
                 self.what,
-                _describe(failed[0][1]),
+                describe_error(failed[0][1]),
                 delay,
                 backoff.attempts,
             )
@@ -256,7 +256,7 @@ class _Outbox:
         log.warning(
             "kafka: the broker does not know this producer any more (%s; did it restart without its data?): "
             "sending %d %s again from a new producer",
-            _describe(stale[0][1]),
+            describe_error(stale[0][1]),
             len(stale),
             self.what,
         )
@@ -269,7 +269,7 @@ class _Outbox:
         """Non-retriable failures: raise, or return messages to send again as they are."""
         if failures:
             (topic, *_), error = failures[0]
-            raise DeliveryError(f"kafka: the broker refused {len(failures)} {self.what} for topic {topic!r}: {_describe(error)}")
+            raise DeliveryError(f"kafka: the broker refused {len(failures)} {self.what} for topic {topic!r}: {describe_error(error)}")
         return []
 
 
@@ -409,16 +409,5 @@ class KafkaDeadLetterSink:
 
 def _producer_state(e: BaseException) -> bool:
     return type(e).__name__ in PRODUCER_STATE_ERRORS
-
-
-def _retriable(e: BaseException) -> bool:
-    from kafka.errors import KafkaConnectionError, RetriableError
-
-    return isinstance(e, (RetriableError, KafkaConnectionError)) or getattr(e, "retriable", False) is True
-
-
-def _describe(e: BaseException) -> str:
-    text = str(e)
-    return type(e).__name__ if text in ("", "None", type(e).__name__) or text.startswith(type(e).__name__) else f"{type(e).__name__}: {text}"
 
 

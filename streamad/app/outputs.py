@@ -90,7 +90,7 @@ def output_origin(path: Path) -> tuple[str, str | None]:
         src = record.get("source")
         stream = src.get("stream") if isinstance(src, dict) else src if "read" in record else record.get("stream")
         return ("streamad", stream) if isinstance(stream, str) else ("other", None)
-    from connectors.sinks import CsvSink, RejectsFile
+    from streamad.connectors.sinks import CsvSink, RejectsFile
 
     text = head.decode("utf-8", errors="replace").splitlines()
     for columns in (CsvSink.COLUMNS, RejectsFile.COLUMNS):

@@ -20,18 +20,18 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from streamad.config import Settings
-from streamad.drift import DriftLog, JsonlDriftSink
+from streamad.drift import DriftLog
 from streamad.errors import ConfigError, StreamadError
 from streamad.pipeline import Counts, Observer, Pipeline
 from streamad.records import Lane
 from streamad.state import StateStore
 
-from connectors.kafka.decoder import JsonDecoder
-from connectors.kafka.options import Backoff, RepeatFilter, client_options, quiet_kafka, redacted, sleep
-from connectors.kafka.signals import StopSignals, main_thread
-from connectors.kafka.sink import DeliveryInterrupted, KafkaDeadLetterSink, KafkaDetectionSink, KafkaDriftSink, Producer, _describe, _retriable
-from connectors.kafka.source import KafkaSource, TopicIds
-from connectors.sinks import FanoutSink
+from streamad.connectors.kafka.decoder import JsonDecoder
+from streamad.connectors.kafka.options import Backoff, RepeatFilter, client_options, describe_error, quiet_kafka, redacted, retriable, sleep
+from streamad.app.signals import StopSignals, main_thread
+from streamad.connectors.kafka.sink import DeliveryInterrupted, KafkaDeadLetterSink, KafkaDetectionSink, KafkaDriftSink, Producer
+from streamad.connectors.kafka.source import KafkaSource, TopicIds
+from streamad.connectors.sinks import DriftEventsFile, FanoutSink
 
 log = logging.getLogger("streamad.kafka")
 
@@ -206,7 +206,7 @@ class KafkaApp:
         try:
             close(**kwargs)
         except Exception as e:  # noqa: BLE001
-            log.warning("kafka: closing a client: %s", _describe(e))
+            log.warning("kafka: closing a client: %s", describe_error(e))
 
     def _drift_log(self, producer: Producer) -> DriftLog | None:
         """Drift events are logged, and sent to the drift topic and/or file when set."""
@@ -217,7 +217,7 @@ class KafkaApp:
         if k.drift_topic is not None:
             sinks.append(KafkaDriftSink(producer, k.drift_topic, k.retry, self._give_up))
         if s.drift.events is not None:
-            sinks.append(JsonlDriftSink(s.drift.events))
+            sinks.append(DriftEventsFile(s.drift.events, append=True))
         return DriftLog(FanoutSink(sinks) if len(sinks) > 1 else (sinks[0] if sinks else None))
 
     # -- hooks of the source ---------------------------------------------------------------
@@ -288,18 +288,18 @@ class KafkaApp:
             except KafkaConfigurationError as e:
                 raise ConfigError(f"kafka: {e}") from None
             except Exception as e:  # noqa: BLE001 - sorted below
-                if not _retriable(e):
-                    raise KafkaStartError(f"kafka: cannot start the {what} ({servers}): {_describe(e)}") from None
+                if not retriable(e):
+                    raise KafkaStartError(f"kafka: cannot start the {what} ({servers}): {describe_error(e)}") from None
                 if backoff.exhausted():
                     raise KafkaStartError(
-                        f"kafka: no broker reachable at {servers} after {backoff.elapsed:.0f} s (kafka.retry.give_up_after_seconds): {_describe(e)}"
+                        f"kafka: no broker reachable at {servers} after {backoff.elapsed:.0f} s (kafka.retry.give_up_after_seconds): {describe_error(e)}"
                     ) from None
                 delay = backoff.next()
                 log.warning(
                     "kafka: cannot reach the brokers at %s for the %s (%s); retrying in %.1f s (attempt %d, %.0f s so far)",
                     servers,
                     what,
-                    _describe(e),
+                    describe_error(e),
                     delay,
                     backoff.attempts,
                     backoff.elapsed,

@@ -31,7 +31,7 @@ def _blocker(path: Path) -> Path | None:
     return None
 
 
-def _open_for_writing(path: Path) -> IO[bytes]:
+def _open_for_writing(path: Path, append: bool = False) -> IO[bytes]:
     if str(path) in ("", "."):
         raise InputError("an output path is empty")
     blocker = _blocker(path)
@@ -41,7 +41,7 @@ def _open_for_writing(path: Path) -> IO[bytes]:
         raise InputError(f"cannot write {path}: it is a directory")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return open(path, "wb")
+        return open(path, "ab" if append else "wb")
     except OSError as e:
         raise InputError(f"cannot write {path}: {e.strerror or e}") from None
 
@@ -65,9 +65,9 @@ def _guarded(path: Path | None, what: Callable[[], None]) -> None:
 
 
 class _FileSink:
-    def __init__(self, path: str | Path | None, stream: IO[bytes] | None = None) -> None:
+    def __init__(self, path: str | Path | None, stream: IO[bytes] | None = None, append: bool = False) -> None:
         self.path = None if path is None else Path(path)
-        self._f = stream if stream is not None else _open_for_writing(self.path)  # type: ignore[arg-type]
+        self._f = stream if stream is not None else _open_for_writing(self.path, append)  # type: ignore[arg-type]
         self._owns = stream is None
         self._sync = self._owns and is_regular(self._f)
         self._failed = False
@@ -235,9 +235,11 @@ def detection_sink(path: str | Path) -> JsonlSink | CsvSink:
 
 
 class DriftEventsFile(_FileSink):
-    """Drift events of a replay as JSON lines; unlike `streamad.drift.JsonlDriftSink`
-    (which appends, for a long-running worker), a replay's file holds that replay's
-    events only."""
+    """Drift events as JSON lines: a replay's file holds that replay's events only; a
+    long-running worker appends (``append=True``), so a restart keeps the earlier ones."""
+
+    def __init__(self, path: str | Path, append: bool = False) -> None:
+        super().__init__(path, append=append)
 
     def write(self, events: Sequence[Any]) -> None:
         self._write(b"".join(e.to_json() + b"\n" for e in events))

@@ -141,9 +141,9 @@ def run_demo(
 ) -> tuple[Any, Path]:
     """Generate the stream, replay it through the pipeline, write detections and the plot.
     ``batches`` wraps the source (a progress bar); ``say`` reports each step."""
-    from connectors.odds import ArraySource
-    from connectors.sinks import JsonlSink, RejectsFile
-    from streamad.replay import replay
+    from streamad.connectors.odds import ArraySource
+    from streamad.connectors.sinks import JsonlSink, RejectsFile
+    from streamad.app.replay import replay
 
     tell = say or (lambda message: None)
     stream = generate(n=n, seed=seed)
