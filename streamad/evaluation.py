@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import rankdata
 
 
 def roc_auc(y: np.ndarray, s: np.ndarray) -> float:
@@ -19,7 +18,9 @@ def roc_auc(y: np.ndarray, s: np.ndarray) -> float:
     n0 = len(y) - n1
     if n1 == 0 or n0 == 0:
         return float("nan")
-    r = rankdata(s)
+    import pandas as pd
+
+    r = pd.Series(np.asarray(s, dtype=np.float64)).rank(method="average").to_numpy()  # ties share their mean rank
     return float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 

@@ -488,6 +488,9 @@ def run(
     settings = _load_settings(config, {})
     logging.getLogger().setLevel(settings.log_level)
     # The Kafka client is imported here only: streamad/ never needs it otherwise.
+    from streamad.errors import require
+
+    require("kafka", "kafka", "streamad run")
     from streamad.app.kafka import KafkaApp
     from streamad.metrics import start_metrics
 

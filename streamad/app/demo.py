@@ -34,9 +34,14 @@ class DemoStream:
 
 
 def _ar1(rng: np.random.Generator, n: int, phi: float, sigma: float) -> np.ndarray:
-    from scipy.signal import lfilter
-
-    return lfilter([1.0], [1.0, -phi], rng.normal(0.0, sigma * np.sqrt(1 - phi**2), n))
+    """``y[t] = e[t] + phi * y[t-1]`` with stationary variance ``sigma**2``."""
+    e = rng.normal(0.0, sigma * np.sqrt(1 - phi**2), n)
+    y = np.empty(n)
+    prev = 0.0
+    for t, et in enumerate(e.tolist()):
+        prev = et + phi * prev
+        y[t] = prev
+    return y
 
 
 def generate(n: int = 20_000, seed: int = 7, drift: bool = True, anomalies: bool = True) -> DemoStream:
@@ -138,7 +143,7 @@ def run_demo(
     seed: int = 7,
     batches: Callable[[Any], Iterable[Any]] | None = None,
     say: Callable[[str], None] | None = None,
-) -> tuple[Any, Path]:
+) -> tuple[Any, Path | None]:
     """Generate the stream, replay it through the pipeline, write detections and the plot.
     ``batches`` wraps the source (a progress bar); ``say`` reports each step."""
     from streamad.connectors.odds import ArraySource
@@ -164,7 +169,13 @@ def run_demo(
     finally:
         sink.close()
         rejects.close()
+    summary.outputs = {"detections": str(det_path), "rejects": f"{rej_path} ({rejects.written} rows)"}
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        summary.notes.append("no plot: it needs matplotlib (pip install 'streamad-loe[plot]')")
+        return summary, None
     tell(f"plotting to {out_dir / 'demo.png'}...")
     png = plot(stream, recorder, out_dir / "demo.png")
-    summary.outputs = {"detections": str(det_path), "rejects": f"{rej_path} ({rejects.written} rows)", "plot": str(png)}
+    summary.outputs["plot"] = str(png)
     return summary, png

@@ -28,6 +28,10 @@ def load_mat(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
         raise InputError(f"cannot read {path}: {e.strerror or e}") from None
     if not head:
         raise InputError(f"{path} is empty")
+    from streamad.errors import require
+
+    require("scipy", "mat", "reading MATLAB .mat files")
+    require("h5py", "mat", "reading MATLAB .mat files")
     arrays = _read_hdf5(path) if _is_hdf5(path) else _read_v5(path)
     if "X" not in arrays:
         found = ", ".join(sorted(arrays)) or "nothing"

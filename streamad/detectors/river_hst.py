@@ -61,6 +61,9 @@ class RiverHST(Detector):
         self.model = self._model()
 
     def _model(self) -> Any:
+        from streamad.errors import require
+
+        require("river", "river", "the river-hst detector")
         from river.anomaly import HalfSpaceTrees
 
         return HalfSpaceTrees(n_trees=self.n_trees, height=self.height, window_size=self.window_size, seed=self.seed)
