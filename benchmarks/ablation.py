@@ -32,11 +32,11 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
-
 
 from benchmarks.odds import DATASETS, RESULTS, SEEDS, _commit, _default_data_dir, _machine, metrics, protocol_records, run_pool, single_thread
 from benchmarks.variants import VARIANTS
@@ -91,9 +91,9 @@ def run_one(job: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _run(X: np.ndarray, overrides: Mapping[str, Any]) -> tuple[np.ndarray, float]:
+    from streamad.config import load_settings
     from streamad.connectors.odds import ArraySource
     from streamad.connectors.sinks import NullSink
-    from streamad.config import load_settings
     from streamad.pipeline import Observer, Pipeline, WindowResult
 
     settings = load_settings(None, overrides, env={})

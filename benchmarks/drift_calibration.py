@@ -16,12 +16,12 @@ from typing import Any
 
 
 def run(seed: int, drift: bool, anomalies: bool, overrides: dict[str, Any]) -> list[Any]:
+    from streamad.app.demo import generate
+    from streamad.app.replay import replay
+    from streamad.config import load_settings
     from streamad.connectors.odds import ArraySource
     from streamad.connectors.sinks import NullSink
-    from streamad.config import load_settings
-    from streamad.app.demo import generate
     from streamad.pipeline import Observer
-    from streamad.app.replay import replay
 
     class Collect(Observer):
         def __init__(self) -> None:
@@ -45,7 +45,7 @@ def main() -> None:
     a, b = (int(x) for x in args.seeds.split("-"))
     seeds = range(a, b + 1)
     overrides = {"drift": {"method": args.method, "action": "none"}}
-    print(f"| planted drift | anomalies | runs | runs with a feature alarm on temperature | alarms on other features | runs with a score alarm | first alarm (record, median) |")
+    print("| planted drift | anomalies | runs | runs with a feature alarm on temperature | alarms on other features | runs with a score alarm | first alarm (record, median) |")
     print("|---|---|---|---|---|---|---|")
     for drift in (True, False):
         for anomalies in (True, False):

@@ -60,8 +60,9 @@ import sys
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -216,14 +217,13 @@ def our_spec(item: str, overrides: Mapping[str, Any]) -> DetectorSpec:
 def run_streamad(X: np.ndarray, seed: int, config: str | None = None, overrides: Mapping[str, Any] | None = None) -> tuple[np.ndarray, float, dict[str, Any]]:
     """Stream ``X`` through the replay pipeline built from settings; scores of every
     record in stream order and the seconds of ``Pipeline.run``."""
+    from benchmarks.peers import Clock
+    from streamad.app.replay import window_description
+    from streamad.config import load_settings
     from streamad.connectors.odds import ArraySource
     from streamad.connectors.sinks import NullSink
-    from streamad.config import load_settings
     from streamad.factory import detector_name
     from streamad.pipeline import Observer, Pipeline, WindowResult
-    from streamad.app.replay import window_description
-
-    from benchmarks.peers import Clock
 
     settings = load_settings(config, _deep_merge(overrides or {}, {"detector": {"seed": seed}}), env={})
 
@@ -491,7 +491,7 @@ class Cell:
     records_sha: list[str] = dataclasses.field(default_factory=list)
 
     @staticmethod
-    def of(runs: Sequence[dict[str, Any] | None]) -> "Cell":
+    def of(runs: Sequence[dict[str, Any] | None]) -> Cell:
         ok = [r for r in runs if r is not None and r.get("status") == "ok"]
         statuses = [None if r is None else r.get("status") for r in runs]
         if len(ok) == len(runs) and runs:

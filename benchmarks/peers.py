@@ -21,7 +21,8 @@ for comparison; it is not protocol v1 and is never the default.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,7 @@ class Clock:
     """Wall and CPU seconds of a block: wall is the throughput's clock; CPU beside it
     shows whether the job had its core to itself on a shared machine."""
 
-    def __enter__(self) -> "Clock":
+    def __enter__(self) -> Clock:
         self.wall, self.cpu = -time.perf_counter(), -time.process_time()
         return self
 

@@ -32,14 +32,14 @@ import json  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Sequence  # noqa: E402
+from typing import Any
 
 import numpy as np  # noqa: E402
 
 from benchmarks.odds import RESULTS, _commit, _default_data_dir, _machine, _versions, metrics, single_thread  # noqa: E402
 from benchmarks.peers import Clock  # noqa: E402
-
 
 #: the second streamad row: the default detector training on a quarter of the records
 #: after its warm-up (every record is still scored)
@@ -47,12 +47,12 @@ FAST_PARAMS = {"train_share": 0.25}
 
 
 def run_ours(path: Path, workdir: Path, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    from streamad.app.replay import Recorder, window_description
+    from streamad.config import load_settings
     from streamad.connectors.odds import MatSource
     from streamad.connectors.sinks import JsonlSink
-    from streamad.config import load_settings
     from streamad.factory import detector_name
     from streamad.pipeline import Pipeline
-    from streamad.app.replay import Recorder, window_description
 
     overrides: dict[str, Any] = {"output": {"detections": str(workdir / "detections.jsonl")}}
     if params:

@@ -40,8 +40,9 @@ import datetime as dt
 import json
 import multiprocessing as mp
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -85,9 +86,9 @@ def _auc_ap(y: np.ndarray, s: np.ndarray) -> tuple[float, float]:
 
 def replay_arrays(X: np.ndarray, overrides: Mapping[str, Any], timestamps: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Scores and alarms of every scored row of ``X`` (row index = offset - 1)."""
+    from streamad.config import load_settings
     from streamad.connectors.odds import ArraySource
     from streamad.connectors.sinks import NullSink
-    from streamad.config import load_settings
     from streamad.pipeline import Observer, Pipeline, WindowResult
 
     settings = load_settings(None, dict(overrides), env={})

@@ -18,7 +18,8 @@ import json
 import math
 import sys
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 
 def messages(pumps: int, records: int, seed: int, clock: Any = time.time) -> Iterator[tuple[bytes, dict[str, Any]]]:

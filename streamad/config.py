@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
@@ -50,7 +51,7 @@ class WindowSettings(_Section):
     max_wait_seconds: float = Field(1.0, gt=0, description="a partial window waits at most this long on a live source")
 
     @model_validator(mode="after")
-    def _initial_below_size(self) -> "WindowSettings":
+    def _initial_below_size(self) -> WindowSettings:
         if self.initial_size is not None and self.initial_size > self.size:
             self.initial_size = self.size
         return self
@@ -80,7 +81,7 @@ class DetectorSettings(_Section):
         return v
 
     @model_validator(mode="after")
-    def _params_fit(self) -> "DetectorSettings":
+    def _params_fit(self) -> DetectorSettings:
         from streamad.detectors import ParamsError, validate_params
 
         try:
@@ -138,7 +139,7 @@ class DriftSettings(_Section):
     events: Path | None = Field(None, description="append drift events here as JSON lines")
 
     @model_validator(mode="after")
-    def _ks_range(self) -> "DriftSettings":
+    def _ks_range(self) -> DriftSettings:
         if self.method == "ks" and self.threshold is not None and self.threshold >= 1:
             raise ValueError("threshold: a KS statistic lies in [0, 1]; give a value below 1")
         return self
@@ -188,7 +189,7 @@ class KafkaRetrySettings(_Section):
     give_up_after_seconds: float | None = Field(None, gt=0, description="stop retrying at start after this long (default: never)")
 
     @model_validator(mode="after")
-    def _ordered(self) -> "KafkaRetrySettings":
+    def _ordered(self) -> KafkaRetrySettings:
         if self.max_backoff_seconds < self.initial_backoff_seconds:
             raise ValueError(
                 f"max_backoff_seconds ({self.max_backoff_seconds}) is lower than initial_backoff_seconds ({self.initial_backoff_seconds})"

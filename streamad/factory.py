@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from streamad.config import Settings, ThresholdSettings
 
 
-def apply_threads(settings: "Settings") -> None:
+def apply_threads(settings: Settings) -> None:
     """Give torch the configured number of threads: now if it is loaded, else when a
     neural detector first builds its network (detectors without one never load torch).
     Windows of a few hundred records through a network this small are dominated by
@@ -21,11 +21,11 @@ def apply_threads(settings: "Settings") -> None:
     set_threads(settings.threads)
 
 
-def detector_name(settings: "Settings") -> str:
+def detector_name(settings: Settings) -> str:
     return resolve(settings.detector.name)
 
 
-def build_detector(settings: "Settings") -> Detector:
+def build_detector(settings: Settings) -> Detector:
     params: dict[str, Any] = dict(settings.detector.params)
     name = detector_name(settings)
     if accepts(name, "seed"):
@@ -33,7 +33,7 @@ def build_detector(settings: "Settings") -> Detector:
     return make_detector(name, **params)
 
 
-def build_scaler(settings: "Settings", detector: Detector) -> Scaler:
+def build_scaler(settings: Settings, detector: Detector) -> Scaler:
     kind = settings.scaler.kind
     if kind == "auto":
         kind = detector.preferred_scaler
@@ -43,7 +43,7 @@ def build_scaler(settings: "Settings", detector: Detector) -> Scaler:
     return make_scaler(kind, **params)
 
 
-def build_threshold(t: "ThresholdSettings") -> Threshold:
+def build_threshold(t: ThresholdSettings) -> Threshold:
     common = {"min_records": t.warmup_records, "half_life": t.half_life}
     if t.kind == "spot":
         return make_threshold("spot", risk=t.risk, **common)

@@ -14,7 +14,8 @@ underflow and an overflow bin, and re-fitted when too much mass falls outside it
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

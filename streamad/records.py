@@ -7,8 +7,9 @@ A window is a `Batch` too.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -97,7 +98,7 @@ class Batch:
     def n_features(self) -> int:
         return self.X.shape[1]
 
-    def slice(self, start: int, stop: int) -> "Batch":
+    def slice(self, start: int, stop: int) -> Batch:
         return Batch(
             lane=self.lane,
             X=self.X[start:stop],
@@ -108,7 +109,7 @@ class Batch:
             arrival=self.arrival,
         )
 
-    def select(self, mask: np.ndarray) -> "Batch":
+    def select(self, mask: np.ndarray) -> Batch:
         return Batch(
             lane=self.lane,
             X=self.X[mask],
@@ -121,7 +122,7 @@ class Batch:
         )
 
     @staticmethod
-    def concat(parts: Sequence["Batch"]) -> "Batch":
+    def concat(parts: Sequence[Batch]) -> Batch:
         """Join batches of one lane; ``arrival`` is the earliest one."""
         if len(parts) == 1:
             p = parts[0]

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -54,7 +55,7 @@ class Schema:
     def roles(self) -> tuple[str, ...]:
         return tuple(c for c in (self.key, self.timestamp, self.label) if c)
 
-    def resolve(self, columns: Sequence[str], guess: bool = True) -> "Schema":
+    def resolve(self, columns: Sequence[str], guess: bool = True) -> Schema:
         """Fix the feature list against the columns of a file or first message.
 
         With ``guess``, a timestamp or label column with a well-known name is picked

@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from streamad.records import Batch
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamad.drift import DriftEvent, DriftLog
 from streamad.app.outputs import default_drift_path
+from streamad.drift import DriftEvent, DriftLog
 from streamad.records import Lane
 from tests.conftest import ROOT, run_cli
 

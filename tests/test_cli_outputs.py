@@ -5,8 +5,8 @@ only, and outputs that are devices or FIFOs."""
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import shutil
 import subprocess
 import sys

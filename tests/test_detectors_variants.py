@@ -12,9 +12,9 @@ import scipy.io
 from benchmarks import loe_faithfulness
 from benchmarks.ablation import DEFAULT_VARIANTS
 from benchmarks.variants import VARIANTS
+from streamad.config import load_settings
 from streamad.connectors.odds import ArraySource
 from streamad.connectors.sinks import NullSink
-from streamad.config import load_settings
 from streamad.detectors import make_detector
 from streamad.detectors.loe_ae import LoeAE
 from streamad.learning.components import Components

@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 from scipy.signal import lfilter
 
-from streamad.connectors.odds import ArraySource
-from streamad.connectors.sinks import MemorySink
 from streamad import checkpoint
 from streamad.config import DriftSettings, load_settings
-from streamad.connectors.sinks import DriftEventsFile
+from streamad.connectors.odds import ArraySource
+from streamad.connectors.sinks import DriftEventsFile, MemorySink
 from streamad.drift import DriftEvent, DriftMonitor, FeatureDrift, ScoreDrift
 from streamad.errors import ConfigError
 from streamad.pipeline import Observer, Pipeline

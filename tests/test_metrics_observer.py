@@ -9,20 +9,19 @@ import urllib.request
 
 import numpy as np
 import pytest
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client import generate_latest
 
+from streamad.app.demo import generate
+from streamad.app.replay import default_drift_path
+from streamad.config import load_settings
 from streamad.connectors.odds import ArraySource
 from streamad.connectors.sinks import MemorySink
-from streamad.config import load_settings
-from streamad.app.demo import generate
 from streamad.detectors.base import LearnReport
 from streamad.errors import ConfigError
 from streamad.metrics import LATENCY_BUCKETS, MetricsObserver, VectorHistogram, start_metrics
 from streamad.pipeline import Pipeline, WindowResult
 from streamad.records import Batch, Lane
-from streamad.app.replay import default_drift_path
 from tests.conftest import run_cli
 
 

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from streamad import checkpoint
-from streamad.model import Model
-from streamad.pipeline import Pipeline, detect
 from streamad.app.replay import Recorder
 from streamad.config import load_settings
+from streamad.model import Model
+from streamad.pipeline import Pipeline, detect
 from streamad.sources import ArraySource
 from streamad.threshold import QuantileThreshold
 

@@ -1,14 +1,14 @@
 import numpy as np
 import pytest
 
+from streamad import checkpoint
+from streamad.app.replay import Recorder
+from streamad.config import load_settings
 from streamad.connectors.odds import ArraySource
 from streamad.connectors.sinks import MemorySink
-from streamad import checkpoint
-from streamad.config import load_settings
 from streamad.detectors import available
 from streamad.pipeline import Observer, Pipeline
 from streamad.records import Batch, Lane
-from streamad.app.replay import Recorder
 from streamad.state import StateStore
 from streamad.window import WindowBuffer
 

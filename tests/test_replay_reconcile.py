@@ -11,8 +11,8 @@ import threading
 
 import numpy as np
 
-from streamad.pipeline import Counts
 from streamad.app.replay import Summary
+from streamad.pipeline import Counts
 from tests.conftest import ROOT
 
 

@@ -4,9 +4,9 @@ score or an attribution, and a stream of constants raises no alarm, whatever the
 import numpy as np
 import pytest
 
+from streamad.config import load_settings
 from streamad.connectors.odds import ArraySource
 from streamad.connectors.sinks import MemorySink
-from streamad.config import load_settings
 from streamad.detectors import available, make_detector
 from streamad.pipeline import Pipeline
 

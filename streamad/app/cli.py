@@ -8,15 +8,16 @@ import math
 import os
 import stat
 import sys
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, NoReturn, Optional
+from typing import Any, NoReturn
 
 import typer
 from typer.exceptions import TyperException
 
-from streamad.errors import ConfigError, InputError, StreamadError
 from streamad.app.outputs import OVERWRITE_RULE
+from streamad.errors import ConfigError, InputError, StreamadError
 
 app = typer.Typer(
     add_completion=False,
@@ -27,7 +28,7 @@ app = typer.Typer(
 )
 
 
-def _split(value: Optional[str]) -> Optional[list[str]]:
+def _split(value: str | None) -> list[str] | None:
     if value is None:
         return None
     return [v.strip() for v in value.split(",") if v.strip()]
@@ -95,7 +96,7 @@ class _logs_above:
         self.bar = bar
         self.handlers: list[tuple[logging.StreamHandler, Any]] = []
 
-    def __enter__(self) -> "_logs_above":
+    def __enter__(self) -> _logs_above:
         for h in logging.getLogger().handlers:
             if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) is sys.__stderr__:
                 # The live display has put a proxy in sys.stderr that prints above the bar.
@@ -134,38 +135,38 @@ _OUTPUTS_HELP = (
 )
 def replay(
     file: Path = typer.Argument(..., help="CSV/TSV file, or ODDS .mat (MATLAB v5 or v7.3)."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Settings file (YAML); options here override it."),
-    features: Optional[str] = typer.Option(None, help="Comma-separated feature columns (default: every column not given another role)."),
-    exclude: Optional[str] = typer.Option(None, help="Comma-separated columns to ignore."),
-    key: Optional[str] = typer.Option(None, help="Column holding the record key."),
-    timestamp: Optional[str] = typer.Option(None, help="Column holding the event time (ISO 8601 or epoch s/ms)."),
-    label: Optional[str] = typer.Option(None, help="Column holding the 0/1 label, used only for the final metrics."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="Settings file (YAML); options here override it."),
+    features: str | None = typer.Option(None, help="Comma-separated feature columns (default: every column not given another role)."),
+    exclude: str | None = typer.Option(None, help="Comma-separated columns to ignore."),
+    key: str | None = typer.Option(None, help="Column holding the record key."),
+    timestamp: str | None = typer.Option(None, help="Column holding the event time (ISO 8601 or epoch s/ms)."),
+    label: str | None = typer.Option(None, help="Column holding the 0/1 label, used only for the final metrics."),
     no_guess: bool = typer.Option(False, "--no-guess", help="Do not pick up timestamp/label columns by their names."),
-    delimiter: Optional[str] = typer.Option(None, help="Field delimiter: one character, or 'tab' / '\\t' (default: sniffed among , ; tab |)."),
-    detector: Optional[str] = typer.Option(None, help="Detector name (see `streamad detectors`)."),
+    delimiter: str | None = typer.Option(None, help="Field delimiter: one character, or 'tab' / '\\t' (default: sniffed among , ; tab |)."),
+    detector: str | None = typer.Option(None, help="Detector name (see `streamad detectors`)."),
     param: list[str] = typer.Option([], "--param", "-p", help="Detector parameter NAME=VALUE (repeatable)."),
-    seed: Optional[int] = typer.Option(None, help="Random seed of the detector (a non-negative integer)."),
-    window_size: Optional[int] = typer.Option(None, help="Records per window."),
-    initial_window_size: Optional[int] = typer.Option(None, help="Records in a lane's first window; each next one doubles up to --window-size."),
-    max_wait: Optional[float] = typer.Option(None, help="Seconds a partial window may wait before it is processed."),
-    threshold: Optional[str] = typer.Option(None, help="spot (extreme-value, target false-alarm rate) or quantile."),
-    risk: Optional[float] = typer.Option(None, help="Target false-alarm rate of the spot threshold."),
-    quantile: Optional[float] = typer.Option(None, help="Alarm quantile of the quantile threshold."),
-    warmup: Optional[int] = typer.Option(None, help="Records scored before any alarm may be raised."),
+    seed: int | None = typer.Option(None, help="Random seed of the detector (a non-negative integer)."),
+    window_size: int | None = typer.Option(None, help="Records per window."),
+    initial_window_size: int | None = typer.Option(None, help="Records in a lane's first window; each next one doubles up to --window-size."),
+    max_wait: float | None = typer.Option(None, help="Seconds a partial window may wait before it is processed."),
+    threshold: str | None = typer.Option(None, help="spot (extreme-value, target false-alarm rate) or quantile."),
+    risk: float | None = typer.Option(None, help="Target false-alarm rate of the spot threshold."),
+    quantile: float | None = typer.Option(None, help="Alarm quantile of the quantile threshold."),
+    warmup: int | None = typer.Option(None, help="Records scored before any alarm may be raised."),
     out_dir: Path = typer.Option(Path("streamad-out"), help="Where detections, rejects and drift events go unless named below."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Detections file (.jsonl or .csv; - for stdout, which then carries nothing else)."),
-    rejects: Optional[Path] = typer.Option(None, help="Rejected records file (.csv or .jsonl)."),
-    emit: Optional[str] = typer.Option(None, help="alarms (default) or all: which records get a detection message."),
-    speed: Optional[float] = typer.Option(None, help="Pace the replay to the timestamps, this many times faster (default: as fast as possible)."),
-    permute: Optional[int] = typer.Option(None, help=".mat only: stream in the benchmark protocol's order for this seed (a non-negative integer)."),
-    limit: Optional[int] = typer.Option(None, help="Stop after this many records."),
-    summary_json: Optional[Path] = typer.Option(None, help="Also write the summary as JSON here (- for stdout; the summary table then goes to stderr)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Detections file (.jsonl or .csv; - for stdout, which then carries nothing else)."),
+    rejects: Path | None = typer.Option(None, help="Rejected records file (.csv or .jsonl)."),
+    emit: str | None = typer.Option(None, help="alarms (default) or all: which records get a detection message."),
+    speed: float | None = typer.Option(None, help="Pace the replay to the timestamps, this many times faster (default: as fast as possible)."),
+    permute: int | None = typer.Option(None, help=".mat only: stream in the benchmark protocol's order for this seed (a non-negative integer)."),
+    limit: int | None = typer.Option(None, help="Stop after this many records."),
+    summary_json: Path | None = typer.Option(None, help="Also write the summary as JSON here (- for stdout; the summary table then goes to stderr)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on a terminal."),
-    metrics_port: Optional[int] = typer.Option(None, help="Serve Prometheus metrics on this port during the replay (0: any free port)."),
-    metrics_host: Optional[str] = typer.Option(None, help="Address the metrics endpoint listens on (default 0.0.0.0)."),
-    metrics_linger: Optional[float] = typer.Option(None, help="Keep serving metrics this many seconds after the replay, so a scrape sees the final values."),
-    drift: Optional[bool] = typer.Option(None, "--drift/--no-drift", help="Watch features and scores for drift (default: on)."),
-    drift_events: Optional[Path] = typer.Option(None, help="Drift events file (JSON lines; default: next to the detections)."),
+    metrics_port: int | None = typer.Option(None, help="Serve Prometheus metrics on this port during the replay (0: any free port)."),
+    metrics_host: str | None = typer.Option(None, help="Address the metrics endpoint listens on (default 0.0.0.0)."),
+    metrics_linger: float | None = typer.Option(None, help="Keep serving metrics this many seconds after the replay, so a scrape sees the final values."),
+    drift: bool | None = typer.Option(None, "--drift/--no-drift", help="Watch features and scores for drift (default: on)."),
+    drift_events: Path | None = typer.Option(None, help="Drift events file (JSON lines; default: next to the detections)."),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite output files even when they hold another input's results or were not written by streamad."),
 ) -> None:
     overrides = _prune(
@@ -204,7 +205,7 @@ def replay(
     _run_replay(file, settings, out_dir, delimiter, speed, permute, limit, summary_json, progress, force)
 
 
-def _delimiter(value: Optional[str]) -> Optional[str]:
+def _delimiter(value: str | None) -> str | None:
     """The field delimiter a user asked for, or ``None`` to sniff it.
 
     >>> _delimiter(";"), _delimiter("tab"), _delimiter("\\t"), _delimiter(None)
@@ -236,7 +237,7 @@ def _settings_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "STREAMAD_DEBUG"}
 
 
-def _load_settings(config: Optional[Path], overrides: Mapping[str, Any]) -> Any:
+def _load_settings(config: Path | None, overrides: Mapping[str, Any]) -> Any:
     """Settings from the config file, the environment and the options, with a bad
     config file (binary, a device, huge) refused in one line."""
     from streamad.config import load_settings
@@ -275,12 +276,12 @@ def _check_input(file: Path) -> None:
 def _check_outputs(
     file: Path,
     out_dir: Path,
-    detections: Optional[Path],
-    rejects: Optional[Path],
-    drift_events: Optional[Path] | bool,
-    summary_json: Optional[Path],
+    detections: Path | None,
+    rejects: Path | None,
+    drift_events: Path | None | bool,
+    summary_json: Path | None,
     force: bool,
-) -> tuple[Path, Path, Optional[Path]]:
+) -> tuple[Path, Path, Path | None]:
     """Where a replay's detections, rejects and drift events go (``None``: no drift
     events, when ``drift_events`` is False), refusing before anything is written the
     paths that would lose data (see `streamad.app.outputs.check_outputs`)."""
@@ -311,20 +312,21 @@ def _run_replay(
     file: Path,
     settings: Any,
     out_dir: Path,
-    delimiter: Optional[str],
-    speed: Optional[float],
-    permute: Optional[int],
-    limit: Optional[int],
-    summary_json: Optional[Path],
+    delimiter: str | None,
+    speed: float | None,
+    permute: int | None,
+    limit: int | None,
+    summary_json: Path | None,
     progress: bool,
     force: bool = False,
 ) -> None:
+    from streamad.app.outputs import is_stdout
+    from streamad.app.pacing import paced
+    from streamad.app.replay import end_offset
+    from streamad.app.replay import replay as run
     from streamad.connectors.sinks import DriftEventsFile, RejectsFile, StdoutSink, detection_sink
     from streamad.drift import DriftLog
     from streamad.metrics import start_metrics
-    from streamad.app.pacing import paced
-    from streamad.app.outputs import is_stdout
-    from streamad.app.replay import end_offset, replay as run
 
     det_path, rej_path, drift_path = _check_outputs(
         file, out_dir, settings.output.detections, settings.output.rejects, settings.drift.events if settings.drift.enabled else False, summary_json, force
@@ -358,7 +360,7 @@ def _run_replay(
                 files.callback(drift_log.close)  # first to close: logs the per-feature drift summary
                 observers.append(drift_log)
 
-            def reader_gone() -> Optional[str]:
+            def reader_gone() -> str | None:
                 return "stdout closed by its reader" if getattr(sink, "reader_gone", False) else None
 
             summary, _ = run(
@@ -415,7 +417,7 @@ def _linger(metrics: Any, seconds: float, interrupted: bool) -> None:
             pass
 
 
-def open_source(file: Path, settings: Any, delimiter: Optional[str], permute: Optional[int], limit: Optional[int]) -> tuple[Any, list[str]]:
+def open_source(file: Path, settings: Any, delimiter: str | None, permute: int | None, limit: int | None) -> tuple[Any, list[str]]:
     """A file source for a path: ``.mat`` as ODDS, anything else as delimited text."""
     from streamad.schema import Schema
 
@@ -455,7 +457,7 @@ def demo(
     out_dir: Path = typer.Option(Path("streamad-out"), help="Where the detections and the plot go."),
     records: int = typer.Option(20_000, min=2_000, max=10_000_000, help="Length of the generated stream."),
     seed: int = typer.Option(7, min=0, help="Seed of the generated stream."),
-    detector: Optional[str] = typer.Option(None, help="Detector name (default: the default detector)."),
+    detector: str | None = typer.Option(None, help="Detector name (default: the default detector)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on a terminal."),
 ) -> None:
     """Run the whole pipeline on a generated sensor stream with planted anomalies and drift."""
@@ -479,7 +481,7 @@ def demo(
 
 @app.command()
 def run(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Settings file (YAML) with a kafka section; STREAMAD_* variables override it."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="Settings file (YAML) with a kafka section; STREAMAD_* variables override it."),
 ) -> None:
     """Attach to Kafka as a consumer group member: score records, publish detections, until SIGTERM/SIGINT."""
     from streamad.app.signals import StopSignals
@@ -550,12 +552,12 @@ def _stdout_gone() -> NoReturn:
     raise SystemExit(141)
 
 
-def _warning_line(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Optional[str] = None) -> None:
+def _warning_line(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: str | None = None) -> None:
     """A library's warning as one log line, without the source line Python adds."""
     logging.getLogger("streamad").warning("%s: %s", category.__name__, _one_line(str(message)))
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     """The ``streamad`` entry point: no traceback reaches a user. Usage errors and bad
     files print one line ``streamad: error: ...`` and exit with status 2; anything
     unexpected prints one line too (STREAMAD_DEBUG=1 shows the traceback) and exits 1."""

@@ -14,9 +14,10 @@ be rejected, not scored.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -146,9 +147,9 @@ def run_demo(
 ) -> tuple[Any, Path | None]:
     """Generate the stream, replay it through the pipeline, write detections and the plot.
     ``batches`` wraps the source (a progress bar); ``say`` reports each step."""
+    from streamad.app.replay import replay
     from streamad.connectors.odds import ArraySource
     from streamad.connectors.sinks import JsonlSink, RejectsFile
-    from streamad.app.replay import replay
 
     tell = say or (lambda message: None)
     stream = generate(n=n, seed=seed)

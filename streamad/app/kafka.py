@@ -16,22 +16,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
+from streamad.app.signals import StopSignals, main_thread
 from streamad.config import Settings
+from streamad.connectors.kafka.decoder import JsonDecoder
+from streamad.connectors.kafka.options import Backoff, RepeatFilter, client_options, describe_error, quiet_kafka, redacted, retriable, sleep
+from streamad.connectors.kafka.sink import DeliveryInterrupted, KafkaDeadLetterSink, KafkaDetectionSink, KafkaDriftSink, Producer
+from streamad.connectors.kafka.source import KafkaSource, TopicIds
+from streamad.connectors.sinks import DriftEventsFile, FanoutSink
 from streamad.drift import DriftLog
 from streamad.errors import ConfigError, StreamadError
 from streamad.pipeline import Counts, Observer, Pipeline
 from streamad.records import Lane
 from streamad.state import StateStore
-
-from streamad.connectors.kafka.decoder import JsonDecoder
-from streamad.connectors.kafka.options import Backoff, RepeatFilter, client_options, describe_error, quiet_kafka, redacted, retriable, sleep
-from streamad.app.signals import StopSignals, main_thread
-from streamad.connectors.kafka.sink import DeliveryInterrupted, KafkaDeadLetterSink, KafkaDetectionSink, KafkaDriftSink, Producer
-from streamad.connectors.kafka.source import KafkaSource, TopicIds
-from streamad.connectors.sinks import DriftEventsFile, FanoutSink
 
 log = logging.getLogger("streamad.kafka")
 

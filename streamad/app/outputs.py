@@ -14,8 +14,9 @@ import hashlib
 import os
 import re
 import stat
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+
 
 def output_prefix(source: Path) -> str:
     """The name a replay's default outputs start with, unique per input path: the

@@ -10,16 +10,17 @@ import signal
 import stat
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
+from streamad.app.outputs import default_drift_path, default_output_paths, output_prefix  # noqa: F401 (where they were)
 from streamad.config import Settings
 from streamad.evaluation import quality
-from streamad.app.outputs import default_drift_path, default_output_paths, output_prefix  # noqa: F401 (where they were)
 from streamad.pipeline import Counts, Observer, Pipeline, RejectSink, Sink, Source, WindowResult
 from streamad.records import Lane
 
@@ -184,7 +185,7 @@ class Interrupts:
     def reason(self) -> str | None:
         return None if self.signal is None else self.NAMES.get(self.signal, f"signal {self.signal}")
 
-    def __enter__(self) -> "Interrupts":
+    def __enter__(self) -> Interrupts:
         if threading.current_thread() is threading.main_thread():
             for sig in self.NAMES:
                 try:

@@ -17,7 +17,8 @@ import logging
 import signal
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger("streamad.kafka")
 
@@ -31,7 +32,7 @@ class StopSignals:
     """Remembers the first stop signal and tells the listeners (at once, or when they
     register if it came before them)."""
 
-    _installed: "StopSignals | None" = None
+    _installed: StopSignals | None = None
 
     def __init__(self) -> None:
         self.received: str | None = None
@@ -41,7 +42,7 @@ class StopSignals:
         self._previous: dict[int, Any] = {}
 
     @classmethod
-    def install(cls) -> "StopSignals":
+    def install(cls) -> StopSignals:
         """The process's handlers (installed once; main thread only)."""
         if cls._installed is None:
             s = cls()
@@ -50,7 +51,7 @@ class StopSignals:
         return cls._installed
 
     @classmethod
-    def current(cls) -> "StopSignals | None":
+    def current(cls) -> StopSignals | None:
         return cls._installed
 
     def uninstall(self) -> None:

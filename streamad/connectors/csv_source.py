@@ -40,9 +40,9 @@ import re
 import stat
 import time
 import unicodedata
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -254,7 +254,7 @@ class _LineParser:
         # fields; a single column makes every blank line a row. Then test each line.
         self.check_blank = self.ncol == 1 or self.d in WHITESPACE_STR
 
-    def parse(self, start: int, body: bytes | None, oversized: tuple[int, bytes, int] | None, cut_off: bool) -> Iterator["_Parsed"]:
+    def parse(self, start: int, body: bytes | None, oversized: tuple[int, bytes, int] | None, cut_off: bool) -> Iterator[_Parsed]:
         """Groups of at most ``chunk_rows`` lines of ``body`` (complete lines, the first
         one being line ``start``) parsed, or the reject of one oversized line."""
         if oversized is not None:
@@ -280,7 +280,7 @@ class _LineParser:
         for k in range(0, len(tlines), size):
             yield self._parse_group(start + k, tlines[k : k + size], bad_bytes, cut_off and k + size >= len(tlines), quotes)
 
-    def _parse_group(self, start: int, tlines: list[str], bad_bytes: bool, cut_off: bool, quotes: bool) -> "_Parsed":
+    def _parse_group(self, start: int, tlines: list[str], bad_bytes: bool, cut_off: bool, quotes: bool) -> _Parsed:
         d, ncol = self.d, self.ncol
         rows: list[list[str] | None] = [ln.split(d) for ln in tlines]  # type: ignore[misc]
         rejects: list[Reject] = []
@@ -330,7 +330,7 @@ class _LineParser:
         rejects.sort(key=lambda r: r.offset)
         return _Parsed([rows[i] for i in keep], [start + i for i in keep], [tlines[i] for i in keep], rejects)  # type: ignore[misc]
 
-    def batch(self, p: "_Parsed") -> Batch:
+    def batch(self, p: _Parsed) -> Batch:
         if p.rows:
             cols_t = list(zip(*p.rows))
             cols = {c: cols_t[j] for c, j in self.used.items()}
@@ -356,7 +356,7 @@ class _Parsed:
     def last_line(self) -> int:
         return max(self.offsets[-1] if self.offsets else 0, max((r.offset for r in self.rejects), default=0))
 
-    def first(self, n: int) -> "_Parsed":
+    def first(self, n: int) -> _Parsed:
         """The first ``n`` records (rows and rejects together, in line order)."""
         last = sorted([*self.offsets, *(r.offset for r in self.rejects)])[n - 1]
         k = sum(1 for o in self.offsets if o <= last)  # offsets are increasing

@@ -22,8 +22,9 @@ import io
 import lzma
 import re
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from streamad.errors import InputError
 
@@ -249,7 +250,7 @@ class DecodedStream:
         finally:
             self._counting.close()
 
-    def __enter__(self) -> "DecodedStream":
+    def __enter__(self) -> DecodedStream:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from streamad.detectors.base import Detector, LearnReport
 from streamad.detectors.params import ParamsError, check_params, param_names, takes

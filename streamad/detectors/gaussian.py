@@ -8,7 +8,8 @@ and broken correlations between sensors, and it tells which features are off.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Mapping
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import Field

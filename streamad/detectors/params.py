@@ -23,8 +23,9 @@ import difflib
 import functools
 import inspect
 import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from pydantic_core import PydanticCustomError
@@ -68,7 +69,7 @@ class _Signature:
     open: bool  # takes **kwargs: other keys go through unchecked
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _signature(factory: Callable[..., Any]) -> _Signature:
     sig = inspect.signature(factory)
     target = factory.__init__ if isinstance(factory, type) else factory  # type: ignore[misc]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import random
-from typing import Annotated, Any, Mapping
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import Field

@@ -6,8 +6,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 from streamad.drift.monitor import DriftEvent, exceeding
 from streamad.records import Batch, Lane

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import orjson
@@ -143,7 +144,7 @@ class DriftMonitor:
             self.score = ScoreDrift(reference=settings.reference_records, chunk=settings.score_chunk, delta=settings.score_delta, threshold=settings.score_threshold)
         self.counts = {k: 0 for k in KINDS}
 
-    def update(self, window: Batch, scores: np.ndarray, warmup: bool) -> "DriftStatus":
+    def update(self, window: Batch, scores: np.ndarray, warmup: bool) -> DriftStatus:
         """Feed one processed window; scores of a model still warming up are not watched."""
         events: list[DriftEvent] = []
         if len(window):
@@ -160,7 +161,7 @@ class DriftMonitor:
             self.counts[e.kind] += 1
         return self.status(events)
 
-    def status(self, events: Sequence[DriftEvent] = ()) -> "DriftStatus":
+    def status(self, events: Sequence[DriftEvent] = ()) -> DriftStatus:
         fd, sd = self.features, self.score
         stats = dict(self.feature_statistics())
         # The gauge shows the value that raised an alarm, not the one after re-referencing.

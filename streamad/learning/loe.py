@@ -30,8 +30,9 @@ training losses ``L_n - L_a``; ``score``: the detection score of a density head)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 

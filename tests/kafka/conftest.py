@@ -19,8 +19,9 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import pytest
 import yaml
@@ -64,7 +65,7 @@ class Tansu:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.advertised_port or self.port}"
 
-    def start(self, timeout: float = 20.0) -> "Tansu":
+    def start(self, timeout: float = 20.0) -> Tansu:
         binary = tansu_binary()
         self.workdir.mkdir(parents=True, exist_ok=True)
         fixed = self.port is not None
@@ -153,7 +154,7 @@ class Proxy:
         self._lock = threading.Lock()
         self._up = False
 
-    def start(self) -> "Proxy":
+    def start(self) -> Proxy:
         srv = socket.socket()
         srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         srv.bind(("127.0.0.1", self.port))
@@ -248,7 +249,7 @@ class ResettingForwarder:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: Any = None
 
-    def start(self) -> "ResettingForwarder":
+    def start(self) -> ResettingForwarder:
         import asyncio
 
         self._thread.start()

@@ -4,7 +4,8 @@ and malformed messages of every kind with the reject code each must get."""
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import orjson

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamad.connectors.kafka.decoder import JsonDecoder
 from streamad.config import RecordSettings
+from streamad.connectors.kafka.decoder import JsonDecoder
 from streamad.records import REJECT_CODES, Lane
 from tests.kafka.streams import MALFORMED, MAX_MESSAGE_BYTES
 

@@ -78,8 +78,8 @@ def test_bad_yaml_and_unreadable_files(tmp_path):
 
 def test_the_example_config_is_valid(tmp_path):
     """examples/streamad.yaml loads (its SASL/SSL options pass kafka-python's checks)."""
-    from streamad.connectors.kafka.options import client_options
     from streamad.config import load_settings
+    from streamad.connectors.kafka.options import client_options
     from tests.conftest import ROOT
 
     s = load_settings(ROOT / "examples" / "streamad.yaml", env={})

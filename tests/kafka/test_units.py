@@ -4,8 +4,9 @@ client options. (The integration tests next to this file need one.)"""
 from __future__ import annotations
 
 import doctest
+from collections.abc import Callable
 from types import SimpleNamespace as Msg
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import orjson
@@ -13,13 +14,13 @@ import pytest
 from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError, TopicAuthorizationFailedError
 from kafka.future import Future
 
+import streamad.app.signals as signals_module
 import streamad.connectors.kafka.decoder as decoder_module
 import streamad.connectors.kafka.options as options_module
-import streamad.app.signals as signals_module
+from streamad.config import KafkaRetrySettings, RecordSettings, load_settings
 from streamad.connectors.kafka.decoder import JsonDecoder, KafkaReject
 from streamad.connectors.kafka.options import RepeatFilter, client_options
 from streamad.connectors.kafka.sink import DeliveryError, DeliveryInterrupted, KafkaDeadLetterSink, KafkaDetectionSink
-from streamad.config import KafkaRetrySettings, RecordSettings, load_settings
 from streamad.detection import DetectionBatch
 from streamad.errors import ConfigError
 from streamad.records import REJECT_CODES, Lane

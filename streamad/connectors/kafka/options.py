@@ -6,8 +6,9 @@ import difflib
 import logging
 import random
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from kafka.partitioner.default import murmur2
 from kafka.partitioner.sticky import StickyPartitioner

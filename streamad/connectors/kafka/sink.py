@@ -15,15 +15,15 @@ idempotent producer's sequence numbers mean nothing to it any more.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from streamad.config import KafkaRetrySettings
+from streamad.connectors.kafka.decoder import KafkaReject
+from streamad.connectors.kafka.options import Backoff, describe_error, retriable, sleep
 from streamad.detection import DetectionBatch
 from streamad.errors import StreamadError
 from streamad.records import Reject
-
-from streamad.connectors.kafka.decoder import KafkaReject
-from streamad.connectors.kafka.options import Backoff, describe_error, retriable, sleep
 
 log = logging.getLogger("streamad.kafka")
 

@@ -29,15 +29,15 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 from streamad.config import KafkaSettings
-from streamad.errors import StreamadError
-from streamad.records import Batch, Lane
-
 from streamad.connectors.kafka.decoder import JsonDecoder
 from streamad.connectors.kafka.options import Backoff, describe_error, retriable, sleep
+from streamad.errors import StreamadError
+from streamad.records import Batch, Lane
 
 log = logging.getLogger("streamad.kafka")
 
