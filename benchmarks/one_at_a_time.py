@@ -1,0 +1,162 @@
+"""One record at a time, as a river user drives a detector: records/s of score-then-learn.
+
+    python -m benchmarks.one_at_a_time [--file shuttle.mat] [--records 50000] [--repeats 3]
+
+Each record is scored by the model as it was before it, then learned, one Python call
+each, on the same records in the ODDS protocol's order (seed 0):
+
+- streamad's ``Model()`` (online scaler → default detector → threshold), with
+  ``score_one`` then ``learn_one`` on a NumPy row and on a dict; ``learn_one`` buffers
+  records and learns them as mini-batches;
+- river's ``HalfSpaceTrees`` behind ``MinMaxScaler`` (river's own recommendation),
+  ``score_one`` then ``learn_one`` on a dict;
+- pysad's LODA, ``fit_score_partial`` on a NumPy row (its docs' test-then-train call).
+
+Throughput counts the records after the warm-up (the first ``--warmup`` records, where
+a young streamad model learns small batches often), median over the repeats, one thread.
+Results go to benchmarks/results/one_at_a_time.md (and .json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.odds import RESULTS, _commit, _default_data_dir, _machine, _versions, single_thread
+
+Loop = Callable[[np.ndarray, int], float]
+
+
+def _timed(step: Callable[[Any], None], records: Sequence[Any], warmup: int) -> float:
+    """Records/s of ``step`` over the records after the first ``warmup``."""
+    for x in records[:warmup]:
+        step(x)
+    t0 = time.perf_counter()
+    for x in records[warmup:]:
+        step(x)
+    return (len(records) - warmup) / (time.perf_counter() - t0)
+
+
+def streamad_rows(X: np.ndarray, warmup: int) -> float:
+    from streamad import Model
+
+    model = Model()
+
+    def step(x: np.ndarray) -> None:
+        model.score_one(x)
+        model.learn_one(x)
+
+    return _timed(step, list(X), warmup)
+
+
+def streamad_dicts(X: np.ndarray, warmup: int) -> float:
+    from streamad import Model
+
+    model = Model()
+    names = [f"x{j}" for j in range(X.shape[1])]
+
+    def step(x: dict[str, float]) -> None:
+        model.score_one(x)
+        model.learn_one(x)
+
+    return _timed(step, [dict(zip(names, r)) for r in X.tolist()], warmup)
+
+
+def river_hst(X: np.ndarray, warmup: int) -> float:
+    from river import anomaly, compose, preprocessing
+
+    model = compose.Pipeline(preprocessing.MinMaxScaler(), anomaly.HalfSpaceTrees(seed=0))
+
+    def step(x: dict[int, float]) -> None:
+        model.score_one(x)
+        model.learn_one(x)
+
+    return _timed(step, [dict(enumerate(r)) for r in X.tolist()], warmup)
+
+
+def pysad_loda(X: np.ndarray, warmup: int) -> float:
+    from pysad.models import LODA
+
+    model = LODA()
+    return _timed(model.fit_score_partial, list(np.ascontiguousarray(X, dtype=np.float64)), warmup)
+
+
+LOOPS: list[tuple[str, str, Loop]] = [
+    ("streamad_rows", "streamad Model (default detector), NumPy rows", streamad_rows),
+    ("streamad_dicts", "streamad Model (default detector), dicts", streamad_dicts),
+    ("river_hst", "river HalfSpaceTrees + MinMaxScaler, dicts", river_hst),
+    ("pysad_loda", "pysad LODA, NumPy rows", pysad_loda),
+]
+
+
+def render(runs: list[dict[str, float]], meta: dict[str, Any]) -> str:
+    med = {k: float(np.median([r[k] for r in runs])) for k, _, _ in LOOPS}
+    lines = [
+        "# One record at a time: score, then learn",
+        "",
+        f"{meta['records']:,} records of {meta['file']} in the ODDS protocol's order (seed 0); records/s counted after the "
+        f"first {meta['warmup']:,}; median of {len(runs)} alternating runs; one thread.",
+        "",
+        f"- Machine: {meta['machine']}, {meta['cores']} cores. Versions: "
+        + ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
+        + ".",
+        f"- Date: {meta['date']}; git commit {meta['commit']}.",
+        f"- Command: `{meta['command']}`",
+        "",
+        "| loop | records/s | streamad rows ÷ it |",
+        "|---|---:|---:|",
+    ]
+    ours = med["streamad_rows"]
+    for key, title, _ in LOOPS:
+        lines.append(f"| {title} | {med[key]:,.0f} | {ours / med[key]:.2f}× |")
+    lines += ["", "Runs: " + "; ".join(", ".join(f"{k} {r[k]:,.0f}" for k, _, _ in LOOPS) for r in runs)]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.one_at_a_time", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--file", type=Path, default=_default_data_dir() / "shuttle.mat")
+    ap.add_argument("--records", type=int, default=40_000)
+    ap.add_argument("--warmup", type=int, default=4_000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=RESULTS / "one_at_a_time.md")
+    args = ap.parse_args(argv)
+    single_thread()
+    from streamad.connectors.odds import load_mat
+
+    X, _ = load_mat(args.file)
+    X = X[np.random.default_rng(0).permutation(len(X))][: args.records]
+    runs = []
+    for i in range(args.repeats):
+        run = {key: loop(X, args.warmup) for key, _, loop in LOOPS}
+        runs.append(run)
+        print(f"run {i + 1}: " + ", ".join(f"{key} {v:,.0f} rec/s" for key, v in run.items()), flush=True)
+    meta = {
+        "file": args.file.name,
+        "records": len(X),
+        "warmup": args.warmup,
+        "machine": _machine(),
+        "cores": os.cpu_count(),
+        "versions": _versions(),
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": _commit(),
+        "command": "python -m benchmarks.one_at_a_time " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(render(runs, meta))
+    args.out.with_suffix(".json").write_text(json.dumps({**meta, "runs": runs}, indent=1))
+    print(f"written: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
