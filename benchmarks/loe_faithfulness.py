@@ -151,7 +151,7 @@ def run_one(job: Mapping[str, Any]) -> dict[str, Any]:
     rng = np.random.default_rng([job["seed"], 1])
     flagged_share: list[float] = []
     t0 = time.perf_counter()
-    for epoch in range(job["epochs"]):
+    for _epoch in range(job["epochs"]):
         Xe = Xtr[rng.permutation(n)]
         trainer.learn(Xe)
     seconds = time.perf_counter() - t0

@@ -348,7 +348,8 @@ def _job_main(conn: mpc.Connection, job: dict[str, Any], data_dir: str, limit: i
             raise RuntimeError(f"{len(scores)} scores for {len(X)} records")
         # Only now do labels meet scores.
         auc, ap = metrics(y, scores)
-        conn.send(("done", {"status": "ok", "roc_auc": auc, "ap": ap, "seconds": seconds, "records_per_s": len(X) / seconds if seconds > 0 else math.inf, "cpu_seconds": cpu, "load_avg_1m": os.getloadavg()[0], "info": info}))
+        rate = len(X) / seconds if seconds > 0 else math.inf
+        conn.send(("done", {"status": "ok", "roc_auc": auc, "ap": ap, "seconds": seconds, "records_per_s": rate, "cpu_seconds": cpu, "load_avg_1m": os.getloadavg()[0], "info": info}))
     except BaseException as e:  # noqa: BLE001 - reported as the job's result
         conn.send(("done", {"status": "error", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=8)}))
     finally:
@@ -662,7 +663,11 @@ def render_markdown(s: Summary, meta: Mapping[str, Any]) -> str:
     contention = [np.median([v for d in s.datasets for v in s.cells[l, d].wall_per_cpu] or [math.nan]) for l in labels]
     out.append("| loop wall-s ÷ loop CPU-s, median | | " + " | ".join("—" if math.isnan(c) else f"{c:.2f}" for c in contention) + " |")
     for o in ours:
-        out.append(f"| {o.label} ÷ this (files both finished) | | " + " | ".join(_ratio(s.median_rate(o.label, s.common_files([o.label, l])), s.median_rate(l, s.common_files([o.label, l]))) for l in labels) + " |")
+        out.append(
+            f"| {o.label} ÷ this (files both finished) | | "
+            + " | ".join(_ratio(s.median_rate(o.label, s.common_files([o.label, l])), s.median_rate(l, s.common_files([o.label, l]))) for l in labels)
+            + " |"
+        )
     out.append("| records per loop CPU-second, median over files | | " + " | ".join(_fmt_rate(s.median_rate(l, clock="cpu")) for l in labels) + " |")
     for o in ours:
         out.append(
@@ -700,7 +705,10 @@ def summary_lines(s: Summary) -> list[str]:
         m_auc, k = s.mean_over_files(o.label, "auc")
         m_ap, _ = s.mean_over_files(o.label, "ap")
         ranks = s.ranks("auc")
-        lines.append(f"{o.label}: mean ROC-AUC {m_auc:.3f}, mean AP {m_ap:.3f} over {k}/{len(s.datasets)} files, median {_fmt_rate(s.median_rate(o.label))} rec/s, mean AUC rank {ranks.get(o.label, math.nan):.2f}")
+        lines.append(
+            f"{o.label}: mean ROC-AUC {m_auc:.3f}, mean AP {m_ap:.3f} over {k}/{len(s.datasets)} files, "
+            f"median {_fmt_rate(s.median_rate(o.label))} rec/s, mean AUC rank {ranks.get(o.label, math.nan):.2f}"
+        )
         if not peers:
             continue
         lines.append(f"  {'peer':<18} {'files':>5} {'AUC peer':>9} {'ours':>6} {'ratio':>6}   {'AP peer':>8} {'ours':>6} {'ratio':>6}   {'rec/s peer':>10} {'ours':>8} {'ratio':>7}  {'by CPU-s':>8}")
@@ -711,7 +719,8 @@ def summary_lines(s: Summary) -> list[str]:
             pr, orr = s.median_rate(p.label, files), s.median_rate(o.label, files)
             cpu = _ratio(s.median_rate(o.label, files, "cpu"), s.median_rate(p.label, files, "cpu"))
             lines.append(
-                f"  {p.label:<18} {len(files):>5} {pa:>9.3f} {oa:>6.3f} {_ratio(oa, pa):>6}   {pp:>8.3f} {op:>6.3f} {_ratio(op, pp):>6}   {_fmt_rate(pr):>10} {_fmt_rate(orr):>8} {_ratio(orr, pr):>7}  {cpu:>8}"
+                f"  {p.label:<18} {len(files):>5} {pa:>9.3f} {oa:>6.3f} {_ratio(oa, pa):>6}   {pp:>8.3f} {op:>6.3f} {_ratio(op, pp):>6}   "
+                f"{_fmt_rate(pr):>10} {_fmt_rate(orr):>8} {_ratio(orr, pr):>7}  {cpu:>8}"
             )
     return lines
 
@@ -856,7 +865,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = {**result, "fingerprint": prints[job.spec.label], "run_id": run_id, "commit": commit}
         results[job.key] = result
         cache.put(job.key, result)
-        what = f"AUC {result['roc_auc']:.3f} AP {result['ap']:.3f} {_fmt_rate(result['records_per_s'])} rec/s" if result["status"] == "ok" else result["status"] + (f": {result.get('error', '')}" if result["status"] == "error" else "")
+        if result["status"] == "ok":
+            what = f"AUC {result['roc_auc']:.3f} AP {result['ap']:.3f} {_fmt_rate(result['records_per_s'])} rec/s"
+        else:
+            what = result["status"] + (f": {result.get('error', '')}" if result["status"] == "error" else "")
         print(f"[{done}/{len(jobs)}] {job.key}: {what}", file=sys.stderr, flush=True)
 
     if jobs:

@@ -34,7 +34,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any
+from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -126,7 +126,8 @@ def render(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"- **streamad, train_share {FAST_PARAMS['train_share']}**: the same, with the detector parameter `train_share: {FAST_PARAMS['train_share']}` "
         "(after the warm-up the network trains on that share of the records; every record is scored). Not the default.",
         "",
-        "| run | streamad replay rec/s | river HST rec/s | pysad LODA rec/s | streamad ÷ river | streamad ÷ LODA | wall ÷ CPU seconds (streamad, river, LODA) | streamad, train_share rec/s | ÷ river | ÷ LODA |",
+        "| run | streamad replay rec/s | river HST rec/s | pysad LODA rec/s | streamad ÷ river | streamad ÷ LODA "
+        "| wall ÷ CPU seconds (streamad, river, LODA) | streamad, train_share rec/s | ÷ river | ÷ LODA |",
         "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for i, r in enumerate(rows, 1):

@@ -247,7 +247,11 @@ def render(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> str:
         f"Demo: `streamad.app.demo.generate(n={meta['n']}, seed=s)` for s in {meta['demo_seeds']}, with and without the unlabelled temperature drift; "
         "per-kind AUC = records of that planted kind against the normal records; `hit` = planted events with at least one alarm while they last. "
         f"SKAB: protocol `{meta['skab_protocol']}` "
-        + ("(anomaly-free.csv replayed first, then the experiment file in the same lane of a fresh pipeline; measured on the experiment's records)" if meta["skab_protocol"] == "warm" else "(each experiment file alone, fresh pipeline)")
+        + (
+            "(anomaly-free.csv replayed first, then the experiment file in the same lane of a fresh pipeline; measured on the experiment's records)"
+            if meta["skab_protocol"] == "warm"
+            else "(each experiment file alone, fresh pipeline)"
+        )
         + "; AUC/AP are means over files, alarms summed, precision = alarms on labelled records / alarms.",
         "",
         "## Demo",

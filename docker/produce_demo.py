@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dry_run:
         from kafka import KafkaProducer
 
-        for attempt in range(60):  # the broker may still be starting
+        for _attempt in range(60):  # the broker may still be starting
             try:
                 producer = KafkaProducer(bootstrap_servers=args.bootstrap, acks="all", linger_ms=20, value_serializer=lambda m: json.dumps(m).encode())
                 break

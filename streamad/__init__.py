@@ -69,7 +69,18 @@ _EXPORTS = {
     "InputError": "streamad.errors",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+# The names of _EXPORTS, written out: linters and type checkers read only a literal list.
+__all__ = [
+    "__version__",
+    "Model", "Verdict",
+    "Detector", "LearnReport", "make_detector", "validate_params", "LoeAE", "LoeNTL", "LoeSVDD", "Gaussian", "RiverHST",
+    "Scaler", "StandardScaler", "MinMaxScaler",
+    "Threshold", "SpotThreshold", "QuantileThreshold",
+    "detect", "Pipeline", "Observer", "WindowResult",
+    "Settings", "load_settings",
+    "ArraySource", "Batch", "Lane", "Reject", "DetectionBatch",
+    "StreamadError", "ConfigError", "InputError",
+]
 
 
 def __getattr__(name: str) -> Any:

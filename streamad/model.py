@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,7 +35,7 @@ from streamad.threshold import Threshold
 if TYPE_CHECKING:
     from streamad.config import Settings
 
-Record = Union[Mapping[str, float], Sequence[float], np.ndarray]
+Record = Mapping[str, float] | Sequence[float] | np.ndarray
 
 
 @dataclass

@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ContextManager, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -420,7 +420,7 @@ class Pipeline:
         self,
         source: Source,
         should_stop: Callable[[], Any] | None = None,
-        waiting: Callable[[], ContextManager[Any]] = nullcontext,
+        waiting: Callable[[], AbstractContextManager[Any]] = nullcontext,
         live: bool | None = None,
     ) -> Counts:
         """Drive the pipeline from a source until it ends or ``should_stop()`` is true;

@@ -12,13 +12,13 @@ import abc
 import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 import numpy as np
 
 from streamad.detectors.params import check_params
 
-Record = Union[Mapping[str, float], Sequence[float], np.ndarray]
+Record = Mapping[str, float] | Sequence[float] | np.ndarray
 
 
 @dataclass
@@ -161,7 +161,7 @@ class Detector(abc.ABC):
         detector can tell; ``None`` lets the pipeline fall back to scaled deviations."""
         return None
 
-    def on_drift(self, kind: str) -> None:
+    def on_drift(self, kind: str) -> None:  # noqa: B027 (an optional hook: a no-op unless overridden)
         """Called when a drift detector fires; detectors that keep warm-up state may reopen it."""
 
     @abc.abstractmethod

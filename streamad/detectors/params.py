@@ -15,7 +15,7 @@ settings can be validated without building a network or importing torch.
 Traceback (most recent call last):
 ...
 streamad.detectors.params.ParamsError: bad parameters for detector 'demo': alpah: unknown parameter; did you mean alpha?; seed: Input should be a valid integer, got a number with a fractional part (got 1.5)
-"""
+"""  # noqa: E501 (a doctest's exception message is one line)
 
 from __future__ import annotations
 

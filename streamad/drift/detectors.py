@@ -285,7 +285,6 @@ class ScoreDrift:
         return False
 
     def state_dict(self) -> dict[str, Any]:
-        ph = self._ph
         return {
             "params": self._params(),
             "grid": self.grid,

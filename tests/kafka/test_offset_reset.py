@@ -61,7 +61,11 @@ def test_a_broker_that_comes_back_empty(tmp_path, workers, tansu_factory):
     assert rc == 2, log[-3000:]
     errors = [line for line in log.splitlines() if line.startswith("streamad: error:")]
     assert len(errors) == 1, log[-3000:]
-    assert re.search(rf"offset reset: {re.escape(topic)}\[[01]\] was to be read from offset 3000 .* beyond the end of what the broker holds, offsets \[0, 1000\).*offset_reset_policy is fail", errors[0])
+    assert re.search(
+        rf"offset reset: {re.escape(topic)}\[[01]\] was to be read from offset 3000 .* beyond the end of what the broker holds, offsets \[0, 1000\)"
+        r".*offset_reset_policy is fail",
+        errors[0],
+    )
     assert re.search(rf"ERROR streamad\.kafka: kafka: offset reset: {re.escape(topic)}\[[01]\] was to be read from offset 3000", log)
     assert "Traceback" not in log
 
