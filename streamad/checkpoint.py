@@ -90,7 +90,8 @@ def dumps(state: Any) -> bytes:
     arrays: dict[str, np.ndarray] = {}
     manifest = {"format": FORMAT, "state": _encode(state, arrays)}
     buf = io.BytesIO()
-    np.savez(buf, __manifest__=np.frombuffer(orjson.dumps(manifest), dtype=np.uint8), **arrays)
+    # The array names are a0, a1, ...: none can be taken for savez's allow_pickle.
+    np.savez(buf, __manifest__=np.frombuffer(orjson.dumps(manifest), dtype=np.uint8), **arrays)  # type: ignore[arg-type]
     return buf.getvalue()
 
 

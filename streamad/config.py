@@ -115,6 +115,10 @@ class MetricsSettings(_Section):
     linger_seconds: float = Field(0.0, ge=0, description="replay: keep serving this long after the end, so a scrape sees the final values")
 
 
+def _score_drift_only() -> list[Literal["score", "feature"]]:
+    return ["score"]
+
+
 class DriftSettings(_Section):
     """Drift of each feature (reference window against the recent records) and of the
     score stream (Page-Hinkley on the scores' ranks), per lane; see streamad/drift.py."""
@@ -135,7 +139,7 @@ class DriftSettings(_Section):
     action: Literal["none", "reopen_warmup", "reset_threshold", "reopen_warmup_and_reset_threshold"] = Field(
         "none", description="what the learner does on drift: none keeps learning as before"
     )
-    act_on: list[Literal["score", "feature"]] = Field(default_factory=lambda: ["score"], description="drift kinds that trigger the action")
+    act_on: list[Literal["score", "feature"]] = Field(default_factory=_score_drift_only, description="drift kinds that trigger the action")
     events: Path | None = Field(None, description="append drift events here as JSON lines")
 
     @model_validator(mode="after")

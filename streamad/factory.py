@@ -34,7 +34,7 @@ def build_detector(settings: Settings) -> Detector:
 
 
 def build_scaler(settings: Settings, detector: Detector) -> Scaler:
-    kind = settings.scaler.kind
+    kind: str = settings.scaler.kind
     if kind == "auto":
         kind = detector.preferred_scaler
     params: dict[str, Any] = {}

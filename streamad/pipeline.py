@@ -10,12 +10,13 @@ input offsets committed, so nothing is acknowledged before it is delivered.
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import numpy as np
 
@@ -36,7 +37,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("streamad")
 
-_END = object()  # the source has no more items
+
+class _End(enum.Enum):
+    """The source has no more items (an enum member, so that ``is _END`` narrows a type)."""
+
+    END = 0
+
+
+_END: Final = _End.END
 
 
 # -- the outside world, as the pipeline sees it ---------------------------------------------
@@ -93,6 +101,19 @@ class WindowResult:
 
 class Observer:
     """Hooks for metrics, evaluation and plotting; every method is optional."""
+
+    def on_batch(self, batch: Batch) -> None: ...
+
+    def on_rejects(self, rejects: Sequence[Reject]) -> None: ...
+
+    def on_window(self, result: WindowResult) -> None: ...
+
+    def on_checkpoint(self, lanes: Sequence[Lane]) -> None: ...
+
+
+class ObserverLike(Protocol):
+    """What the pipeline calls on an observer: the hooks of `Observer`, on a subclass
+    or on any object that has all four (`DriftLog`, `MetricsObserver`)."""
 
     def on_batch(self, batch: Batch) -> None: ...
 
@@ -220,7 +241,7 @@ class Pipeline:
         sink: Sink,
         feature_names: Sequence[str] | None = None,
         rejects: RejectSink | None = None,
-        observers: Iterable[Observer] = (),
+        observers: Iterable[ObserverLike] = (),
         store: StateStore | None = None,
         clock: Callable[[], float] = time.monotonic,
         model: Callable[[Lane], Model] | None = None,

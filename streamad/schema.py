@@ -137,13 +137,13 @@ class Schema:
                                 else ("non_numeric", f"non-numeric value {text[:40]!r} in field '{name}'", name)
                             )
             nonfinite = ~np.isfinite(X[:, j]) & ~bad
-            for i in np.flatnonzero(nonfinite):
+            for i in np.flatnonzero(nonfinite).tolist():
                 bad[i] = True
                 reasons[i] = ("non_finite", f"non-finite value {str(col[i]).strip()[:40]!r} in field '{name}'", name)
         timestamps = None
         if self.timestamp is not None:
             timestamps, tbad = parse_timestamps(columns[self.timestamp])
-            for i in np.flatnonzero(tbad & ~bad):
+            for i in np.flatnonzero(tbad & ~bad).tolist():
                 bad[i] = True
                 value = str(columns[self.timestamp][i])[:40]
                 reasons[i] = ("bad_timestamp", f"unparseable or out-of-range timestamp {value!r} in field '{self.timestamp}'", self.timestamp)
@@ -291,7 +291,7 @@ def parse_timestamps(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     # Not numbers: text to parse as a date (numbers that are inf or out of range stay bad).
     text = np.flatnonzero(np.isnan(num))
     if len(text):
-        out[text] = _text_timestamps([v if isinstance(v, str) else str(v) for v in (values[i] for i in text)])
+        out[text] = _text_timestamps([v if isinstance(v, str) else str(v) for v in (values[i] for i in text.tolist())])
     with np.errstate(invalid="ignore"):
         bad = ~((out >= MIN_TIMESTAMP) & (out < MAX_TIMESTAMP))
     out[bad] = np.nan

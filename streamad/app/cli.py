@@ -368,7 +368,7 @@ def _run_replay(
                 source_name=str(file), live=speed is not None, should_stop=reader_gone,
             )
         summary.notes += notes
-        if getattr(sink, "reader_gone", False):
+        if isinstance(sink, StdoutSink) and sink.reader_gone:
             summary.notes.append(f"stdout was closed by its reader after {sink.delivered:,} detections; later ones were not delivered")
         summary.outputs = {"detections": "stdout" if to_stdout else str(det_path), "rejects": f"{rej_path} ({rejects.written:,} rows)"}
         if drift_log is not None:
@@ -428,14 +428,14 @@ def open_source(file: Path, settings: Any, delimiter: str | None, permute: int |
 
         if settings.record.features or settings.record.key or settings.record.timestamp:
             raise ConfigError(".mat files have no named columns: --features/--key/--timestamp do not apply")
-        src = MatSource(file, permutation_seed=permute, limit=limit)
-        if src.X.shape[1] == 0:
-            raise InputError(f"{file}: 'X' has no columns (shape {src.X.shape}): nothing to score")
-        if not src.has_labels:
+        mat = MatSource(file, permutation_seed=permute, limit=limit)
+        if mat.X.shape[1] == 0:
+            raise InputError(f"{file}: 'X' has no columns (shape {mat.X.shape}): nothing to score")
+        if not mat.has_labels:
             notes.append(f"{file} has no 'y' array: replayed without labels, so no quality metrics")
         if permute is None:
             notes.append("streamed in file order; --permute SEED streams in the ODDS benchmark protocol's order")
-        return src, notes
+        return mat, notes
     if permute is not None:
         raise ConfigError("--permute applies to .mat files only")
     from streamad.connectors.csv_source import CsvSource

@@ -27,9 +27,9 @@ from streamad.connectors.kafka.options import Backoff, RepeatFilter, client_opti
 from streamad.connectors.kafka.sink import DeliveryInterrupted, KafkaDeadLetterSink, KafkaDetectionSink, KafkaDriftSink, Producer
 from streamad.connectors.kafka.source import KafkaSource, TopicIds
 from streamad.connectors.sinks import DriftEventsFile, FanoutSink
-from streamad.drift import DriftLog
+from streamad.drift import DriftLog, DriftSink
 from streamad.errors import ConfigError, StreamadError
-from streamad.pipeline import Counts, Observer, Pipeline
+from streamad.pipeline import Counts, ObserverLike, Pipeline
 from streamad.records import Lane
 from streamad.state import StateStore
 
@@ -61,7 +61,7 @@ class KafkaApp:
     def __init__(
         self,
         settings: Settings,
-        observers: Iterable[Observer] = (),
+        observers: Iterable[ObserverLike] = (),
         on_ack: Callable[[str, Any], None] | None = None,
         handle_signals: bool = True,
     ) -> None:
@@ -146,7 +146,7 @@ class KafkaApp:
         detections = KafkaDetectionSink(producer, k.output_topic, k.retry, self._give_up, self.on_ack)
         dead = KafkaDeadLetterSink(producer, k.dead_letter_topic, k.retry, self._give_up)
         drift_log = self._drift_log(producer)
-        observers = [*self.observers, drift_log] if drift_log is not None else self.observers
+        observers: list[ObserverLike] = [*self.observers, drift_log] if drift_log is not None else self.observers
         self.pipeline = pipeline = Pipeline(s, detections, feature_names=s.record.features, rejects=dead, observers=observers, store=store)
         poll_ms = max(10, min(100, int(s.window.max_wait_seconds * 250)))
         self.source = source = KafkaSource(consumer, k, self.decoder, should_stop=self._stop.is_set, poll_timeout_ms=poll_ms)
@@ -213,7 +213,7 @@ class KafkaApp:
         s, k = self.settings, self.kafka
         if not s.drift.enabled:
             return None
-        sinks: list[Any] = []
+        sinks: list[DriftSink] = []
         if k.drift_topic is not None:
             sinks.append(KafkaDriftSink(producer, k.drift_topic, k.retry, self._give_up))
         if s.drift.events is not None:
@@ -347,7 +347,7 @@ class KafkaApp:
                 signals.uninstall()
 
 
-def run(settings: Settings, observers: Iterable[Observer] = ()) -> Counts:
+def run(settings: Settings, observers: Iterable[ObserverLike] = ()) -> Counts:
     """Run until stopped by a signal (what ``streamad run`` does)."""
     return KafkaApp(settings, observers).run()
 

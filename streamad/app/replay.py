@@ -21,7 +21,7 @@ import numpy as np
 from streamad.app.outputs import default_drift_path, default_output_paths, output_prefix  # noqa: F401 (where they were)
 from streamad.config import Settings
 from streamad.evaluation import quality
-from streamad.pipeline import Counts, Observer, Pipeline, RejectSink, Sink, Source, WindowResult
+from streamad.pipeline import Counts, Observer, ObserverLike, Pipeline, RejectSink, Sink, Source, WindowResult
 from streamad.records import Lane
 
 
@@ -174,7 +174,7 @@ class Interrupts:
     the previous ones restored on exit.
     """
 
-    NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+    NAMES: dict[int, str] = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 
     def __init__(self) -> None:
         self.signal: int | None = None
@@ -221,7 +221,7 @@ def replay(
     sink: Sink,
     feature_names: Sequence[str],
     rejects: RejectSink | None = None,
-    observers: Iterable[Observer] = (),
+    observers: Iterable[ObserverLike] = (),
     batches: Callable[[Source], Iterable[Any]] | None = None,
     source_name: str = "",
     live: bool | None = None,

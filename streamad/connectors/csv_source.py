@@ -43,6 +43,7 @@ import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import overload
 
 import numpy as np
 
@@ -232,7 +233,15 @@ class _Clipped(Sequence[str]):
     def __init__(self, lines: list[str]) -> None:
         self.lines = lines
 
-    def __getitem__(self, i):  # type: ignore[no-untyped-def, override]
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return [ln[:RAW_CHARS] for ln in self.lines[i]]
         return self.lines[i][:RAW_CHARS]
 
     def __len__(self) -> int:
@@ -282,7 +291,7 @@ class _LineParser:
 
     def _parse_group(self, start: int, tlines: list[str], bad_bytes: bool, cut_off: bool, quotes: bool) -> _Parsed:
         d, ncol = self.d, self.ncol
-        rows: list[list[str] | None] = [ln.split(d) for ln in tlines]  # type: ignore[misc]
+        rows: list[list[str] | None] = [ln.split(d) for ln in tlines]
         rejects: list[Reject] = []
         malformed: dict[int, str] = {}
         if quotes:
@@ -320,9 +329,9 @@ class _LineParser:
             for i, ln in enumerate(tlines):
                 if i in drop or not _SURROGATE.search(ln):
                     continue
-                row = rows[i]
-                assert row is not None
-                hit = next((c for c, j in self.used.items() if _SURROGATE.search(row[j])), None)
+                fields = rows[i]
+                assert fields is not None
+                hit = next((c for c, j in self.used.items() if _SURROGATE.search(fields[j])), None)
                 if hit is not None:
                     drop.add(i)
                     rejects.append(Reject(self.lane, start + i, "undecodable", f"bytes that are not valid {self.encoding} in field '{hit}'", ln[:RAW_CHARS], hit))

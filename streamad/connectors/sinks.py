@@ -15,7 +15,7 @@ import stat
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Generic, Protocol, TypeVar
 
 import orjson
 
@@ -208,23 +208,35 @@ class NullSink:
         return None
 
 
-class FanoutSink:
+_Item = TypeVar("_Item")
+_Item_contra = TypeVar("_Item_contra", contravariant=True)
+
+
+class _Writer(Protocol[_Item_contra]):
+    def write(self, items: _Item_contra, /) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class FanoutSink(Generic[_Item]):
     """Writes to several sinks; flush succeeds only when every one of them does."""
 
-    def __init__(self, sinks: Sequence[object]) -> None:
+    def __init__(self, sinks: Sequence[_Writer[_Item]]) -> None:
         self.sinks = list(sinks)
 
-    def write(self, detections: DetectionBatch) -> None:
+    def write(self, items: _Item) -> None:
         for s in self.sinks:
-            s.write(detections)  # type: ignore[attr-defined]
+            s.write(items)
 
     def flush(self) -> None:
         for s in self.sinks:
-            s.flush()  # type: ignore[attr-defined]
+            s.flush()
 
     def close(self) -> None:
         for s in self.sinks:
-            s.close()  # type: ignore[attr-defined]
+            s.close()
 
 
 def detection_sink(path: str | Path) -> JsonlSink | CsvSink:

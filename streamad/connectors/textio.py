@@ -82,7 +82,7 @@ def _zstd_module() -> Any:
     except ImportError:
         pass
     try:  # Python 3.14+
-        from compression import zstd  # type: ignore[import-not-found]
+        from compression import zstd
 
         return zstd
     except ImportError:
@@ -100,7 +100,7 @@ class Counting(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b: Any) -> int:  # type: ignore[override]
+    def readinto(self, b: Any) -> int:
         if self.prefix:
             n = min(len(b), len(self.prefix))
             b[:n] = self.prefix[:n]
@@ -151,7 +151,7 @@ class DecodedStream:
             raw.close()
             raise InputError(f"cannot read {path}: {e.strerror or e}") from None
         # No seeking back: a pipe or /dev/stdin can be read only once.
-        self._counting = Counting(raw, prefix=magic)  # type: ignore[arg-type]
+        self._counting = Counting(raw, prefix=magic)
         self.compression = compression_of(magic)
         self._inner: Any = self._open_decompressor(self.compression)
         self.error: str | None = None

@@ -100,7 +100,7 @@ def describe(name: str) -> str:
     True
     """
     factory = detector_class(name)
-    doc = (inspect.getmodule(factory).__doc__ or "").strip().splitlines()  # type: ignore[union-attr]
+    doc = (inspect.getmodule(factory).__doc__ or "").strip().splitlines()
     version = getattr(factory, "version", None)
     return (f"v{version}: " if version else "") + (doc[0].rstrip(".").replace("``", "") if doc else "")
 

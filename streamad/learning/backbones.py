@@ -140,6 +140,7 @@ class Backbone(nn.Module):
         (the coefficients are constants) and return that loss (default: autograd)."""
         loss_i = coef_n * lamp(fwd.ln)
         if coef_a is not None:
+            assert fwd.la is not None  # coef_a comes only with an anomalous loss
             loss_i = loss_i + coef_a * fwd.la
         loss = loss_i.mean()
         self.zero_grad(set_to_none=True)
@@ -219,8 +220,10 @@ class AutoEncoder(Backbone):
             raise ValueError(f"anomalous_loss must be complement, inverse or none, not {anomalous_loss!r}")
         self.anomalous_loss = anomalous_loss
         self.has_anomalous_loss = anomalous_loss != "none"
-        self.encoder = nn.Sequential(_init_linear(nn.Linear(d, h), g), _activation(activation), _init_linear(nn.Linear(h, k), g), _activation(activation))
-        self.decoder = nn.Sequential(_init_linear(nn.Linear(k, h), g), _activation(activation), _init_linear(nn.Linear(h, d), g, zero=True))
+        l1, l2 = _init_linear(nn.Linear(d, h), g), _init_linear(nn.Linear(h, k), g)
+        l3, l4 = _init_linear(nn.Linear(k, h), g), _init_linear(nn.Linear(h, d), g, zero=True)
+        self.encoder = nn.Sequential(l1, _activation(activation), l2, _activation(activation))
+        self.decoder = nn.Sequential(l3, _activation(activation), l4)
         # Activations with a derivative written from their output run the forward pass
         # without autograd (``forward_cached``) for scoring; training then writes its
         # gradients by hand too, unless ``explicit_backward=False`` asks for autograd.
@@ -229,12 +232,13 @@ class AutoEncoder(Backbone):
         self.activation = activation
         self._act = _FAST_ACTIVATIONS.get(activation)
         self._dact = _DERIVATIVE_FROM_OUTPUT.get(activation)
-        self._linears = (self.encoder[0], self.encoder[2], self.decoder[0], self.decoder[2])
+        self._linears = (l1, l2, l3, l4)
         # 1 for features that have varied: a feature that never did contributes no
         # residual, so a constant input scores the same however the decoder's bias moves.
         self.register_buffer("live", torch.zeros(d))
 
     has_residuals = True
+    live: torch.Tensor  # a buffer (register_buffer), declared for type checkers
 
     def observe(self, varied: np.ndarray) -> None:
         self.live.copy_(self.live.bool().logical_or(torch.as_tensor(varied, device=self.live.device)).float())
@@ -277,6 +281,7 @@ class AutoEncoder(Backbone):
             n = float(fwd.ln.shape[0])
             loss_i = coef_n * lamp(fwd.ln)
             if coef_a is not None:
+                assert fwd.la is not None  # coef_a comes only with an anomalous loss
                 loss_i = loss_i + coef_a * fwd.la
             loss = loss_i.mean()
             self.backward_cached(fwd.cache, coef_n * lamp.grad(fwd.ln) / n, None if coef_a is None else coef_a / n)
@@ -361,6 +366,9 @@ class AutoEncoder(Backbone):
 class DeepSVDD(Backbone):
     """Bias-free MLP to a ``rep``-dimensional space; ``L_n`` is the squared distance to
     the centre ``c``, fixed as the mean representation of the first training batch."""
+
+    c: torch.Tensor  # buffers (register_buffer), declared for type checkers
+    ready: torch.Tensor
 
     def __init__(
         self,

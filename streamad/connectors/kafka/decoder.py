@@ -250,8 +250,9 @@ class JsonDecoder:
                 return
             best = max(counts.values())
             ref = next(i for i, s in enumerate(shapes) if s is not None and counts[s] == best)
-            numeric = usable[ref]
-            assert numeric is not None
+            found = usable[ref]
+            assert found is not None
+            numeric = found
             share = f"{best} of its {len(objs)} objects have this shape; "
             members = [o for o, shape in zip(objs, shapes) if shape == shapes[ref]]
         # A timestamp or label is guessed from the fields every such object has, so an

@@ -340,7 +340,8 @@ class _DeadLetterOutbox(_Outbox):
     def refused(self, failures: list[tuple[tuple[Any, ...], BaseException]]) -> list[tuple[tuple[Any, ...], BaseException]]:
         # A broker whose topic limit is below the producer's refuses a big original
         # message: shrink it (keeping the headers) rather than stop on bad input.
-        again, other = [], []
+        again: list[tuple[tuple[Any, ...], BaseException]] = []
+        other: list[tuple[tuple[Any, ...], BaseException]] = []
         for msg, error in failures:
             shrinkable = "TooLarge" in type(error).__name__ and bool(msg[1])
             (again if shrinkable else other).append((msg, error))
