@@ -48,9 +48,10 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -126,7 +127,7 @@ class Sampler:
         if counters is not None:
             self.last = counters
         self.peak_mb = max(self.peak_mb, mem.get("VmHWM", 0.0))
-        s = {
+        s: dict[str, Any] = {
             "t": round(t, 3),
             "rss_mb": round(mem["VmRSS"], 2),
             "hwm_mb": round(mem.get("VmHWM", 0.0), 2),
