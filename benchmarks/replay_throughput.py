@@ -60,7 +60,7 @@ def run_ours(path: Path, workdir: Path, params: dict[str, Any] | None = None) ->
     settings = load_settings(None, overrides, env={})
 
     source = MatSource(path)  # loads the file: before the clock
-    recorder = Recorder()  # what replay keeps for its closing summary
+    recorder = Recorder(Recorder.QUALITY)  # what replay keeps for its closing summary
     sink = JsonlSink(settings.output.detections)
     pipeline = Pipeline(settings, sink, feature_names=source.feature_names, observers=[recorder])
     with Clock() as clock:

@@ -62,3 +62,24 @@ def test_a_fifo_replays_and_reconciles(tmp_path):
     t.join()
     assert r.returncode == 0, r.stderr
     assert re.search(r"^records read +500$", r.stdout.decode(), re.M)
+
+
+def test_the_replay_recorder_keeps_six_bytes_a_labelled_record_and_nothing_otherwise():
+    from streamad.app.replay import Recorder
+    from streamad.pipeline import WindowResult
+    from streamad.records import Batch, Lane
+
+    def window(labels):
+        b = Batch(Lane("s"), np.zeros((256, 2)), np.arange(256), labels=labels)
+        return WindowResult(Lane("s"), b, b.X, np.linspace(0, 1, 256), 0.5, np.linspace(0, 1, 256) > 0.5, None, 0.0)  # type: ignore[arg-type]
+
+    rec = Recorder(Recorder.QUALITY)
+    labels = (np.arange(256) % 50 == 0).astype(np.int8)
+    for _ in range(10):
+        rec.on_window(window(labels))
+    kept = sum(a.nbytes for parts in rec._parts.values() for a in parts)
+    assert kept == 10 * 256 * 6 and rec.quality() is not None
+    bare = Recorder(Recorder.QUALITY)
+    for _ in range(10):
+        bare.on_window(window(None))
+    assert sum(len(parts) for parts in bare._parts.values()) == 0 and bare.quality() is None

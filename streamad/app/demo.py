@@ -147,7 +147,7 @@ def run_demo(
 ) -> tuple[Any, Path | None]:
     """Generate the stream, replay it through the pipeline, write detections and the plot.
     ``batches`` wraps the source (a progress bar); ``say`` reports each step."""
-    from streamad.app.replay import replay
+    from streamad.app.replay import Recorder, replay
     from streamad.connectors.odds import ArraySource
     from streamad.connectors.sinks import JsonlSink, RejectsFile
 
@@ -166,7 +166,7 @@ def run_demo(
         raise
     tell(f"scoring it with {settings.detector.name if settings.detector.name != 'default' else 'the default detector'} (score first, then learn, window by window)...")
     try:
-        summary, recorder = replay(source, settings, sink, stream.feature_names, rejects=rejects, batches=batches, source_name=f"demo sensor stream ({n:,} records, seed {seed})")
+        summary, recorder = replay(source, settings, sink, stream.feature_names, rejects=rejects, batches=batches, keep=Recorder.ALL, source_name=f"demo sensor stream ({n:,} records, seed {seed})")
     finally:
         sink.close()
         rejects.close()

@@ -26,23 +26,38 @@ from streamad.records import Lane
 
 
 class Recorder(Observer):
-    """Keeps every scored record's offset, score, threshold, alarm and label (for the
-    final metrics and plots; labels are read here and nowhere upstream)."""
+    """Keeps, for every scored record, what ``keep`` names: ``ALL`` (offsets, scores,
+    thresholds, alarms, labels: for plots and tests) or ``QUALITY``, what the final
+    metrics need and only while the stream has labels (the score as float32, the
+    label, the alarm: 6 bytes a record, and nothing at all for a stream without labels),
+    so that a long replay's memory stays flat (benchmarks/results/soak.md). Labels are
+    read here and nowhere upstream."""
 
-    def __init__(self) -> None:
-        self._parts: dict[str, list[np.ndarray]] = {k: [] for k in ("offsets", "scores", "thresholds", "alarms", "labels")}
+    ALL = ("offsets", "scores", "thresholds", "alarms", "labels")
+    QUALITY = ("scores", "alarms", "labels")
+
+    def __init__(self, keep: tuple[str, ...] = ALL) -> None:
+        self.keep = keep
+        self._parts: dict[str, list[np.ndarray]] = {k: [] for k in self.ALL}
         self.has_labels = True
+        self._compact = keep == self.QUALITY
 
     def on_window(self, r: WindowResult) -> None:
-        n = len(r.scores)
-        self._parts["offsets"].append(r.window.offsets)
-        self._parts["scores"].append(r.scores)
-        self._parts["thresholds"].append(np.full(n, r.threshold))
-        self._parts["alarms"].append(r.alarms)
-        if r.window.labels is None:
+        if r.window.labels is None and self.has_labels:
             self.has_labels = False
-        else:
-            self._parts["labels"].append(r.window.labels)
+            if self._compact:  # nothing to compute metrics from: keep nothing
+                self._parts = {k: [] for k in self.ALL}
+        if self._compact and not self.has_labels:
+            return
+        parts = self._parts
+        if "offsets" in self.keep:
+            parts["offsets"].append(r.window.offsets)
+        parts["scores"].append(r.scores.astype(np.float32) if self._compact else r.scores)
+        if "thresholds" in self.keep:
+            parts["thresholds"].append(np.full(len(r.scores), r.threshold))
+        parts["alarms"].append(r.alarms)
+        if r.window.labels is not None:
+            parts["labels"].append(r.window.labels)
 
     def array(self, name: str) -> np.ndarray:
         parts = self._parts[name]
@@ -51,7 +66,7 @@ class Recorder(Observer):
     def quality(self) -> dict[str, float] | None:
         if not self.has_labels or not self._parts["labels"]:
             return None
-        return quality(self.array("labels"), self.array("scores"), self.array("alarms"))
+        return quality(self.array("labels"), self.array("scores").astype(np.float64), self.array("alarms"))
 
 
 @dataclass
@@ -226,14 +241,15 @@ def replay(
     source_name: str = "",
     live: bool | None = None,
     should_stop: Callable[[], str | None] | None = None,
+    keep: tuple[str, ...] = Recorder.QUALITY,
 ) -> tuple[Summary, Recorder]:
     """Run a finite source to its end (or Ctrl-C / SIGTERM) and return the summary and
-    the record of every score. ``batches`` can wrap the source's iteration (pacing,
+    the record of the scores (``keep``: what the recorder keeps per record). ``batches`` can wrap the source's iteration (pacing,
     progress); ``live`` (default: the source's own ``live``) says whether windows may
     also close by time, which only a paced replay needs. ``should_stop`` is asked after
     every batch; a reason it returns (say, stdout's reader went away) stops the replay
     like Ctrl-C does."""
-    recorder = Recorder()
+    recorder = Recorder(keep)
     pipeline = Pipeline(settings, sink, feature_names=feature_names, rejects=rejects, observers=[recorder, *observers])
     stop_reason: str | None = None
 
