@@ -22,20 +22,19 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from streamad.detectors import Detector, LearnReport, make_detector
+from streamad.minibatch import MiniBatches, Record
 from streamad.scaling import Scaler, StandardScaler, make_scaler
 from streamad.threshold import Threshold
 
 if TYPE_CHECKING:
     from streamad.config import Settings
-
-Record = Mapping[str, float] | Sequence[float] | np.ndarray
 
 
 @dataclass
@@ -86,9 +85,16 @@ class Model:
         # Independent of the detector's scaler: z-scores for the attribution of detectors
         # that cannot say which features made a score.
         self.stats = StandardScaler(half_life=10_000)
-        self.feature_names: tuple[str, ...] | None = None
-        self._rows: list[np.ndarray] = []
-        self._next_batch = 8
+        self._batches = MiniBatches()  # what learn_one holds, and the feature names
+
+    @property
+    def feature_names(self) -> tuple[str, ...] | None:
+        """The names records are read by: set by the first dict or DataFrame, or a lane's source."""
+        return self._batches.names
+
+    @feature_names.setter
+    def feature_names(self, names: tuple[str, ...] | None) -> None:
+        self._batches.names = names
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Model:
@@ -156,11 +162,7 @@ class Model:
 
     def learn_many(self, X: Any) -> LearnReport:
         """Learn a batch (with any records ``learn_one`` holds before it)."""
-        X = self._matrix(X)
-        if self._rows:
-            X = np.concatenate([np.stack(self._rows), X])
-            self._rows = []
-        return self.process(X)[1]
+        return self.process(self._batches.before(self._matrix(X)))[1]
 
     # -- one record at a time ---------------------------------------------------------------
 
@@ -181,41 +183,20 @@ class Model:
 
     def learn_one(self, x: Record) -> None:
         """Buffer one record; learn the buffer as one batch when it is full."""
-        self._rows.append(self._row(x)[0])
-        if len(self._rows) >= self._next_batch:
-            self.flush()
+        X = self._batches.add(x, self.detector.minibatch_size)
+        if X is not None:
+            self.process(X)
 
     def flush(self) -> LearnReport | None:
         """Learn the records ``learn_one`` holds now (None when it holds none)."""
-        if not self._rows:
-            return None
-        X = np.stack(self._rows)
-        self._rows = []
-        self._next_batch = min(2 * self._next_batch, max(8, self.detector.minibatch_size))
-        return self.process(X)[1]
-
-    # -- records to arrays ------------------------------------------------------------------------
+        X = self._batches.take(self.detector.minibatch_size)
+        return None if X is None else self.process(X)[1]
 
     def _row(self, x: Record) -> np.ndarray:
-        if isinstance(x, Mapping):
-            if self.feature_names is None:
-                self.feature_names = tuple(x)
-            try:
-                return np.array([[float(x[k]) for k in self.feature_names]])
-            except KeyError as e:
-                raise KeyError(f"feature {e.args[0]!r} missing; the model was first given {list(self.feature_names)}") from None
-        return np.asarray(x, dtype=np.float64).reshape(1, -1)
+        return self._batches.row(x)
 
     def _matrix(self, X: Any) -> np.ndarray:
-        if hasattr(X, "columns") and hasattr(X, "to_numpy"):  # a DataFrame
-            cols = tuple(str(c) for c in X.columns)
-            if self.feature_names is None:
-                self.feature_names = cols
-            return X[list(self.feature_names)].to_numpy(dtype=np.float64)
-        if isinstance(X, np.ndarray):
-            return np.asarray(X, dtype=np.float64).reshape(len(X), -1)
-        rows = [self._row(x) for x in X]
-        return np.concatenate(rows) if rows else np.empty((0, 0))
+        return self._batches.matrix(X)
 
     # -- checkpoints ------------------------------------------------------------------------------
 
@@ -225,9 +206,7 @@ class Model:
             "scaler": self.scaler.state_dict(),
             "stats": self.stats.state_dict(),
             "threshold": self.threshold.state_dict(),
-            "buffered": np.stack(self._rows) if self._rows else None,
-            "next_batch": self._next_batch,
-            "features": None if self.feature_names is None else list(self.feature_names),
+            "one": self._batches.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -235,11 +214,7 @@ class Model:
         self.scaler.load_state_dict(state["scaler"])
         self.stats.load_state_dict(state["stats"])
         self.threshold.load_state_dict(state["threshold"])
-        rows = state.get("buffered")
-        self._rows = [] if rows is None else list(np.asarray(rows, dtype=np.float64))
-        self._next_batch = int(state.get("next_batch", 8))
-        features = state.get("features")
-        self.feature_names = None if features is None else tuple(features)
+        self._batches.load_state_dict(state.get("one"))
 
 
 def attribute(contrib: np.ndarray, k: int) -> list[list[tuple[int, float]]]:

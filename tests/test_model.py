@@ -56,9 +56,9 @@ def test_one_record_at_a_time_learns_in_batches():
     for x in X[:20]:
         m.learn_one({"flow": x[0], "pressure": x[1], "temperature": x[2]})
     # A batch of 8 learned; 12 records wait for the next batch, of 16.
-    assert m.detector.seen == 8 and len(m._rows) == 12
+    assert m.detector.seen == 8 and len(m._batches) == 12
     report = m.flush()
-    assert report is not None and m.detector.seen == 20 and m._rows == []
+    assert report is not None and m.detector.seen == 20 and len(m._batches) == 0
 
 
 def test_score_one_matches_the_batch_score():

@@ -17,8 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from streamad.detectors.params import check_params
-
-Record = Mapping[str, float] | Sequence[float] | np.ndarray
+from streamad.minibatch import MiniBatches, Record
 
 
 @dataclass
@@ -82,9 +81,6 @@ class Detector(abc.ABC):
     #: Records in the first mini-batch of ``learn_one``; each next one doubles.
     first_minibatch: ClassVar[int] = 8
 
-    _feature_order: tuple[str, ...] | None = None
-    _rows: list[np.ndarray] | None = None  # records learn_one buffered
-    _next_minibatch: int | None = None
 
     # -- parameters ---------------------------------------------------------------------
 
@@ -180,9 +176,18 @@ class Detector(abc.ABC):
         return 256
 
     @property
+    def _batches(self) -> MiniBatches:
+        """What ``learn_one`` holds (made on first use: subclasses set their own state)."""
+        mb = self.__dict__.get("_minibatches")
+        if mb is None:
+            mb = self.__dict__["_minibatches"] = MiniBatches(self.first_minibatch)
+        return mb
+
+    @property
     def buffered(self) -> np.ndarray:
         """The records ``learn_one`` holds for the next mini-batch (n × d)."""
-        return np.stack(self._rows) if self._rows else np.empty((0, 0))
+        rows = self._batches.rows
+        return np.stack(rows) if rows else np.empty((0, 0))
 
     def score_one(self, x: Record) -> float:
         """The score of one record, by the model as of the last learned mini-batch."""
@@ -190,69 +195,35 @@ class Detector(abc.ABC):
 
     def learn_one(self, x: Record) -> None:
         """Buffer one record; learn the buffer when it holds a mini-batch."""
-        row = self._row(x)[0]
-        if self._rows is None:
-            self._rows = []
-        self._rows.append(row)
-        if self._next_minibatch is None:
-            self._next_minibatch = min(self.first_minibatch, self.minibatch_size)
-        if len(self._rows) >= self._next_minibatch:
-            self.flush()
+        X = self._batches.add(x, self.minibatch_size)
+        if X is not None:
+            self.learn(X)
 
     def flush(self) -> LearnReport | None:
         """Learn the buffered records now (None when there are none)."""
-        if not self._rows:
-            return None
-        X = np.stack(self._rows)
-        self._rows = []
-        self._next_minibatch = min(2 * max(self._next_minibatch or 1, len(X)), self.minibatch_size)
-        return self.learn(X)
+        X = self._batches.take(self.minibatch_size)
+        return None if X is None else self.learn(X)
 
     def learn_many(self, X: np.ndarray | Sequence[Record]) -> LearnReport:
         """Learn the buffered records and the records of ``X`` as one batch."""
-        X = self._many(X)
-        if self._rows:
-            X = np.concatenate([np.stack(self._rows), X]) if len(X) else np.stack(self._rows)
-            self._rows = []
-        return self.learn(X)
+        return self.learn(self._batches.before(self._many(X)))
 
     def score_many(self, X: np.ndarray | Sequence[Record]) -> np.ndarray:
         """Scores of a batch of records, by the model as of the last learned batch."""
         return np.asarray(self.score(self._many(X)), dtype=np.float64)
 
     def _row(self, x: Record) -> np.ndarray:
-        if isinstance(x, Mapping):
-            order = self._feature_order
-            if order is None:
-                order = self._feature_order = tuple(x)
-            try:
-                return np.array([[float(x[k]) for k in order]])
-            except KeyError as e:
-                raise KeyError(f"feature {e.args[0]!r} missing; this detector was first given {list(order)}") from None
-        return np.asarray(x, dtype=np.float64).reshape(1, -1)
+        return self._batches.row(x)
 
     def _many(self, X: np.ndarray | Sequence[Record]) -> np.ndarray:
-        if isinstance(X, np.ndarray):
-            return np.asarray(X, dtype=np.float64).reshape(len(X), -1) if X.ndim != 2 else X.astype(np.float64, copy=False)
-        rows = [self._row(x) for x in X]
-        return np.concatenate(rows) if rows else np.empty((0, 0))
+        return self._batches.matrix(X)
 
     def _one_state(self) -> dict[str, Any]:
         """What ``learn_one`` holds, for ``state_dict``."""
-        return {
-            "rows": np.stack(self._rows) if self._rows else None,
-            "next": self._next_minibatch,
-            "features": None if self._feature_order is None else list(self._feature_order),
-        }
+        return self._batches.state_dict()
 
     def _load_one_state(self, state: Mapping[str, Any] | None) -> None:
-        state = state or {}  # states written before learn_one buffered: nothing held
-        rows = state.get("rows")
-        self._rows = [] if rows is None else list(np.asarray(rows, dtype=np.float64))
-        nxt = state.get("next")
-        self._next_minibatch = None if nxt is None else int(nxt)
-        features = state.get("features")
-        self._feature_order = None if features is None else tuple(features)
+        self._batches.load_state_dict(state)
 
 
 def _plain(v: Any) -> Any:
