@@ -57,3 +57,23 @@ def test_the_demo_runs_without_matplotlib(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "no plot: it needs matplotlib" in r.stdout
     assert not (tmp_path / "out" / "demo.png").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["detectors"], ["replay", "/nonexistent.csv"], ["replay", "{csv}", "--window-size", "0"], ["replay", "{csv}", "--param", "alpah=0.2"]],
+)
+def test_help_listings_and_usage_errors_need_no_torch(args, csv_file, tmp_path):
+    """What answers at once must not pay for importing torch (seconds)."""
+    args = [a.format(csv=csv_file) for a in args]
+    code = (
+        "import sys\n"
+        "from streamad.app.cli import main\n"
+        "try:\n"
+        f"    main({args!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('torch imported' if 'torch' in sys.modules else 'no torch')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.stdout.strip().splitlines()[-1] == "no torch", r.stderr
