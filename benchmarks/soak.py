@@ -932,7 +932,8 @@ def verdict(r: dict[str, Any]) -> str:
     )
     if a["flat"]:
         return f"**Verdict: flat** ({base})."
-    return f"**Verdict: NOT flat** ({base}). " + NOTES.get(r["name"], "")
+    failed = [part for part, bad in (("the growth", a["growth_share"] >= FLAT_SHARE), ("the slope", slope is not None and slope >= SLOPE_LIMIT)) if bad]
+    return f"**Verdict: NOT flat** ({base}; over the limit: {' and '.join(failed)}). " + NOTES.get(r["name"], "")
 
 
 def trace_section(r: dict[str, Any]) -> list[str]:
