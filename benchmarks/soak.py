@@ -188,12 +188,13 @@ def sensor_stream(n: int, seed: int = 7) -> Any:
     return generate(n=n, seed=seed)
 
 
-def write_csv(path: Path, n: int) -> dict[str, int]:
-    """The demo stream as CSV, with a malformed row in every BAD_EVERY; what was planted."""
+def write_csv(path: Path, n: int, labels: bool = True) -> dict[str, int]:
+    """The demo stream as CSV (with its label column, or not), with a malformed row in
+    every BAD_EVERY; what was planted."""
     s = sensor_stream(n)
     bad = 0
     with open(path, "w") as f:
-        f.write("timestamp," + ",".join(s.feature_names) + ",label\n")
+        f.write("timestamp," + ",".join(s.feature_names) + (",label\n" if labels else "\n"))
         X = np.round(s.X, 4).tolist()
         for i, (t, row, y) in enumerate(zip(s.timestamps.tolist(), X, s.y.tolist())):
             vals = ["nan" if v != v else repr(v) for v in row]
@@ -206,7 +207,7 @@ def write_csv(path: Path, n: int) -> dict[str, int]:
                 else:
                     vals[4] = ""  # empty field
                 bad += 1
-            f.write(f"{t:.0f},{','.join(vals)},{y}\n")
+            f.write(f"{t:.0f},{','.join(vals)},{y}\n" if labels else f"{t:.0f},{','.join(vals)}\n")
     return {"records": n, "malformed": bad, "nan_dropouts": int(np.isnan(s.X).any(axis=1).sum()), "labelled_anomalies": int(s.y.sum())}
 
 
@@ -310,25 +311,28 @@ def retrying(start: Callable[[], tuple[Sampler, Any]], what: str, attempts: int 
     raise AssertionError("unreachable")
 
 
-def replay_run(n: int, work: Path, trace: bool = False) -> dict[str, Any]:
-    csv = work / "sensors.csv"
+def replay_run(n: int, work: Path, trace: bool = False, labels: bool = True) -> dict[str, Any]:
+    """A labelled replay computes ROC-AUC and AP at the end, so it keeps something per
+    record; one without labels should keep nothing: both are run."""
+    name = "replay" if labels else "replay-nolabels"
+    csv = work / ("sensors.csv" if labels else "sensors-nolabels.csv")
     t = time.perf_counter()
-    planted = write_csv(csv, n)
-    print(f"replay: wrote {n:,} records ({csv.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t:.1f} s", flush=True)
-    summary_path = work / "replay-summary.json"
+    planted = write_csv(csv, n, labels)
+    print(f"{name}: wrote {n:,} records ({csv.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t:.1f} s", flush=True)
+    summary_path = work / f"{name}-summary.json"
     port = free_port()
-    cmd = streamad_cmd("replay", str(csv), "--out-dir", str(work / "replay-out"), "--no-progress", "--force",
+    cmd = streamad_cmd("replay", str(csv), "--out-dir", str(work / f"{name}-out"), "--no-progress", "--force",
                        "--summary-json", str(summary_path), "--metrics-host", "127.0.0.1", "--metrics-port", str(port), "--metrics-linger", "2")
 
     def start() -> tuple[Sampler, None]:
         summary_path.unlink(missing_ok=True)
-        proc = launch(cmd, work / "replay")
+        proc = launch(cmd, work / name)
         sampler = Sampler(proc, port)
         sampler.run(timeout=max(1800, n / 200))
         return sampler, None
 
-    sampler, _ = retrying(start, "replay")
-    err = (work / "replay.err").read_text(errors="replace")
+    sampler, _ = retrying(start, name)
+    err = (work / f"{name}.err").read_text(errors="replace")
     if sampler.status != 0 or not summary_path.exists():
         raise RuntimeError(f"replay exited with status {sampler.status}:\n{err[-3000:]}")
     summary = json.loads(summary_path.read_text())
@@ -351,12 +355,13 @@ def replay_run(n: int, work: Path, trace: bool = False) -> dict[str, Any]:
         port = free_port()
         cmd = streamad_cmd("replay", str(csv), "--out-dir", str(work / "trace-out"), "--no-progress", "--force",
                            "--metrics-host", "127.0.0.1", "--metrics-port", str(port), "--metrics-linger", "2")
-        found = traced(cmd, port, n, work, "replay")
-    display = ["python", "-m", "streamad", "replay", "sensors.csv", "--out-dir", "TMP", "--no-progress", "--force",
+        found = traced(cmd, port, n, work, name)
+    display = ["python", "-m", "streamad", "replay", csv.name, "--out-dir", "TMP", "--no-progress", "--force",
                "--summary-json", "TMP/summary.json", "--metrics-host", "127.0.0.1", "--metrics-port", "PORT", "--metrics-linger", "2"]
     return {
-        "name": "replay",
-        "label": "streamad replay (CSV)",
+        "name": name,
+        "label": "streamad replay (CSV)" if labels else "streamad replay (CSV without labels)",
+        "labels": labels,
         "command": " ".join(display),
         "input": planted,
         "records": n,
@@ -863,7 +868,7 @@ def write_report(result: dict[str, Any], out: Path) -> None:
                 + " | ".join(f"{fmt(at.get(k))} MB" for k in ("10%", "20%", "50%", "90%"))
                 + f" | {fmt(at.get('100%'))} MB{end} | {fmt(a.get('growth_mb'), '+.1f')} MB ({fmt(100 * a['growth_share'] if 'growth_share' in a else None, '+.1f')}%) | "
                 f"{fmt(a.get('growth_mb_per_million'), '+.1f')} MB | {fmt(a.get('slope_mb_per_million'), '+.1f')} MB/M | {fmt(a.get('after_end_max_mb'))} MB | "
-                f"{fmt(r['peak_rss_mb'])} MB | {'**yes**' if a.get('flat') else '**no**'} |"
+                f"{fmt(r['peak_rss_mb'])} MB | {'-' if 'flat' not in a else '**yes**' if a['flat'] else '**no**'} |"
             )
         lines += [
             "",
@@ -877,12 +882,14 @@ def write_report(result: dict[str, Any], out: Path) -> None:
     for r in runs:
         a = r["analysis"]
         lines += [f"## {r['label']}", ""]
-        if r["name"] == "replay":
+        if r["name"].startswith("replay"):
             s, i = r["summary"], r["input"]
             lines += [
                 f"`{r['command']}` (default detector `{s['detector']}`, windows of {s['window_size']}).",
-                f"Input: {i['records']:,} rows of the demo's six pump sensors (`streamad.app.demo.generate`, seed 7) with a timestamp and a label, "
-                f"{i['labelled_anomalies']:,} labelled anomalous records, {i['nan_dropouts']:,} NaN dropouts, {i['malformed']:,} malformed rows planted.",
+                f"Input: {i['records']:,} rows of the demo's six pump sensors (`streamad.app.demo.generate`, seed 7) with a timestamp "
+                + ("and a label (so the replay ends with ROC-AUC and AP), " if r.get("labels", True) else "and no label column (the same rows as above), ")
+                + f"{i['labelled_anomalies']:,} anomalous records planted{'' if r.get('labels', True) else ' (not marked in the file)'},"
+                f" {i['nan_dropouts']:,} NaN dropouts, {i['malformed']:,} malformed rows planted.",
                 f"Summary: read {s['read']:,}, scored {s['scored']:,}, rejected {s['rejected']:,} ({', '.join(f'{k} {v}' for k, v in (s['rejected_by_code'] or {}).items())}), "
                 f"alarms {s['alarms']:,}; records in the file counted apart: {fmt(s['records_in_source'])}; "
                 f"ROC-AUC {fmt((s['quality'] or {}).get('roc_auc'), '.3f')}. Process wall time {r['wall_seconds']:.1f} s.",
@@ -974,15 +981,13 @@ def trace_section(r: dict[str, Any]) -> list[str]:
 #: memory and what would fix it). Shown only while the run is not flat.
 NOTES: dict[str, str] = {
     "replay": (
-        "What grows is the replay's `Recorder` (streamad/app/replay.py, before the move streamad/replay.py): `replay()` always "
-        "attaches one, and its `on_window` appends every window's offsets (int64), scores (float64), thresholds (`np.full`, "
-        "float64), alarms and labels to the lists in `Recorder._parts`, about 28 bytes a record, kept to the end whether or "
-        "not the input has labels, for the closing summary's ROC-AUC and average precision (and the demo's plot). At the end "
-        "`quality()` concatenates them, a transient of the same order again (the gap between the last sample and the peak). "
-        "The Kafka worker has no Recorder and stays flat. Fix (not made here): keep per record only what the summary needs "
-        "and only when the input has labels (a float32 score, the label and the alarm: 6 bytes a record), or a bounded "
-        "histogram of scores per label class, which gives ROC-AUC and AP within a bin's resolution in constant memory; "
-        "offsets and thresholds only when a caller asks (the demo's plot)."
+        "What grows is what the replay keeps for its closing ROC-AUC and average precision: `Recorder` "
+        "(streamad/app/replay.py) appends every window's scores (as float32), alarms and labels to the lists in "
+        "`Recorder._parts`, 6 bytes a record plus the arrays' headers (the trace below), for as long as the stream has labels; "
+        "at the end `quality()` concatenates them (the peak). It is by design and linear in the records: 100 million "
+        "labelled records would hold about 0.7 GB. A stream without labels keeps none (the next run). Constant memory "
+        "would need the metrics from bounded state, e.g. a histogram of scores per label class (ROC-AUC and AP within "
+        "a bin's resolution)."
     ),
 }
 
@@ -997,7 +1002,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     tansu = next((r["tansu"] for r in runs if r.get("tansu")), None)
     fig, axes = plt.subplots(1, 2 if tansu else 1, figsize=(13 if tansu else 8, 5), squeeze=False)
     ax = axes[0][0]
-    colors = {"replay": "tab:blue", "kafka": "tab:green"}
+    colors = {"replay": "tab:blue", "replay-nolabels": "tab:purple", "kafka": "tab:green"}
     for r in runs:
         flowing = [s for s in r["samples"] if s["consumed"] < r["records"]]
         x = np.array([s["consumed"] for s in flowing]) / 1e6
@@ -1008,7 +1013,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         after = [s["rss_mb"] for s in r["samples"] if s["consumed"] >= r["records"]]
         if after:
             ax.scatter([r["records"] / 1e6] * len(after), after, s=22, facecolors="none", edgecolors=colors.get(r["name"]), zorder=3,
-                       label=f"{r['name']}: after the last record ({'summary' if r['name'] == 'replay' else 'idle until committed, shutdown'})")
+                       label=f"{r['name']}: after the last record ({'summary' if r['name'].startswith('replay') else 'idle until committed, shutdown'})")
     if runs:
         n = max(r["records"] for r in runs)
         ax.axvspan(0, WARMUP * n / 1e6, color="grey", alpha=0.12, lw=0, label=f"warm-up (first {WARMUP:.0%})")
@@ -1071,6 +1076,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         if not args.skip_replay:
             runs.append(replay_run(args.records, work, args.trace))
+            runs.append(replay_run(args.records, work, labels=False))
         if not args.skip_kafka:
             runs.append(kafka_run(args.records, work, args.trace))
     finally:
