@@ -6,6 +6,12 @@ a sequence or an array. ``MiniBatches`` turns records into rows and collects the
 batch is due when it holds ``first`` records, then twice as many each time, up to the
 owner's batch size, so a young model learns early and an old one at full speed.
 
+Each record may carry a key (the device or tenant it came from: a string, or None
+for a record without one). The buffer keeps the keys of the records it holds, in its
+state too; the ``*_keyed`` methods hand them out with their batch, aligned with its
+rows, as a list, or None when no record of the batch has a key (so a stream without
+keys stays exactly the keyless path).
+
 >>> mb = MiniBatches(first=2)
 >>> mb.add({"a": 1.0, "b": 2.0}, limit=8) is None
 True
@@ -13,6 +19,10 @@ True
 [[1.0, 2.0], [3.0, 4.0]]
 >>> mb.names, mb.next
 (('a', 'b'), 4)
+>>> mb.add_keyed([5.0, 6.0], limit=8, key="pump-1") is None
+True
+>>> mb.take_keyed(limit=8)
+(array([[5., 6.]]), ['pump-1'])
 """
 
 from __future__ import annotations
@@ -23,6 +33,8 @@ from typing import Any
 import numpy as np
 
 Record = Mapping[str, float] | Sequence[float] | np.ndarray
+#: One key per record of a batch (None: a record without a key), or None: no keys at all.
+Keys = Sequence[str | None] | np.ndarray | None
 
 
 class MiniBatches:
@@ -31,6 +43,7 @@ class MiniBatches:
     def __init__(self, first: int = 8) -> None:
         self.first = first
         self.rows: list[np.ndarray] = []
+        self.keys: list[str | None] = []  # the key of each kept record
         self.next: int | None = None  # records the next batch holds (None: the first is not due yet)
         self.names: tuple[str, ...] | None = None
 
@@ -60,35 +73,58 @@ class MiniBatches:
         rows = [self.row(x) for x in X]
         return np.concatenate(rows) if rows else np.empty((0, 0))
 
-    def add(self, x: Record, limit: int) -> np.ndarray | None:
+    def add(self, x: Record, limit: int, key: str | None = None) -> np.ndarray | None:
         """Keep one record; the batch to learn now when one is due (``limit``: the
         largest batch), else None."""
+        batch = self.add_keyed(x, limit, key)
+        return None if batch is None else batch[0]
+
+    def add_keyed(self, x: Record, limit: int, key: str | None = None) -> tuple[np.ndarray, list[str | None] | None] | None:
+        """``add``, the batch handed out with its keys (see the module docstring)."""
         self.rows.append(self.row(x)[0])
+        self.keys.append(key)
         if self.next is None:
             self.next = min(self.first, limit)
-        return self.take(limit) if len(self.rows) >= self.next else None
+        return self.take_keyed(limit) if len(self.rows) >= self.next else None
 
     def take(self, limit: int) -> np.ndarray | None:
         """Every record kept, as one batch (None when there are none); the next batch is
         due at twice this one's size, up to ``limit``."""
+        batch = self.take_keyed(limit)
+        return None if batch is None else batch[0]
+
+    def take_keyed(self, limit: int) -> tuple[np.ndarray, list[str | None] | None] | None:
+        """``take``, the batch handed out with its keys."""
         if not self.rows:
             return None
         X = np.stack(self.rows)
-        self.rows = []
+        keys = _or_none(self.keys)
+        self.rows, self.keys = [], []
         self.next = min(2 * max(self.next or 1, len(X)), limit)
-        return X
+        return X, keys
 
     def before(self, X: np.ndarray) -> np.ndarray:
         """``X`` with the kept records in front of it (they are no longer kept)."""
+        return self.before_keyed(X)[0]
+
+    def before_keyed(self, X: np.ndarray, keys: Keys = None) -> tuple[np.ndarray, list[str | None] | None]:
+        """``before``, with the keys of the kept records in front of ``keys`` (those of
+        ``X``; None: its records have none)."""
+        mine = None if keys is None else [None if k is None else str(k) for k in keys]
+        if mine is not None and len(mine) != len(X):
+            raise ValueError(f"{len(mine)} keys for {len(X)} records")
         if not self.rows:
-            return X
+            return X, None if mine is None else _or_none(mine)
         kept = np.stack(self.rows)
-        self.rows = []
-        return np.concatenate([kept, X]) if len(X) else kept
+        kept_keys = self.keys
+        self.rows, self.keys = [], []
+        both = kept_keys + (mine if mine is not None else [None] * len(X))
+        return (np.concatenate([kept, X]) if len(X) else kept), _or_none(both)
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "rows": np.stack(self.rows) if self.rows else None,
+            "keys": _or_none(self.keys),
             "next": self.next,
             "features": None if self.names is None else list(self.names),
         }
@@ -97,7 +133,16 @@ class MiniBatches:
         state = state or {}  # states written before records were buffered: nothing kept
         rows = state.get("rows")
         self.rows = [] if rows is None else list(np.asarray(rows, dtype=np.float64))
+        keys = state.get("keys")  # states written before keys were kept: none had one
+        self.keys = [None] * len(self.rows) if keys is None else [None if k is None else str(k) for k in keys]
+        if len(self.keys) != len(self.rows):
+            raise ValueError(f"mini-batch state holds {len(self.rows)} records and {len(self.keys)} keys")
         nxt = state.get("next")
         self.next = None if nxt is None else int(nxt)
         features = state.get("features")
         self.names = None if features is None else tuple(features)
+
+
+def _or_none(keys: list[str | None]) -> list[str | None] | None:
+    """The keys as a new list, or None when none of them is a key."""
+    return None if all(k is None for k in keys) else list(keys)

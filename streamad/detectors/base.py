@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import abc
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
 from streamad.detectors.params import check_params
-from streamad.minibatch import MiniBatches, Record
+from streamad.minibatch import Keys, MiniBatches, Record
 
 
 @dataclass
@@ -53,8 +53,25 @@ class Detector(abc.ABC):
     in one line). ``Detector.from_state_dict(state)`` is the other way round: a new
     detector with the checkpoint's parameters, restored.
 
-    **One record at a time** (river style): ``score_one(x)`` scores a record with the
-    model as of the last learned mini-batch; ``learn_one(x)`` buffers it and learns the
+    **Keys.** ``score(X, keys)``, ``learn(X, keys)`` and ``contributions(X, keys)`` take
+    the records' keys (the device, sensor or tenant each record came from), one per row
+    of ``X``: a string, or None for a record without a key; ``keys=None`` means no
+    record has one. A detector that ignores keys (``uses_keys`` False: every shipped
+    detector but ``hgad``) accepts and ignores them, and computes exactly what it
+    computes without them. A detector that uses keys maps each key to a **class** of
+    its own model: the first keys get a class each, in the order they arrive, up to its
+    ``max_classes``; records without a key share one class (the key None); a key
+    never seen before that finds every class taken joins the class its first records
+    resemble most (the nearest class under the model as it is), and keeps it. The key
+    table is part of the state. ``score`` never changes the table: a key it has not
+    seen is scored as a member of the class it would join, and joins when ``learn``
+    first sees it. When the key is too young for statistics of its own (per-key score
+    normalisation), its class's, or the whole stream's, stand in. A detector that
+    ignores keys serves a stream of many devices as one population.
+
+    **One record at a time** (river style): ``score_one(x, key)`` scores a record with the
+    model as of the last learned mini-batch; ``learn_one(x, key)`` buffers it (with its
+    key) and learns the
     buffer as one batch when it is full: the first batch holds ``first_minibatch``
     records and each next one twice as many, up to ``minibatch_size`` (the detector's
     batch size), so a young model learns early and an old one at full speed.
@@ -78,6 +95,8 @@ class Detector(abc.ABC):
     version: ClassVar[str] = "1"
     #: The scaler the pipeline puts in front of this detector unless told otherwise.
     preferred_scaler: ClassVar[str] = "standard"
+    #: Whether the records' keys change what the detector computes (see "Keys" above).
+    uses_keys: ClassVar[bool] = False
     #: Records in the first mini-batch of ``learn_one``; each next one doubles.
     first_minibatch: ClassVar[int] = 8
 
@@ -145,14 +164,15 @@ class Detector(abc.ABC):
     # -- the window contract -------------------------------------------------------------
 
     @abc.abstractmethod
-    def score(self, X: np.ndarray) -> np.ndarray:
-        """Scores of the records of ``X`` (n × d), without changing any state."""
+    def score(self, X: np.ndarray, keys: Keys = None) -> np.ndarray:
+        """Scores of the records of ``X`` (n × d), without changing any state; ``keys``:
+        one per record, or None (see "Keys" in the class docstring)."""
 
     @abc.abstractmethod
-    def learn(self, X: np.ndarray) -> LearnReport:
-        """Learn from the records of ``X`` (n × d)."""
+    def learn(self, X: np.ndarray, keys: Keys = None) -> LearnReport:
+        """Learn from the records of ``X`` (n × d) and their ``keys``."""
 
-    def contributions(self, X: np.ndarray) -> np.ndarray | None:
+    def contributions(self, X: np.ndarray, keys: Keys = None) -> np.ndarray | None:
         """Per-feature, non-negative contributions to each record's score (n × d), if the
         detector can tell; ``None`` lets the pipeline fall back to scaled deviations."""
         return None
@@ -189,28 +209,39 @@ class Detector(abc.ABC):
         rows = self._batches.rows
         return np.stack(rows) if rows else np.empty((0, 0))
 
-    def score_one(self, x: Record) -> float:
-        """The score of one record, by the model as of the last learned mini-batch."""
-        return float(self.score(self._row(x))[0])
+    @property
+    def buffered_keys(self) -> list[str | None]:
+        """The keys of the records ``learn_one`` holds (None for a record without one)."""
+        return list(self._batches.keys)
 
-    def learn_one(self, x: Record) -> None:
-        """Buffer one record; learn the buffer when it holds a mini-batch."""
-        X = self._batches.add(x, self.minibatch_size)
-        if X is not None:
-            self.learn(X)
+    def score_one(self, x: Record, key: str | None = None) -> float:
+        """The score of one record, by the model as of the last learned mini-batch."""
+        return float(self._keyed(self.score, self._row(x), None if key is None else [key])[0])
+
+    def learn_one(self, x: Record, key: str | None = None) -> None:
+        """Buffer one record (and its key); learn the buffer when it holds a mini-batch."""
+        batch = self._batches.add_keyed(x, self.minibatch_size, key)
+        if batch is not None:
+            self._keyed(self.learn, *batch)
 
     def flush(self) -> LearnReport | None:
         """Learn the buffered records now (None when there are none)."""
-        X = self._batches.take(self.minibatch_size)
-        return None if X is None else self.learn(X)
+        batch = self._batches.take_keyed(self.minibatch_size)
+        return None if batch is None else self._keyed(self.learn, *batch)
 
-    def learn_many(self, X: np.ndarray | Sequence[Record]) -> LearnReport:
+    def learn_many(self, X: np.ndarray | Sequence[Record], keys: Keys = None) -> LearnReport:
         """Learn the buffered records and the records of ``X`` as one batch."""
-        return self.learn(self._batches.before(self._many(X)))
+        return self._keyed(self.learn, *self._batches.before_keyed(self._many(X), keys))
 
-    def score_many(self, X: np.ndarray | Sequence[Record]) -> np.ndarray:
+    def score_many(self, X: np.ndarray | Sequence[Record], keys: Keys = None) -> np.ndarray:
         """Scores of a batch of records, by the model as of the last learned batch."""
-        return np.asarray(self.score(self._many(X)), dtype=np.float64)
+        return np.asarray(self._keyed(self.score, self._many(X), keys), dtype=np.float64)
+
+    @staticmethod
+    def _keyed(method: Callable[..., Any], X: np.ndarray, keys: Keys) -> Any:
+        # Keys go only where there are some: a detector written before the contract
+        # carried keys (``score(self, X)``) keeps working on keyless records.
+        return method(X) if keys is None else method(X, keys)
 
     def _row(self, x: Record) -> np.ndarray:
         return self._batches.row(x)

@@ -16,6 +16,7 @@ from pydantic import Field
 
 from streamad.detectors.base import Detector, LearnReport
 from streamad.learning.gaussian import OnlineGaussian
+from streamad.minibatch import Keys
 
 
 class Gaussian(Detector):
@@ -73,18 +74,18 @@ class Gaussian(Detector):
     def _estimate(self, d: int) -> OnlineGaussian:
         return OnlineGaussian(d, half_life=self.half_life, shrink=self.ridge, prior=0.0, min_weight=1.0 + 1e-9)
 
-    def score(self, X: np.ndarray) -> np.ndarray:
+    def score(self, X: np.ndarray, keys: Keys = None) -> np.ndarray:
         if self.g is None or not self.g.ready or self.seen < self.warmup:
             return np.zeros(len(X))
         return self.g.score(X)
 
-    def contributions(self, X: np.ndarray) -> np.ndarray | None:
+    def contributions(self, X: np.ndarray, keys: Keys = None) -> np.ndarray | None:
         if self.g is None or not self.g.ready:
             return None
         # Each feature's share of the quadratic form, clipped at 0 (cross terms can be negative).
         return self.g.contributions(X)
 
-    def learn(self, X: np.ndarray) -> LearnReport:
+    def learn(self, X: np.ndarray, keys: Keys = None) -> LearnReport:
         X = np.asarray(X, dtype=np.float64)
         warm = self.seen < self.warmup
         if len(X) == 0:

@@ -39,6 +39,7 @@ from streamad.detectors.base import Detector, LearnReport, Record
 from streamad.learning.components import Calibration, Components, LabelerSpec, Optimizer, Schedule
 from streamad.learning.lamp import Lamp
 from streamad.learning.weights import ImportanceWeights
+from streamad.minibatch import Keys
 
 if TYPE_CHECKING:
     import torch
@@ -188,7 +189,7 @@ class NeuralDetector(Detector):
 
     # -- the contract ------------------------------------------------------------------------
 
-    def score(self, X: np.ndarray) -> np.ndarray:
+    def score(self, X: np.ndarray, keys: Keys = None) -> np.ndarray:
         X = self._clean(X)
         if self.trainer is None:
             # Not built yet: the untrained network of this seed scores, and learns nothing.
@@ -199,7 +200,7 @@ class NeuralDetector(Detector):
             raise ValueError(f"{self.name}: records have {X.shape[1]} features, the model was built for {self.n_features}")
         return self.trainer.score(X)
 
-    def score_one(self, x: Record) -> float:
+    def score_one(self, x: Record, key: str | None = None) -> float:
         """The score of one record by the model as of the last learned mini-batch. Once
         the model has learned, it is computed in float64 from a numpy copy of a network
         that has one (the autoencoder): no torch call per record. It then equals
@@ -212,7 +213,7 @@ class NeuralDetector(Detector):
                 return float(s[0])
         return float(self.score(X)[0])
 
-    def learn(self, X: np.ndarray) -> LearnReport:
+    def learn(self, X: np.ndarray, keys: Keys = None) -> LearnReport:
         X = self._clean(X)
         trainer = self._trainer_for(X)
         reports, _ = trainer.learn(X)
@@ -231,7 +232,7 @@ class NeuralDetector(Detector):
             extra={"steps": float(len(done))},
         )
 
-    def contributions(self, X: np.ndarray) -> np.ndarray | None:
+    def contributions(self, X: np.ndarray, keys: Keys = None) -> np.ndarray | None:
         if self.trainer is None or len(X) == 0:
             return None
         import torch

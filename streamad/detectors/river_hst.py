@@ -9,6 +9,7 @@ import numpy as np
 from pydantic import Field
 
 from streamad.detectors.base import Detector, LearnReport
+from streamad.minibatch import Keys
 
 
 class RiverHST(Detector):
@@ -72,11 +73,11 @@ class RiverHST(Detector):
     def minibatch_size(self) -> int:
         return 1
 
-    def score(self, X: np.ndarray) -> np.ndarray:
+    def score(self, X: np.ndarray, keys: Keys = None) -> np.ndarray:
         score_one = self.model.score_one
         return np.fromiter((score_one(dict(enumerate(row))) for row in X.tolist()), dtype=np.float64, count=len(X))
 
-    def learn(self, X: np.ndarray) -> LearnReport:
+    def learn(self, X: np.ndarray, keys: Keys = None) -> LearnReport:
         warmup = self.model._first_window  # its scores were all 0: HST had no reference mass yet
         learn_one = self.model.learn_one
         for row in X.tolist():
