@@ -30,7 +30,16 @@ Streams:
 
 Labels are read for the metrics at the end only. Alarms are what the pipeline's own
 threshold (SPOT, default settings) raised; precision is the share of alarms on
-labelled records. Every run is deterministic under its seeds.
+labelled records, the false-alarm rate the share of normal records alarmed on. Every
+run is deterministic under its seeds.
+
+Temporal stage (``features.temporal``, streamad/temporal.py): the rows measured before
+it existed keep it off (pinned, so they stay comparable); ``... + temporal`` rows turn
+it on, with the records' event times (the demo's, SKAB's ``datetime``). ``--ablation``
+adds the default detector with each group of temporal columns left out, with each
+alone, and with the groups that are off by default added (a table of its own).
+
+    python -m benchmarks.sensor_streams --ablation
 """
 
 from __future__ import annotations
@@ -50,13 +59,48 @@ from benchmarks.odds import RESULTS, _commit, _deep_merge, _machine, parse_sets,
 
 DEMO_KINDS = ("spike", "level shift", "stuck sensor")
 SKAB_DIRS = ("valve1", "valve2", "other")
-DEFAULT_DETECTORS = ("default", "default (train_share 0.25)=default", "gaussian", "loe-ae v2 (old default)=loe-ae")
+DEFAULT_DETECTORS = (
+    "default", "default (train_share 0.25)=default", "gaussian", "loe-ae v2 (old default)=loe-ae",
+    "default + temporal=default", "gaussian + temporal=gaussian",
+)  # fmt: skip
 #: parameters pinned per row: the previous default's, so the row stays comparable after the
 #: default changes, and the faster training schedule's
 PINNED: dict[str, dict[str, Any]] = {
     "loe-ae v2 (old default)": {"gauss": False, "score_warmup": 256},
     "default (train_share 0.25)": {"train_share": 0.25},
 }
+#: settings pinned per row: the rows from before the temporal stage keep it off
+OFF = {"features": {"temporal": "off"}}
+ON = {"features": {"temporal": "on"}}
+PINNED_SETTINGS: dict[str, dict[str, Any]] = {
+    "default": OFF,
+    "default (train_share 0.25)": OFF,
+    "gaussian": OFF,
+    "loe-ae v2 (old default)": OFF,
+    "default + temporal": ON,
+    "gaussian + temporal": ON,
+}
+
+
+def ablation_rows() -> list[str]:
+    """The default detector with each temporal group left out, alone, and added."""
+    from streamad.temporal import DEFAULT_GROUPS, GROUPS
+
+    rows = []
+    for g in DEFAULT_GROUPS:
+        label = f"temporal − {g}"
+        PINNED_SETTINGS[label] = {"features": {"temporal": "on", "groups": [x for x in DEFAULT_GROUPS if x != g]}}
+        rows.append(f"{label}=default")
+    for g in DEFAULT_GROUPS:
+        label = f"temporal: {g} only"
+        PINNED_SETTINGS[label] = {"features": {"temporal": "on", "groups": [g]}}
+        rows.append(f"{label}=default")
+    for g in GROUPS:
+        if g not in DEFAULT_GROUPS:
+            label = f"temporal + {g}"
+            PINNED_SETTINGS[label] = {"features": {"temporal": "on", "groups": [*DEFAULT_GROUPS, g]}}
+            rows.append(f"{label}=default")
+    return rows
 
 
 #: records at the start of every stream left out of AUC/AP, for every detector alike: a
@@ -147,31 +191,43 @@ def run_demo(job: Mapping[str, Any]) -> dict[str, Any]:
         "events": hit,
         "alarms": int(alarms.sum()),
         "true_alarms": int((alarms & (y == 1)).sum()),
+        "normal": int((y == 0).sum()),
         "n": int(len(idx)),
     }
 
 
-def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     from streamad.connectors.csv_source import CsvSource
 
     src = CsvSource(path)
     batches = list(src)
     X = np.concatenate([b.X for b in batches])
     y = np.concatenate([np.zeros(len(b.X)) if b.labels is None else b.labels for b in batches]).astype(int)
-    return X, y
+    ts = None if any(b.timestamps is None for b in batches) else np.concatenate([b.timestamps for b in batches])
+    return X, y, ts
+
+
+#: SKAB's leaderboard scores the rows after the first 400 of each file (its train part)
+SKAB_TRAIN_ROWS = 400
 
 
 def run_skab(job: Mapping[str, Any]) -> dict[str, Any]:
     single_thread()
     root = Path(job["skab_dir"])
-    X, y = _read_csv(root / job["file"])
+    X, y, ts = _read_csv(root / job["file"])
     start = 0
     if job["protocol"] == "warm":
-        Xf, _ = _read_csv(root / "anomaly-free" / "anomaly-free.csv")
+        Xf, _, tf = _read_csv(root / "anomaly-free" / "anomaly-free.csv")
         start = len(Xf)
         X = np.concatenate([Xf, X])
-    out = replay_arrays(X, job["overrides"])
+        ts = None if ts is None or tf is None else np.concatenate([tf, ts])
+    out = replay_arrays(X, job["overrides"], ts)
     idx, s, alarms = out["index"], out["scores"], out["alarms"]
+    # Point F1 of the alarms as SKAB's leaderboard counts it: every row after the train part.
+    lead = idx >= start + SKAB_TRAIN_ROWS
+    yl, al = y[idx[lead] - start], alarms[lead]
+    tp = int((al & (yl == 1)).sum())
+    f1 = 2 * tp / max(1, int(al.sum()) + int((yl == 1).sum()))
     keep = idx >= max(start, BURN_IN)
     idx, s, alarms = idx[keep] - start, s[keep], alarms[keep]
     yy = y[idx]
@@ -184,8 +240,13 @@ def run_skab(job: Mapping[str, Any]) -> dict[str, Any]:
         "ap": ap,
         "alarms": int(alarms.sum()),
         "true_alarms": int((alarms & (yy == 1)).sum()),
+        "normal": int((yy == 0).sum()),
         "n": int(len(idx)),
         "prevalence": float(yy.mean()),
+        "f1": f1,
+        "f1_tp": tp,
+        "f1_alarms": int(al.sum()),
+        "f1_positives": int((yl == 1).sum()),
     }
 
 
@@ -199,7 +260,7 @@ def specs(items: Sequence[str], overrides: Mapping[str, Any], per: Mapping[str, 
         label, sep, spec = item.partition("=")
         if not sep:
             spec = label
-        o = _deep_merge({"detector": {"name": spec}}, overrides)
+        o = _deep_merge(_deep_merge({"detector": {"name": spec}}, PINNED_SETTINGS.get(label, {})), overrides)
         params = {**PINNED.get(label, {}), **per.get(label, {})}
         if params:
             o = _deep_merge(o, {"detector": {"params": params}})
@@ -217,6 +278,7 @@ def summarize(results: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> li
                 continue
             al = sum(r["alarms"] for r in rs)
             tr = sum(r["true_alarms"] for r in rs)
+            normal = sum(r.get("normal", 0) for r in rs)
             row = {
                 "group": g,
                 "label": lab,
@@ -225,7 +287,11 @@ def summarize(results: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> li
                 "ap": float(np.nanmean([r["ap"] for r in rs])),
                 "alarms": al,
                 "precision": tr / al if al else float("nan"),
+                "false_alarm_rate": (al - tr) / normal if normal else float("nan"),
             }
+            if not g.startswith("demo"):
+                tp = sum(r["f1_tp"] for r in rs)
+                row["f1"] = 2 * tp / max(1, sum(r["f1_alarms"] for r in rs) + sum(r["f1_positives"] for r in rs))
             if g.startswith("demo"):
                 for k in DEMO_KINDS:
                     row[k] = float(np.nanmean([r["per_kind"][k] for r in rs]))
@@ -234,7 +300,32 @@ def summarize(results: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> li
     return rows
 
 
-def render(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> str:
+def ablation(results: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per variant: every demo stream (with and without drift) and every SKAB file."""
+    out = []
+    for lab in labels:
+        demo = [r for r in results if r["label"] == lab and r["group"].startswith("demo")]
+        skab = [r for r in results if r["label"] == lab and r["group"].startswith("skab")]
+        row: dict[str, Any] = {"label": lab}
+        if demo:
+            al = sum(r["alarms"] for r in demo)
+            tr = sum(r["true_alarms"] for r in demo)
+            row.update(
+                demo_auc=float(np.nanmean([r["auc"] for r in demo])),
+                demo_ap=float(np.nanmean([r["ap"] for r in demo])),
+                precision=tr / al if al else float("nan"),
+                false_alarm_rate=(al - tr) / max(1, sum(r["normal"] for r in demo)),
+            )
+            for k in DEMO_KINDS:
+                row[k] = float(np.nanmean([r["per_kind"][k] for r in demo]))
+                row[k + " hit"] = f"{sum(r['events'][k][0] for r in demo)}/{sum(r['events'][k][1] for r in demo)}"
+        if skab:
+            row.update(skab_auc=float(np.nanmean([r["auc"] for r in skab])), skab_ap=float(np.nanmean([r["ap"] for r in skab])))
+        out.append(row)
+    return out
+
+
+def render(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any], ablated: Sequence[Mapping[str, Any]] = ()) -> str:
     f = lambda v: "–" if v != v else f"{v:.3f}"  # noqa: E731
     lines = [
         "# Sensor streams: demo and SKAB",
@@ -256,20 +347,52 @@ def render(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> str:
         "",
         "## Demo",
         "",
-        "| stream | detector | AUC | AP | AUC spikes | AUC level shifts | AUC stuck sensor | alarms | precision | spikes hit | shifts hit | stuck hit |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| stream | detector | AUC | AP | AUC spikes | AUC level shifts | AUC stuck sensor | alarms | precision | false-alarm rate | spikes hit | shifts hit | stuck hit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    fa = lambda v: "–" if v != v else f"{v:.2%}"  # noqa: E731
     for r in rows:
         if r["group"].startswith("demo"):
             lines.append(
                 f"| {r['group']} (×{r['streams']}) | {r['label']} | {f(r['auc'])} | {f(r['ap'])} | {f(r['spike'])} | {f(r['level shift'])} | {f(r['stuck sensor'])} "
-                f"| {r['alarms']} | {f(r['precision'])} | {r['spike hit']} | {r['level shift hit']} | {r['stuck sensor hit']} |"
+                f"| {r['alarms']} | {f(r['precision'])} | {fa(r['false_alarm_rate'])} | {r['spike hit']} | {r['level shift hit']} | {r['stuck sensor hit']} |"
             )
     if any(not r["group"].startswith("demo") for r in rows):
-        lines += ["", "## SKAB", "", "| files | detector | AUC | AP | alarms | precision |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## SKAB",
+            "",
+            f"F1: point F1 of the alarms over the rows after the first {SKAB_TRAIN_ROWS} of each file (the leaderboard's scoring), summed over the files.",
+            "",
+            "| files | detector | AUC | AP | alarms | precision | false-alarm rate | F1 |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for r in rows:
             if not r["group"].startswith("demo"):
-                lines.append(f"| {r['group']} (×{r['streams']}) | {r['label']} | {f(r['auc'])} | {f(r['ap'])} | {r['alarms']} | {f(r['precision'])} |")
+                lines.append(
+                    f"| {r['group']} (×{r['streams']}) | {r['label']} | {f(r['auc'])} | {f(r['ap'])} | {r['alarms']} | {f(r['precision'])} "
+                    f"| {fa(r['false_alarm_rate'])} | {f(r['f1'])} |"
+                )
+    if ablated:
+        lines += [
+            "",
+            "## Ablation of the temporal columns",
+            "",
+            "The default detector with the temporal stage: all 20 demo streams (with and without drift) and all 34 SKAB files together. "
+            "Groups: jump (value minus the median of the previous 5), drift (median of the last 5 minus the long mean), "
+            "vol (log ratio of the recent to the usual step size), run (log of the records since the value last changed), "
+            "gap (time since the key's previous record over its usual), diff (the step from the previous value), calendar (time of day and weekday).",
+            "",
+            "| variant | demo AUC | demo AP | AUC spikes | AUC shifts | AUC stuck | spikes hit | shifts hit | stuck hit | precision | false-alarm rate | SKAB AUC | SKAB AP |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in ablated:
+            lines.append(
+                f"| {r['label']} | {f(r.get('demo_auc', float('nan')))} | {f(r.get('demo_ap', float('nan')))} | {f(r.get('spike', float('nan')))} "
+                f"| {f(r.get('level shift', float('nan')))} | {f(r.get('stuck sensor', float('nan')))} | {r.get('spike hit', '–')} | {r.get('level shift hit', '–')} "
+                f"| {r.get('stuck sensor hit', '–')} | {f(r.get('precision', float('nan')))} | {fa(r.get('false_alarm_rate', float('nan')))} "
+                f"| {f(r.get('skab_auc', float('nan')))} | {f(r.get('skab_ap', float('nan')))} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -287,6 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--skab-dir", type=Path, default=_skab_dir())
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--no-write", action="store_true", help="print the table, write nothing")
+    ap.add_argument("--ablation", action="store_true", help="also the default detector with temporal groups left out, alone and added")
     args = ap.parse_args(argv)
 
     overrides = parse_sets(args.set)
@@ -294,7 +418,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for item in args.param:
         label, _, kv = item.partition(":")
         per.setdefault(label, {}).update(parse_sets([kv]))
-    dets = specs([d for d in args.detectors.split(",") if d], overrides, per)
+    items = [d for d in args.detectors.split(",") if d]
+    extra = ablation_rows() if args.ablation else []
+    dets = specs(items + extra, overrides, per)
     jobs: list[dict[str, Any]] = []
     seeds = [int(s) for s in args.demo_seeds.split(",") if s]
     for label, o in dets:
@@ -308,7 +434,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     jobs.append({"kind": "skab", "label": label, "overrides": o, "file": f"{d}/{p.name}", "skab_dir": str(args.skab_dir), "protocol": args.skab_protocol})
     with mp.get_context("spawn").Pool(args.workers) as pool:
         results = pool.map(_run, jobs, chunksize=1)
-    rows = summarize(results, [lab for lab, _ in dets])
+    rows = summarize(results, [lab for lab, _ in dets if f"{lab}=default" not in extra])
+    ablated = ablation(results, ["default + temporal"] + [e.partition("=")[0] for e in extra]) if extra else []
     meta = {
         "command": "python -m benchmarks.sensor_streams " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": dt.date.today().isoformat(),
@@ -319,12 +446,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "skab_protocol": args.skab_protocol,
         "detectors": {lab: o for lab, o in dets},
     }
-    text = render(rows, meta)
+    text = render(rows, meta, ablated)
     print(text)
     if not args.no_write:
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / "sensor_streams.md").write_text(text)
-        (RESULTS / "sensor_streams.json").write_text(json.dumps({"meta": meta, "rows": rows, "runs": results}, indent=1, default=str))
+        (RESULTS / "sensor_streams.json").write_text(json.dumps({"meta": meta, "rows": rows, "ablation": ablated, "runs": results}, indent=1, default=str))
     return 0
 
 

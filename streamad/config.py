@@ -45,6 +45,29 @@ class RecordSettings(_Section):
     guess_roles: bool = True
 
 
+TemporalGroup = Literal["jump", "diff", "drift", "vol", "run", "gap", "calendar"]
+
+
+class FeaturesSettings(_Section):
+    """The temporal stage (streamad/temporal.py): per-key history turned into context
+    columns before the scaler. ``auto`` turns it on for records with event times (a CSV
+    with a timestamp column, Kafka) and off for the rest (ODDS ``.mat`` files, tables
+    without a timestamp)."""
+
+    temporal: Literal["auto", "on", "off"] = "auto"
+    max_keys: int = Field(10_000, gt=0, le=10_000_000, description="keys kept per lane; the least recently seen are forgotten beyond that")
+    groups: list[TemporalGroup] | None = Field(None, description="derived column groups (default: jump, drift, vol, run, gap)")
+    short_span: int = Field(8, gt=0, le=100_000, description="records in the short running means")
+    long_span: int = Field(256, gt=0, le=10_000_000, description="records in the long running means")
+    history: int = Field(5, gt=0, le=64, description="previous values a jump is measured from (their median)")
+
+    @field_validator("temporal", mode="before")
+    @classmethod
+    def _yaml_switch(cls, v: Any) -> Any:
+        # YAML reads a bare on / off (and yes / no) as a boolean.
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
+
+
 class WindowSettings(_Section):
     size: int = Field(256, gt=0, le=1_000_000)
     initial_size: int | None = Field(8, gt=0, description="first window of a lane; each next one doubles, up to size (null: size from the start)")
@@ -287,6 +310,7 @@ class KafkaSettings(_Section):
 
 class Settings(_Section):
     record: RecordSettings = Field(default_factory=RecordSettings)
+    features: FeaturesSettings = Field(default_factory=FeaturesSettings)
     window: WindowSettings = Field(default_factory=WindowSettings)
     scaler: ScalerSettings = Field(default_factory=ScalerSettings)
     detector: DetectorSettings = Field(default_factory=DetectorSettings)

@@ -3,7 +3,9 @@
 The message is the contract with whoever consumes detections (architecture.md):
 source coordinates, key, event time, score, threshold, verdict, tail probability,
 the top contributing features and the model. Its ``id`` is derived from the input's
-coordinates, so a detection re-emitted after a crash carries the same id.
+coordinates, so a detection re-emitted after a crash carries the same id. With the
+temporal stage, each feature entry also says how the feature behaved (``behaviour``:
+level, jump, drift, stuck, flat, noisy, gap) and a ``description`` in words.
 
 >>> import numpy as np
 >>> from streamad.records import Lane
@@ -16,6 +18,9 @@ coordinates, so a detection re-emitted after a crash carries the same id.
 'sensors/2/41'
 >>> import orjson; orjson.loads(msg.value)["features"]
 [{'name': 'pressure', 'share': 0.75}, {'name': 'flow', 'share': 0.25}]
+>>> d.top_features = [[("pressure", 1.0, "stuck", "pressure: stuck at 3.2 for 40 records")]]
+>>> orjson.loads(next(d.messages()).value)["features"]
+[{'name': 'pressure', 'share': 1.0, 'behaviour': 'stuck', 'description': 'pressure: stuck at 3.2 for 40 records'}]
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ class DetectionBatch:
     threshold: float
     is_anomaly: np.ndarray
     tail_probability: np.ndarray
-    top_features: Sequence[Sequence[tuple[str, float]]]
+    top_features: Sequence[Sequence[tuple[str, float] | tuple[str, float, str, str]]]
     model: str
     model_version: str
 
@@ -84,7 +89,7 @@ class DetectionBatch:
                 "threshold": thr,
                 "is_anomaly": flags[i],
                 "tail_probability": probs[i],
-                "features": [{"name": n, "share": round(s, 4)} for n, s in self.top_features[i]],
+                "features": [_feature(f) for f in self.top_features[i]],
                 "model": model,
             }
 
@@ -98,3 +103,13 @@ class DetectionBatch:
                 lane=self.lane,
                 offset=rec["source"]["offset"],
             )
+
+
+def _feature(entry: tuple[str, float] | tuple[str, float, str, str]) -> dict[str, Any]:
+    """One entry of a message's ``features``: name and share, then (temporal stage on)
+    the behaviour and its description."""
+    out: dict[str, Any] = {"name": entry[0], "share": round(entry[1], 4)}
+    if len(entry) == 4:
+        out["behaviour"] = entry[2]
+        out["description"] = entry[3]
+    return out

@@ -205,6 +205,15 @@ class MetricsObserver:
         self.feature_drift_threshold = Gauge("streamad_feature_drift_threshold", "Alarm level of the feature drift statistic.", ("method",), registry=reg)
         self.score_drift = Gauge("streamad_score_drift_statistic", "Page-Hinkley statistic of the score stream's ranks (upward).", L, registry=reg)
         self.score_drift_threshold = Gauge("streamad_score_drift_threshold", "Alarm level of the score drift statistic.", registry=reg)
+        self.temporal_keys = Gauge(
+            "streamad_temporal_keys", "Keys whose recent history the temporal stage keeps, per lane (at most features.max_keys).", L, registry=reg
+        )
+        self.temporal_evictions = Counter(
+            "streamad_temporal_evictions_total",
+            "Keys the temporal stage forgot to stay within features.max_keys (the least recently seen first).",
+            L,
+            registry=reg,
+        )
 
         from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 
@@ -336,6 +345,10 @@ class MetricsObserver:
         for gauge, value in ((self.loe_flag, rep.loe_flag_rate), (self.ess, rep.ess), (self.loss, rep.loss)):
             if value is not None and math.isfinite(value):
                 gauge.labels(*lv).set(float(value))
+        t = getattr(r, "temporal", None)
+        if t is not None:
+            self.temporal_keys.labels(*lv).set(t.keys)
+            self.temporal_evictions.labels(*lv).inc(t.evictions)
         d = getattr(r, "drift", None)
         if d is not None:
             for e in d.events:

@@ -31,10 +31,16 @@ import numpy as np
 from streamad.detectors import Detector, LearnReport, make_detector
 from streamad.minibatch import MiniBatches, Record
 from streamad.scaling import Scaler, StandardScaler, make_scaler
+from streamad.temporal import Context, TemporalFeatures
 from streamad.threshold import Threshold
 
 if TYPE_CHECKING:
     from streamad.config import Settings
+
+
+#: what ``explain`` lists per record: (feature, share) or, with temporal context,
+#: (feature, share, behaviour, description)
+Explanation = tuple[str, float] | tuple[str, float, str, str]
 
 
 @dataclass
@@ -45,6 +51,8 @@ class Verdict:
     scores: np.ndarray
     threshold: float  # inf while the threshold warms up
     alarms: np.ndarray  # bool: score above the threshold
+    features: np.ndarray | None = None  # the model's columns before scaling (with temporal context: values + derived)
+    context: Context | None = None  # the temporal context (None without the temporal stage)
 
 
 class Model:
@@ -62,6 +70,12 @@ class Model:
         What turns scores into alarms; by default the extreme-value threshold with the
         settings' defaults (``SpotThreshold``: a target false-alarm rate of 0.001, alarms
         once it has learned 500 scores).
+    temporal : TemporalFeatures or bool, optional
+        Per-key temporal context before the scaler (``streamad.temporal``): each record
+        is scored with its values and what its key's history says about them (jumps,
+        drift, a flat or stuck sensor, gaps); ``True`` for the default stage. Keys and
+        event times come with ``judge`` / ``learn`` (the pipeline passes the window's);
+        records learned one at a time are one key. Off by default.
 
     Notes
     -----
@@ -71,7 +85,13 @@ class Model:
     batch before learning it, because the threshold learns those scores.
     """
 
-    def __init__(self, detector: Detector | str = "default", scaler: Scaler | str = "auto", threshold: Threshold | None = None) -> None:
+    def __init__(
+        self,
+        detector: Detector | str = "default",
+        scaler: Scaler | str = "auto",
+        threshold: Threshold | None = None,
+        temporal: TemporalFeatures | bool | None = None,
+    ) -> None:
         self.detector: Detector = make_detector(detector) if isinstance(detector, str) else detector
         if isinstance(scaler, str):
             scaler = make_scaler(self.detector.preferred_scaler if scaler == "auto" else scaler)
@@ -85,6 +105,7 @@ class Model:
         # Independent of the detector's scaler: z-scores for the attribution of detectors
         # that cannot say which features made a score.
         self.stats = StandardScaler(half_life=10_000)
+        self.temporal: TemporalFeatures | None = TemporalFeatures() if temporal is True else (temporal or None)
         self._batches = MiniBatches()  # what learn_one holds, and the feature names
 
     @property
@@ -97,49 +118,121 @@ class Model:
         self._batches.names = names
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Model:
-        """The model a pipeline lane runs for these settings."""
+    def from_settings(cls, settings: Settings, temporal: bool | None = None) -> Model:
+        """The model a pipeline lane runs for these settings; ``temporal`` decides the
+        temporal stage when ``features.temporal`` is ``auto`` (default: off)."""
         from streamad.factory import build_detector, build_scaler, build_threshold
 
         detector = build_detector(settings)
-        return cls(detector, build_scaler(settings, detector), build_threshold(settings.threshold))
+        f = settings.features
+        on = f.temporal == "on" or (f.temporal == "auto" and bool(temporal))
+        stage = TemporalFeatures(f.groups, f.max_keys, f.short_span, f.long_span, f.history) if on else None
+        return cls(detector, build_scaler(settings, detector), build_threshold(settings.threshold), stage)
+
+    @property
+    def columns(self) -> tuple[str, ...] | None:
+        """The columns the detector sees: the features, then (with the temporal stage,
+        once it has seen records) the derived ones such as ``pressure.jump``."""
+        if self.temporal is not None and self.temporal.columns is not None:
+            return self.temporal.names
+        return self.feature_names
 
     # -- batches: what the pipeline calls ------------------------------------------------------
 
-    def judge(self, X: np.ndarray) -> Verdict:
-        """Score ``X`` (raw records, n × d) by the state from before it; changes nothing."""
+    def judge(self, X: np.ndarray, keys: np.ndarray | None = None, timestamps: np.ndarray | None = None) -> Verdict:
+        """Score ``X`` (raw records, n × d, in order) by the state from before it;
+        changes nothing. ``keys`` and ``timestamps`` (event times, seconds) feed the
+        temporal stage: a record's context comes from its key's records before it."""
         X = np.asarray(X, dtype=np.float64)
-        scaled = self.scaler.transform(X)
+        ctx = self._context(X, keys, timestamps)
+        F = X if ctx is None else ctx.features
+        scaled = self._scale(F, X.shape[1])
         scores = np.asarray(self.detector.score(scaled), dtype=np.float64)
         thr = float(self.threshold.value)
-        return Verdict(scaled, scores, thr, scores > thr)
+        return Verdict(scaled, scores, thr, scores > thr, F, ctx)
 
-    def learn(self, X: np.ndarray, scores: np.ndarray) -> LearnReport:
-        """Learn ``X`` after it was judged; ``scores`` are what ``judge`` gave it."""
+    def learn(
+        self, X: np.ndarray, scores: np.ndarray, keys: np.ndarray | None = None, timestamps: np.ndarray | None = None, *, verdict: Verdict | None = None
+    ) -> LearnReport:
+        """Learn ``X`` after it was judged; ``scores`` are what ``judge`` gave it (and
+        ``verdict``, when given, what it made of the records: not computed again)."""
         X = np.asarray(X, dtype=np.float64)
+        d = X.shape[1]
+        ctx: Context | None = None
+        if self.temporal is not None:
+            ctx = verdict.context if verdict is not None else None
+            if ctx is None or ctx.revision != self.temporal.revision or len(ctx.features) != len(X):
+                ctx = self._context(X, keys, timestamps)
+        F = X if ctx is None else ctx.features
         # The scaler learns first, and the detector learns the records as the next ones
         # will be scaled: on the same statistics (the very first window would otherwise
         # be learned as all zeros, scaled by a scaler that had seen nothing).
         self.scaler.learn(X)
-        self.stats.learn(X)
-        report = self.detector.learn(self.scaler.transform(X))
+        if ctx is not None and self.temporal is not None:
+            self.temporal.learn_scale(F[:, d:])
+        self.stats.learn(F)
+        report = self.detector.learn(self._scale(F, d))
+        if ctx is not None and self.temporal is not None:
+            flagged = np.asarray(scores, dtype=np.float64) > self.threshold.value
+            if flagged.any():
+                # Records the model alarmed on count little in their keys' long means.
+                ctx = self.temporal.transform(X, keys, timestamps, self.feature_names, flagged=flagged)
+            self.temporal.commit(ctx)
         if not report.warmup:
             self.threshold.update(scores)
         return report
 
-    def process(self, X: np.ndarray) -> tuple[Verdict, LearnReport]:
+    def process(self, X: np.ndarray, keys: np.ndarray | None = None, timestamps: np.ndarray | None = None) -> tuple[Verdict, LearnReport]:
         """Judge ``X``, then learn it: one prequential step."""
-        verdict = self.judge(X)
-        return verdict, self.learn(X, verdict.scores)
+        verdict = self.judge(X, keys, timestamps)
+        return verdict, self.learn(X, verdict.scores, keys, timestamps, verdict=verdict)
+
+    def _context(self, X: np.ndarray, keys: np.ndarray | None, timestamps: np.ndarray | None) -> Context | None:
+        if self.temporal is None:
+            return None
+        return self.temporal.transform(X, keys, timestamps, self.feature_names)
+
+    def _scale(self, F: np.ndarray, d: int) -> np.ndarray:
+        """The model's columns as the detector sees them: the features through the
+        scaler, the derived columns through the temporal stage's own."""
+        if self.temporal is None or F.shape[1] == d:
+            return self.scaler.transform(F)
+        out = np.empty_like(F)
+        out[:, :d] = self.scaler.transform(F[:, :d])
+        out[:, d:] = self.temporal.scale(F[:, d:], unit=self.scaler.name == "minmax")
+        return out
 
     def contributions(self, X: np.ndarray, scaled: np.ndarray | None = None) -> np.ndarray:
-        """Non-negative per-feature contributions to each record's score (n × d): the
-        detector's own when it can tell, else squared z-scores of the raw records."""
+        """Non-negative per-column contributions to each record's score (n × columns):
+        the detector's own when it can tell, else squared z-scores. ``X`` holds the
+        model's columns (``Verdict.features``: with the temporal stage, the values and
+        the derived columns)."""
         X = np.asarray(X, dtype=np.float64)
-        contrib = self.detector.contributions(self.scaler.transform(X) if scaled is None else scaled)
+        if scaled is None:
+            d = len(self.feature_names) if self.feature_names is not None else X.shape[1]
+            scaled = self._scale(X, d)
+        contrib = self.detector.contributions(scaled)
         if contrib is None:
             contrib = self.stats.transform(X) ** 2
         return np.asarray(contrib, dtype=np.float64)
+
+    def explain(self, verdict: Verdict, rows: np.ndarray, k: int = 3) -> list[list[Explanation]]:
+        """The ``k`` features contributing most to the score of each of ``rows`` (indices
+        into the judged batch), with their share; with the temporal stage, contributions
+        of derived columns count for their source feature, and each entry also says how
+        the feature behaved (``level``, ``jump``, ``drift``, ``stuck``, ``flat``,
+        ``noisy``, ``gap``) in a sentence with the record's numbers."""
+        rows = np.asarray(rows, dtype=np.int64)
+        F = verdict.scaled if verdict.features is None else verdict.features
+        contrib = self.contributions(F[rows], verdict.scaled[rows])
+        ctx = verdict.context
+        if ctx is None or self.temporal is None:
+            names = self.columns or tuple(f"x{i}" for i in range(F.shape[1]))
+            return [[(names[j], share) for j, share in top] for top in attribute(contrib, k)]
+        d = len(self.temporal.sources)
+        spread = self.stats.std
+        center = None if self.stats.mean is None else self.stats.mean[:d]
+        return self.temporal.explain(contrib, ctx, rows, k, center, None if spread is None else spread[:d], verdict.scaled[rows])  # type: ignore[return-value]
 
     def tail_probability(self, scores: np.ndarray) -> np.ndarray:
         """Estimated share of normal records scoring at least this high."""
@@ -168,18 +261,36 @@ class Model:
 
     def score_one(self, x: Record) -> float:
         """The score of one record, by the model as of the last learned batch (through
-        the detector's one-record path, which may round differently from a batch's)."""
-        return self.detector.score_one(self.scaler.transform(self._row(x))[0])
+        the detector's one-record path, which may round differently from a batch's);
+        its temporal context also counts the records ``learn_one`` holds."""
+        return self.detector.score_one(self._scaled_one(x)[0])
 
     def predict_one(self, x: Record) -> bool:
         """Whether one record is an alarm, by the model as of the last learned batch."""
         return self.score_one(x) > self.threshold.value
 
-    def explain_one(self, x: Record, k: int = 3) -> list[tuple[str, float]]:
-        """The ``k`` features contributing most to the record's score, with their share."""
+    def explain_one(self, x: Record, k: int = 3) -> list[Explanation]:
+        """The ``k`` features contributing most to the record's score, with their share
+        (and with the temporal stage, how each behaved: see ``explain``)."""
         row = self._row(x)
-        names = self.feature_names or tuple(f"x{i}" for i in range(row.shape[1]))
-        return [(names[j], share) for j, share in attribute(self.contributions(row), k)[0]]
+        if self.temporal is None:
+            names = self.feature_names or tuple(f"x{i}" for i in range(row.shape[1]))
+            return [(names[j], share) for j, share in attribute(self.contributions(row), k)[0]]
+        X = self._held(row)
+        verdict = self.judge(X)
+        return self.explain(verdict, np.array([len(X) - 1]), k)[0]
+
+    def _held(self, row: np.ndarray) -> np.ndarray:
+        """The records ``learn_one`` holds, then ``row``: the history of its context."""
+        return np.concatenate([np.stack(self._batches.rows), row]) if self._batches.rows else row
+
+    def _scaled_one(self, x: Record) -> np.ndarray:
+        row = self._row(x)
+        if self.temporal is None:
+            return self.scaler.transform(row)
+        ctx = self._context(self._held(row), None, None)
+        assert ctx is not None
+        return self._scale(ctx.features[-1:], row.shape[1])
 
     def learn_one(self, x: Record) -> None:
         """Buffer one record; learn the buffer as one batch when it is full."""
@@ -207,14 +318,26 @@ class Model:
             "stats": self.stats.state_dict(),
             "threshold": self.threshold.state_dict(),
             "one": self._batches.state_dict(),
+            "temporal": None if self.temporal is None else self.temporal.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        check_temporal(self.temporal, state.get("temporal"))
         self.detector.load_state_dict(state["detector"])
         self.scaler.load_state_dict(state["scaler"])
         self.stats.load_state_dict(state["stats"])
         self.threshold.load_state_dict(state["threshold"])
         self._batches.load_state_dict(state.get("one"))
+        if self.temporal is not None and state.get("temporal") is not None:
+            self.temporal.load_state_dict(state["temporal"])
+
+
+def check_temporal(temporal: TemporalFeatures | None, state: Mapping[str, Any] | None) -> None:
+    """Refuse a checkpoint made with the temporal stage on for a model without it, and
+    the other way round: the detector learned other columns."""
+    if (temporal is None) != (state is None):
+        made, now = ("on", "off") if state is not None else ("off", "on")
+        raise ValueError(f"checkpoint was made with temporal features {made}, they are {now} now (features.temporal)")
 
 
 def attribute(contrib: np.ndarray, k: int) -> list[list[tuple[int, float]]]:

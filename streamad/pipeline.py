@@ -25,10 +25,11 @@ from streamad.detection import DetectionBatch
 from streamad.detectors import Detector, LearnReport
 from streamad.drift import DriftEvent, DriftMonitor, DriftStatus
 from streamad.factory import apply_threads, detector_name
-from streamad.model import Model, attribute
+from streamad.model import Explanation, Model, Verdict, check_temporal
 from streamad.records import Batch, Lane, Reject
 from streamad.scaling import Scaler, StandardScaler
 from streamad.state import StateStore
+from streamad.temporal import TemporalStats
 from streamad.threshold import Threshold
 from streamad.window import WindowBuffer
 
@@ -97,6 +98,7 @@ class WindowResult:
     report: LearnReport
     seconds: float
     drift: DriftStatus | None = None
+    temporal: TemporalStats | None = None  # the lane's key table after the window (temporal stage on)
 
 
 class Observer:
@@ -198,6 +200,7 @@ class LaneModel:
             "learned": self.learned,
             "window_size": self.buffer.size,
             "drift": None if self.drift is None else self.drift.state_dict(),
+            "temporal": None if self.model.temporal is None else self.model.temporal.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -207,6 +210,9 @@ class LaneModel:
             raise ValueError(f"checkpoint was made for features {state['features']}, not {list(self.feature_names)}")
         if state["detector_name"] != self.detector.name:
             raise ValueError(f"checkpoint holds detector {state['detector_name']!r}, configured is {self.detector.name!r}")
+        check_temporal(self.model.temporal, state.get("temporal"))
+        if self.model.temporal is not None:
+            self.model.temporal.load_state_dict(state["temporal"])
         self.detector.load_state_dict(state["detector"])
         self.scaler.load_state_dict(state["scaler"])
         self.stats.load_state_dict(state["stats"])
@@ -245,10 +251,15 @@ class Pipeline:
         store: StateStore | None = None,
         clock: Callable[[], float] = time.monotonic,
         model: Callable[[Lane], Model] | None = None,
+        temporal: bool | None = None,
     ) -> None:
-        """``model`` builds a lane's model (default: ``Model.from_settings``)."""
+        """``model`` builds a lane's model (default: ``Model.from_settings``).
+        ``temporal`` is what ``features.temporal: auto`` means for a lane without a
+        checkpoint (a checkpoint keeps the choice it was made with): on or off, or
+        ``None`` to decide by the lane's first batch (on when it carries event times)."""
         self.settings = settings
         self._new_model = model
+        self.temporal = temporal
         self.sink = sink
         self.rejects = rejects
         self.observers = list(observers)
@@ -263,8 +274,9 @@ class Pipeline:
 
     # -- lanes ---------------------------------------------------------------------------
 
-    def lane(self, lane: Lane, n_features: int | None = None) -> LaneModel:
-        """The model of a lane, restored from the state store when it has a checkpoint."""
+    def lane(self, lane: Lane, n_features: int | None = None, batch: Batch | None = None) -> LaneModel:
+        """The model of a lane, restored from the state store when it has a checkpoint
+        (``batch``: its first records, which decide ``features.temporal: auto``)."""
         lm = self.lanes.get(lane)
         if lm is not None:
             return lm
@@ -272,15 +284,25 @@ class Pipeline:
             if n_features is None:
                 raise ValueError("feature names are unknown")
             self.feature_names = tuple(f"x{i}" for i in range(n_features))
-        model = self._new_model(lane) if self._new_model is not None else None
+        state = self.store.load(lane) if self.store is not None else None
+        if self._new_model is not None:
+            model = self._new_model(lane)
+        else:
+            model = Model.from_settings(self.settings, temporal=self._temporal(state, batch))
         lm = LaneModel(lane, self.settings, self.feature_names, self.clock, model)
-        if self.store is not None:
-            state = self.store.load(lane)
-            if state is not None:
-                lm.load_state_dict(state)
-                log.info("restored %s from checkpoint: learned %d records, next offset %s", lane, lm.learned, lm.next_offset)
+        if state is not None:
+            lm.load_state_dict(state)
+            log.info("restored %s from checkpoint: learned %d records, next offset %s", lane, lm.learned, lm.next_offset)
         self.lanes[lane] = lm
         return lm
+
+    def _temporal(self, state: Mapping[str, Any] | None, batch: Batch | None) -> bool:
+        """What ``features.temporal: auto`` means for a new lane."""
+        if state is not None:
+            return state.get("temporal") is not None
+        if self.temporal is not None:
+            return self.temporal
+        return batch is not None and batch.timestamps is not None
 
     def resume_offset(self, lane: Lane) -> int | None:
         """Where a lane should resume reading: the checkpoint's learned-through offset.
@@ -307,7 +329,7 @@ class Pipeline:
     def process(self, batch: Batch) -> None:
         """Take one batch of a lane: dead-letter its rejects, buffer its records, and
         process every window that fills up."""
-        lm = self.lane(batch.lane, batch.n_features)
+        lm = self.lane(batch.lane, batch.n_features, batch)
         rejects = batch.rejects
         n_in = len(batch) + len(rejects)
         last = max(int(batch.offsets[-1]) if len(batch) else -1, max((r.offset for r in rejects), default=-1))
@@ -347,12 +369,14 @@ class Pipeline:
 
     def _process_window(self, lm: LaneModel, window: Batch) -> None:
         t0 = time.perf_counter()
-        verdict = lm.model.judge(window.X)
+        model = lm.model
+        evicted = model.temporal.evictions if model.temporal is not None else 0
+        verdict = model.judge(window.X, window.keys, window.timestamps)
         Xs, scores, thr, alarms = verdict.scaled, verdict.scores, verdict.threshold, verdict.alarms
         emit = alarms if self.settings.output.emit == "alarms" else np.ones(len(scores), dtype=bool)
         if emit.any():
-            self.sink.write(self._detections(lm, window, Xs, scores, thr, alarms, emit))
-        report = lm.model.learn(window.X, scores)
+            self.sink.write(self._detections(lm, window, verdict, emit))
+        report = model.learn(window.X, scores, window.keys, window.timestamps, verdict=verdict)
         lm.next_offset = int(window.offsets[-1]) + 1
         lm.learned += len(window)
         n_alarms = int(alarms.sum())
@@ -364,30 +388,22 @@ class Pipeline:
             drift = lm.drift.update(window, scores, report.warmup)
             if drift.events:
                 lm.on_drift(drift.events)
-        result = WindowResult(lm.lane, window, Xs, scores, thr, alarms, report, time.perf_counter() - t0, drift)
+        temporal = None if model.temporal is None else model.temporal.stats(evicted)
+        result = WindowResult(lm.lane, window, Xs, scores, thr, alarms, report, time.perf_counter() - t0, drift, temporal)
         for obs in self.observers:
             obs.on_window(result)
 
-    def _detections(
-        self,
-        lm: LaneModel,
-        window: Batch,
-        Xs: np.ndarray,
-        scores: np.ndarray,
-        thr: float,
-        alarms: np.ndarray,
-        emit: np.ndarray,
-    ) -> DetectionBatch:
+    def _detections(self, lm: LaneModel, window: Batch, verdict: Verdict, emit: np.ndarray) -> DetectionBatch:
+        scores, thr, alarms = verdict.scores, verdict.threshold, verdict.alarms
         idx = np.flatnonzero(emit)
         k = self.settings.output.top_features
-        names = lm.feature_names
-        top: list[list[tuple[str, float]]] = [[] for _ in idx]
+        top: list[list[Explanation]] = [[] for _ in idx]
         alarm_pos = np.flatnonzero(alarms[idx])
         if k and len(alarm_pos):
-            rows = idx[alarm_pos]
-            top_k = attribute(lm.model.contributions(window.X[rows], Xs[rows]), k)
+            # Shares over the source features; with temporal context, each with how it behaved.
+            explained = lm.model.explain(verdict, idx[alarm_pos], k)
             for j, p in enumerate(alarm_pos):
-                top[p] = [(names[f], s) for f, s in top_k[j]]
+                top[p] = explained[j]
         return DetectionBatch(
             lane=lm.lane,
             offsets=window.offsets[idx],
@@ -503,7 +519,14 @@ class _Collected:
         return None
 
 
-def detect(data: Any, model: Model | None = None, window: int = 256, initial_window: int | None = 8) -> pd.DataFrame:
+def detect(
+    data: Any,
+    model: Model | None = None,
+    window: int = 256,
+    initial_window: int | None = 8,
+    key: str | None = None,
+    timestamp: str | None = None,
+) -> pd.DataFrame:
     """Run ``data`` through a pipeline whose one lane runs ``model`` (default: a new
     ``Model()``), prequentially: each window of records is scored by the model as it was
     before the window, then learned.
@@ -511,9 +534,12 @@ def detect(data: Any, model: Model | None = None, window: int = 256, initial_win
     ``data`` is a DataFrame (its numeric columns are the features, or the columns the
     model was first given), an array or a sequence of records. Returns one row per input
     row, in order, with ``score``, ``threshold``, ``is_anomaly``, ``tail_probability``,
-    ``top_features`` (name and share) and ``rejected`` (why a row with a missing or
-    non-finite value was not scored, else None). The model keeps what it learned, so a
-    second call goes on where the first ended.
+    ``top_features`` (name and share; with a temporal stage, also the behaviour and a
+    description) and ``rejected`` (why a row with a missing or non-finite value was not
+    scored, else None). The model keeps what it learned, so a second call goes on where
+    the first ended. ``key`` and ``timestamp`` name a DataFrame's key and event-time
+    columns (never features), for a model with a temporal stage
+    (``Model(temporal=True)``): each key's history is its own.
 
     >>> import numpy as np
     >>> X = np.random.default_rng(1).normal(size=(1500, 2))
@@ -528,9 +554,22 @@ def detect(data: Any, model: Model | None = None, window: int = 256, initial_win
 
     model = Model() if model is None else model
 
+    keys: np.ndarray | None = None
+    stamps: np.ndarray | None = None
+    if (key is not None or timestamp is not None) and not isinstance(data, pd.DataFrame):
+        raise TypeError("key and timestamp name columns of a DataFrame")
     if isinstance(data, pd.DataFrame):
+        if key is not None:
+            keys = data[key].to_numpy(dtype=object)
+        if timestamp is not None:
+            col = data[timestamp]
+            if pd.api.types.is_numeric_dtype(col):
+                stamps = col.to_numpy(dtype=np.float64)
+            else:
+                stamps = (pd.to_datetime(col, utc=True) - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(dtype=np.float64)
         if model.feature_names is None:
-            model.feature_names = tuple(str(c) for c in data.select_dtypes(include="number").columns)
+            roles = {key, timestamp}
+            model.feature_names = tuple(str(c) for c in data.select_dtypes(include="number").columns if c not in roles)
         missing = [c for c in model.feature_names if c not in data.columns]
         if missing:
             raise KeyError(f"column(s) {missing} missing; the model was first given {list(model.feature_names)}")
@@ -544,13 +583,14 @@ def detect(data: Any, model: Model | None = None, window: int = 256, initial_win
         {"window": {"size": window, "initial_size": initial_window}, "drift": {"enabled": False}, "output": {"emit": "all"}}
     )
     out = _Collected()
-    Pipeline(settings, out, feature_names=names, rejects=out, model=lambda lane: model).run(ArraySource(X, feature_names=names))
+    source = ArraySource(X, feature_names=names, keys=keys, timestamps=stamps)
+    Pipeline(settings, out, feature_names=names, rejects=out, model=lambda lane: model).run(source)
     n = len(X)
     score = np.full(n, np.nan)
     threshold = np.full(n, np.nan)
     alarm = np.zeros(n, dtype=bool)
     tail = np.full(n, np.nan)
-    top: list[list[tuple[str, float]]] = [[] for _ in range(n)]
+    top: list[list[Explanation]] = [[] for _ in range(n)]
     rejected: list[str | None] = [None] * n
     for b in out.batches:
         rows = b.offsets - 1  # ArraySource offsets count from 1

@@ -147,7 +147,11 @@ class KafkaApp:
         dead = KafkaDeadLetterSink(producer, k.dead_letter_topic, k.retry, self._give_up)
         drift_log = self._drift_log(producer)
         observers: list[ObserverLike] = [*self.observers, drift_log] if drift_log is not None else self.observers
-        self.pipeline = pipeline = Pipeline(s, detections, feature_names=s.record.features, rejects=dead, observers=observers, store=store)
+        # features.temporal auto: on for a partition without a checkpoint (Kafka records
+        # always carry an event time); a checkpoint keeps the choice it was made with.
+        self.pipeline = pipeline = Pipeline(
+            s, detections, feature_names=s.record.features, rejects=dead, observers=observers, store=store, temporal=True
+        )
         poll_ms = max(10, min(100, int(s.window.max_wait_seconds * 250)))
         self.source = source = KafkaSource(consumer, k, self.decoder, should_stop=self._stop.is_set, poll_timeout_ms=poll_ms)
         source.resume_offset = self._resume

@@ -250,7 +250,8 @@ def replay(
     every batch; a reason it returns (say, stdout's reader went away) stops the replay
     like Ctrl-C does."""
     recorder = Recorder(keep)
-    pipeline = Pipeline(settings, sink, feature_names=feature_names, rejects=rejects, observers=[recorder, *observers])
+    timed = event_times(source)
+    pipeline = Pipeline(settings, sink, feature_names=feature_names, rejects=rejects, observers=[recorder, *observers], temporal=timed)
     stop_reason: str | None = None
 
     def stop() -> bool:
@@ -288,8 +289,33 @@ def replay(
         summary.limit_reached = bool(getattr(source, "limit_reached", False))
     summary.read_error = getattr(source, "read_error", None)
     summary.notes += list(getattr(source, "notes", ()))
+    summary.notes += temporal_notes(settings, pipeline, timed)
     summary.notes += warming_notes(pipeline)
     return summary, recorder
+
+
+def event_times(source: Any) -> bool | None:
+    """Whether a source's records carry event times: a delimited file with a timestamp
+    column, an in-memory source given timestamps (``None``: cannot tell before its
+    first batch). ``features.temporal: auto`` turns the temporal stage on for those."""
+    inner = getattr(source, "source", source)  # a wrapped source (pacing, progress)
+    schema = getattr(inner, "schema", None)
+    if schema is not None and hasattr(schema, "timestamp"):
+        return schema.timestamp is not None
+    if hasattr(inner, "timestamps"):
+        return inner.timestamps is not None
+    return None
+
+
+def temporal_notes(settings: Settings, pipeline: Pipeline, timed: bool | None) -> list[str]:
+    """Whether the temporal stage ran, and why, when ``auto`` chose."""
+    if settings.features.temporal != "auto" or not pipeline.lanes:
+        return []
+    on = any(lm.model.temporal is not None for lm in pipeline.lanes.values())
+    if on:
+        return ["temporal features on (features.temporal: auto, and the records carry event times): each record is scored with its key's recent history"]
+    why = "the records carry no event times" if timed is False or timed is None else "a checkpoint made without them"
+    return [f"temporal features off (features.temporal: auto, and {why}); features.temporal: on scores each record with its recent history"]
 
 
 class _Wrapped:

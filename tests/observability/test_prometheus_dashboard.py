@@ -97,14 +97,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     write_demo_csv(files["nodrift"], drift=False)
     ports = {k: free_port() for k in files}
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    procs: dict[str, subprocess.Popen[str]] = {}
-    logs = {k: open(tmp / f"{k}.log", "w+") for k in files}
-    for k, f in files.items():
-        procs[k] = subprocess.Popen(
-            [sys.executable, "-m", "streamad", "replay", str(f), "--out-dir", str(tmp / "out"),
-             "--speed", str(SPEED), "--no-progress", "--metrics-host", "127.0.0.1", "--metrics-port", str(ports[k]), "--metrics-linger", "300"],
-            stdout=logs[k], stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp,
-        )  # fmt: skip
     prom_port = free_port()
     cfg = tmp / "prometheus.yml"
     cfg.write_text(
@@ -117,6 +109,26 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         stdout=subprocess.DEVNULL, stderr=open(tmp / "prometheus.log", "w"),
     )  # fmt: skip
     api = Prom(prom_port)
+    # Prometheus first, ready before the replays start: its first scrapes must see the
+    # counters before the drift moves them, or increase() has nothing to compare with.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            http_get(f"http://127.0.0.1:{prom_port}/-/ready")
+            break
+        except OSError:
+            if prom.poll() is not None or time.monotonic() > deadline:
+                prom.kill()
+                pytest.fail(f"Prometheus did not start; its log:\n{(tmp / 'prometheus.log').read_text()[-3000:]}")
+            time.sleep(0.2)
+    procs: dict[str, subprocess.Popen[str]] = {}
+    logs = {k: open(tmp / f"{k}.log", "w+") for k in files}
+    for k, f in files.items():
+        procs[k] = subprocess.Popen(
+            [sys.executable, "-m", "streamad", "replay", str(f), "--out-dir", str(tmp / "out"),
+             "--speed", str(SPEED), "--no-progress", "--metrics-host", "127.0.0.1", "--metrics-port", str(ports[k]), "--metrics-linger", "300"],
+            stdout=logs[k], stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp,
+        )  # fmt: skip
     try:
         # Done when both replays have checkpointed at their end and that has been scraped.
         deadline = time.monotonic() + 90

@@ -1,0 +1,727 @@
+"""Per-key temporal context: each record's values, plus what its key's recent history
+says about them.
+
+A lane (a file, a Kafka partition) carries many keys (devices). For each key the stage
+keeps a small, fixed-size summary of the records before: the last few values, short and
+long exponentially weighted means, the typical size of a step, how long each value has
+gone unchanged and when the key was last heard from. A record becomes its values plus
+derived columns, per source feature ``pressure``:
+
+- ``pressure.jump``: the value minus the median of the key's previous values (a spike,
+  the start of a shift; a single spike does not make the next record jump back);
+- ``pressure.drift``: the recent level (the median of the last few values, which one
+  spike does not move) minus the long mean (a level that moved and stays);
+- ``pressure.vol``: log ratio of the recent step size (a short mean of the steps
+  ``|x_t - x_{t-1}|``, each clipped at three times the usual step, so one spike and
+  its way back do not move it much) to the usual one (a long mean): noisier than
+  usual above 0, a sensor going flat below 0, even one whose values are never exactly
+  repeated;
+- ``pressure.run``: log(records since the value last changed), from the second repeat
+  (one repeated reading is common in rounded data), 0 until the value has changed at
+  least once (a sensor that is constant from the start is not stuck);
+- ``pressure.diff``: the step from the previous value (off by default: a spike's way
+  back down is a step as large as the spike);
+
+and per key, with event times: ``time.gap`` (the time since the key's previous record
+over the median of its previous few such times, in log units rounded to 0.01: exactly
+0 for regular sampling, 0 when unknown) and ``time.calendar`` (time of day and weekday
+on the unit circle; off by default: a stream shorter than a few days sees each time of
+day only once).
+
+Score before learning holds here too: ``transform`` computes a window's context from the
+committed state and from the records of the window before each record (never from the
+record after it), and changes nothing; ``commit`` makes the window's keys' new state the
+state, once the model learned the window. A checkpoint saves the committed state with
+the offset learned through, so a restart never applies a record twice.
+
+Keys are bounded (``max_keys`` per lane; the least recently seen are evicted), and so is
+what a key keeps: ``(history + 6) * d + history + 2`` numbers for ``d`` features.
+
+The derived columns have their own online scaler (``scale`` / ``learn_scale``): a
+running mean and deviation with a floor for the columns in natural units (run length,
+step ratio, gap), so that a column that has never moved (the run length of a sensor
+whose values always change) still counts when it first does: a sensor that freezes for
+the first time is seen while it is frozen, not only after the model learned it.
+
+The computation is vectorised over a window: keys are grouped, the exponentially
+weighted means are one product with a triangular matrix per block of at most 256 rows,
+run lengths a running maximum.
+
+>>> import numpy as np
+>>> tf = TemporalFeatures(groups=("jump", "run"))
+>>> X = np.array([[1.0], [2.0], [2.0], [2.0], [9.0]])
+>>> ctx = tf.transform(X, names=("flow",))
+>>> tf.names
+('flow', 'flow.jump', 'flow.run')
+>>> ctx.features[:, 1].tolist()  # 9 is 7 above the median of the five values before it
+[0.0, 1.0, 1.0, 1.0, 7.0]
+>>> ctx.run[:, 0].tolist()  # records since the value last changed
+[0, 0, 1, 2, 0]
+>>> tf.n_keys, tf.commit(ctx), tf.n_keys
+(0, None, 1)
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+#: every group the stage can compute, in column order
+GROUPS = ("jump", "diff", "drift", "vol", "run", "gap", "calendar")
+#: the groups a stage computes unless told otherwise (benchmarks/results/sensor_streams.md)
+DEFAULT_GROUPS = ("jump", "drift", "vol", "run", "gap")
+#: groups with one column per source feature; the others are per key, from event times
+PER_FEATURE = ("jump", "diff", "drift", "vol", "run")
+TIME_SOURCE = "time"
+
+# Scale floors of the derived columns, in their own units: a column in the source's
+# units has none (its spread is the source's), a column in natural units keeps at
+# least this spread, so one that never moved before still scores when it moves.
+FLOORS = {"jump": 0.0, "diff": 0.0, "drift": 0.0, "vol": 0.25, "run": 1.0, "gap": 1.0, "calendar": 0.25}
+# What a source feature's columns say in words (``behaviour`` in a detection).
+BEHAVIOURS = {"level": "level", "jump": "jump", "diff": "jump", "drift": "drift", "run": "stuck", "gap": "gap", "calendar": "time of day"}
+
+BLOCK = 256  # rows per triangular product: the matrices stay small
+RUN_CAP = 1 << 40  # run lengths count up to here
+_SEG = 1 << 43  # offsets that keep a running maximum within its key's rows
+_NEG = -(1 << 41)
+VOL_FLOOR = 0.01  # a flat sensor's step ratio bottoms out near log(0.01)
+# What a record the model alarmed on counts in its key's long means: little, so a long
+# anomaly does not become the level the next records are measured from, but not
+# nothing, so a lasting change of level is still learned (ten times slower).
+FLAGGED_WEIGHT = 0.1
+STEP_CLIP = 3.0  # steps count at most this many usual steps in the short step mean
+# The gap ratio's regularisers: a gap of 0 (records in the same second) bottoms out near
+# log(0.1); a key whose usual gap is 0 does not divide by it.
+GAP_EPS = 0.1
+STUCK_Z = 2.0  # a run length this far above the usual (scaled) reads "stuck" in an attribution
+GAP_EPS_SECONDS = 1e-3
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column the detector sees: a source feature itself (``kind == "level"``) or
+    something derived from its history."""
+
+    name: str  # "pressure", "pressure.jump", "time.gap"
+    source: str  # the feature (or "time") an operator knows
+    kind: str  # level, jump, diff, drift, vol, run, gap, calendar
+    feature: int  # index of the source feature; -1 for time columns
+
+
+@dataclass
+class KeyStates:
+    """The summary each key keeps, one row per key."""
+
+    count: np.ndarray  # (K,) records seen
+    last: np.ndarray  # (K, d) the previous value
+    hist: np.ndarray  # (K, h, d) the last h values, oldest first
+    ml: np.ndarray  # (K, d) long mean
+    vs: np.ndarray  # (K, d) short mean step size |x_t - x_{t-1}| (clipped)
+    vl: np.ndarray  # (K, d) long mean step size
+    run: np.ndarray  # (K, d) records since the value last changed
+    ever: np.ndarray  # (K, d) the value has changed at least once
+    t_last: np.ndarray  # (K,) event time of the previous record (NaN: none)
+    ghist: np.ndarray  # (K, h, 1) the last h times between records, oldest first (NaN: unknown)
+
+    FIELDS = ("count", "last", "hist", "ml", "vs", "vl", "run", "ever", "t_last", "ghist")
+
+    @classmethod
+    def empty(cls, k: int, d: int, h: int) -> KeyStates:
+        z = lambda: np.zeros((k, d))  # noqa: E731
+        return cls(
+            np.zeros(k, dtype=np.int64), z(), np.zeros((k, h, d)), z(), z(), z(),
+            np.zeros((k, d), dtype=np.int64), np.zeros((k, d), dtype=bool), np.full(k, np.nan), np.full((k, h, 1), np.nan),
+        )  # fmt: skip
+
+    def take(self, idx: np.ndarray) -> KeyStates:
+        return KeyStates(*(getattr(self, f)[idx].copy() for f in self.FIELDS))
+
+    def put(self, idx: np.ndarray, other: KeyStates) -> None:
+        for f in self.FIELDS:
+            getattr(self, f)[idx] = getattr(other, f)
+
+    def grow(self, k: int) -> KeyStates:
+        """The same states in arrays of ``k`` rows (the new rows empty)."""
+        out = KeyStates.empty(k, self.last.shape[1], self.hist.shape[1])
+        n = min(k, len(self.count))
+        out.put(np.arange(n), self.take(np.arange(n)))
+        return out
+
+    def as_dict(self, n: int) -> dict[str, np.ndarray]:
+        return {f: getattr(self, f)[:n].copy() for f in self.FIELDS}
+
+
+@dataclass
+class Context:
+    """What ``transform`` made of a window: the columns, the raw quantities behind the
+    words of an attribution, and the keys' states after the window (``commit``)."""
+
+    features: np.ndarray  # n × D: the record's values, then the derived columns
+    run: np.ndarray  # n × d: records since each value last changed
+    gap: np.ndarray | None  # n: seconds since the key's previous record (None: no event times)
+    keys: list[Any]  # the window's keys, in order of first appearance
+    after: KeyStates  # their states after the window
+    last_row: np.ndarray  # per key: its last row in the window (recency among them)
+    revision: int  # the committed state it was computed from
+
+
+@dataclass
+class TemporalStats:
+    """What a window did to the key table (for metrics)."""
+
+    keys: int
+    evictions: int
+
+
+class _ContextScaler:
+    """Running mean and deviation of the derived columns, with a floor per column."""
+
+    def __init__(self, floors: np.ndarray, clip: float = 10.0) -> None:
+        self.floors = np.asarray(floors, dtype=np.float64)
+        self.clip = clip
+        self.n = 0.0
+        self.mean = np.zeros(len(self.floors))
+        self.m2 = np.zeros(len(self.floors))
+
+    def learn(self, F: np.ndarray) -> None:
+        if len(F) == 0:
+            return
+        nb = float(len(F))
+        mb = F.mean(axis=0)
+        m2b = ((F - mb) ** 2).sum(axis=0)
+        delta = mb - self.mean
+        tot = self.n + nb
+        self.mean = self.mean + delta * (nb / tot)
+        self.m2 = self.m2 + m2b + delta**2 * (self.n * nb / tot)
+        self.n = tot
+
+    def transform(self, F: np.ndarray) -> np.ndarray:
+        if self.n < 2:
+            return np.zeros_like(F)
+        std = np.maximum(np.sqrt(self.m2 / self.n), self.floors)
+        # A column in the source's units that never moved (its source is constant) maps
+        # to 0, like the scaler of the source features does.
+        safe = np.where(std > 1e-12 * (1.0 + np.abs(self.mean)), std, np.inf)
+        return np.clip((F - self.mean) / safe, -self.clip, self.clip)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "mean": self.mean.copy(), "m2": self.m2.copy()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.n = float(state["n"])
+        self.mean = np.asarray(state["mean"], dtype=np.float64).copy()
+        self.m2 = np.asarray(state["m2"], dtype=np.float64).copy()
+
+
+class TemporalFeatures:
+    """Per-key history of one lane, turned into temporal context for each record.
+
+    Parameters
+    ----------
+    groups : sequence of str, optional
+        Which derived columns (``GROUPS``; default ``DEFAULT_GROUPS``). ``gap`` and
+        ``calendar`` need event times: without them (the first window has none) they
+        are left out.
+    max_keys : int, default 10,000
+        Keys kept per lane; beyond that the least recently seen key is forgotten (and
+        starts afresh when it comes back).
+    short_span, long_span : int, default 8 and 256
+        Records over which the short and long means average (``alpha = 2 / (span + 1)``).
+    history : int, default 5
+        Previous values whose median a ``jump`` is measured from.
+    """
+
+    def __init__(
+        self,
+        groups: Sequence[str] | None = None,
+        max_keys: int = 10_000,
+        short_span: int = 8,
+        long_span: int = 256,
+        history: int = 5,
+    ) -> None:
+        groups = tuple(DEFAULT_GROUPS if groups is None else groups)
+        unknown = [g for g in groups if g not in GROUPS]
+        if unknown:
+            raise ValueError(f"unknown temporal feature group(s) {unknown}; choose from {', '.join(GROUPS)}")
+        if max_keys < 1 or short_span < 1 or long_span < 1 or history < 1:
+            raise ValueError("max_keys, short_span, long_span and history must be at least 1")
+        self.groups = tuple(g for g in GROUPS if g in groups)
+        self.max_keys = int(max_keys)
+        self.short_span = int(short_span)
+        self.long_span = int(long_span)
+        self.history = int(history)
+        self.columns: tuple[Column, ...] | None = None
+        self.timed = False
+        self.sources: tuple[str, ...] = ()
+        self._slots: dict[Any, int] = {}
+        self._seen = np.zeros(0, dtype=np.int64)  # per slot: the commit that last saw it
+        self._states: KeyStates | None = None
+        self._tick = 0
+        self.revision = 0
+        self.evictions = 0
+        self.scaler: _ContextScaler | None = None
+        self._tri: dict[tuple[float, int], np.ndarray] = {}
+
+    # -- layout -----------------------------------------------------------------------------
+
+    def bind(self, names: Sequence[str], timed: bool) -> None:
+        """Fix the columns for these source features (``timed``: records carry event times)."""
+        self.sources = tuple(names)
+        self.timed = bool(timed)
+        cols = [Column(n, n, "level", j) for j, n in enumerate(self.sources)]
+        for g in self.groups:
+            if g in PER_FEATURE:
+                cols += [Column(f"{n}.{g}", n, g, j) for j, n in enumerate(self.sources)]
+        if self.timed and "gap" in self.groups:
+            cols.append(Column(f"{TIME_SOURCE}.gap", TIME_SOURCE, "gap", -1))
+        if self.timed and "calendar" in self.groups:
+            cols += [Column(f"{TIME_SOURCE}.{c}", TIME_SOURCE, "calendar", -1) for c in ("day_sin", "day_cos", "week_sin", "week_cos")]
+        self.columns = tuple(cols)
+        d = len(self.sources)
+        self.scaler = _ContextScaler(np.array([FLOORS[c.kind] for c in cols[d:]]))
+        self._states = KeyStates.empty(0, d, self.history)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The columns the detector sees: the source features, then the derived ones."""
+        return () if self.columns is None else tuple(c.name for c in self.columns)
+
+    @property
+    def n_keys(self) -> int:
+        return len(self._slots)
+
+    # -- the window ---------------------------------------------------------------------------
+
+    def transform(
+        self,
+        X: np.ndarray,
+        keys: np.ndarray | Sequence[Any] | None = None,
+        timestamps: np.ndarray | None = None,
+        names: Sequence[str] | None = None,
+        flagged: np.ndarray | None = None,
+    ) -> Context:
+        """The context of each record of ``X`` (n × d, in order) from the committed
+        state and the records before it; changes nothing. ``flagged`` (bool, n) marks
+        records the model alarmed on: they count ``FLAGGED_WEIGHT`` in the keys' long
+        means (what ``Model.learn`` commits), so a long anomaly does not become the
+        long-run level that the records after it are measured from."""
+        X = np.asarray(X, dtype=np.float64)
+        n, d = X.shape
+        if self.columns is None:
+            self.bind(names if names is not None else tuple(f"x{i}" for i in range(d)), timestamps is not None)
+        if d != len(self.sources):
+            raise ValueError(f"records have {d} features, the temporal stage was built for {len(self.sources)}")
+        ts = None
+        if self.timed:
+            ts = np.full(n, np.nan) if timestamps is None else np.asarray(timestamps, dtype=np.float64)
+        # Keys in order of first appearance, and each row's key index.
+        if keys is None:
+            uniq: list[Any] = [None]
+            g = np.zeros(n, dtype=np.int64)
+        else:
+            index: dict[Any, int] = {}
+            g = np.fromiter((index.setdefault(k, len(index)) for k in (keys.tolist() if isinstance(keys, np.ndarray) else keys)), dtype=np.int64, count=n)
+            uniq = list(index)
+        G = len(uniq)
+        assert self._states is not None
+        slots = np.array([self._slots.get(k, -1) for k in uniq], dtype=np.int64)
+        W = KeyStates.empty(G, d, self.history)
+        known = slots >= 0
+        if known.any():
+            W.put(np.flatnonzero(known), self._states.take(slots[known]))
+        last_row = np.zeros(G, dtype=np.int64)
+        if n:
+            # A key seen for the first time starts from its first value: no step, no jump.
+            first = np.full(G, n, dtype=np.int64)
+            if keys is None:
+                first[0], last_row[0] = 0, n - 1
+            else:
+                np.minimum.at(first, g, np.arange(n))
+                np.maximum.at(last_row, g, np.arange(n))
+            fresh = np.flatnonzero(~known & (first < n))
+            x0 = X[first[fresh]]
+            W.last[fresh] = x0
+            W.hist[fresh] = x0[:, None, :]
+            W.ml[fresh] = x0
+            W.run[fresh] = -1  # its first record is the first of its run, not a repeat
+        F = np.empty((n, len(self.names)))
+        F[:, :d] = X
+        run = np.zeros((n, d), dtype=np.int64)
+        gap = None if ts is None else np.zeros(n)
+        w = None if flagged is None or not np.any(flagged) else np.where(flagged, FLAGGED_WEIGHT, 1.0)
+        for start in range(0, n, BLOCK):
+            stop = min(n, start + BLOCK)
+            self._block(
+                X[start:stop], g[start:stop], None if ts is None else ts[start:stop], W, F[start:stop], run[start:stop],
+                None if gap is None else gap[start:stop], None if w is None else w[start:stop],
+            )  # fmt: skip
+        return Context(F, run, gap, uniq, W, last_row, self.revision)
+
+    def _block(
+        self, Xb: np.ndarray, gb: np.ndarray, tb: np.ndarray | None, W: KeyStates, Fb: np.ndarray, runb: np.ndarray, gapb: np.ndarray | None, wb: np.ndarray | None
+    ) -> None:
+        """One block of rows: fills its columns and moves ``W`` (its keys) past it
+        (``wb``: each row's weight in the long means)."""
+        m, d = Xb.shape
+        h = self.history
+        single = m == 0 or bool((gb == gb[0]).all())
+        if single:
+            order = None
+            Xs, gs, ts = Xb, gb, tb
+            seg = np.zeros(m, dtype=np.int64)
+            starts = np.zeros(1 if m else 0, dtype=np.int64)
+        else:
+            order = np.argsort(gb, kind="stable")
+            Xs, gs = Xb[order], gb[order]
+            ts = None if tb is None else tb[order]
+            wb = None if wb is None else wb[order]
+            new = np.empty(m, dtype=bool)
+            new[0] = True
+            new[1:] = gs[1:] != gs[:-1]
+            starts = np.flatnonzero(new)
+            seg = np.cumsum(new) - 1
+        r = np.arange(m)
+        start_r = starts[seg]
+        pos = r - start_r
+        ends = np.append(starts[1:], m) - 1
+        g_end = gs[ends]
+        head = pos == 0
+
+        prev = np.where(head[:, None], W.last[gs], Xs[np.maximum(r - 1, 0)])
+        step = Xs - prev
+        out: dict[str, np.ndarray] = {}
+        if "diff" in self.groups:
+            out["diff"] = step
+        lags = None
+        if "jump" in self.groups or "drift" in self.groups:
+            # The h values before each row, oldest first.
+            lags = np.stack([self._lagged(Xs, W.hist, gs, r, pos, i) for i in range(h, 0, -1)], axis=1)
+        if "jump" in self.groups:
+            assert lags is not None
+            out["jump"] = Xs - np.median(lags, axis=1)
+        ml = self._ewm(Xs, W.ml, gs, seg, pos, self.long_span, single, wb)
+        if "drift" in self.groups:
+            assert lags is not None
+            recent = np.median(np.concatenate([lags[:, 1:], Xs[:, None, :]], axis=1), axis=1)
+            out["drift"] = recent - ml
+        size = np.abs(step)
+        vl = self._ewm(size, W.vl, gs, seg, pos, self.long_span, single, wb)
+        # Steps clipped at a multiple of the key's usual step as of the block's start
+        # (fixed over the block, so the short mean stays one product).
+        cap = np.where(W.vl[gs] > 0, STEP_CLIP * W.vl[gs], np.inf)
+        vs = self._ewm(np.minimum(size, cap), W.vs, gs, seg, pos, self.short_span, single)
+        if "vol" in self.groups:
+            ratio = np.divide(vs + VOL_FLOOR * vl, (1.0 + VOL_FLOOR) * vl, out=np.ones_like(vl), where=vl > 0)
+            out["vol"] = np.log(ratio)
+        # Records since each value last changed: a running maximum of where it changed,
+        # kept within each key's rows by an offset per key.
+        changed = Xs != prev
+        base = (start_r - 1)[:, None] - W.run[gs]
+        val = np.where(changed, r[:, None], np.where(head[:, None], base, _NEG))
+        off = (seg * _SEG)[:, None]
+        last_change = np.maximum.accumulate(val + off, axis=0) - off
+        run = np.minimum(r[:, None] - last_change, RUN_CAP)
+        changed_here = np.maximum.accumulate(np.where(changed, r[:, None], _NEG) + off, axis=0) - off
+        ever = W.ever[gs] | (changed_here >= start_r[:, None])
+        if "run" in self.groups:
+            out["run"] = np.where(ever, np.log(np.maximum(run, 1)), 0.0)
+        gap = None
+        glags = None
+        if ts is not None:
+            t_prev = np.where(head, W.t_last[gs], ts[np.maximum(r - 1, 0)])
+            gap = np.maximum(ts - t_prev, 0.0)  # NaN: unknown (a key's first record, no event time)
+            glags = np.stack([self._lagged(gap[:, None], W.ghist, gs, r, pos, i) for i in range(h, 0, -1)], axis=1)
+            if "gap" in self.groups:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)  # a key with no gap known yet
+                    usual = np.nanmedian(glags[:, :, 0], axis=1)
+                    ratio = np.log((gap + GAP_EPS * usual + GAP_EPS_SECONDS) / ((1.0 + GAP_EPS) * usual + GAP_EPS_SECONDS))
+                # Rounded, so that timestamps' rounding jitter leaves regular sampling at 0.
+                out["gap"] = np.nan_to_num(np.round(ratio, 2), nan=0.0)[:, None]
+            if "calendar" in self.groups:
+                day = np.nan_to_num(ts % 86400.0 / 86400.0 * 2 * np.pi)
+                week = np.nan_to_num((ts / 86400.0 + 3.0) % 7.0 / 7.0 * 2 * np.pi)  # 0: a Monday
+                cal = np.column_stack([np.sin(day), np.cos(day), np.sin(week), np.cos(week)])
+                out["calendar"] = np.where(np.isnan(ts)[:, None], 0.0, cal)
+
+        # The columns, back in the block's row order.
+        cols = [Xs] + [out[grp] for grp in self.groups if grp in out]
+        Fs = np.concatenate(cols, axis=1) if len(cols) > 1 else Xs
+        if order is None:
+            Fb[:] = Fs
+            runb[:] = run
+            if gapb is not None and gap is not None:
+                gapb[:] = np.nan_to_num(gap, nan=0.0)
+        else:
+            Fb[order] = Fs
+            runb[order] = run
+            if gapb is not None and gap is not None:
+                gapb[order] = np.nan_to_num(gap, nan=0.0)
+
+        # Each key's state after its last row in the block.
+        count = pos[ends] + 1
+        W.hist[g_end] = np.stack([self._lagged(Xs, W.hist, g_end, ends + 1, count, i) for i in range(h, 0, -1)], axis=1)
+        W.count[g_end] += count
+        W.last[g_end] = Xs[ends]
+        W.ml[g_end], W.vs[g_end], W.vl[g_end] = ml[ends], vs[ends], vl[ends]
+        W.run[g_end], W.ever[g_end] = run[ends], ever[ends]
+        if ts is not None and gap is not None:
+            W.t_last[g_end] = ts[ends]
+            W.ghist[g_end] = np.stack([self._lagged(gap[:, None], W.ghist, g_end, ends + 1, count, i) for i in range(h, 0, -1)], axis=1)
+
+    def _lagged(self, Xs: np.ndarray, hist: np.ndarray, groups: np.ndarray, rows: np.ndarray, pos: np.ndarray, i: int) -> np.ndarray:
+        """The value ``i`` records before each of ``rows`` (at ``pos`` within its key's
+        rows of the block): from the block, or from the key's kept history."""
+        h = self.history
+        from_state = pos < i
+        in_block = Xs[np.clip(rows - i, 0, max(len(Xs) - 1, 0))] if len(Xs) else np.zeros((len(rows), Xs.shape[1]))
+        kept = hist[groups, np.clip(h - i + pos, 0, h - 1)]
+        return np.where(from_state[:, None], kept, in_block)
+
+    def _ewm(
+        self, V: np.ndarray, init: np.ndarray, gs: np.ndarray, seg: np.ndarray, pos: np.ndarray, span: int, single: bool, w: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``e_t = (1 - a_t) e_{t-1} + a_t v_t`` within each key's rows, from ``init``,
+        with ``a_t = alpha * w_t`` (``alpha = 2 / (span + 1)``): a lower-triangular
+        product (the block is at most ``BLOCK`` rows)."""
+        m = len(V)
+        alpha = 2.0 / (span + 1.0)
+        if w is None:
+            T = self._triangle(alpha)[:m, :m]
+            decay = (1.0 - alpha) ** (pos + 1.0)
+        else:
+            # Weighted steps: the product of the (1 - a_t) since row k, by cumulative logs.
+            a = alpha * w
+            step = np.log1p(-a)
+            cum = np.cumsum(step)
+            L = cum - (cum - step)[np.arange(m) - pos]  # summed since the key's first row in the block
+            E = L[:, None] - L[None, :]
+            T = np.where(np.tri(m, dtype=bool), a[None, :] * np.exp(np.minimum(E, 0.0)), 0.0)
+            decay = np.exp(L)
+        if not single:
+            T = T * (seg[:, None] == seg[None, :])
+        return T @ V + decay[:, None] * init[gs]
+
+    def _triangle(self, alpha: float) -> np.ndarray:
+        key = (alpha, BLOCK)
+        T = self._tri.get(key)
+        if T is None:
+            e = np.arange(BLOCK)[:, None] - np.arange(BLOCK)[None, :]
+            T = np.where(e >= 0, alpha * (1.0 - alpha) ** np.maximum(e, 0), 0.0)
+            self._tri[key] = T
+        return T
+
+    # -- learning ----------------------------------------------------------------------------
+
+    def scale(self, derived: np.ndarray, unit: bool = False) -> np.ndarray:
+        """The derived columns scaled by the statistics from before (``unit``: mapped to
+        [0, 1] for detectors that expect min-max scaled input)."""
+        assert self.scaler is not None
+        z = self.scaler.transform(np.asarray(derived, dtype=np.float64))
+        return np.clip(0.5 + z / 10.0, 0.0, 1.0) if unit else z
+
+    def learn_scale(self, derived: np.ndarray) -> None:
+        assert self.scaler is not None
+        self.scaler.learn(np.asarray(derived, dtype=np.float64))
+
+    def commit(self, ctx: Context) -> None:
+        """Make the window's keys' states the committed ones (the model learned it)."""
+        if ctx.revision != self.revision:
+            raise ValueError("this context was computed from an older state; transform the window again")
+        assert self._states is not None
+        self._tick += 1
+        self.revision += 1
+        keys, after = ctx.keys, ctx.after
+        if not keys:
+            return
+        if len(keys) > self.max_keys:
+            # More keys in one window than the table holds: the most recent ones stay.
+            keep = np.sort(np.argsort(-ctx.last_row, kind="stable")[: self.max_keys])
+            self.evictions += len(keys) - len(keep)
+            keys, after = [keys[i] for i in keep], after.take(keep)
+        slots = np.array([self._slots.get(k, -1) for k in keys], dtype=np.int64)
+        new = np.flatnonzero(slots < 0)
+        if len(new):
+            over = len(self._slots) + len(new) - self.max_keys
+            if over > 0:
+                self._evict(over, protect=slots[slots >= 0])
+            free = self._free_slots(len(new))
+            for i, s in zip(new.tolist(), free.tolist()):
+                self._slots[keys[i]] = s
+            slots[new] = free
+        self._states.put(slots, after)
+        self._seen[slots] = self._tick
+
+    def _evict(self, n: int, protect: np.ndarray) -> None:
+        """Forget the ``n`` least recently seen keys (not those of this window)."""
+        items = [(k, s) for k, s in self._slots.items()]
+        seen = self._seen[[s for _, s in items]].astype(np.float64)
+        if len(protect):
+            keep = np.isin([s for _, s in items], protect)
+            seen[keep] = np.inf
+        victims = np.argsort(seen, kind="stable")[:n]
+        for v in victims.tolist():
+            k, s = items[v]
+            del self._slots[k]
+            self._seen[s] = -1
+        self.evictions += len(victims)
+
+    def _free_slots(self, n: int) -> np.ndarray:
+        assert self._states is not None
+        used = np.zeros(len(self._seen), dtype=bool)
+        if self._slots:
+            used[list(self._slots.values())] = True
+        free = np.flatnonzero(~used)
+        if len(free) < n:
+            cap = len(self._seen)
+            grown = max(16, 2 * cap, cap + n - len(free))
+            self._states = self._states.grow(grown)
+            self._seen = np.concatenate([self._seen, np.full(grown - cap, -1, dtype=np.int64)])
+            free = np.concatenate([free, np.arange(cap, grown)])
+        return free[:n]
+
+    def stats(self, evictions_before: int) -> TemporalStats:
+        return TemporalStats(self.n_keys, self.evictions - evictions_before)
+
+    # -- words ----------------------------------------------------------------------------------
+
+    def explain(
+        self,
+        contrib: np.ndarray,
+        ctx: Context,
+        rows: np.ndarray,
+        k: int,
+        center: np.ndarray | None,
+        spread: np.ndarray | None,
+        scaled: np.ndarray | None = None,
+    ) -> list[list[tuple[str, float, str, str]]]:
+        """The ``k`` source features contributing most to each of ``rows``' scores:
+        (feature, share, behaviour, description). ``contrib`` holds the rows'
+        contributions per column (``scaled``: the rows as the detector saw them);
+        ``center``/``spread`` the usual level of each source.
+
+        The behaviour is that of the source's column contributing most, except for a
+        source unchanged for an unusually long run (its run length at least
+        ``STUCK_Z`` deviations above the lane's usual): a frozen sensor breaks its
+        jumps' and levels' relation to the others too, and "stuck" is what happened."""
+        assert self.columns is not None
+        cols = self.columns
+        sources = list(dict.fromkeys(c.source for c in cols))
+        src_of = np.array([sources.index(c.source) for c in cols])
+        contrib = np.nan_to_num(np.maximum(np.asarray(contrib, dtype=np.float64), 0.0), nan=0.0, posinf=1e300)
+        onehot = np.zeros((len(cols), len(sources)))
+        onehot[np.arange(len(cols)), src_of] = 1.0
+        per_source = contrib @ onehot
+        total = per_source.sum(axis=1, keepdims=True)
+        share = np.divide(per_source, total, out=np.zeros_like(per_source), where=total > 0)
+        order = np.argsort(-share, axis=1, kind="stable")[:, : min(k, len(sources))]
+        run_cols = {sources.index(c.source): i for i, c in enumerate(cols) if c.kind == "run"}
+        out = []
+        for i, row in enumerate(np.asarray(rows).tolist()):
+            entries = []
+            for s in order[i].tolist():
+                if share[i, s] <= 0:
+                    continue
+                mine = np.flatnonzero(src_of == s)
+                j = int(mine[np.argmax(contrib[i, mine])])
+                run_col = run_cols.get(s)
+                if run_col is not None and scaled is not None and scaled[i, run_col] >= STUCK_Z:
+                    j = run_col
+                behaviour, text = self._words(j, ctx, row, center, spread)
+                entries.append((sources[s], float(share[i, s]), behaviour, text))
+            out.append(entries)
+        return out
+
+    def _words(self, c: int, ctx: Context, row: int, center: np.ndarray | None, spread: np.ndarray | None) -> tuple[str, str]:
+        """The behaviour column ``c`` stands for, and a sentence with the record's numbers."""
+        assert self.columns is not None
+        col = self.columns[c]
+        F = ctx.features
+        name = col.source
+        j = col.feature
+        value = float(F[row, j]) if j >= 0 else math.nan
+        derived = float(F[row, c])
+        run = int(ctx.run[row, j]) if j >= 0 else 0
+        kind = col.kind
+        if kind == "level":
+            if center is not None and spread is not None and math.isfinite(center[j]) and spread[j] > 0:
+                return "level", f"{name}: {value:.4g}, usually {center[j]:.4g} ± {spread[j]:.2g}"
+            return "level", f"{name}: {value:.4g}, off its usual level"
+        if kind in ("jump", "diff"):
+            return "jump", f"{name}: {value:.4g}, a jump of {derived:+.4g}"
+        if kind == "drift":
+            return "drift", f"{name}: {value:.4g}, drifted {derived:+.4g} from its long-run mean"
+        if kind == "run" or (kind == "vol" and derived < 0 and run >= 2):
+            return "stuck", f"{name}: stuck at {value:.4g} for {run} record{'s' if run != 1 else ''}"
+        if kind == "vol":
+            ratio = math.exp(float(derived))
+            if ratio < 1:
+                return "flat", f"{name}: {value:.4g}, moving {1 / max(ratio, 1e-9):.3g}x less than usual"
+            return "noisy", f"{name}: {value:.4g}, moving {ratio:.3g}x more than usual"
+        if kind == "gap":
+            gap = 0.0 if ctx.gap is None else float(ctx.gap[row])
+            return "gap", f"{name}: {gap:.4g} s since the key's previous record"
+        return BEHAVIOURS.get(kind, kind), f"{name}: unusual {BEHAVIOURS.get(kind, kind)}"
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "groups": list(self.groups),
+            "max_keys": self.max_keys,
+            "short_span": self.short_span,
+            "long_span": self.long_span,
+            "history": self.history,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.columns is None or self._states is None or self.scaler is None:
+            return {"config": self.config(), "bound": None}
+        items = sorted(self._slots.items(), key=lambda kv: kv[1])
+        slots = np.array([s for _, s in items], dtype=np.int64)
+        st = self._states.take(slots)
+        return {
+            "config": self.config(),
+            "bound": {"sources": list(self.sources), "timed": self.timed},
+            "keys": [k for k, _ in items],
+            "seen": self._seen[slots].copy(),
+            "states": {f: getattr(st, f) for f in KeyStates.FIELDS},
+            "tick": self._tick,
+            "evictions": self.evictions,
+            "scaler": self.scaler.state_dict(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        cfg = dict(state.get("config") or {})
+        if cfg and cfg != self.config():
+            raise ValueError(f"checkpoint's temporal features were made with {cfg}, configured are {self.config()}")
+        bound = state.get("bound")
+        if bound is None:
+            self.columns = None
+            self._slots, self._states, self._seen = {}, None, np.zeros(0, dtype=np.int64)
+            return
+        self.bind(bound["sources"], bool(bound["timed"]))
+        keys = [_key(k) for k in state["keys"]]
+        n = len(keys)
+        states = KeyStates(**{f: np.asarray(state["states"][f]) for f in KeyStates.FIELDS})
+        self._states = KeyStates.empty(max(16, n), len(self.sources), self.history)
+        self._states.put(np.arange(n), states)
+        self._seen = np.full(len(self._states.count), -1, dtype=np.int64)
+        self._seen[:n] = np.asarray(state["seen"], dtype=np.int64)
+        self._slots = {k: i for i, k in enumerate(keys)}
+        self._tick = int(state["tick"])
+        self.evictions = int(state["evictions"])
+        assert self.scaler is not None
+        self.scaler.load_state_dict(state["scaler"])
+        self.revision += 1  # contexts computed before the load are stale
+
+
+def _key(k: Any) -> Any:
+    # A checkpoint stores keys as JSON values; lists come back for tuples.
+    return tuple(k) if isinstance(k, list) else k

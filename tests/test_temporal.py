@@ -1,0 +1,324 @@
+"""The temporal stage: per-key context computed window by window, the same as record by
+record; only records before a record feed its context; a bounded key table; state that
+survives checkpoints; and what it buys: a frozen sensor caught and named."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+
+from streamad import checkpoint
+from streamad.app.replay import Recorder
+from streamad.config import load_settings
+from streamad.connectors.sinks import MemorySink
+from streamad.metrics import MetricsObserver
+from streamad.model import Model
+from streamad.pipeline import Pipeline, detect
+from streamad.records import Lane
+from streamad.sources import ArraySource
+from streamad.state import StateStore
+from streamad.temporal import BLOCK, FLAGGED_WEIGHT, GROUPS, STEP_CLIP, VOL_FLOOR, TemporalFeatures
+
+ALL = ("jump", "diff", "drift", "vol", "run", "gap")
+
+
+def reference(X, keys, ts, flagged=None, block_starts=(), short=8, long=256, h=5):
+    """The definition, one record at a time: what each derived column means."""
+    a_s, a_l = 2 / (short + 1), 2 / (long + 1)
+    state: dict = {}
+    cap_at_block: dict = {}
+    starts = set(block_starts) | {0}
+    rows = []
+    for i, x in enumerate(X):
+        if i in starts:  # a step is clipped by its key's usual step as of the block's start
+            cap_at_block = {k: s["vl"].copy() for k, s in state.items()}
+        k = None if keys is None else keys[i]
+        s = state.get(k) or dict(
+            last=x.copy(), hist=[x.copy()] * h, ml=x.copy(), vs=np.zeros_like(x), vl=np.zeros_like(x),
+            run=-np.ones(len(x), dtype=int), ever=np.zeros(len(x), dtype=bool), t=math.nan, gaps=[math.nan] * h,
+        )  # fmt: skip
+        w = FLAGGED_WEIGHT if flagged is not None and flagged[i] else 1.0
+        step = x - s["last"]
+        ml = (1 - a_l * w) * s["ml"] + a_l * w * x
+        vl = (1 - a_l * w) * s["vl"] + a_l * w * np.abs(step)
+        cap = cap_at_block.get(k, np.zeros_like(x))
+        vs = (1 - a_s) * s["vs"] + a_s * np.minimum(np.abs(step), np.where(cap > 0, STEP_CLIP * cap, np.inf))
+        changed = x != s["last"]
+        run = np.where(changed, 0, s["run"] + 1)
+        ever = s["ever"] | changed
+        with np.errstate(divide="ignore", invalid="ignore"):
+            vol = np.where(vl > 0, np.log((vs + VOL_FLOOR * vl) / ((1 + VOL_FLOOR) * vl)), 0.0)
+        gap = max(ts[i] - s["t"], 0.0) if math.isfinite(ts[i] - s["t"]) else math.nan
+        known = [g for g in s["gaps"] if math.isfinite(g)]
+        if math.isnan(gap) or not known:
+            gap_ratio = 0.0
+        else:
+            usual = float(np.median(known))
+            gap_ratio = round(math.log((gap + 0.1 * usual + 1e-3) / (1.1 * usual + 1e-3)), 2)
+        cols = {
+            "jump": x - np.median(np.array(s["hist"]), axis=0),
+            "diff": step,
+            "drift": np.median(np.array(s["hist"][1:] + [x]), axis=0) - ml,
+            "vol": vol,
+            "run": np.where(ever, np.log(np.maximum(run, 1)), 0.0),
+            "gap": np.array([gap_ratio]),
+        }
+        rows.append(np.concatenate([x] + [cols[g] for g in ALL]))
+        state[k] = dict(last=x.copy(), hist=s["hist"][1:] + [x.copy()], ml=ml, vs=vs, vl=vl, run=run, ever=ever, t=ts[i], gaps=s["gaps"][1:] + [gap])
+    return np.array(rows)
+
+
+def windows_of(n, sizes):
+    out, i = [], 0
+    for size in sizes:
+        if i >= n:
+            break
+        out.append((i, min(n, i + size)))
+        i += size
+    if i < n:
+        out.append((i, n))
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 700),
+    d=st.integers(1, 3),
+    n_keys=st.integers(0, 5),
+    decimals=st.integers(0, 2),
+    sizes=st.lists(st.integers(1, 600), min_size=1, max_size=6),
+    flag_share=st.sampled_from([0.0, 0.2]),
+    seed=st.integers(0, 2**16),
+)
+def test_windows_compute_what_records_one_at_a_time_define(n, d, n_keys, decimals, sizes, flag_share, seed):
+    """Vectorised over windows, keys grouped, blocks of 256 rows: the same numbers as the
+    per-record definition, whatever the windows (rounded values make runs of repeats)."""
+    rng = np.random.default_rng(seed)
+    X = np.round(rng.normal(size=(n, d)), decimals)
+    keys = None if n_keys == 0 else np.array([f"k{i}" for i in rng.integers(0, n_keys, n)], dtype=object)
+    ts = np.cumsum(rng.exponential(1.0, n))
+    ts[rng.random(n) < 0.05] = np.nan  # a missing event time: no gap known
+    flagged = rng.random(n) < flag_share
+    bounds = windows_of(n, sizes)
+    expected = reference(X, keys, ts, flagged, [b for i, j in bounds for b in range(i, j, BLOCK)])
+    tf = TemporalFeatures(groups=ALL)
+    got = []
+    for i, j in bounds:
+        ctx = tf.transform(X[i:j], None if keys is None else keys[i:j], ts[i:j], flagged=flagged[i:j])
+        got.append(ctx.features)
+        tf.commit(ctx)
+    np.testing.assert_allclose(np.concatenate(got), expected, rtol=1e-9, atol=1e-9)
+    assert tf.n_keys == (1 if keys is None else len(set(keys)))
+
+
+def test_a_records_context_comes_from_the_records_before_it_only():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 2))
+    keys = np.array(["a", "b", "c"] * 100, dtype=object)
+    tf = TemporalFeatures(groups=GROUPS)
+    first = tf.transform(X[:100], keys[:100], np.arange(100.0))
+    tf.commit(first)
+    before = tf.transform(X[100:], keys[100:], np.arange(100.0, 300.0))
+    again = tf.transform(X[100:], keys[100:], np.arange(100.0, 300.0))
+    assert np.array_equal(before.features, again.features)  # transform changed nothing
+    k = 150
+    X2 = X.copy()
+    X2[100 + k] += 50.0
+    changed = tf.transform(X2[100:], keys[100:], np.arange(100.0, 300.0))
+    assert np.array_equal(before.features[:k], changed.features[:k])  # nothing before it moved
+    same_key_later = [i for i in range(k + 1, 200) if keys[100 + i] == keys[100 + k]]
+    assert not np.array_equal(before.features[same_key_later[0]], changed.features[same_key_later[0]])
+
+
+def test_the_key_table_is_bounded_and_forgets_the_least_recently_seen():
+    tf = TemporalFeatures(max_keys=3)
+    for keys in (["a", "b", "c"], ["a", "d"], ["c", "e"]):
+        ctx = tf.transform(np.ones((len(keys), 1)) * np.arange(len(keys))[:, None], np.array(keys, dtype=object))
+        tf.commit(ctx)
+        assert tf.n_keys <= 3
+    # b went first (least recently seen when d came), then a (when e came).
+    assert set(tf._slots) == {"c", "d", "e"} and tf.evictions == 2
+    # More keys in one window than the table holds: the most recent ones stay.
+    ctx = tf.transform(np.zeros((5, 1)), np.array(list("vwxyz"), dtype=object))
+    tf.commit(ctx)
+    assert set(tf._slots) == {"x", "y", "z"} and tf.n_keys == 3
+
+
+def test_a_forgotten_key_starts_afresh():
+    tf = TemporalFeatures(max_keys=1, groups=("jump",))
+    tf.commit(tf.transform(np.array([[10.0]]), np.array(["a"], dtype=object)))
+    tf.commit(tf.transform(np.array([[0.0]]), np.array(["b"], dtype=object)))
+    ctx = tf.transform(np.array([[12.0]]), np.array(["a"], dtype=object))
+    assert ctx.features[0, 1] == 0.0  # no memory of a's 10.0: no jump
+
+
+def test_state_survives_the_checkpoint_format():
+    rng = np.random.default_rng(3)
+    X = np.round(rng.normal(size=(500, 3)), 1)
+    keys = np.array([f"pump-{i % 7}" for i in range(500)], dtype=object)
+    ts = 1.7e9 + np.arange(500.0)
+    tf = TemporalFeatures(groups=GROUPS)
+    ctx = tf.transform(X[:300], keys[:300], ts[:300])
+    tf.learn_scale(ctx.features[:, 3:])
+    tf.commit(ctx)
+    back = TemporalFeatures(groups=GROUPS)
+    back.load_state_dict(checkpoint.loads(checkpoint.dumps(tf.state_dict())))
+    a = tf.transform(X[300:], keys[300:], ts[300:])
+    b = back.transform(X[300:], keys[300:], ts[300:])
+    assert np.array_equal(a.features, b.features) and back.names == tf.names
+    assert np.array_equal(tf.scale(a.features[:, 3:]), back.scale(b.features[:, 3:]))
+    with pytest.raises(ValueError, match="made with"):
+        TemporalFeatures(max_keys=5).load_state_dict(tf.state_dict())
+
+
+# -- through the pipeline ----------------------------------------------------------------------
+
+
+def pipeline_settings(temporal="on", **over):
+    o = {"features": {"temporal": temporal}, "window": {"size": 64, "initial_size": None}, "threshold": {"warmup_records": 200}}
+    for k, v in over.items():
+        o.setdefault(k, {}).update(v)
+    return load_settings(overrides=o, env={})
+
+
+def devices(n=1200, seed=0):
+    """Three pumps interleaved on one lane, each its own level, one record a second each."""
+    rng = np.random.default_rng(seed)
+    keys = np.array([f"pump-{i % 3}" for i in range(n)], dtype=object)
+    level = np.array([int(k[-1]) * 10.0 for k in keys])
+    X = np.column_stack([level + rng.normal(size=n), 0.5 * level + rng.normal(size=n)])
+    return X, keys, 1.7e9 + np.arange(n) // 3
+
+
+def test_checkpoint_and_restart_continue_identically_with_temporal_state(tmp_path):
+    """The lane's key table is checkpointed with the offset learned through: a restart
+    skips what was learned and scores the rest exactly as one uninterrupted run."""
+    s = pipeline_settings()
+    X, keys, ts = devices()
+    names = ["flow", "pressure"]
+    whole = Recorder()
+    Pipeline(s, MemorySink(), feature_names=names, observers=[whole]).run(ArraySource(X, keys=keys, timestamps=ts, chunk_rows=64))
+    store = StateStore(tmp_path)
+    first = Recorder()
+    Pipeline(s, MemorySink(), feature_names=names, observers=[first], store=store).run(ArraySource(X[:640], keys=keys[:640], timestamps=ts[:640], chunk_rows=64))
+    second = Recorder()
+    p2 = Pipeline(s, MemorySink(), feature_names=names, observers=[second], store=store)
+    assert p2.resume_offset(Lane("array")) == 641
+    assert p2.lanes[Lane("array")].model.temporal is not None and p2.lanes[Lane("array")].model.temporal.n_keys == 3
+    p2.run(ArraySource(X, keys=keys, timestamps=ts, chunk_rows=64))
+    assert p2.counts.skipped == 640 and p2.counts.scored == 560
+    assert np.array_equal(np.concatenate([first.array("scores"), second.array("scores")]), whole.array("scores"))
+
+
+def test_auto_is_on_for_records_with_event_times_and_a_checkpoint_keeps_its_choice(tmp_path):
+    X, keys, ts = devices(300)
+    timed = Pipeline(pipeline_settings("auto"), MemorySink())
+    timed.run(ArraySource(X, timestamps=ts))
+    untimed = Pipeline(pipeline_settings("auto"), MemorySink())
+    untimed.run(ArraySource(X))
+    assert timed.lanes[Lane("array")].model.temporal is not None
+    assert untimed.lanes[Lane("array")].model.temporal is None
+    off = Pipeline(pipeline_settings("off"), MemorySink())
+    off.run(ArraySource(X, timestamps=ts))
+    assert off.lanes[Lane("array")].model.temporal is None
+    # A checkpoint made without the stage: auto keeps it off, "on" refuses it by name.
+    store = StateStore(tmp_path)
+    Pipeline(pipeline_settings("auto"), MemorySink(), store=store).run(ArraySource(X[:100]))
+    resumed = Pipeline(pipeline_settings("auto"), MemorySink(), store=store, temporal=True)
+    resumed.run(ArraySource(X, timestamps=ts))
+    assert resumed.lanes[Lane("array")].model.temporal is None
+    with pytest.raises(ValueError, match="temporal features off"):
+        Pipeline(pipeline_settings("on"), MemorySink(), store=store).resume_offset(Lane("array"))
+
+
+def test_a_constant_stream_with_event_times_raises_no_alarm():
+    X = np.tile([1.5, 2.0, -3.0], (3000, 1))
+    sink = MemorySink()
+    counts = Pipeline(load_settings(overrides={"features": {"temporal": "on"}}, env={}), sink).run(ArraySource(X, timestamps=1.7e9 + np.arange(3000.0)))
+    assert counts.scored == 3000 and counts.alarms == 0 and sink.records == []
+
+
+def frozen_sensor(n=5000, seed=1, start=4000, length=120):
+    """Flow drives pressure and current; the flow sensor freezes while the pump goes on."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    flow = 50 + 5 * np.sin(2 * np.pi * t / 700) + np.cumsum(rng.normal(0, 0.3, n)) * 0.05 + rng.normal(0, 0.5, n)
+    X = np.column_stack([flow, 1 + 0.04 * flow + rng.normal(0, 0.05, n), 4 + 0.12 * flow + rng.normal(0, 0.1, n)])
+    X[start : start + length, 0] = X[start, 0]
+    return X, 1.7e9 + t
+
+
+def test_a_sensor_that_freezes_after_varying_is_caught_and_named_stuck():
+    """The flow sensor's values always changed, so its run length never moved; once it
+    freezes, the run length (and the step ratio) make the frozen records score high,
+    and the alarms say which sensor and how it behaves."""
+    X, ts = frozen_sensor()
+    names = ("flow", "pressure", "current")
+    rec, sink = Recorder(), MemorySink()
+    p = Pipeline(load_settings(overrides={"features": {"temporal": "on"}}, env={}), sink, feature_names=names, observers=[rec])
+    p.run(ArraySource(X, timestamps=ts, feature_names=names))
+    scores, offsets = rec.array("scores"), rec.array("offsets").astype(int) - 1
+    frozen = (offsets >= 4010) & (offsets < 4120)
+    normal = (offsets >= 2000) & (offsets < 4000)
+    assert np.median(scores[frozen]) > np.quantile(scores[normal], 0.999)
+    alarms = [r for r in sink.records if 4000 <= r["source"]["offset"] - 1 < 4120]
+    assert len(alarms) > 50
+    top = [r["features"][0] for r in alarms]
+    assert all(f["name"] == "flow" and f["behaviour"] == "stuck" for f in top[5:])
+    assert top[-1]["description"].startswith("flow: stuck at ") and top[-1]["description"].endswith(" records")
+    # Elsewhere alarms stay rare (how rare is the threshold's calibration: its first fit,
+    # on a young model's scores, stands for 2,048 records).
+    before = [r for r in sink.records if r["source"]["offset"] - 1 < 4000]
+    assert len(before) < 0.03 * 4000
+
+
+def test_without_the_stage_a_frozen_sensor_goes_unseen():
+    """What the stage adds: the same stream, the stage off (the model judges each record alone)."""
+    X, ts = frozen_sensor()
+    sink = MemorySink()
+    Pipeline(load_settings(overrides={"features": {"temporal": "off"}}, env={}), sink).run(ArraySource(X, timestamps=ts))
+    assert not [r for r in sink.records if 4000 <= r["source"]["offset"] - 1 < 4120]
+    assert all(set(f) == {"name", "share"} for r in sink.records for f in r["features"])  # entries as before
+
+
+def test_key_table_metrics_per_lane():
+    reg = CollectorRegistry()
+    metrics = MetricsObserver(registry=reg, model="loe-ae")
+    rng = np.random.default_rng(0)
+    n = 2000
+    keys = np.array([f"dev-{i}" for i in rng.integers(0, 80, n)], dtype=object)
+    s = load_settings(overrides={"features": {"temporal": "on", "max_keys": 50}}, env={})
+    Pipeline(s, MemorySink(), observers=[metrics]).run(ArraySource(rng.normal(size=(n, 2)), keys=keys, timestamps=np.arange(n, dtype=float), stream="s"))
+    assert reg.get_sample_value("streamad_temporal_keys", {"stream": "s", "partition": "0"}) == 50
+    assert reg.get_sample_value("streamad_temporal_evictions_total", {"stream": "s", "partition": "0"}) > 0
+
+
+# -- the Python API ------------------------------------------------------------------------------
+
+
+def test_model_with_the_stage_one_record_at_a_time():
+    X, _ = frozen_sensor(3000, start=2500, length=100)
+    model = Model(temporal=True)
+    names = ("flow", "pressure", "current")
+    for x in X[:2600]:
+        model.learn_one(dict(zip(names, x)))
+    assert model.columns is not None and "flow.run" in model.columns and "flow.jump" in model.columns
+    stuck = dict(zip(names, X[2599]))  # frozen since 2500: its context goes on from the records learned
+    top = model.explain_one(stuck)
+    assert top[0][:3] == ("flow", top[0][1], "stuck") and top[0][3].endswith("for 100 records")
+    assert model.score_one(stuck) > model.score_one(dict(zip(names, X[2400])))
+
+
+def test_detect_takes_key_and_timestamp_columns():
+    X, keys, ts = devices(900)
+    df = pd.DataFrame({"device": keys, "ts": pd.to_datetime(ts, unit="s", utc=True), "flow": X[:, 0], "pressure": X[:, 1]})
+    out = detect(df, Model(temporal=True), key="device", timestamp="ts")
+    assert len(out) == 900 and out["score"].notna().all()
+    with pytest.raises(TypeError, match="DataFrame"):
+        detect(X, Model(temporal=True), key="device")
