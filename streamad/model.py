@@ -53,6 +53,7 @@ class Verdict:
     alarms: np.ndarray  # bool: score above the threshold
     features: np.ndarray | None = None  # the model's columns before scaling (with temporal context: values + derived)
     context: Context | None = None  # the temporal context (None without the temporal stage)
+    keys: np.ndarray | None = None  # the records' keys, as the detector saw them
 
 
 class Model:
@@ -147,9 +148,9 @@ class Model:
         ctx = self._context(X, keys, timestamps)
         F = X if ctx is None else ctx.features
         scaled = self._scale(F, X.shape[1])
-        scores = np.asarray(self.detector.score(scaled), dtype=np.float64)
+        scores = np.asarray(self.detector.score(scaled, self._keys(keys)), dtype=np.float64)
         thr = float(self.threshold.value)
-        return Verdict(scaled, scores, thr, scores > thr, F, ctx)
+        return Verdict(scaled, scores, thr, scores > thr, F, ctx, keys)
 
     def learn(
         self, X: np.ndarray, scores: np.ndarray, keys: np.ndarray | None = None, timestamps: np.ndarray | None = None, *, verdict: Verdict | None = None
@@ -171,7 +172,7 @@ class Model:
         if ctx is not None and self.temporal is not None:
             self.temporal.learn_scale(F[:, d:])
         self.stats.learn(F)
-        report = self.detector.learn(self._scale(F, d))
+        report = self.detector.learn(self._scale(F, d), self._keys(keys))
         if ctx is not None and self.temporal is not None:
             flagged = np.asarray(scores, dtype=np.float64) > self.threshold.value
             if flagged.any():
@@ -186,6 +187,10 @@ class Model:
         """Judge ``X``, then learn it: one prequential step."""
         verdict = self.judge(X, keys, timestamps)
         return verdict, self.learn(X, verdict.scores, keys, timestamps, verdict=verdict)
+
+    def _keys(self, keys: np.ndarray | None) -> np.ndarray | None:
+        # Only a detector that uses keys gets them: the others compute the same without.
+        return keys if self.detector.uses_keys else None
 
     def _context(self, X: np.ndarray, keys: np.ndarray | None, timestamps: np.ndarray | None) -> Context | None:
         if self.temporal is None:
@@ -202,7 +207,7 @@ class Model:
         out[:, d:] = self.temporal.scale(F[:, d:], unit=self.scaler.name == "minmax")
         return out
 
-    def contributions(self, X: np.ndarray, scaled: np.ndarray | None = None) -> np.ndarray:
+    def contributions(self, X: np.ndarray, scaled: np.ndarray | None = None, keys: np.ndarray | None = None) -> np.ndarray:
         """Non-negative per-column contributions to each record's score (n × columns):
         the detector's own when it can tell, else squared z-scores. ``X`` holds the
         model's columns (``Verdict.features``: with the temporal stage, the values and
@@ -211,7 +216,7 @@ class Model:
         if scaled is None:
             d = len(self.feature_names) if self.feature_names is not None else X.shape[1]
             scaled = self._scale(X, d)
-        contrib = self.detector.contributions(scaled)
+        contrib = self.detector.contributions(scaled, self._keys(keys))
         if contrib is None:
             contrib = self.stats.transform(X) ** 2
         return np.asarray(contrib, dtype=np.float64)
@@ -224,7 +229,7 @@ class Model:
         ``noisy``, ``gap``) in a sentence with the record's numbers."""
         rows = np.asarray(rows, dtype=np.int64)
         F = verdict.scaled if verdict.features is None else verdict.features
-        contrib = self.contributions(F[rows], verdict.scaled[rows])
+        contrib = self.contributions(F[rows], verdict.scaled[rows], None if verdict.keys is None else verdict.keys[rows])
         ctx = verdict.context
         if ctx is None or self.temporal is None:
             names = self.columns or tuple(f"x{i}" for i in range(F.shape[1]))
