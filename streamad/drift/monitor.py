@@ -58,7 +58,7 @@ class DriftEvent:
         }
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.as_dict())
+        return bytes(memoryview(orjson.dumps(self.as_dict())))  # exact size: see detection.py
 
     @property
     def subject(self) -> str:
