@@ -34,6 +34,7 @@ _REGISTRY: dict[str, Callable[..., Detector] | str] = {
     "loe-svdd": "streamad.detectors.loe_svdd:LoeSVDD",
     "gaussian": "streamad.detectors.gaussian:Gaussian",
     "river-hst": "streamad.detectors.river_hst:RiverHST",
+    "hgad": "streamad.detectors.hgad:HGAD",
 }
 
 
