@@ -139,16 +139,21 @@ def replay_arrays(X: np.ndarray, overrides: Mapping[str, Any], timestamps: np.nd
 
     class Collect(Observer):
         def __init__(self) -> None:
-            self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+            self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
 
         def on_window(self, r: WindowResult) -> None:
-            self.parts.append((r.window.offsets.copy(), r.scores.copy(), r.alarms.copy()))
+            self.parts.append((r.window.offsets.copy(), r.scores.copy(), r.alarms.copy(), np.full(len(r.scores), r.threshold)))
 
     seen = Collect()
     pipeline = Pipeline(settings, NullSink(), observers=[seen])
     pipeline.run(ArraySource(X, stream="sensor", timestamps=timestamps))
     idx = np.concatenate([p[0] for p in seen.parts]).astype(np.int64) - 1
-    return {"index": idx, "scores": np.concatenate([p[1] for p in seen.parts]), "alarms": np.concatenate([p[2] for p in seen.parts]).astype(bool)}
+    return {
+        "index": idx,
+        "scores": np.concatenate([p[1] for p in seen.parts]),
+        "alarms": np.concatenate([p[2] for p in seen.parts]).astype(bool),
+        "threshold": np.concatenate([p[3] for p in seen.parts]),
+    }
 
 
 def run_demo(job: Mapping[str, Any]) -> dict[str, Any]:

@@ -118,7 +118,9 @@ class ThresholdSettings(_Section):
     kind: Literal["spot", "quantile"] = "spot"
     risk: float = Field(1e-3, gt=0, lt=0.02, description="target false-alarm rate (spot)")
     quantile: float = Field(0.995, gt=0, lt=1, description="alarm quantile (quantile)")
-    warmup_records: int = Field(500, ge=0, description="scores the threshold learns from before it raises any alarm, per lane")
+    warmup_records: int = Field(
+        100, ge=0, description="scores the threshold learns (per lane) before it may raise an alarm; the detector's own warm-up (detector.params.score_warmup) gives a provisional threshold"
+    )
     half_life: float = Field(50_000, gt=0)
 
 

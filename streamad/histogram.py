@@ -73,6 +73,11 @@ class DecayedHistogram:
             return float(sum(len(p) for p in self._pending))
         return float(self.counts.sum())
 
+    @property
+    def pending(self) -> np.ndarray:
+        """The values collected before the first range is fixed (empty once it is)."""
+        return np.concatenate(self._pending) if self._pending else np.empty(0)
+
     def update(self, values: np.ndarray, weights: np.ndarray | None = None) -> None:
         """Decay the old counts once, then add ``values`` (non-finite ones are ignored)."""
         v = np.asarray(values, dtype=np.float64).ravel()

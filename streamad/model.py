@@ -37,6 +37,9 @@ from streamad.threshold import Threshold
 if TYPE_CHECKING:
     from streamad.config import Settings
 
+#: of the records the model alarmed on, it learns one in this many (``Model.learn``)
+FLAGGED_EVERY = 10
+
 
 #: what ``explain`` lists per record: (feature, share) or, with temporal context,
 #: (feature, share, behaviour, description)
@@ -168,19 +171,26 @@ class Model:
         # The scaler learns first, and the detector learns the records as the next ones
         # will be scaled: on the same statistics (the very first window would otherwise
         # be learned as all zeros, scaled by a scaler that had seen nothing).
-        self.scaler.learn(X)
+        # LOE's lesson, applied to everything the model learns: of the records it
+        # alarmed on it learns one in ``FLAGGED_EVERY``, so that a long anomaly does not
+        # become normal (to the scaler, the detector, the temporal means) before it
+        # ends, while a lasting change is still learned, slower.
+        flagged = np.asarray(scores, dtype=np.float64) > self.threshold.value
+        keep = ~flagged | (np.arange(len(X)) % FLAGGED_EVERY == 0) if flagged.any() else None
+        Xk, Fk = (X, F) if keep is None else (X[keep], F[keep])
+        self.scaler.learn(Xk)
         if ctx is not None and self.temporal is not None:
-            self.temporal.learn_scale(F[:, d:])
-        self.stats.learn(F)
-        report = self.detector.learn(self._scale(F, d), self._keys(keys))
+            self.temporal.learn_scale(Fk[:, d:])
+        self.stats.learn(Fk)
+        report = self.detector.learn(self._scale(Fk, d), self._keys(keys if keep is None or keys is None else keys[keep]))
         if ctx is not None and self.temporal is not None:
-            flagged = np.asarray(scores, dtype=np.float64) > self.threshold.value
             if flagged.any():
                 # Records the model alarmed on count little in their keys' long means.
                 ctx = self.temporal.transform(X, keys, timestamps, self.feature_names, flagged=flagged)
             self.temporal.commit(ctx)
-        if not report.warmup:
-            self.threshold.update(scores)
+        # Scores of a detector in its warm-up give a provisional threshold, which the
+        # grown-up scores replace (streamad/threshold.py).
+        self.threshold.update(scores, young=report.warmup)
         return report
 
     def process(self, X: np.ndarray, keys: np.ndarray | None = None, timestamps: np.ndarray | None = None) -> tuple[Verdict, LearnReport]:

@@ -2,6 +2,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamad import checkpoint
 from streamad.histogram import DecayedHistogram
@@ -115,3 +117,59 @@ def test_histogram_density_is_smoothed_and_positive_everywhere():
     h.update(np.random.default_rng(0).normal(size=5000))
     d = h.density(np.array([-100.0, 0.0, 100.0]))
     assert np.all(d > 0) and d[1] > 10 * d[0]
+
+
+def test_tail_probability_from_the_first_window_counts_the_scores_seen():
+    thr = SpotThreshold(min_records=100)
+    assert thr.tail_probability(np.array([0.0, 1e9])).tolist() == [1.0, 1.0]  # nothing seen yet
+    thr.update(np.arange(9.0), young=True)  # 0..8
+    # (scores at least this high, plus one) / (scores seen, plus one)
+    assert thr.tail_probability(np.array([-1.0, 4.0, 100.0])).tolist() == [1.0, 0.6, 0.1]
+
+
+def test_a_few_hundred_scores_can_raise_an_alarm():
+    rng = np.random.default_rng(3)
+    thr = SpotThreshold(risk=1e-3, min_records=100)
+    seen = 0
+    for size in (8, 16, 32, 64, 128):  # the pipeline's first windows
+        thr.update(rng.normal(size=size), young=True)
+        seen += size
+    assert seen == 248 and not thr.warming_up and thr.provisional
+    # N(0, 1): the 1e-3 tail starts at 3.09; a small sample with a heavier prior says more
+    assert 3.0 < thr.value < 6.0
+    p = thr.tail_probability(np.array([0.0, thr.value, 8.0]))
+    assert p[0] > 0.3 and abs(p[1] - 1e-3) < 1e-9 and p[2] < 1e-3
+
+
+def test_grown_up_scores_replace_the_provisional_threshold():
+    rng = np.random.default_rng(5)
+    thr = SpotThreshold(risk=1e-3, min_records=100)
+    for _ in range(8):
+        thr.update(rng.normal(size=64) * 4 + 10, young=True)  # a young model's scores run high
+    provisional = thr.value
+    assert thr.provisional and provisional > 20
+    thr.update(rng.normal(size=50))  # too few grown-up scores: the provisional value stays
+    assert thr.grown and thr.value == provisional and thr.learned == 50
+    thr.update(rng.normal(size=200))
+    assert not thr.provisional and 2.5 < thr.value < 6.0
+    thr.update(rng.normal(size=64) * 4 + 10, young=True)  # a warm-up reopened by drift teaches nothing
+    assert thr.learned == 250
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=0, max_size=600),
+    st.sampled_from(["uniform", "normal", "exponential", "constant"]),
+    st.integers(0, 2**31),
+)
+def test_tail_probability_stays_in_the_unit_interval_and_never_reaches_zero(queries, dist, seed):
+    rng = np.random.default_rng(seed)
+    draw = {"uniform": rng.uniform, "normal": rng.normal, "exponential": rng.exponential, "constant": lambda size: np.ones(size)}[dist]
+    thr = SpotThreshold(min_records=100)
+    q = np.array(queries + [0.0, 1.0, 50.0, 1e300, -1e300])
+    for size in (8, 16, 32, 64, 128, 256, 256):
+        p = thr.tail_probability(q)
+        assert np.all(p > 0.0) and np.all(p <= 1.0)
+        thr.update(draw(size=size), young=size < 64)
+    if dist == "constant":
+        assert not 1.0 > thr.value  # the constant score itself never alarms

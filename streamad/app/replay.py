@@ -334,18 +334,33 @@ class _Wrapped:
 
 
 def warming_notes(pipeline: Pipeline) -> list[str]:
-    """Why a short stream raised no alarm: lanes whose threshold never finished warming up."""
-    young = [lm.threshold for lm in pipeline.lanes.values() if lm.threshold.warming_up]
-    if not young:
-        return []
-    seen = min(int(t.hist.n_seen) for t in young)
-    need = young[0].min_records
-    lanes = "the stream's threshold" if len(pipeline.lanes) == 1 else f"{len(young)} of {len(pipeline.lanes)} lanes' thresholds"
-    return [
-        f"{lanes} had learned {seen:,} of the {need:,} scores it needs before it raises alarms "
-        "(scores count once the detector's warm-up is over): too short a stream for alarms; "
-        "--warmup lowers the threshold's part"
-    ]
+    """What held alarms back on a short stream, naming the setting that changes it:
+    lanes whose threshold never had the scores it needs (``threshold.warmup_records``),
+    and lanes that ended within the detector's own warm-up (its ``score_warmup``),
+    whose alarms came from the provisional threshold."""
+    lanes = list(pipeline.lanes.values())
+    notes = []
+    young = [lm for lm in lanes if lm.threshold.warming_up]
+    if young:
+        seen = min(lm.threshold.learned for lm in young)
+        need = young[0].threshold.min_records
+        notes.append(
+            f"{_which(young, lanes)} had learned {seen:,} of the {need:,} scores it needs before it may raise an alarm: "
+            "too short a stream for alarms; --warmup (threshold.warmup_records) sets that number"
+        )
+    provisional = [lm for lm in lanes if not lm.threshold.warming_up and lm.threshold.provisional]
+    if provisional:
+        records = getattr(provisional[0].detector, "score_warmup", None)
+        span = f" ({records:,} records)" if isinstance(records, int) else ""
+        notes.append(
+            f"{_which(provisional, lanes)} was still the provisional one at the end, fitted to the scores of a detector in its warm-up{span}, "
+            "which run high (fewer alarms): --param score_warmup=N (detector.params.score_warmup) shortens that warm-up"
+        )
+    return notes
+
+
+def _which(some: list[Any], lanes: list[Any]) -> str:
+    return "the stream's threshold" if len(lanes) == 1 else f"{len(some)} of {len(lanes)} lanes' thresholds"
 
 
 def window_description(settings: Settings) -> str:
