@@ -100,6 +100,33 @@ def test_train_share_trains_on_part_of_each_steady_state_batch() -> None:
             make(AutoEncoder(4), train_share=bad)
 
 
+def test_settled_share_trains_less_once_the_loss_settles_and_all_again_when_it_rises() -> None:
+    rng = np.random.default_rng(0)
+    t = make(AutoEncoder(4, generator=torch.Generator().manual_seed(0)), warmup_records=64, settled_share=0.25, settle_steps=4)
+    shares = []
+    for _ in range(120):  # a steady stream: the loss stops falling, the share halves twice
+        t.learn(rng.normal(size=(64, 4)))
+        shares.append(t.share)
+    assert shares[0] == 1.0 and min(shares) == 0.25 and shares[-1] == 0.25
+    trained = t.n_trained
+    t.learn(rng.normal(size=(64, 4)))
+    t.learn(rng.normal(size=(64, 4)))
+    assert t.n_trained - trained <= 64  # a step now takes a quarter of four batches' records
+    state = t.state_dict()
+    for _ in range(60):  # the stream moves far away: the loss rises, every record trains again
+        t.learn(rng.normal(size=(64, 4)) * 4.0 + 8.0)
+        if t.share == 1.0:
+            break
+    assert t.share == 1.0
+    t.load_state_dict(state)  # the share and its running means are part of the state
+    assert t.share == 0.25
+    t.reopen_warmup()  # drift: the stream is young again
+    assert t.share == 1.0
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="settled_share"):
+            make(AutoEncoder(4), settled_share=bad)
+
+
 def test_a_backbone_without_an_anomalous_loss_cannot_train_loe_hard() -> None:
     with pytest.raises(ValueError, match="anomalous loss"):
         WindowTrainer(AutoEncoder(4, anomalous_loss="none"), LatentLabeler(mode="hard"))

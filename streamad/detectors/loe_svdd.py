@@ -42,6 +42,10 @@ class LoeSVDD(NeuralDetector):
         LAMP loss amplification of LOE-normal records.
     train_share : float in (0, 1], default 1.0
         After the warm-up, train on this share of the records (every record is still scored).
+    settled_share : float in (0, 1], optional
+        Once the loss has stopped falling, halve the share of records trained on, step
+        by step down to this one; back to ``train_share`` when the loss rises or drift
+        reopens the warm-up. None (the default) keeps ``train_share``.
     score_warmup : int, default 256
         Records learned before the scores count for the threshold (``LearnReport.warmup``).
     device : {"cpu", "cuda", "auto"}, default "cpu"
@@ -80,6 +84,7 @@ class LoeSVDD(NeuralDetector):
         weights: bool = False,
         lamp: Literal["none", "scale", "power", "exp"] = "none",
         train_share: Annotated[float, Field(gt=0, le=1)] = 1.0,
+        settled_share: Annotated[float, Field(gt=0, le=1)] | None = None,
         score_warmup: Annotated[int, Field(ge=0)] = 256,
         device: Literal["cpu", "cuda", "auto"] = "cpu",
         seed: int = 0,

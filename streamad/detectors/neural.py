@@ -66,6 +66,7 @@ class NeuralDetector(Detector):
 
     Every subclass has at least these parameters: ``lr``, ``batch_size``,
     ``warmup_records``, ``loe``, ``alpha``, ``weights``, ``lamp``, ``train_share``,
+    ``settled_share``,
     ``score_warmup``, ``device`` and ``seed``.
     """
 
@@ -81,6 +82,7 @@ class NeuralDetector(Detector):
     weights: bool
     lamp: str
     train_share: float
+    settled_share: float | None
     score_warmup: int
     device: str
     seed: int
@@ -99,7 +101,13 @@ class NeuralDetector(Detector):
             weights=ImportanceWeights() if self.weights else None,
             lamp=Lamp(self.lamp),  # type: ignore[arg-type]
             calibration=Calibration(network_after=64),
-            schedule=Schedule(batch_size=self.batch_size, warmup_records=self.warmup_records, train_share=self.train_share),
+            schedule=Schedule(
+                batch_size=self.batch_size,
+                warmup_records=self.warmup_records,
+                train_share=self.train_share,
+                # A train_share below the settled one: the share is already that low.
+                settled_share=None if self.settled_share is None else min(self.settled_share, self.train_share),
+            ),
             optimizer=Optimizer(lr=self.lr),
         )
 

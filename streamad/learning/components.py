@@ -191,7 +191,10 @@ class Schedule:
     per step; while the stream is young (``warmup_records``) ``warmup_epochs`` passes plus
     ``warmup_boost`` steps per doubling of the data, topped up from a ``replay`` memory of
     LOE-normal records; after it, ``replay_share`` of each batch from that memory and
-    training on ``train_share`` of the records."""
+    training on ``train_share`` of the records. With ``settled_share`` below
+    ``train_share``, the share adapts: halved (down to ``settled_share``) each time the
+    loss has stopped falling for ``settle_steps`` steps, back to ``train_share`` when it
+    rises or drift reopens the warm-up."""
 
     batch_size: int = 256
     warmup_records: int = 1024
@@ -200,6 +203,8 @@ class Schedule:
     replay: int = 1024
     replay_share: float = 0.0
     train_share: float = 1.0
+    settled_share: float | None = None  # None: the share stays at train_share
+    settle_steps: int = 16
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -212,6 +217,10 @@ class Schedule:
             raise ValueError("replay_share must be in [0, 1)")
         if not 0.0 < self.train_share <= 1.0:
             raise ValueError("train_share must be in (0, 1]")
+        if self.settled_share is not None and not 0.0 < self.settled_share <= self.train_share:
+            raise ValueError("settled_share must be in (0, train_share]")
+        if self.settle_steps < 1:
+            raise ValueError("settle_steps must be at least 1")
 
 
 @dataclass(frozen=True)

@@ -138,6 +138,13 @@ class WindowTrainer:
         self.memory_next = 0
         self.memory_size = 0
         self.revision = 0  # changes whenever the model may have: learn, load, reopen
+        # The adaptive share of records trained on after the warm-up (Schedule.settled_share):
+        # the share now, fast and slow running means of the steps' losses, and how many
+        # steps in a row the loss has not fallen.
+        self.share = schedule.train_share
+        self.loss_fast = math.nan
+        self.loss_slow = math.nan
+        self.flat_steps = 0
         self._numpy: tuple[int, Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None] | None = None
 
     # -- scoring -------------------------------------------------------------------------
@@ -240,13 +247,44 @@ class WindowTrainer:
         fresh_per_step = max(1, int(round(self.batch_size * (1.0 - self.replay_share))))
         # After the warm-up, a step takes ``train_share`` of the records it consumes
         # (evenly spaced); the rest were scored and are not trained on.
-        per_step = max(fresh_per_step, int(round(fresh_per_step / self.schedule.train_share)))
-        while self.n_pending >= per_step:
+        while True:
+            per_step = max(fresh_per_step, int(round(fresh_per_step / self.share)))
+            if self.n_pending < per_step:
+                break
             fresh = self._take_fresh(per_step)
             if per_step > fresh_per_step:
                 fresh = fresh[np.linspace(0, per_step - 1, fresh_per_step).round().astype(int)]
-            reports.append(self._step(fresh, fill=self.replay_share > 0))
+            report = self._step(fresh, fill=self.replay_share > 0)
+            reports.append(report)
+            self._settle(report.loss)
         return reports, False
+
+    #: Running means of the step losses (half-lives in steps), and the bands around the
+    #: slow one: the loss "has stopped falling" while the fast mean stays above the slow
+    #: mean less FALL of it, and "rises" once the fast one is RISE above it.
+    FAST_STEPS, SLOW_STEPS, FALL, RISE = 8.0, 64.0, 0.10, 0.25
+
+    def _settle(self, loss: float) -> None:
+        """Adapt the share of records trained on to how the loss moves (off without
+        ``Schedule.settled_share``): a model that has learned what the stream shows
+        needs fewer steps to keep up with it, and a rising loss needs them all again."""
+        floor = self.schedule.settled_share
+        if floor is None or floor >= self.schedule.train_share or loss != loss:
+            return
+        if self.loss_slow != self.loss_slow:
+            self.loss_fast = self.loss_slow = loss
+            return
+        self.loss_fast += (1.0 - 0.5 ** (1.0 / self.FAST_STEPS)) * (loss - self.loss_fast)
+        self.loss_slow += (1.0 - 0.5 ** (1.0 / self.SLOW_STEPS)) * (loss - self.loss_slow)
+        band = abs(self.loss_slow)
+        if self.loss_fast > self.loss_slow + self.RISE * band:
+            self.share, self.flat_steps = self.schedule.train_share, 0
+        elif self.loss_fast >= self.loss_slow - self.FALL * band:
+            self.flat_steps += 1
+            if self.flat_steps >= self.schedule.settle_steps:
+                self.share, self.flat_steps = max(floor, self.share / 2.0), 0
+        else:
+            self.flat_steps = 0
 
     def warmup_target(self, n: int) -> int:
         """Steps the warm-up should have made after ``n`` records, whatever the window
@@ -385,6 +423,8 @@ class WindowTrainer:
         self.warmup_start = self.n_seen
         self.warmup_done = 0
         self.loe_from = self.n_trained + self.labeler.warmup
+        self.share, self.flat_steps = self.schedule.train_share, 0
+        self.loss_fast = self.loss_slow = math.nan
         self.labeler.reset()
         self.hist.reset()
         self._calibration = None
@@ -415,6 +455,7 @@ class WindowTrainer:
                 "memory_next": self.memory_next,
                 "memory_size": self.memory_size,
             },
+            "settle": {"share": self.share, "loss_fast": self.loss_fast, "loss_slow": self.loss_slow, "flat_steps": self.flat_steps},
             "pending": pending,
             "memory": self.memory,
         }
@@ -447,6 +488,11 @@ class WindowTrainer:
         self.loe_from = int(c["loe_from"])
         self.memory_next = int(c["memory_next"])
         self.memory_size = int(c["memory_size"])
+        settle = state.get("settle") or {}  # states from before the adaptive share: at train_share
+        self.share = float(settle.get("share", self.schedule.train_share))
+        self.loss_fast = float(settle.get("loss_fast", math.nan))
+        self.loss_slow = float(settle.get("loss_slow", math.nan))
+        self.flat_steps = int(settle.get("flat_steps", 0))
         pending = np.asarray(state["pending"], dtype=np.float32)
         self.pending = [pending] if pending.size else []
         self.n_pending = len(pending) if pending.size else 0
