@@ -1,0 +1,210 @@
+"""SKAB with the leaderboard's scoring, streamad beside its peers in the same run.
+
+Every one of the 34 experiment files (valve1, valve2, other) is replayed by itself from
+its first record, prequentially (each record scored by the model as it was before it,
+then learned), with one set of settings for all files; labels meet the alarms only in
+the final metric. The leaderboard's scoring (SKAB's README: the first 400 rows of each
+file are its train part): point-wise F1, false-alarm rate (FAR = FP / (FP + TN)) and
+missed-alarm rate (MAR = FN / (FN + TP)) of the alarms over the rows after the first
+400 of every file, all files' rows together.
+
+- ours: the replay pipeline with default settings (``features.temporal: auto`` is on:
+  the files have a ``datetime`` column; windows of 8 doubling to 256; SPOT at risk
+  1e-3 with its provisional threshold during the detector's warm-up).
+- peers: river HalfSpaceTrees, pysad RS-Hash and pysad LODA (benchmarks/peers.py,
+  driven as in the ODDS tables), over the SAME columns: the records' values and the
+  temporal stage's derived columns (streamad.temporal.TemporalFeatures, default
+  groups, computed from each record's past only), one record at a time.
+  A peer has no threshold of its own, so every peer gets the same label-free one:
+  ``SpotThreshold`` with streamad's defaults (risk 1e-3, no alarm before 100 scores,
+  alarmed scores kept out of its tail), fed the peer's scores in the pipeline's
+  windows (8 doubling to 256), each window judged by the threshold as it was before
+  it. A peer has no warm-up flag: all its scores count as grown-up ones.
+- published: the leaderboard's F1 for Conv-AE, MSET, PCA T²+Q and LSTM-AE, from
+  SKAB's README (outlier-detection table); not rerun here. Those detectors train on
+  each file's first 400 rows and set their threshold there.
+- alarm on every record: what F1 rewards on files whose test rows are half anomalous.
+
+Reproduce benchmarks/results/skab.md (and .json)::
+
+    python -m benchmarks.skab
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import multiprocessing as mp
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.odds import RESULTS, _commit, _machine, single_thread
+from benchmarks.sensor_streams import SKAB_DIRS, SKAB_TRAIN_ROWS, _read_csv, _skab_dir, replay_arrays
+
+PEERS = {"river HST": "river_hst", "pysad RS-Hash": "pysad_rshash", "pysad LODA": "pysad_loda"}
+#: SKAB's README, outlier-detection leaderboard: F1 as quoted in issue 11 (the README's
+#: tables have changed between versions; FAR and MAR are not quoted here)
+PUBLISHED = {"Conv-AE (published)": 0.78, "MSET (published)": 0.78, "PCA T²+Q (published)": 0.76, "LSTM-AE (published)": 0.74}
+
+
+def windows(n: int, first: int = 8, size: int = 256) -> list[slice]:
+    """The pipeline's windows: ``first`` records, doubling up to ``size``."""
+    out, start, w = [], 0, first
+    while start < n:
+        out.append(slice(start, min(n, start + w)))
+        start += w
+        w = min(size, 2 * w)
+    return out
+
+
+def threshold_alarms(scores: np.ndarray) -> np.ndarray:
+    """Alarms of ``scores`` under streamad's default label-free threshold, fed in the
+    pipeline's windows, each judged before the threshold learns it."""
+    from streamad.config import ThresholdSettings
+    from streamad.factory import build_threshold
+
+    thr = build_threshold(ThresholdSettings())
+    alarms = np.zeros(len(scores), dtype=bool)
+    for w in windows(len(scores)):
+        alarms[w] = scores[w] > thr.value
+        thr.update(scores[w])
+    return alarms
+
+
+def temporal_columns(X: np.ndarray, ts: np.ndarray | None) -> np.ndarray:
+    """The values and the temporal stage's derived columns (default groups), each row
+    from the records before it, window by window as the pipeline computes them."""
+    from streamad.temporal import TemporalFeatures
+
+    tf = TemporalFeatures()
+    parts = []
+    for w in windows(len(X)):
+        ctx = tf.transform(X[w], None, None if ts is None else ts[w], tuple(f"x{i}" for i in range(X.shape[1])))
+        tf.commit(ctx)
+        parts.append(ctx.features)
+    return np.concatenate(parts)
+
+
+def run_file(job: Mapping[str, Any]) -> dict[str, Any]:
+    single_thread()
+    import benchmarks.peers as peers
+
+    X, y, ts = _read_csv(Path(job["skab_dir"]) / job["file"])
+    out: dict[str, Any] = {"file": job["file"], "n": len(X)}
+    ours = replay_arrays(X, {}, ts)
+    order = np.argsort(ours["index"])
+    runs = {"streamad default": (ours["scores"][order], ours["alarms"][order])}
+    F = temporal_columns(X, ts)
+    for label, fn in PEERS.items():
+        s = np.asarray(getattr(peers, fn)(F, job["seed"])[0], dtype=np.float64)
+        s = np.nan_to_num(s, nan=0.0, posinf=np.finfo(np.float64).max)
+        runs[label] = (s, threshold_alarms(s))
+    test = np.arange(len(X)) >= SKAB_TRAIN_ROWS
+    yt = y[test] == 1
+    for label, (s, a) in runs.items():
+        at = a[test]
+        out[label] = {
+            "tp": int((at & yt).sum()),
+            "fp": int((at & ~yt).sum()),
+            "fn": int((~at & yt).sum()),
+            "tn": int((~at & ~yt).sum()),
+            "auc": _auc(yt, s[test]),
+            "first_alarm": int(np.flatnonzero(a)[0]) if a.any() else None,
+        }
+    return out
+
+
+def _auc(y: np.ndarray, s: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else float("nan")
+
+
+def totals(results: Sequence[Mapping[str, Any]], label: str) -> dict[str, float]:
+    tp = sum(r[label]["tp"] for r in results)
+    fp = sum(r[label]["fp"] for r in results)
+    fn = sum(r[label]["fn"] for r in results)
+    tn = sum(r[label]["tn"] for r in results)
+    return {
+        "f1": 2 * tp / max(1, 2 * tp + fp + fn),
+        "far": fp / max(1, fp + tn),
+        "mar": fn / max(1, fn + tp),
+        "alarms": tp + fp,
+        "precision": tp / (tp + fp) if tp + fp else float("nan"),
+        "auc": float(np.nanmean([r[label]["auc"] for r in results])),
+        "files_alarmed": sum(r[label]["first_alarm"] is not None for r in results),
+    }
+
+
+def render(rows: Mapping[str, Mapping[str, float]], meta: Mapping[str, Any]) -> str:
+    f = lambda v: "–" if v != v else f"{v:.3f}"  # noqa: E731
+    lines = [
+        "# SKAB, the leaderboard's scoring",
+        "",
+        f"Generated by `{meta['command']}` on {meta['date']}, commit {meta['commit']}, {meta['machine']}.",
+        "",
+        f"All {meta['files']} experiment files (valve1, valve2, other), each replayed alone from its first record, prequentially, "
+        f"one set of settings for all; F1, FAR (false alarms / normal rows) and MAR (missed / anomalous rows) over the rows after the first {SKAB_TRAIN_ROWS} "
+        "of each file, all files together (the leaderboard's train part is not used for training here: every record is scored before it is learned). "
+        "Peers see the same columns as ours (values + temporal context from streamad.temporal) and get the same label-free threshold "
+        "(SPOT, risk 1e-3, no alarm before 100 scores, windows of 8 doubling to 256). AUC: mean over files of the test rows' ROC-AUC (for reference). "
+        "Published rows are quoted from SKAB's leaderboard, not rerun.",
+        "",
+        "| detector | F1 | FAR | MAR | alarms | precision | files with an alarm | AUC |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label, r in rows.items():
+        if "published" in label:
+            lines.append(f"| {label} | {r['f1']:.2f} | – | – | – | – | – | – |")
+        else:
+            lines.append(
+                f"| {label} | {f(r['f1'])} | {r['far']:.2%} | {r['mar']:.2%} | {int(r['alarms'])} | {f(r['precision'])} "
+                f"| {int(r['files_alarmed'])}/{meta['files']} | {f(r['auc'])} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--skab-dir", type=Path, default=_skab_dir())
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0, help="the peers' seed")
+    ap.add_argument("--no-write", action="store_true", help="print the table, write nothing")
+    args = ap.parse_args(argv)
+    files = [f"{d}/{p.name}" for d in SKAB_DIRS for p in sorted((args.skab_dir / d).glob("*.csv"), key=lambda p: int(p.stem) if p.stem.isdigit() else p.stem)]
+    if not files:
+        print(f"streamad: error: no SKAB files under {args.skab_dir}", file=sys.stderr)
+        return 2
+    jobs = [{"file": f, "skab_dir": str(args.skab_dir), "seed": args.seed} for f in files]
+    with mp.get_context("spawn").Pool(args.workers) as pool:
+        results = pool.map(run_file, jobs, chunksize=1)
+    rows: dict[str, dict[str, float]] = {label: totals(results, label) for label in ("streamad default", *PEERS)}
+    n_pos = sum(r["streamad default"]["tp"] + r["streamad default"]["fn"] for r in results)
+    n_neg = sum(r["streamad default"]["fp"] + r["streamad default"]["tn"] for r in results)
+    every = {"f1": 2 * n_pos / (2 * n_pos + n_neg), "far": 1.0, "mar": 0.0, "alarms": n_pos + n_neg, "precision": n_pos / (n_pos + n_neg)}
+    rows["alarm on every record"] = {**every, "auc": float("nan"), "files_alarmed": len(files)}
+    for label, f1 in PUBLISHED.items():
+        rows[label] = {"f1": f1}
+    meta = {
+        "command": "python -m benchmarks.skab " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": dt.date.today().isoformat(),
+        "commit": _commit(),
+        "machine": _machine(),
+        "files": len(files),
+    }
+    text = render(rows, meta)
+    print(text)
+    if not args.no_write:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "skab.md").write_text(text)
+        (RESULTS / "skab.json").write_text(json.dumps({"meta": meta, "rows": rows, "files": results}, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
