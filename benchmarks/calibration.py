@@ -58,19 +58,26 @@ def run(job: Mapping[str, Any]) -> dict[str, Any]:
         ts = None
     out = replay_arrays(X, {"threshold": {"risk": job["risk"]}}, ts)
     normal = np.asarray(y)[out["index"]] == 0
-    return {**{k: v for k, v in job.items() if k != "dir"}, "normal": int(normal.sum()), "false_alarms": int((out["alarms"] & normal).sum())}
+    return {
+        **{k: v for k, v in job.items() if k != "dir"},
+        "normal": int(normal.sum()),
+        "false_alarms": int((out["alarms"] & normal).sum()),
+        "records": len(normal),
+        "alarms": int(out["alarms"].sum()),
+    }
 
 
 def table(results: Sequence[Mapping[str, Any]]) -> dict[str, dict[float, dict[str, float]]]:
     """Per benchmark and risk: normal records, false alarms, their rate."""
     out: dict[str, dict[float, dict[str, float]]] = {}
     for r in results:
-        cell = out.setdefault(r["kind"], {}).setdefault(r["risk"], {"normal": 0, "false_alarms": 0})
-        cell["normal"] += r["normal"]
-        cell["false_alarms"] += r["false_alarms"]
+        cell = out.setdefault(r["kind"], {}).setdefault(r["risk"], {"normal": 0, "false_alarms": 0, "records": 0, "alarms": 0})
+        for k in ("normal", "false_alarms", "records", "alarms"):
+            cell[k] += r[k]
     for per in out.values():
         for cell in per.values():
             cell["rate"] = cell["false_alarms"] / max(1, cell["normal"])
+            cell["all_rate"] = cell["alarms"] / max(1, cell["records"])
     return out
 
 
@@ -85,14 +92,16 @@ def render(t: Mapping[str, Mapping[float, Mapping[str, float]]], meta: Mapping[s
         "",
         "Default settings but `threshold.risk`; every scored normal record from each stream's first counts. "
         f"demo: seeds {list(DEMO_SEEDS)} with and without drift (temporal on); SKAB: all experiment files, each alone (temporal on); "
-        f"ODDS: {', '.join(ODDS_FILES)} in protocol order, seed 0 (temporal off). Ratio = measured / configured; the target is 0.5-2.",
+        f"ODDS: {', '.join(ODDS_FILES)} in protocol order, seed 0 (temporal off). Ratio = measured / configured; the target is 0.5-2. "
+        "The threshold sees no labels: its risk is a share of all the records it scores, so on a stream whose anomalies are many more than "
+        "the risk (ODDS files hold 2-7%) they fill the tail and fewer normal records are alarmed on; the last column is the alarm rate over all records.",
         "",
-        "| stream | risk | normal records | false alarms | false-alarm rate | ratio |",
-        "|---|---|---|---|---|---|",
+        "| stream | risk | normal records | false alarms | false-alarm rate | ratio | alarms / all records |",
+        "|---|---|---|---|---|---|---|",
     ]
     for kind, per in t.items():
         for risk, c in sorted(per.items()):
-            lines.append(f"| {NAMES[kind]} | {risk:g} | {int(c['normal']):,} | {int(c['false_alarms']):,} | {c['rate']:.3%} | {c['rate'] / risk:.2f} |")
+            lines.append(f"| {NAMES[kind]} | {risk:g} | {int(c['normal']):,} | {int(c['false_alarms']):,} | {c['rate']:.3%} | {c['rate'] / risk:.2f} | {c['all_rate']:.3%} |")
     lines += ["", "![calibration](calibration.png)"]
     return "\n".join(lines) + "\n"
 
