@@ -247,14 +247,24 @@ class NeuralDetector(Detector):
 
         X = self._clean(X)
         t = self.trainer
-        t.backbone.eval()
-        with torch.no_grad():
-            net = t.backbone.feature_contributions(t.tensor(X)).double().cpu().numpy()
+        # One forward pass gives the network's per-feature shares and its score: in numpy
+        # where the backbone has a numpy form (the few alarms of a window: torch's
+        # per-call cost would be most of it), else two in torch.
+        fast = t.explain_numpy(X)
+        if fast is None:
+            with torch.no_grad():
+                net = t.backbone.feature_contributions(t.tensor(X)).double().cpu().numpy()
+        else:
+            net = fast[0]
         if t.gaussian is None:
             return net
         # Each component's per-feature shares, weighted by how far above its normal
         # level that component scores the record.
-        z_net, z_g = t.component_scores(X)
+        if fast is None:
+            z_net, z_g = t.component_scores(X)
+        else:
+            z_g = t.combiner.gauss_weight * t.gaussian.score(X)
+            z_net = t.ncal(fast[1]) if t.combiner.uses_network else np.zeros(len(X))
         gc = t.gaussian.contributions(X)
         share = lambda c: c / np.maximum(c.sum(axis=1, keepdims=True), 1e-300)  # noqa: E731
         w_net = np.maximum(z_net, 0.0)[:, None] if t.combiner.uses_network else 0.0

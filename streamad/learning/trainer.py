@@ -177,20 +177,36 @@ class WindowTrainer:
             return np.zeros(len(X)), z_g
         return self.ncal(self.network_scores(self.tensor(X) if x is None else x)), z_g
 
+    def _numpy_forward(self) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None:
+        """The backbone's float64 numpy form as of the model's last change (None: it has none)."""
+        if self._numpy is None or self._numpy[0] != self.revision:
+            self._numpy = (self.revision, self.backbone.numpy_forward())
+        return self._numpy[1]
+
+    def _numpy_network(self, r: np.ndarray, z: np.ndarray) -> np.ndarray:
+        return self.head.score_numpy(r, z) if self.head is not None else np.minimum((r * r).mean(axis=1), LOSS_CAP)
+
+    def explain_numpy(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Per-feature squared residuals and the network's raw score of each record, from
+        one float64 forward pass (attribution of a window's alarms: a few records, where
+        torch's per-call cost would dominate). None when the backbone has no numpy form."""
+        forward = self._numpy_forward()
+        if forward is None:
+            return None
+        r, z = forward(X)
+        return r * r, self._numpy_network(r, z)
+
     def score_numpy(self, X: np.ndarray) -> np.ndarray | None:
         """``score`` from a float64 numpy copy of the network, taken after the model last
         changed: a record or a few at a time without torch's per-call cost. Equal to
         ``score`` up to float32 rounding (tests/test_detectors_one.py). None when the
         backbone has no numpy form: use ``score``."""
-        if self._numpy is None or self._numpy[0] != self.revision:
-            self._numpy = (self.revision, self.backbone.numpy_forward())
-        forward = self._numpy[1]
+        forward = self._numpy_forward()
         if forward is None:
             return None
 
         def network() -> np.ndarray:
-            r, z = forward(X)
-            return self.head.score_numpy(r, z) if self.head is not None else np.minimum((r * r).mean(axis=1), LOSS_CAP)
+            return self._numpy_network(*forward(X))
 
         if self.gaussian is None:
             return self._calibrated(network())
