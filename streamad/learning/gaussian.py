@@ -38,6 +38,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from statistics import NormalDist
@@ -134,6 +135,7 @@ class OnlineGaussian:
         self._derive()
 
 
+@functools.lru_cache(maxsize=256)  # asked every window, with the same few arguments
 def chi2_log_prior(d: int, tail: float | None = None) -> tuple[float, float]:
     """Centre and spread (as ``Calibrator`` reads them) of ``log1p`` of a chi-square
     with ``d`` degrees of freedom: what a Gaussian's squared Mahalanobis distances look
