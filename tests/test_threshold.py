@@ -173,3 +173,21 @@ def test_tail_probability_stays_in_the_unit_interval_and_never_reaches_zero(quer
         thr.update(draw(size=size), young=size < 64)
     if dist == "constant":
         assert not 1.0 > thr.value  # the constant score itself never alarms
+
+
+def test_the_replay_notes_name_the_setting_that_held_alarms_back():
+    from streamad.app.replay import warming_notes
+    from streamad.config import load_settings
+    from streamad.connectors.sinks import NullSink
+    from streamad.pipeline import Pipeline
+    from streamad.sources import ArraySource
+
+    X = np.random.default_rng(0).normal(size=(600, 3))
+    short = Pipeline(load_settings(overrides={"detector": {"name": "gaussian"}}, env={}), NullSink())
+    short.run(ArraySource(X[:60]))
+    (note,) = warming_notes(short)
+    assert "60 of the 100 scores" in note and "--warmup (threshold.warmup_records)" in note
+    young = Pipeline(load_settings(env={}), NullSink())  # the default detector: 1,024 records of warm-up
+    young.run(ArraySource(X))
+    (note,) = warming_notes(young)
+    assert "provisional" in note and "(1,024 records)" in note and "detector.params.score_warmup" in note
