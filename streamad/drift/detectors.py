@@ -46,6 +46,9 @@ class FeatureDrift:
         self.ref_n = np.zeros(self.d)
         self._collect: list[np.ndarray] = []  # raw records until the first reference is full
         self.ring = np.zeros((self.recent, self.d))
+        # The bin of each ring value under the current edges: a record leaving the recent
+        # window is taken out of the counts without binning it again.
+        self.ring_bins = np.zeros((self.recent, self.d), dtype=np.int64)
         self.pos = 0  # next ring row to write
         self.filled = 0
         self.counts = np.zeros((self.d, self.nb))
@@ -70,12 +73,15 @@ class FeatureDrift:
         flat = (idx + np.arange(d) * self.nb).ravel()
         return np.bincount(flat, minlength=d * self.nb).reshape(d, self.nb).astype(np.float64)
 
-    def _set_reference(self, R: np.ndarray, features: np.ndarray) -> None:
-        """Quantile edges and counts of ``R`` (n × len(features)) for ``features``."""
+    def _set_reference(self, R: np.ndarray, features: np.ndarray) -> np.ndarray:
+        """Quantile edges and counts of ``R`` (n × len(features)) for ``features``; the
+        bins of ``R`` under the new edges."""
         assert self.edges is not None
         self.edges[features] = np.quantile(R, self.levels, axis=0).T
-        self.ref_counts[features] = self._histogram(self._bin(R, features))
+        bins = self._bin(R, features)
+        self.ref_counts[features] = self._histogram(bins)
         self.ref_n[features] = len(R)
+        return bins
 
     def update(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
@@ -99,16 +105,18 @@ class FeatureDrift:
         rows = (self.pos + np.arange(n)) % self.recent
         held = rows[rows < self.filled]  # ring rows fill in order from 0, so these hold records
         if len(held):
-            self.counts -= self._histogram(self._bin(self.ring[held]))
+            self.counts -= self._histogram(self.ring_bins[held])
+        bins = self._bin(X)
         self.ring[rows] = X
-        self.counts += self._histogram(self._bin(X))
+        self.ring_bins[rows] = bins
+        self.counts += self._histogram(bins)
         self.pos = int((self.pos + n) % self.recent)
         self.filled = min(self.recent, self.filled + n)
         self.wait = np.maximum(self.wait - n, 0)
         rebased = np.flatnonzero(self.rebase & (self.wait == 0))
         if len(rebased):
             # The ring now holds only records from after the alarm: the new reference.
-            self._set_reference(self.ring[:, rebased], rebased)
+            self.ring_bins[:, rebased] = self._set_reference(self.ring[:, rebased], rebased)
             self.counts[rebased] = self.ref_counts[rebased]
             self.rebase[rebased] = False
         if self.filled < self.recent:
@@ -172,7 +180,8 @@ class FeatureDrift:
         self.fired = np.array(state["fired"], dtype=np.float64)
         if self.edges is not None and self.filled:
             # The counts follow from the ring; recomputing them keeps the checkpoint small.
-            self.counts = self._histogram(self._bin(self.ring[: self.filled]))
+            self.ring_bins[: self.filled] = self._bin(self.ring[: self.filled])
+            self.counts = self._histogram(self.ring_bins[: self.filled])
 
 
 # -- score drift ------------------------------------------------------------------------------
@@ -273,7 +282,7 @@ class ScoreDrift:
         m = len(u) // self.chunk
         self._pending = u[m * self.chunk :]
         ph = self._ph
-        for med in np.median(u[: m * self.chunk].reshape(m, self.chunk), axis=1) if m else ():
+        for med in _row_medians(u[: m * self.chunk].reshape(m, self.chunk)) if m else ():
             detected = ph.update(float(med))
             self.statistic = ph.statistic
             if detected:
@@ -309,6 +318,14 @@ class ScoreDrift:
         self._pending = np.array(state["pending"], dtype=np.float64)
         self.statistic, self.fired = float(state["statistic"]), float(state["fired"])
         self._ph.load_state_dict(state["ph"])
+
+
+def _row_medians(a: np.ndarray) -> np.ndarray:
+    """``np.median(a, axis=1)``, the same values, at a third of its cost on small rows."""
+    n = a.shape[1]
+    h = n // 2
+    s = np.sort(a, axis=1)
+    return s[:, h] if n % 2 else s[:, h - 1 : h + 1].mean(axis=1)
 
 
 def _same(saved: Mapping[str, Any], mine: Mapping[str, Any]) -> bool:
