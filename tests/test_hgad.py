@@ -250,3 +250,20 @@ def test_a_key_never_seen_is_scored_as_the_class_it_resembles() -> None:
     far = det.score(like_b + 4.0, ["pump-new"] * 40)
     assert np.median(far) > np.median(as_new) + 3 and abs(np.median(as_new) - np.median(as_known)) < 2
     assert det.class_of("pump-new") is None  # scoring never joins it
+
+
+def test_importance_weights_switch_on_and_checkpoint() -> None:
+    X, _, keys, _ = devices(1800, seed=4)
+    kw = {**SMALL, "weights": True}
+    a, b = make_detector("hgad", **kw), make_detector("hgad", **kw)
+    for i in range(0, 1280, 256):
+        a.learn(X[i : i + 256], keys[i : i + 256])
+    b.load_state_dict(checkpoint.loads(checkpoint.dumps(a.state_dict())))
+    assert a.trainer.iw_hist.n_seen > 256  # the weights read a histogram that fills
+    for i in range(1280, 1800, 260):
+        assert a.learn(X[i : i + 260], keys[i : i + 260]) == b.learn(X[i : i + 260], keys[i : i + 260])
+    assert np.array_equal(a.score(X[:100], keys[:100]), b.score(X[:100], keys[:100]))
+    plain = make_detector("hgad", **SMALL)
+    for i in range(0, 1800, 256):
+        plain.learn(X[i : i + 256], keys[i : i + 256])
+    assert not np.array_equal(plain.score(X[:100], keys[:100]), a.score(X[:100], keys[:100]))

@@ -101,6 +101,10 @@ class HGAD(Detector):
         batch learns no tail, and the normal records of that tail then score high
         (ROC-AUC on the SKAB stream of benchmarks/hgad_devices.py: 0.70 at 0.1, 0.77 at
         0.03; blind, no LOE: 0.77).
+    weights : bool, default False
+        Importance weights on the training loss (docs/methods.md §2, our estimator),
+        read off the class-standardised scores of LOE-normal records: off, as in
+        ``loe-ae`` (benchmarks/results/hgad_devices.minority.md measures them).
     count_half_life : float, optional, default 10000
         Records after which a class's count for the mixture weights halves (None:
         never forget).
@@ -108,7 +112,9 @@ class HGAD(Detector):
         Standardise each score against its class's running quantiles (False: the raw
         ``-log p / D``).
     score_warmup : int, default 1024
-        Records learned before the scores count for the threshold (``LearnReport.warmup``).
+        Records learned before the scores count for the threshold (``LearnReport.warmup``);
+        after that, a window counts as warm-up too when at least half its records come
+        from classes that have learned fewer than ``intra_warmup`` records.
     device : {"cpu", "cuda", "auto"}, default "cpu"
         Where the flow runs.
     seed : int, default 0
@@ -151,6 +157,7 @@ class HGAD(Detector):
     warmup_records: int
     loe: str
     alpha: float
+    weights: bool
     count_half_life: float | None
     normalize: bool
     score_warmup: int
@@ -173,6 +180,7 @@ class HGAD(Detector):
         warmup_records: Annotated[int, Field(ge=0)] = 1024,
         loe: Literal["refine", "blind"] = "refine",
         alpha: Annotated[float, Field(ge=0, lt=1)] = 0.03,
+        weights: bool = False,
         count_half_life: Annotated[float, Field(gt=0)] | None = 10_000.0,
         normalize: bool = True,
         score_warmup: Annotated[int, Field(ge=0)] = 1024,
@@ -201,7 +209,7 @@ class HGAD(Detector):
             max_classes=self.max_classes, centres_per_class=self.centres_per_class, blocks=self.blocks, hidden=self.hidden,
             mi_weight=self.mi_weight, smoothing=self.smoothing, entropy_weight=self.entropy_weight,
             intra_warmup=self.intra_warmup, lr=self.lr, batch_size=self.batch_size, warmup_records=self.warmup_records,
-            count_half_life=self.count_half_life or 0.0, normalize=self.normalize, seed=self.seed,
+            count_half_life=self.count_half_life or 0.0, normalize=self.normalize, weights=self.weights, seed=self.seed,
         )  # fmt: skip
         labeler = LatentLabeler(alpha=self.alpha, mode="refine" if self.loe == "refine" else "blind", estep="window")
         return HgadTrainer(d, config, labeler, device=self.device)
@@ -249,7 +257,10 @@ class HGAD(Detector):
         self._width(X)
         t = self.trainer
         steps = t.learn(X, k)
-        warm = t.n_seen <= int(self.score_warmup)
+        # Warm while the stream is young, and while most of the window comes from young
+        # classes (many devices starting together, or a device joining alone): a young
+        # class's scores are not yet its own, and the threshold should not learn them.
+        warm = t.n_seen <= int(self.score_warmup) or t.young_share >= 0.5
         done = [s for s in steps if s.loss == s.loss]
         extra = {"steps": float(len(done)), "classes": float(t.n_classes)}
         if not done:

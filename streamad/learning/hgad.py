@@ -61,9 +61,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from streamad.histogram import DecayedHistogram
 from streamad.learning.flow import Flow
 from streamad.learning.keyclasses import ClassScores, ClassTable
 from streamad.learning.loe import LatentLabeler
+from streamad.learning.weights import ImportanceWeights
 
 GCONST = -0.5 * math.log(2.0 * math.pi)
 #: Scores above their class's median + STATS_CUT spreads count at that level in its statistics.
@@ -93,6 +95,7 @@ class HgadConfig:
     score_half_life: float = 1000.0
     normalize: bool = True
     class_scales: bool = True
+    weights: bool = False
     seed: int = 0
 
 
@@ -166,12 +169,17 @@ class HgadTrainer:
         self.prior.live.zero_()
         self.optimizer = self._optimizer()
         self.labeler = labeler
+        # Importance weights (methods.md §2), off by default: read off a histogram of the
+        # class-standardised scores of LOE-normal records, as it was before the batch.
+        self.iw = ImportanceWeights() if config.weights else None
+        self.iw_hist = DecayedHistogram(bins=48, decay=0.99, min_init=32)
         self.table = ClassTable(config.max_classes)
         self.scores = ClassScores(config.max_classes, half_life=config.score_half_life, global_half_life=10 * config.score_half_life)
         self.counts = np.zeros(config.max_classes)  # decayed records per class: the mixture weights
         self.seen = np.zeros(config.max_classes, dtype=np.int64)  # records learned per class
         self.class_done = np.zeros(config.max_classes, dtype=np.int64)  # warm-up steps made for each class
         self.n_seen = 0
+        self.young_share = 1.0
         self.steps = 0
         self.warmup_done = 0
         self.pending_x: list[np.ndarray] = []
@@ -390,6 +398,9 @@ class HgadTrainer:
         self.counts += counts
         self.seen += counts
         self.n_seen += len(X)
+        # The share of this window's records whose class is still young: their scores
+        # read statistics that are mostly the stream's, not yet the class's own.
+        self.young_share = float((self.seen[cls] < self.cfg.intra_warmup).mean())
         self.pending_x.append(X)
         self.pending_c.append(cls)
         reports = []
@@ -481,7 +492,10 @@ class HgadTrainer:
         keep = ~labels.flagged
         intra = torch.as_tensor(self.seen[bc] >= self.cfg.intra_warmup, device=self.device)
         per = self.losses(z, logdet, c, intra)
-        w = torch.as_tensor(keep, dtype=per.dtype, device=self.device)
+        wk = keep.astype(np.float64)
+        if self.iw is not None and keep.any():
+            wk[keep] = self.iw.weights(ranking[keep], self.iw_hist)[0]
+        w = torch.as_tensor(wk, dtype=per.dtype, device=self.device)
         loss = (per * w).sum() / w.sum().clamp_min(1.0)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -493,6 +507,8 @@ class HgadTrainer:
         normal = keep[:n_fresh]
         self.scores.update(raw[:n_fresh], fresh_c, cut=STATS_CUT)
         self.labeler.observe(ranking[:n_fresh])
+        if self.iw is not None:
+            self.iw_hist.update(ranking[:n_fresh][normal])
         self._remember(fresh_x[normal], fresh_c[normal])
         return HgadStep(float(loss.detach()), float(labels.flagged.mean()), n_fresh)
 
@@ -508,6 +524,7 @@ class HgadTrainer:
             "labeler": self.labeler.state_dict(),
             "table": self.table.state_dict(),
             "scores": self.scores.state_dict(),
+            "iw_hist": self.iw_hist.state_dict(),
             "counts": self.counts.copy(),
             "seen": self.seen.copy(),
             "class_done": self.class_done.copy(),
@@ -529,6 +546,7 @@ class HgadTrainer:
         self.labeler.load_state_dict(state["labeler"])
         self.table.load_state_dict(state["table"])
         self.scores.load_state_dict(state["scores"])
+        self.iw_hist.load_state_dict(state["iw_hist"])
         self.counts = np.asarray(state["counts"], dtype=np.float64).copy()
         self.seen = np.asarray(state["seen"], dtype=np.int64).copy()
         self.class_done = np.asarray(state["class_done"], dtype=np.int64).copy()
