@@ -65,6 +65,7 @@ thread. Labels meet the scores only here; nothing is tuned per file.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import multiprocessing as mp
@@ -432,7 +433,7 @@ def run_stream(kind: str, specs: Mapping[str, Spec], args: argparse.Namespace, c
             seeds = [None] if spec.detector == "gaussian" else (args.seeds if kind == "skab" else args.demo_seeds)
             runs = []
             for seed in seeds:
-                seeded = spec if seed is None else Spec(spec.label, spec.kind, spec.detector, {**spec.params, "seed": seed})
+                seeded = spec if seed is None else dataclasses.replace(spec, params={**spec.params, "seed": seed})
                 out = run_isolated(seeded, kind, args.order, args.data_dir, temporal)
                 if "error" in out:
                     print(out["traceback"], file=sys.stderr)
@@ -642,7 +643,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(f"--param {item!r}: expected NAME:KEY=VALUE with NAME one of {', '.join(specs)}")
         v: Any = json.loads(value) if value[:1] in "-0123456789[{tfn" else value
         s = specs[who]
-        specs[who] = Spec(s.label + f" [{key}={value}]", s.kind, s.detector, {**s.params, key: v})
+        specs[who] = dataclasses.replace(s, label=s.label + f" [{key}={value}]", params={**s.params, key: v})
 
     command = "python -m benchmarks.hgad_devices " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.study == "minority":
