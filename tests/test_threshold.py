@@ -191,3 +191,4 @@ def test_the_replay_notes_name_the_setting_that_held_alarms_back():
     young.run(ArraySource(X))
     (note,) = warming_notes(young)
     assert "provisional" in note and "(1,024 records)" in note and "detector.params.score_warmup" in note
+
