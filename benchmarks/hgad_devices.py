@@ -550,6 +550,8 @@ def minority_metrics(stream: Stream, minority: np.ndarray, scores: np.ndarray, a
         "roc_auc": float(roc_auc_score(y[m], scores[m])),
         "ap": float(average_precision_score(y[m], scores[m])),
         "minority_fpr_at_1pct": float((scores[mino] > cut).mean()),
+        # 0.5: the minority's normal records score like the majority's; 1: all above them
+        "minority_bias_auc": float(roc_auc_score(minority[normal], scores[normal])),
         "majority_fpr_at_1pct": float((scores[majo] > cut).mean()),
         "minority_alarms": int(alarms[mino].sum()),
         "minority_normal": int(mino.sum()),
@@ -572,7 +574,9 @@ def minority_study(args: argparse.Namespace, command: str) -> str:
         f"in a second regime (offsets {MINORITY_OFFSET} spreads). Each row: the lane model (default scaler and SPOT "
         f"threshold), temporal stage off, windows of {WINDOW}. minority FPR @1%: the share of the minority's normal "
         "records above the 99th percentile of all normal records' scores (1% would be fair; higher: the minority pattern "
-        "is where the false alarms go); majority FPR @1% the same for the majority. alarms on minority: the model's own "
+        "is where the false alarms go); majority FPR @1% the same for the majority. minority bias: the ROC-AUC of the "
+        "normal records' scores for telling the minority's from the majority's (0.5: no bias; 1: every minority record "
+        "scores above every majority one). alarms on minority: the model's own "
         "alarms on the minority's normal records. Metrics after the first 512 records of each key.",
         "",
     ]
@@ -581,8 +585,8 @@ def minority_study(args: argparse.Namespace, command: str) -> str:
         lines += [
             f"## {title}",
             "",
-            "| row | ROC-AUC | AP | minority FPR @1% | majority FPR @1% | alarms on minority (normal records) | false alarms (all) | recall | µs/record |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| row | ROC-AUC | AP | minority bias (AUC) | minority FPR @1% | majority FPR @1% | alarms on minority (normal records) | false alarms (all) | recall | µs/record |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for label, (det, params) in MINORITY_ROWS.items():
             parent, child = ctx.Pipe(duplex=False)
@@ -600,7 +604,7 @@ def minority_study(args: argparse.Namespace, command: str) -> str:
                 r = minority_metrics(stream, minority, np.asarray(out["scores"]), np.asarray(out["alarms"], dtype=bool))
                 row.update(r, us_per_record=out["us_per_record"])
                 lines.append(
-                    f"| {label} | {r['roc_auc']:.3f} | {r['ap']:.3f} | {r['minority_fpr_at_1pct']:.3f} | {r['majority_fpr_at_1pct']:.3f} | "
+                    f"| {label} | {r['roc_auc']:.3f} | {r['ap']:.3f} | {r['minority_bias_auc']:.3f} | {r['minority_fpr_at_1pct']:.3f} | {r['majority_fpr_at_1pct']:.3f} | "
                     f"{r['minority_alarms']} of {r['minority_normal']:,} | {r['false_alarms']} | {r['recall']:.3f} | {out['us_per_record']:.0f} |"
                 )
                 print(lines[-1], file=sys.stderr, flush=True)
