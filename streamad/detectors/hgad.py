@@ -60,8 +60,10 @@ class HGAD(Detector):
     vary, so a constant stream scores 0 throughout.
 
     **Cost**: torch, one optimiser step per ``batch_size`` records once warm, several
-    per window while the stream (or a new class) is young; on SKAB's 8 features, about
-    45 µs a record on one core against 76 µs for ``loe-ae`` (benchmarks/results/hgad_devices.md).
+    per window while the stream (or a new class) is young: on SKAB's 8 features, 45 µs
+    of CPU a record (one thread, the lane model included) against 22 µs for the default
+    (``loe-ae``, one model) and 160 µs for one ``loe-ae`` per key; with the temporal
+    stage on, 248 µs (benchmarks/results/hgad_devices.md).
 
     Parameters
     ----------
@@ -99,8 +101,8 @@ class HGAD(Detector):
         Share of each batch LOE flags: the contamination it assumes. Lower than the
         autoencoders' 0.1: a flow trained by likelihood on all but the top 10% of every
         batch learns no tail, and the normal records of that tail then score high
-        (ROC-AUC on the SKAB stream of benchmarks/hgad_devices.py: 0.70 at 0.1, 0.77 at
-        0.03; blind, no LOE: 0.77).
+        (ROC-AUC on the SKAB stream of benchmarks/hgad_devices.py, the detector driven
+        directly, seed 0: 0.70 at 0.1, 0.77 at 0.03; blind, no LOE: 0.77).
     weights : bool, default False
         Importance weights on the training loss (docs/methods.md §2, our estimator),
         read off the class-standardised scores of LOE-normal records: off, as in
