@@ -186,7 +186,7 @@ class Model:
         if ctx is not None and self.temporal is not None:
             if flagged.any():
                 # Records the model alarmed on count little in their keys' long means.
-                ctx = self.temporal.transform(X, keys, timestamps, self.feature_names, flagged=flagged)
+                ctx = self.temporal.reweigh(ctx, X, keys, timestamps, flagged)
             self.temporal.commit(ctx)
         # Scores of a detector in its warm-up give a provisional threshold, which the
         # grown-up scores replace (streamad/threshold.py).

@@ -363,6 +363,64 @@ class TemporalFeatures:
             )  # fmt: skip
         return Context(F, run, gap, uniq, W, last_row, self.revision)
 
+    def reweigh(
+        self, ctx: Context, X: np.ndarray, keys: np.ndarray | Sequence[Any] | None, timestamps: np.ndarray | None, flagged: np.ndarray
+    ) -> Context:
+        """``ctx`` with its keys' long means as ``transform(..., flagged=flagged)``
+        leaves them (what ``Model.learn`` commits): the other states do not depend on
+        the flags, and the columns stay as judged. One pass over the rows instead of the
+        window again: the end of a weighted running mean is its start times the product
+        of the ``1 - a_t``, plus each value times its ``a_t`` and the product after it."""
+        if ctx.revision != self.revision:
+            raise ValueError("this context was computed from an older state; transform the window again")
+        X = np.asarray(X, dtype=np.float64)
+        flagged = np.asarray(flagged, dtype=bool)
+        n, d = X.shape
+        alpha = 2.0 / (self.long_span + 1.0)
+        if n == 0 or not flagged.any():
+            return ctx
+        if alpha >= 1.0 or n > BLOCK:
+            # A span of one record has no product to take logs of; past one block, the
+            # short step mean's clip moves with the long one: transform the window again.
+            return self.transform(X, keys, timestamps, None, flagged=flagged)
+        G = len(ctx.keys)
+        if keys is None:
+            g = np.zeros(n, dtype=np.int64)
+        else:
+            index = {k: i for i, k in enumerate(ctx.keys)}
+            g = np.fromiter((index[k] for k in (keys.tolist() if isinstance(keys, np.ndarray) else keys)), dtype=np.int64, count=n)
+        assert self._states is not None
+        slots = np.array([self._slots.get(k, -1) for k in ctx.keys], dtype=np.int64)
+        known = slots >= 0
+        ml0, vl0, last0 = np.zeros((G, d)), np.zeros((G, d)), np.zeros((G, d))
+        if known.any():
+            st = self._states.take(slots[known])
+            ml0[known], vl0[known], last0[known] = st.ml, st.vl, st.last
+        first = np.full(G, n, dtype=np.int64)
+        np.minimum.at(first, g, np.arange(n))
+        fresh = np.flatnonzero(~known & (first < n))
+        ml0[fresh] = last0[fresh] = X[first[fresh]]  # a new key starts from its first value
+        order = np.argsort(g, kind="stable")
+        Xs, gs = X[order], g[order]
+        head = np.empty(n, dtype=bool)
+        head[0] = True
+        head[1:] = gs[1:] != gs[:-1]
+        starts = np.flatnonzero(head)
+        seg = np.cumsum(head) - 1
+        prev = np.where(head[:, None], last0[gs], Xs[np.maximum(np.arange(n) - 1, 0)])
+        a = alpha * np.where(flagged[order], FLAGGED_WEIGHT, 1.0)
+        logs = np.log1p(-a)
+        c = np.cumsum(logs)
+        upto = c - (c - logs)[starts][seg]  # sum of the logs from the key's first row through this one
+        total = upto[np.append(starts[1:], n) - 1]  # per segment
+        after = a * np.exp(total[seg] - upto)  # each row's weight in its key's end state
+        keys_of = gs[starts]
+        decay = np.exp(total)[:, None]
+        out = KeyStates(*(getattr(ctx.after, f).copy() for f in KeyStates.FIELDS))
+        out.ml[keys_of] = ml0[keys_of] * decay + np.add.reduceat(after[:, None] * Xs, starts, axis=0)
+        out.vl[keys_of] = vl0[keys_of] * decay + np.add.reduceat(after[:, None] * np.abs(Xs - prev), starts, axis=0)
+        return Context(ctx.features, ctx.run, ctx.gap, ctx.keys, out, ctx.last_row, ctx.revision)
+
     def _block(
         self, Xb: np.ndarray, gb: np.ndarray, tb: np.ndarray | None, W: KeyStates, Fb: np.ndarray, runb: np.ndarray, gapb: np.ndarray | None, wb: np.ndarray | None
     ) -> None:
@@ -500,7 +558,8 @@ class TemporalFeatures:
         else:
             # Weighted steps: the product of the (1 - a_t) since row k, by cumulative logs.
             a = alpha * w
-            step = np.log1p(-a)
+            # (a span of one record has a = 1: no decay, its log is -inf; nearly none will do)
+            step = np.log1p(-np.minimum(a, 1.0 - 1e-12))
             cum = np.cumsum(step)
             L = cum - (cum - step)[np.arange(m) - pos]  # summed since the key's first row in the block
             E = L[:, None] - L[None, :]

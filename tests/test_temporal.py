@@ -23,7 +23,7 @@ from streamad.pipeline import Pipeline, detect
 from streamad.records import Lane
 from streamad.sources import ArraySource
 from streamad.state import StateStore
-from streamad.temporal import BLOCK, FLAGGED_WEIGHT, GROUPS, STEP_CLIP, VOL_FLOOR, TemporalFeatures
+from streamad.temporal import BLOCK, FLAGGED_WEIGHT, GROUPS, STEP_CLIP, VOL_FLOOR, KeyStates, TemporalFeatures
 
 ALL = ("jump", "diff", "drift", "vol", "run", "gap")
 
@@ -322,3 +322,27 @@ def test_detect_takes_key_and_timestamp_columns():
     assert len(out) == 900 and out["score"].notna().all()
     with pytest.raises(TypeError, match="DataFrame"):
         detect(X, Model(temporal=True), key="device")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 400), st.integers(1, 3), st.integers(1, 6), st.floats(0.0, 1.0), st.sampled_from([1, 4, 256]), st.integers(0, 2**31))
+def test_reweighing_a_judged_window_commits_what_transforming_it_with_flags_does(n, d, n_keys, flag_share, long_span, seed):
+    """Model.learn commits the flagged long means without transforming the window again."""
+    rng = np.random.default_rng(seed)
+    tf = TemporalFeatures(long_span=long_span)
+    names = tuple(f"x{i}" for i in range(d))
+    # some keys already known, some met in the window
+    X0, k0 = np.round(rng.normal(size=(50, d)), 1), rng.integers(0, max(1, n_keys // 2), 50).astype(str)
+    tf.commit(tf.transform(X0, k0, 1e9 + np.arange(50.0), names))
+    X, keys = np.round(rng.normal(size=(n, d)), 1), rng.integers(0, n_keys, n).astype(str)
+    ts = 1e9 + 50 + np.arange(float(n))
+    flagged = rng.random(n) < flag_share
+    judged = tf.transform(X, keys, ts, names)
+    fast, slow = tf.reweigh(judged, X, keys, ts, flagged), tf.transform(X, keys, ts, names, flagged=flagged)
+    assert fast.keys == slow.keys
+    for f in KeyStates.FIELDS:
+        a, b = getattr(fast.after, f), getattr(slow.after, f)
+        if f in ("ml", "vl"):
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+        else:
+            np.testing.assert_array_equal(a, b)
