@@ -73,7 +73,7 @@ class Model:
     threshold : Threshold, optional
         What turns scores into alarms; by default the extreme-value threshold with the
         settings' defaults (``SpotThreshold``: a target false-alarm rate of 0.001, alarms
-        once it has learned 500 scores).
+        once it has learned 100 scores; provisional while the detector warms up).
     temporal : TemporalFeatures or bool, optional
         Per-key temporal context before the scaler (``streamad.temporal``): each record
         is scored with its values and what its key's history says about them (jumps,
