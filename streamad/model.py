@@ -182,7 +182,10 @@ class Model:
         if ctx is not None and self.temporal is not None:
             self.temporal.learn_scale(Fk[:, d:])
         self.stats.learn(Fk)
-        report = self.detector.learn(self._scale(Fk, d), self._keys(keys if keep is None or keys is None else keys[keep]))
+        if self.detector.learns_alarmed:
+            report = self.detector.learn(self._scale(F, d), self._keys(keys))
+        else:
+            report = self.detector.learn(self._scale(Fk, d), self._keys(keys if keep is None or keys is None else keys[keep]))
         if ctx is not None and self.temporal is not None:
             if flagged.any():
                 # Records the model alarmed on count little in their keys' long means.

@@ -97,6 +97,11 @@ class Detector(abc.ABC):
     preferred_scaler: ClassVar[str] = "standard"
     #: Whether the records' keys change what the detector computes (see "Keys" above).
     uses_keys: ClassVar[bool] = False
+    #: Whether the detector learns every record of a window, alarms included: one that
+    #: screens its own contamination (hgad's LOE on per-class scores) and whose density
+    #: would grow too thin a tail without them. Others get one alarmed record in ten
+    #: (``Model.learn``).
+    learns_alarmed: ClassVar[bool] = False
     #: Records in the first mini-batch of ``learn_one``; each next one doubles.
     first_minibatch: ClassVar[int] = 8
 

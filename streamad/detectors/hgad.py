@@ -145,6 +145,7 @@ class HGAD(Detector):
     version = "1"
     preferred_scaler = "standard"
     uses_keys = True
+    learns_alarmed = True  # LOE per class screens it; a flow fed only sub-threshold records alarms more
 
     max_classes: int
     centres_per_class: int
