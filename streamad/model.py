@@ -147,7 +147,7 @@ class Model:
         """Score ``X`` (raw records, n × d, in order) by the state from before it;
         changes nothing. ``keys`` and ``timestamps`` (event times, seconds) feed the
         temporal stage: a record's context comes from its key's records before it."""
-        X = np.asarray(X, dtype=np.float64)
+        X = _finite(np.asarray(X, dtype=np.float64))
         ctx = self._context(X, keys, timestamps)
         F = X if ctx is None else ctx.features
         scaled = self._scale(F, X.shape[1])
@@ -160,7 +160,7 @@ class Model:
     ) -> LearnReport:
         """Learn ``X`` after it was judged; ``scores`` are what ``judge`` gave it (and
         ``verdict``, when given, what it made of the records: not computed again)."""
-        X = np.asarray(X, dtype=np.float64)
+        X = _finite(np.asarray(X, dtype=np.float64))
         d = X.shape[1]
         ctx: Context | None = None
         if self.temporal is not None:
@@ -312,6 +312,7 @@ class Model:
 
     def learn_one(self, x: Record) -> None:
         """Buffer one record; learn the buffer as one batch when it is full."""
+        _finite(self._batches.row(x))  # refused now, not when its batch is learned
         X = self._batches.add(x, self.detector.minibatch_size)
         if X is not None:
             self.process(X)
@@ -322,7 +323,7 @@ class Model:
         return None if X is None else self.process(X)[1]
 
     def _row(self, x: Record) -> np.ndarray:
-        return self._batches.row(x)
+        return _finite(self._batches.row(x))
 
     def _matrix(self, X: Any) -> np.ndarray:
         return self._batches.matrix(X)
@@ -348,6 +349,17 @@ class Model:
         self._batches.load_state_dict(state.get("one"))
         if self.temporal is not None and state.get("temporal") is not None:
             self.temporal.load_state_dict(state["temporal"])
+
+
+def _finite(X: np.ndarray) -> np.ndarray:
+    """``X``, if every value is a finite number: a NaN or an infinity would be learned as
+    a value by one detector and break another's linear algebra. The pipeline's sources
+    reject such records with a reason before they get here; a Model used directly says
+    which record."""
+    if X.size and not np.isfinite(X).all():
+        row, col = np.argwhere(~np.isfinite(X))[0]
+        raise ValueError(f"record {int(row)} has a non-finite value ({X[row, col]}) in column {int(col)}: drop or impute such records first")
+    return X
 
 
 def check_temporal(temporal: TemporalFeatures | None, state: Mapping[str, Any] | None) -> None:

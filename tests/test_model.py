@@ -111,3 +111,16 @@ class _Null:
 
     def close(self):
         return None
+
+
+@pytest.mark.parametrize("name", ["default", "gaussian"])
+def test_a_model_used_directly_refuses_non_finite_records_naming_them(name: str) -> None:
+    model = Model(name)
+    X = np.random.default_rng(0).normal(size=(64, 3))
+    X[5, 2] = np.nan
+    with pytest.raises(ValueError, match=r"record 5 has a non-finite value \(nan\) in column 2"):
+        model.process(X)
+    with pytest.raises(ValueError, match="non-finite"):
+        model.learn_one({"a": 1.0, "b": float("inf"), "c": 0.0})
+    assert model.flush() is None  # the refused record was not buffered
+    model.process(np.nan_to_num(X))  # the same records, imputed, are fine
