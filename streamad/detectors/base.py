@@ -136,6 +136,21 @@ class Detector(abc.ABC):
     def params(self) -> dict[str, Any]:
         return self.get_params()
 
+    def _state_header(self) -> dict[str, Any]:
+        """What every state of this detector starts with: its name, version and parameters."""
+        return {"name": self.name, "version": self.version, "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()}}
+
+    def _check_header(self, state: Mapping[str, Any], legacy: Mapping[str, Any] | None = None) -> None:
+        """Refuse a state of another detector, version or parameters, saying which."""
+        if state.get("name") != self.name:
+            raise ValueError(f"state is for detector {state.get('name')!r}, not {self.name!r}")
+        if str(state.get("version")) != self.version:
+            raise ValueError(
+                f"state is from {self.name} version {state.get('version')}, this is version {self.version}: "
+                "the model cannot continue from it (start with an empty state directory)"
+            )
+        self._check_params(state["params"], legacy)
+
     def _check_params(self, saved: Mapping[str, Any], legacy: Mapping[str, Any] | None = None) -> None:
         """Refuse a state made with other parameters, naming them. ``legacy``: values of
         parameters that older states carry and this detector no longer takes (they must

@@ -308,20 +308,14 @@ class HGAD(Detector):
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name,
-            "version": self.version,
-            "params": self.get_params(),
+            **self._state_header(),
             "n_features": self.n_features,
             "trainer": None if self.trainer is None else self.trainer.state_dict(),
             "one": self._one_state(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if state.get("name") != self.name:
-            raise ValueError(f"state is for detector {state.get('name')!r}, not {self.name!r}")
-        if str(state.get("version")) != self.version:
-            raise ValueError(f"state is from {self.name} version {state.get('version')}, this is version {self.version}")
-        self._check_params(state["params"])
+        self._check_header(state)
         self._probe = None
         if state["trainer"] is None:
             self.n_features, self.trainer = None, None

@@ -280,23 +280,14 @@ class NeuralDetector(Detector):
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name,
-            "version": self.version,
-            "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()},
+            **self._state_header(),
             "n_features": self.n_features,
             "trainer": None if self.trainer is None else self.trainer.state_dict(),
             "one": self._one_state(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if state.get("name") != self.name:
-            raise ValueError(f"state is for detector {state.get('name')!r}, not {self.name!r}")
-        if str(state.get("version")) != self.version:
-            raise ValueError(
-                f"state is from {self.name} version {state.get('version')}, this is version {self.version}: "
-                "the model cannot continue from it (start with an empty state directory)"
-            )
-        self._check_params(state["params"], self.legacy_params)
+        self._check_header(state, self.legacy_params)
         self._probe = None
         if state["trainer"] is None:
             self.n_features, self.trainer = None, None
