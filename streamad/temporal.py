@@ -43,9 +43,8 @@ step ratio, gap), so that a column that has never moved (the run length of a sen
 whose values always change) still counts when it first does: a sensor that freezes for
 the first time is seen while it is frozen, not only after the model learned it.
 
-The computation is vectorised over a window: keys are grouped, the exponentially
-weighted means are one product with a triangular matrix per block of at most 256 rows,
-run lengths a running maximum.
+The computation is one compiled pass over a window's rows, each updating its key's
+state (streamad/temporal_kernel.py).
 
 >>> import numpy as np
 >>> tf = TemporalFeatures(groups=("jump", "run"))
@@ -64,7 +63,6 @@ run lengths a running maximum.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -86,7 +84,9 @@ FLOORS = {"jump": 0.0, "diff": 0.0, "drift": 0.0, "vol": 0.25, "run": 1.0, "gap"
 # What a source feature's columns say in words (``behaviour`` in a detection).
 BEHAVIOURS = {"level": "level", "jump": "jump", "diff": "jump", "drift": "drift", "run": "stuck", "gap": "gap", "calendar": "time of day"}
 
-BLOCK = 256  # rows per triangular product: the matrices stay small
+#: the derived columns the compiled pass computes (streamad/temporal_kernel.py), in the
+#: order of its ``offsets`` argument; calendar columns need no state
+KERNEL_GROUPS = ("jump", "diff", "drift", "vol", "run", "gap")
 RUN_CAP = 1 << 40  # run lengths count up to here
 _SEG = 1 << 43  # offsets that keep a running maximum within its key's rows
 _NEG = -(1 << 41)
@@ -266,7 +266,9 @@ class TemporalFeatures:
         self.revision = 0
         self.evictions = 0
         self.scaler: _ContextScaler | None = None
-        self._tri: dict[tuple[float, int], np.ndarray] = {}
+        self._offsets = np.full(len(KERNEL_GROUPS), -1, dtype=np.int64)
+        self._layout_cache: tuple[list[str], np.ndarray, np.ndarray] | None = None
+        self._alphas = (2.0 / (self.short_span + 1.0), 2.0 / (self.long_span + 1.0))  # short, long
 
     # -- layout -----------------------------------------------------------------------------
 
@@ -283,7 +285,10 @@ class TemporalFeatures:
         if self.timed and "calendar" in self.groups:
             cols += [Column(f"{TIME_SOURCE}.{c}", TIME_SOURCE, "calendar", -1) for c in ("day_sin", "day_cos", "week_sin", "week_cos")]
         self.columns = tuple(cols)
+        self._layout_cache = None
         d = len(self.sources)
+        first = {c.kind: i for i, c in reversed(list(enumerate(cols)))}
+        self._offsets = np.array([first.get(g, -1) for g in KERNEL_GROUPS], dtype=np.int64)
         self.scaler = _ContextScaler(np.array([FLOORS[c.kind] for c in cols[d:]]))
         self._states = KeyStates.empty(0, d, self.history)
 
@@ -320,7 +325,32 @@ class TemporalFeatures:
         ts = None
         if self.timed:
             ts = np.full(n, np.nan) if timestamps is None else np.asarray(timestamps, dtype=np.float64)
-        # Keys in order of first appearance, and each row's key index.
+        uniq, g, W, last_row = self._gather(X, keys)
+        F = np.empty((n, len(self.names)))
+        F[:, :d] = X
+        run = np.zeros((n, d), dtype=np.int64)
+        gap = np.zeros(n)
+        w = np.ones(n) if flagged is None else np.where(np.asarray(flagged, dtype=bool), FLAGGED_WEIGHT, 1.0)
+        from streamad.temporal_kernel import run_rows
+
+        run_rows(
+            X, g, ts if ts is not None else np.zeros(0), ts is not None, w,
+            *self._alphas, STEP_CLIP, VOL_FLOOR, GAP_EPS, GAP_EPS_SECONDS, RUN_CAP,
+            self._offsets, F, run, gap,
+            W.last, W.hist, W.ml, W.vs, W.vl, W.run, W.ever, W.t_last, W.ghist[:, :, 0], W.count,
+        )  # fmt: skip
+        if ts is not None and "calendar" in self.groups:
+            day = np.nan_to_num(ts % 86400.0 / 86400.0 * 2 * np.pi)
+            week = np.nan_to_num((ts / 86400.0 + 3.0) % 7.0 / 7.0 * 2 * np.pi)  # 0: a Monday
+            cal = np.column_stack([np.sin(day), np.cos(day), np.sin(week), np.cos(week)])
+            F[:, -4:] = np.where(np.isnan(ts)[:, None], 0.0, cal)
+        return Context(F, run, None if ts is None else gap, uniq, W, last_row, self.revision)
+
+    def _gather(self, X: np.ndarray, keys: np.ndarray | Sequence[Any] | None) -> tuple[list[Any], np.ndarray, KeyStates, np.ndarray]:
+        """The window's keys in order of first appearance, each row's key index, the
+        keys' committed states (a new key's from its first record) and each key's last
+        row."""
+        n, d = X.shape
         if keys is None:
             uniq: list[Any] = [None]
             g = np.zeros(n, dtype=np.int64)
@@ -331,10 +361,13 @@ class TemporalFeatures:
         G = len(uniq)
         assert self._states is not None
         slots = np.array([self._slots.get(k, -1) for k in uniq], dtype=np.int64)
-        W = KeyStates.empty(G, d, self.history)
         known = slots >= 0
-        if known.any():
-            W.put(np.flatnonzero(known), self._states.take(slots[known]))
+        if known.all():
+            W = self._states.take(slots)
+        else:
+            W = KeyStates.empty(G, d, self.history)
+            if known.any():
+                W.put(np.flatnonzero(known), self._states.take(slots[known]))
         last_row = np.zeros(G, dtype=np.int64)
         if n:
             # A key seen for the first time starts from its first value: no step, no jump.
@@ -350,233 +383,26 @@ class TemporalFeatures:
             W.hist[fresh] = x0[:, None, :]
             W.ml[fresh] = x0
             W.run[fresh] = -1  # its first record is the first of its run, not a repeat
-        F = np.empty((n, len(self.names)))
-        F[:, :d] = X
-        run = np.zeros((n, d), dtype=np.int64)
-        gap = None if ts is None else np.zeros(n)
-        w = None if flagged is None or not np.any(flagged) else np.where(flagged, FLAGGED_WEIGHT, 1.0)
-        for start in range(0, n, BLOCK):
-            stop = min(n, start + BLOCK)
-            self._block(
-                X[start:stop], g[start:stop], None if ts is None else ts[start:stop], W, F[start:stop], run[start:stop],
-                None if gap is None else gap[start:stop], None if w is None else w[start:stop],
-            )  # fmt: skip
-        return Context(F, run, gap, uniq, W, last_row, self.revision)
+        return uniq, g, W, last_row
 
-    def reweigh(
-        self, ctx: Context, X: np.ndarray, keys: np.ndarray | Sequence[Any] | None, timestamps: np.ndarray | None, flagged: np.ndarray
-    ) -> Context:
-        """``ctx`` with its keys' long means as ``transform(..., flagged=flagged)``
-        leaves them (what ``Model.learn`` commits): the other states do not depend on
-        the flags, and the columns stay as judged. One pass over the rows instead of the
-        window again: the end of a weighted running mean is its start times the product
-        of the ``1 - a_t``, plus each value times its ``a_t`` and the product after it."""
+    def reweigh(self, ctx: Context, X: np.ndarray, keys: np.ndarray | Sequence[Any] | None, timestamps: np.ndarray | None, flagged: np.ndarray) -> Context:
+        """``ctx`` with its keys' states as ``transform(..., flagged=flagged)`` leaves
+        them (what ``Model.learn`` commits: flagged records count less in the long
+        means), and its columns as judged."""
         if ctx.revision != self.revision:
             raise ValueError("this context was computed from an older state; transform the window again")
         X = np.asarray(X, dtype=np.float64)
-        flagged = np.asarray(flagged, dtype=bool)
-        n, d = X.shape
-        alpha = 2.0 / (self.long_span + 1.0)
-        if n == 0 or not flagged.any():
+        if len(X) == 0 or not np.any(flagged):
             return ctx
-        if alpha >= 1.0 or n > BLOCK:
-            # A span of one record has no product to take logs of; past one block, the
-            # short step mean's clip moves with the long one: transform the window again.
-            return self.transform(X, keys, timestamps, None, flagged=flagged)
-        G = len(ctx.keys)
-        if keys is None:
-            g = np.zeros(n, dtype=np.int64)
-        else:
-            index = {k: i for i, k in enumerate(ctx.keys)}
-            g = np.fromiter((index[k] for k in (keys.tolist() if isinstance(keys, np.ndarray) else keys)), dtype=np.int64, count=n)
-        assert self._states is not None
-        slots = np.array([self._slots.get(k, -1) for k in ctx.keys], dtype=np.int64)
-        known = slots >= 0
-        ml0, vl0, last0 = np.zeros((G, d)), np.zeros((G, d)), np.zeros((G, d))
-        if known.any():
-            st = self._states.take(slots[known])
-            ml0[known], vl0[known], last0[known] = st.ml, st.vl, st.last
-        first = np.full(G, n, dtype=np.int64)
-        np.minimum.at(first, g, np.arange(n))
-        fresh = np.flatnonzero(~known & (first < n))
-        ml0[fresh] = last0[fresh] = X[first[fresh]]  # a new key starts from its first value
-        order = np.argsort(g, kind="stable")
-        Xs, gs = X[order], g[order]
-        head = np.empty(n, dtype=bool)
-        head[0] = True
-        head[1:] = gs[1:] != gs[:-1]
-        starts = np.flatnonzero(head)
-        seg = np.cumsum(head) - 1
-        prev = np.where(head[:, None], last0[gs], Xs[np.maximum(np.arange(n) - 1, 0)])
-        a = alpha * np.where(flagged[order], FLAGGED_WEIGHT, 1.0)
-        logs = np.log1p(-a)
-        c = np.cumsum(logs)
-        upto = c - (c - logs)[starts][seg]  # sum of the logs from the key's first row through this one
-        total = upto[np.append(starts[1:], n) - 1]  # per segment
-        after = a * np.exp(total[seg] - upto)  # each row's weight in its key's end state
-        keys_of = gs[starts]
-        decay = np.exp(total)[:, None]
-        out = KeyStates(*(getattr(ctx.after, f).copy() for f in KeyStates.FIELDS))
-        out.ml[keys_of] = ml0[keys_of] * decay + np.add.reduceat(after[:, None] * Xs, starts, axis=0)
-        out.vl[keys_of] = vl0[keys_of] * decay + np.add.reduceat(after[:, None] * np.abs(Xs - prev), starts, axis=0)
-        return Context(ctx.features, ctx.run, ctx.gap, ctx.keys, out, ctx.last_row, ctx.revision)
+        # Only the running means depend on the flags: run them again from the committed state.
+        _, g, W, _ = self._gather(X, keys)
+        w = np.where(np.asarray(flagged, dtype=bool), FLAGGED_WEIGHT, 1.0)
+        from streamad.temporal_kernel import running_means
 
-    def _block(
-        self, Xb: np.ndarray, gb: np.ndarray, tb: np.ndarray | None, W: KeyStates, Fb: np.ndarray, runb: np.ndarray, gapb: np.ndarray | None, wb: np.ndarray | None
-    ) -> None:
-        """One block of rows: fills its columns and moves ``W`` (its keys) past it
-        (``wb``: each row's weight in the long means)."""
-        m, d = Xb.shape
-        single = m == 0 or bool((gb == gb[0]).all())
-        if single:
-            order = None
-            Xs, gs, ts = Xb, gb, tb
-            seg = np.zeros(m, dtype=np.int64)
-            starts = np.zeros(1 if m else 0, dtype=np.int64)
-        else:
-            order = np.argsort(gb, kind="stable")
-            Xs, gs = Xb[order], gb[order]
-            ts = None if tb is None else tb[order]
-            wb = None if wb is None else wb[order]
-            new = np.empty(m, dtype=bool)
-            new[0] = True
-            new[1:] = gs[1:] != gs[:-1]
-            starts = np.flatnonzero(new)
-            seg = np.cumsum(new) - 1
-        r = np.arange(m)
-        start_r = starts[seg]
-        pos = r - start_r
-        ends = np.append(starts[1:], m) - 1
-        g_end = gs[ends]
-        head = pos == 0
-
-        prev = np.where(head[:, None], W.last[gs], Xs[np.maximum(r - 1, 0)])
-        step = Xs - prev
-        out: dict[str, np.ndarray] = {}
-        if "diff" in self.groups:
-            out["diff"] = step
-        lags = None
-        if "jump" in self.groups or "drift" in self.groups:
-            # The h values before each row, oldest first.
-            lags = self._lags(Xs, W.hist, gs, r, pos)
-        if "jump" in self.groups:
-            assert lags is not None
-            out["jump"] = Xs - np.median(lags, axis=1)
-        ml = self._ewm(Xs, W.ml, gs, seg, pos, self.long_span, single, wb)
-        if "drift" in self.groups:
-            assert lags is not None
-            recent = np.median(np.concatenate([lags[:, 1:], Xs[:, None, :]], axis=1), axis=1)
-            out["drift"] = recent - ml
-        size = np.abs(step)
-        vl = self._ewm(size, W.vl, gs, seg, pos, self.long_span, single, wb)
-        # Steps clipped at a multiple of the key's usual step as of the block's start
-        # (fixed over the block, so the short mean stays one product).
-        cap = np.where(W.vl[gs] > 0, STEP_CLIP * W.vl[gs], np.inf)
-        vs = self._ewm(np.minimum(size, cap), W.vs, gs, seg, pos, self.short_span, single)
-        if "vol" in self.groups:
-            ratio = np.divide(vs + VOL_FLOOR * vl, (1.0 + VOL_FLOOR) * vl, out=np.ones_like(vl), where=vl > 0)
-            out["vol"] = np.log(ratio)
-        # Records since each value last changed: a running maximum of where it changed,
-        # kept within each key's rows by an offset per key.
-        changed = Xs != prev
-        base = (start_r - 1)[:, None] - W.run[gs]
-        val = np.where(changed, r[:, None], np.where(head[:, None], base, _NEG))
-        off = (seg * _SEG)[:, None]
-        last_change = np.maximum.accumulate(val + off, axis=0) - off
-        run = np.minimum(r[:, None] - last_change, RUN_CAP)
-        changed_here = np.maximum.accumulate(np.where(changed, r[:, None], _NEG) + off, axis=0) - off
-        ever = W.ever[gs] | (changed_here >= start_r[:, None])
-        if "run" in self.groups:
-            out["run"] = np.where(ever, np.log(np.maximum(run, 1)), 0.0)
-        gap = None
-        glags = None
-        if ts is not None:
-            t_prev = np.where(head, W.t_last[gs], ts[np.maximum(r - 1, 0)])
-            gap = np.maximum(ts - t_prev, 0.0)  # NaN: unknown (a key's first record, no event time)
-            glags = self._lags(gap[:, None], W.ghist, gs, r, pos)
-            if "gap" in self.groups:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)  # a key with no gap known yet
-                    usual = nanmedian_rows(glags[:, :, 0])
-                    ratio = np.log((gap + GAP_EPS * usual + GAP_EPS_SECONDS) / ((1.0 + GAP_EPS) * usual + GAP_EPS_SECONDS))
-                # Rounded, so that timestamps' rounding jitter leaves regular sampling at 0.
-                out["gap"] = np.nan_to_num(np.round(ratio, 2), nan=0.0)[:, None]
-            if "calendar" in self.groups:
-                day = np.nan_to_num(ts % 86400.0 / 86400.0 * 2 * np.pi)
-                week = np.nan_to_num((ts / 86400.0 + 3.0) % 7.0 / 7.0 * 2 * np.pi)  # 0: a Monday
-                cal = np.column_stack([np.sin(day), np.cos(day), np.sin(week), np.cos(week)])
-                out["calendar"] = np.where(np.isnan(ts)[:, None], 0.0, cal)
-
-        # The columns, back in the block's row order.
-        cols = [Xs] + [out[grp] for grp in self.groups if grp in out]
-        Fs = np.concatenate(cols, axis=1) if len(cols) > 1 else Xs
-        if order is None:
-            Fb[:] = Fs
-            runb[:] = run
-            if gapb is not None and gap is not None:
-                gapb[:] = np.nan_to_num(gap, nan=0.0)
-        else:
-            Fb[order] = Fs
-            runb[order] = run
-            if gapb is not None and gap is not None:
-                gapb[order] = np.nan_to_num(gap, nan=0.0)
-
-        # Each key's state after its last row in the block.
-        count = pos[ends] + 1
-        W.hist[g_end] = self._lags(Xs, W.hist, g_end, ends + 1, count)
-        W.count[g_end] += count
-        W.last[g_end] = Xs[ends]
-        W.ml[g_end], W.vs[g_end], W.vl[g_end] = ml[ends], vs[ends], vl[ends]
-        W.run[g_end], W.ever[g_end] = run[ends], ever[ends]
-        if ts is not None and gap is not None:
-            W.t_last[g_end] = ts[ends]
-            W.ghist[g_end] = self._lags(gap[:, None], W.ghist, g_end, ends + 1, count)
-
-    def _lags(self, Xs: np.ndarray, hist: np.ndarray, groups: np.ndarray, rows: np.ndarray, pos: np.ndarray) -> np.ndarray:
-        """The ``history`` values before each of ``rows`` (at ``pos`` within its key's
-        rows of the block), oldest first (n × history × d): from the block, or from the
-        key's kept history."""
-        h = self.history
-        back = np.arange(h, 0, -1)  # how many records back, oldest first
-        from_state = pos[:, None] < back[None, :]
-        at = np.clip(rows[:, None] - back[None, :], 0, max(len(Xs) - 1, 0))
-        in_block = Xs[at] if len(Xs) else np.zeros((len(rows), h, Xs.shape[1]))
-        kept = hist[groups[:, None], np.clip(h - back[None, :] + pos[:, None], 0, h - 1)]
-        return np.where(from_state[:, :, None], kept, in_block)
-
-    def _ewm(
-        self, V: np.ndarray, init: np.ndarray, gs: np.ndarray, seg: np.ndarray, pos: np.ndarray, span: int, single: bool, w: np.ndarray | None = None
-    ) -> np.ndarray:
-        """``e_t = (1 - a_t) e_{t-1} + a_t v_t`` within each key's rows, from ``init``,
-        with ``a_t = alpha * w_t`` (``alpha = 2 / (span + 1)``): a lower-triangular
-        product (the block is at most ``BLOCK`` rows)."""
-        m = len(V)
-        alpha = 2.0 / (span + 1.0)
-        if w is None:
-            T = self._triangle(alpha)[:m, :m]
-            decay = (1.0 - alpha) ** (pos + 1.0)
-        else:
-            # Weighted steps: the product of the (1 - a_t) since row k, by cumulative logs.
-            a = alpha * w
-            # (a span of one record has a = 1: no decay, its log is -inf; nearly none will do)
-            step = np.log1p(-np.minimum(a, 1.0 - 1e-12))
-            cum = np.cumsum(step)
-            L = cum - (cum - step)[np.arange(m) - pos]  # summed since the key's first row in the block
-            E = L[:, None] - L[None, :]
-            T = np.where(np.tri(m, dtype=bool), a[None, :] * np.exp(np.minimum(E, 0.0)), 0.0)
-            decay = np.exp(L)
-        if not single:
-            T = T * (seg[:, None] == seg[None, :])
-        return T @ V + decay[:, None] * init[gs]
-
-    def _triangle(self, alpha: float) -> np.ndarray:
-        key = (alpha, BLOCK)
-        T = self._tri.get(key)
-        if T is None:
-            e = np.arange(BLOCK)[:, None] - np.arange(BLOCK)[None, :]
-            T = np.where(e >= 0, alpha * (1.0 - alpha) ** np.maximum(e, 0), 0.0)
-            self._tri[key] = T
-        return T
+        running_means(X, g, w, *self._alphas, STEP_CLIP, self._offsets[3] >= 0, W.last, W.ml, W.vs, W.vl)
+        after = KeyStates(*(getattr(ctx.after, f) for f in KeyStates.FIELDS))
+        after.ml, after.vs, after.vl = W.ml, W.vs, W.vl
+        return Context(ctx.features, ctx.run, ctx.gap, ctx.keys, after, ctx.last_row, ctx.revision)
 
     # -- learning ----------------------------------------------------------------------------
 
@@ -672,32 +498,50 @@ class TemporalFeatures:
         ``STUCK_Z`` deviations above the lane's usual): a frozen sensor breaks its
         jumps' and levels' relation to the others too, and "stuck" is what happened."""
         assert self.columns is not None
-        cols = self.columns
-        sources = list(dict.fromkeys(c.source for c in cols))
-        src_of = np.array([sources.index(c.source) for c in cols])
+        sources, members, run_col = self._layout()
         contrib = np.nan_to_num(np.maximum(np.asarray(contrib, dtype=np.float64), 0.0), nan=0.0, posinf=1e300)
-        onehot = np.zeros((len(cols), len(sources)))
-        onehot[np.arange(len(cols)), src_of] = 1.0
-        per_source = contrib @ onehot
+        n = len(contrib)
+        # Each source's columns (padded with a column that never wins): its total and its
+        # strongest column, for every row at once.
+        padded = np.concatenate([contrib, np.full((n, 1), -1.0)], axis=1)[:, members]  # n × sources × columns
+        per_source = np.maximum(padded, 0.0).sum(axis=2)
+        best = members[np.arange(len(sources))[None, :], padded.argmax(axis=2)]  # n × sources
+        if scaled is not None:
+            has_run = run_col >= 0
+            stuck = np.zeros_like(best, dtype=bool)
+            stuck[:, has_run] = np.asarray(scaled)[:, run_col[has_run]] >= STUCK_Z
+            best = np.where(stuck, run_col[None, :], best)
         total = per_source.sum(axis=1, keepdims=True)
         share = np.divide(per_source, total, out=np.zeros_like(per_source), where=total > 0)
         order = np.argsort(-share, axis=1, kind="stable")[:, : min(k, len(sources))]
-        run_cols = {sources.index(c.source): i for i, c in enumerate(cols) if c.kind == "run"}
         out = []
         for i, row in enumerate(np.asarray(rows).tolist()):
             entries = []
             for s in order[i].tolist():
                 if share[i, s] <= 0:
                     continue
-                mine = np.flatnonzero(src_of == s)
-                j = int(mine[np.argmax(contrib[i, mine])])
-                run_col = run_cols.get(s)
-                if run_col is not None and scaled is not None and scaled[i, run_col] >= STUCK_Z:
-                    j = run_col
-                behaviour, text = self._words(j, ctx, row, center, spread)
+                behaviour, text = self._words(int(best[i, s]), ctx, row, center, spread)
                 entries.append((sources[s], float(share[i, s]), behaviour, text))
             out.append(entries)
         return out
+
+    def _layout(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """The source features, each one's columns (a sources × columns index matrix,
+        padded with the index one past the last column) and its run-length column (-1:
+        none)."""
+        if self._layout_cache is None:
+            assert self.columns is not None
+            cols = self.columns
+            sources = list(dict.fromkeys(c.source for c in cols))
+            of = [[i for i, c in enumerate(cols) if c.source == src] for src in sources]
+            width = max(len(m) for m in of)
+            members = np.array([m + [len(cols)] * (width - len(m)) for m in of], dtype=np.int64)
+            run_col = np.full(len(sources), -1, dtype=np.int64)
+            for i, c in enumerate(cols):
+                if c.kind == "run":
+                    run_col[sources.index(c.source)] = i
+            self._layout_cache = (sources, members, run_col)
+        return self._layout_cache
 
     def _words(self, c: int, ctx: Context, row: int, center: np.ndarray | None, spread: np.ndarray | None) -> tuple[str, str]:
         """The behaviour column ``c`` stands for, and a sentence with the record's numbers."""
@@ -783,20 +627,14 @@ class TemporalFeatures:
         self.revision += 1  # contexts computed before the load are stale
 
 
-def nanmedian_rows(a: np.ndarray) -> np.ndarray:
-    """``np.nanmedian(a, axis=1)`` for a few columns, without its masked-array path
-    (a tenth of the temporal stage's time); NaN for a row with no value.
-
-    >>> nanmedian_rows(np.array([[1.0, np.nan, 3.0], [np.nan, np.nan, np.nan], [4.0, 2.0, 8.0]])).tolist()
-    [2.0, nan, 4.0]
-    """
-    s = np.sort(a, axis=1)  # NaNs last
-    k = np.count_nonzero(~np.isnan(a), axis=1)
-    rows = np.arange(len(a))
-    lo, hi = np.maximum(k - 1, 0) // 2, np.maximum(k, 1) // 2
-    with np.errstate(invalid="ignore"):
-        mid = (s[rows, lo] + s[rows, np.minimum(hi, a.shape[1] - 1)]) / 2
-    return np.where(k > 0, mid, np.nan)
+def compile_kernels() -> None:
+    """Compile the stage's inner loops now (or load them from numba's cache): what the
+    first window with temporal context would otherwise do. A container image runs this
+    at build time, into the ``NUMBA_CACHE_DIR`` its user reads."""
+    tf = TemporalFeatures()
+    X, keys, ts = np.zeros((2, 1)), np.array(["a", "b"], dtype=object), np.zeros(2)
+    ctx = tf.transform(X, keys, ts, ("x",))
+    tf.reweigh(ctx, X, keys, ts, np.array([True, False]))
 
 
 def _key(k: Any) -> Any:

@@ -23,21 +23,17 @@ from streamad.pipeline import Pipeline, detect
 from streamad.records import Lane
 from streamad.sources import ArraySource
 from streamad.state import StateStore
-from streamad.temporal import BLOCK, FLAGGED_WEIGHT, GROUPS, STEP_CLIP, VOL_FLOOR, KeyStates, TemporalFeatures
+from streamad.temporal import FLAGGED_WEIGHT, GROUPS, STEP_CLIP, VOL_FLOOR, KeyStates, TemporalFeatures
 
 ALL = ("jump", "diff", "drift", "vol", "run", "gap")
 
 
-def reference(X, keys, ts, flagged=None, block_starts=(), short=8, long=256, h=5):
+def reference(X, keys, ts, flagged=None, short=8, long=256, h=5):
     """The definition, one record at a time: what each derived column means."""
     a_s, a_l = 2 / (short + 1), 2 / (long + 1)
     state: dict = {}
-    cap_at_block: dict = {}
-    starts = set(block_starts) | {0}
     rows = []
     for i, x in enumerate(X):
-        if i in starts:  # a step is clipped by its key's usual step as of the block's start
-            cap_at_block = {k: s["vl"].copy() for k, s in state.items()}
         k = None if keys is None else keys[i]
         s = state.get(k) or dict(
             last=x.copy(), hist=[x.copy()] * h, ml=x.copy(), vs=np.zeros_like(x), vl=np.zeros_like(x),
@@ -47,7 +43,7 @@ def reference(X, keys, ts, flagged=None, block_starts=(), short=8, long=256, h=5
         step = x - s["last"]
         ml = (1 - a_l * w) * s["ml"] + a_l * w * x
         vl = (1 - a_l * w) * s["vl"] + a_l * w * np.abs(step)
-        cap = cap_at_block.get(k, np.zeros_like(x))
+        cap = s["vl"]  # a step counts at most STEP_CLIP of the key's usual steps before it
         vs = (1 - a_s) * s["vs"] + a_s * np.minimum(np.abs(step), np.where(cap > 0, STEP_CLIP * cap, np.inf))
         changed = x != s["last"]
         run = np.where(changed, 0, s["run"] + 1)
@@ -97,8 +93,8 @@ def windows_of(n, sizes):
     seed=st.integers(0, 2**16),
 )
 def test_windows_compute_what_records_one_at_a_time_define(n, d, n_keys, decimals, sizes, flag_share, seed):
-    """Vectorised over windows, keys grouped, blocks of 256 rows: the same numbers as the
-    per-record definition, whatever the windows (rounded values make runs of repeats)."""
+    """Window by window, keys interleaved: the same numbers as the per-record
+    definition, whatever the windows (rounded values make runs of repeats)."""
     rng = np.random.default_rng(seed)
     X = np.round(rng.normal(size=(n, d)), decimals)
     keys = None if n_keys == 0 else np.array([f"k{i}" for i in rng.integers(0, n_keys, n)], dtype=object)
@@ -106,7 +102,7 @@ def test_windows_compute_what_records_one_at_a_time_define(n, d, n_keys, decimal
     ts[rng.random(n) < 0.05] = np.nan  # a missing event time: no gap known
     flagged = rng.random(n) < flag_share
     bounds = windows_of(n, sizes)
-    expected = reference(X, keys, ts, flagged, [b for i, j in bounds for b in range(i, j, BLOCK)])
+    expected = reference(X, keys, ts, flagged)
     tf = TemporalFeatures(groups=ALL)
     got = []
     for i, j in bounds:

@@ -206,3 +206,29 @@ def test_producer_messages_parse_with_the_docker_config() -> None:
     assert 0 < len(batch.rejects) < 20 and {x.code for x in batch.rejects} <= {"missing_field", "non_finite", "non_numeric"}
     assert batch.timestamps is not None and np.isfinite(batch.timestamps).all()
     assert set(batch.keys) == {"pump-1", "pump-2"}
+
+
+def test_the_image_compiles_the_temporal_loops_into_a_cache_its_user_owns() -> None:
+    """numba caches compiled code beside the module only where that is writable; the
+    image's user cannot write site-packages, so the cache lives in NUMBA_CACHE_DIR,
+    filled at build time and handed to the user who runs streamad."""
+    ins = dockerfile_instructions()
+    env = " ".join(rest for word, rest in ins if word == "ENV")
+    m = re.search(r"NUMBA_CACHE_DIR=(\S+)", env)
+    assert m, "set NUMBA_CACHE_DIR"
+    cache = m.group(1)
+    users = [rest for word, rest in ins if word == "USER"]
+    assert users and users[-1] == "streamad"
+    useradd = [i for i, (word, rest) in enumerate(ins) if word == "RUN" and "useradd" in rest]
+    home = re.search(r"--home-dir (\S+)", ins[useradd[0]][1])
+    assert home and cache.startswith(home.group(1) + "/"), "the cache lives in the user's home"
+    (compile_at,) = [i for i, (word, rest) in enumerate(ins) if word == "RUN" and "compile_kernels()" in rest]
+    assert useradd[0] < compile_at, "the user exists before the cache is handed over"
+    assert re.search(r'chown -R streamad "?\$NUMBA_CACHE_DIR"?', ins[compile_at][1])
+
+
+def test_compile_kernels_fills_the_cache_numba_is_pointed_at(tmp_path) -> None:
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", "from streamad.temporal import compile_kernels; compile_kernels()"], env=env, check=True, timeout=300)
+    cached = {p.name.split("-")[0] for p in tmp_path.rglob("*.nbi")}
+    assert {"temporal_kernel.run_rows", "temporal_kernel.running_means"} <= cached
