@@ -162,6 +162,7 @@ class NeuralDetector(Detector):
             c.lamp,
             head=None if c.head is None else c.head.build(n_features, int(getattr(backbone, "n_latent", 0))),
             gaussian=None if c.gaussian is None else c.gaussian.build(n_features, c.calibration),
+            projections=None if c.projections is None else c.projections.build(n_features, c.calibration, int(self.seed)),
             combiner=c.combiner,
             calibration=c.calibration,
             schedule=c.schedule,

@@ -16,7 +16,7 @@ of detectors.
 >>> from dataclasses import replace
 >>> c = Components(labeler=LabelerSpec(mode="soft"))
 >>> replace(c, combiner=Combiner(mode="max")).combiner
-Combiner(mode='max', gauss_weight=1.0)
+Combiner(mode='max', gauss_weight=1.0, proj_weight=1.0)
 >>> Schedule(train_share=1.5)
 Traceback (most recent call last):
 ...
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from streamad.learning.density import DensityHead
     from streamad.learning.gaussian import GaussianComponent
+    from streamad.learning.projections import ProjectionComponent
 
 COMBINE = ("sum", "max", "gauss")
 
@@ -161,28 +162,66 @@ class GaussianSpec:
 
 
 @dataclass(frozen=True)
+class ProjectionSpec:
+    """Histograms of random sparse projections of the LOE-normal records beside the
+    network (learning/projections.py): ``n_projections`` directions, bins ``width`` wide
+    (in the scaled records' units), at most ``bins`` per direction, forgetting with
+    ``half_life`` records."""
+
+    n_projections: int = 32
+    width: float = 0.25
+    bins: int = 128
+    half_life: float | None = 20_000.0
+    kind: str = "sparse"
+
+    def __post_init__(self) -> None:
+        if self.n_projections < 1:
+            raise ValueError("projections n_projections must be at least 1")
+        if self.width <= 0:
+            raise ValueError("projections width must be positive")
+        if self.bins < 2:
+            raise ValueError("projections bins must be at least 2")
+        if self.half_life is not None and self.half_life <= 0:
+            raise ValueError("projections half_life must be positive (or None: never forget)")
+
+    def build(self, n_features: int, calibration: Calibration, seed: int = 0) -> ProjectionComponent:
+        from streamad.learning.projections import ProjectionComponent
+
+        c = calibration
+        return ProjectionComponent(
+            n_features, n_projections=self.n_projections, width=self.width, bins=self.bins, half_life=self.half_life,
+            seed=seed, kind=self.kind, cal_bins=c.bins, decay=c.decay, floor=c.floor, tail=c.tail,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
 class Combiner:
-    """How the network's and the Gaussian's calibrated scores make the detection score:
-    their ``sum``, their ``max``, or the Gaussian's alone (``gauss``: the network trains
-    but does not score); the Gaussian's is weighted by ``gauss_weight``."""
+    """How the calibrated scores of the network, the Gaussian and the projection
+    histograms make the detection score: the network's and the Gaussian's ``sum``, their
+    ``max``, or the Gaussian's alone (``gauss``: the network trains but does not score);
+    the Gaussian's is weighted by ``gauss_weight``. The projection histograms' score,
+    weighted by ``proj_weight``, is added in every mode."""
 
     mode: Literal["sum", "max", "gauss"] = "sum"
     gauss_weight: float = 1.0
+    proj_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.mode not in COMBINE:
             raise ValueError(f"combiner mode must be one of {', '.join(COMBINE)}, not {self.mode!r}")
-        if self.gauss_weight < 0:
-            raise ValueError("combiner gauss_weight must be non-negative")
+        if self.gauss_weight < 0 or self.proj_weight < 0:
+            raise ValueError("combiner gauss_weight and proj_weight must be non-negative")
 
     @property
     def uses_network(self) -> bool:
         return self.mode != "gauss"
 
-    def __call__(self, z_net: np.ndarray, z_gauss: np.ndarray) -> np.ndarray:
+    def __call__(self, z_net: np.ndarray, z_gauss: np.ndarray, z_proj: np.ndarray | None = None) -> np.ndarray:
         if self.mode == "gauss":
-            return z_gauss
-        return np.maximum(z_net, z_gauss) if self.mode == "max" else z_net + z_gauss
+            out = z_gauss
+        else:
+            out = np.maximum(z_net, z_gauss) if self.mode == "max" else z_net + z_gauss
+        return out if z_proj is None else out + z_proj
 
 
 @dataclass(frozen=True)
@@ -256,6 +295,7 @@ class Components:
     lamp: Lamp = Lamp()
     head: HeadSpec | None = None
     gaussian: GaussianSpec | None = None
+    projections: ProjectionSpec | None = None
     combiner: Combiner = Combiner()
     calibration: Calibration = Calibration()
     schedule: Schedule = Schedule()

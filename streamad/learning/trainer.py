@@ -60,6 +60,7 @@ from streamad.learning.density import DensityHead
 from streamad.learning.gaussian import Calibrator, GaussianComponent
 from streamad.learning.lamp import Lamp
 from streamad.learning.loe import LatentLabeler, LatentLabels
+from streamad.learning.projections import ProjectionComponent
 from streamad.learning.weights import ImportanceWeights
 
 
@@ -80,8 +81,8 @@ class StepReport:
 class WindowTrainer:
     """Trains ``backbone`` from windows of an unlabelled, contaminated stream.
 
-    ``labeler`` (stateful: one per trainer), ``weights`` (None: off), ``lamp``, ``head``
-    and ``gaussian`` (None: off) come built; ``combiner``, ``calibration``, ``schedule``
+    ``labeler`` (stateful: one per trainer), ``weights`` (None: off), ``lamp``, ``head``,
+    ``gaussian`` and ``projections`` (None: off) come built; ``combiner``, ``calibration``, ``schedule``
     and ``optimizer`` are the values of learning/components.py.
     """
 
@@ -94,6 +95,7 @@ class WindowTrainer:
         *,
         head: DensityHead | None = None,
         gaussian: GaussianComponent | None = None,
+        projections: ProjectionComponent | None = None,
         combiner: Combiner = Combiner(),
         calibration: Calibration = Calibration(),
         schedule: Schedule = Schedule(),
@@ -113,6 +115,7 @@ class WindowTrainer:
         self.lamp = lamp
         self.head = head
         self.gaussian = gaussian
+        self.projections = projections
         self.combiner = combiner
         self.calibration = calibration
         self.schedule = schedule
@@ -156,9 +159,28 @@ class WindowTrainer:
     def score(self, X: np.ndarray) -> np.ndarray:
         if len(X) == 0:
             return np.empty(0)
-        if self.gaussian is None:
+        if self.gaussian is None and self.projections is None:
             return self._calibrated(self.network_scores(self.tensor(X)))
-        return self.combiner(*self.component_scores(X))
+        if self.n_seen == 0:
+            return self.neutral(len(X))
+        if self.gaussian is None:
+            return self.combiner(self.ncal(self.network_scores(self.tensor(X))), np.zeros(len(X)), self.projection_scores(X))
+        return self.combiner(*self.component_scores(X), self.projection_scores(X))
+
+    @staticmethod
+    def neutral(n: int) -> np.ndarray:
+        """What a trainer that has learned nothing scores, on the calibrated scale: 0, the
+        level of a typical normal record. It has no evidence for any record (behind the
+        pipeline's scaler its first window is all zeros), and a component's prior would
+        put the whole window at one arbitrary level, far below or above every later one."""
+        return np.zeros(n)
+
+    def projection_scores(self, X: np.ndarray) -> np.ndarray | None:
+        """The projection histograms' calibrated scores, weighted by the combiner's
+        ``proj_weight`` (None without them)."""
+        if self.projections is None:
+            return None
+        return self.combiner.proj_weight * self.projections.score(X)
 
     @torch.no_grad()
     def network_scores(self, x: torch.Tensor) -> np.ndarray:
@@ -208,11 +230,13 @@ class WindowTrainer:
         def network() -> np.ndarray:
             return self._numpy_network(*forward(X))
 
-        if self.gaussian is None:
+        if self.gaussian is None and self.projections is None:
             return self._calibrated(network())
-        z_g = self.combiner.gauss_weight * self.gaussian.score(X)
-        z_net = self.ncal(network()) if self.combiner.uses_network else np.zeros(len(X))
-        return self.combiner(z_net, z_g)
+        if self.n_seen == 0:
+            return self.neutral(len(X))
+        z_g = np.zeros(len(X)) if self.gaussian is None else self.combiner.gauss_weight * self.gaussian.score(X)
+        z_net = self.ncal(network()) if self.combiner.uses_network or self.gaussian is None else np.zeros(len(X))
+        return self.combiner(z_net, z_g, self.projection_scores(X))
 
     def _calibrated(self, raw: np.ndarray) -> np.ndarray:
         after = self.calibration.network_after
@@ -400,6 +424,8 @@ class WindowTrainer:
             self.ncal.refresh()  # it reads self.hist
             if self.gaussian is not None:
                 self.gaussian.absorb(fresh, normal)
+            if self.projections is not None:
+                self.projections.absorb(fresh, normal)
         self._remember(fresh[normal])
 
     def _take_fresh(self, n: int) -> np.ndarray:
@@ -447,6 +473,8 @@ class WindowTrainer:
         self.ncal.refresh()
         if self.gaussian is not None:
             self.gaussian.reopen(self.schedule.warmup_records)
+        if self.projections is not None:
+            self.projections.reopen(self.schedule.warmup_records)
         self.revision += 1
 
     def state_dict(self) -> dict[str, Any]:
@@ -460,6 +488,7 @@ class WindowTrainer:
             "hist": self.hist.state_dict(),
             "gauss": None if g is None else g.model.state_dict(),
             "gcal": None if g is None else g.cal.state_dict(),
+            "proj": None if self.projections is None else self.projections.state_dict(),
             "counters": {
                 "n_seen": self.n_seen,
                 "n_trained": self.n_trained,
@@ -494,6 +523,10 @@ class WindowTrainer:
             self.gaussian.model.load_state_dict(state["gauss"])
             self.gaussian.cal.load_state_dict(state["gcal"])
             self.gaussian.fit_prior(self.backbone.n_varied)
+        if self.projections is not None:
+            if state.get("proj") is None:
+                raise ValueError("the state has no projection histograms: it was made without them")
+            self.projections.load_state_dict(state["proj"])
         c = state["counters"]
         self.n_seen = int(c["n_seen"])
         self.n_trained = int(c["n_trained"])
