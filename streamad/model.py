@@ -22,6 +22,7 @@ True
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -37,8 +38,13 @@ from streamad.threshold import Threshold
 if TYPE_CHECKING:
     from streamad.config import Settings
 
-#: of the records the model alarmed on, it learns one in this many (``Model.learn``)
+#: of the records the model flagged (alarmed on, or suspects), it learns one in this
+#: many (``Model.learn``)
 FLAGGED_EVERY = 10
+#: a record scoring above this top share of the scores the threshold has learned is
+#: suspect: flagged like an alarm while the model learns (robust to long anomalies that
+#: never reach the threshold; benchmarks/results/skab.md)
+SUSPECT_SHARE = 0.01
 
 
 #: what ``explain`` lists per record: (feature, share) or, with temporal context,
@@ -155,9 +161,7 @@ class Model:
         thr = float(self.threshold.value)
         return Verdict(scaled, scores, thr, scores > thr, F, ctx, keys)
 
-    def learn(
-        self, X: np.ndarray, scores: np.ndarray, keys: np.ndarray | None = None, timestamps: np.ndarray | None = None, *, verdict: Verdict | None = None
-    ) -> LearnReport:
+    def learn(self, X: np.ndarray, scores: np.ndarray, keys: np.ndarray | None = None, timestamps: np.ndarray | None = None, *, verdict: Verdict | None = None) -> LearnReport:
         """Learn ``X`` after it was judged; ``scores`` are what ``judge`` gave it (and
         ``verdict``, when given, what it made of the records: not computed again)."""
         X = _finite(np.asarray(X, dtype=np.float64))
@@ -172,10 +176,10 @@ class Model:
         # will be scaled: on the same statistics (the very first window would otherwise
         # be learned as all zeros, scaled by a scaler that had seen nothing).
         # LOE's lesson, applied to everything the model learns: of the records it
-        # alarmed on it learns one in ``FLAGGED_EVERY``, so that a long anomaly does not
+        # flagged it learns one in ``FLAGGED_EVERY``, so that a long anomaly does not
         # become normal (to the scaler, the detector, the temporal means) before it
         # ends, while a lasting change is still learned, slower.
-        flagged = np.asarray(scores, dtype=np.float64) > self.threshold.value
+        flagged = self.flagged(np.asarray(scores, dtype=np.float64))
         keep = ~flagged | (np.arange(len(X)) % FLAGGED_EVERY == 0) if flagged.any() else None
         Xk, Fk = (X, F) if keep is None else (X[keep], F[keep])
         self.scaler.learn(Xk)
@@ -195,6 +199,20 @@ class Model:
         # grown-up scores replace (streamad/threshold.py).
         self.threshold.update(scores, young=report.warmup)
         return report
+
+    def flagged(self, scores: np.ndarray) -> np.ndarray:
+        """Records that ``learn`` learns only one in ``FLAGGED_EVERY`` of: those above
+        the threshold, and, once it can alarm, those in the top ``SUSPECT_SHARE`` of the
+        scores it learned. A long anomaly that scores high but under the threshold (a
+        pump running in a wrong state for minutes) would otherwise be learned as normal
+        within a few hundred records; the top share of normal records is learned less,
+        which costs the threshold nothing (it learns every score)."""
+        level = float(self.threshold.value)
+        if math.isfinite(level) and self.threshold.hist.ready:
+            suspect = float(self.threshold.hist.quantile(1.0 - SUSPECT_SHARE))
+            if suspect == suspect:
+                level = min(level, suspect)
+        return scores > level
 
     def process(self, X: np.ndarray, keys: np.ndarray | None = None, timestamps: np.ndarray | None = None) -> tuple[Verdict, LearnReport]:
         """Judge ``X``, then learn it: one prequential step."""

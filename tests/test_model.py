@@ -124,3 +124,30 @@ def test_a_model_used_directly_refuses_non_finite_records_naming_them(name: str)
         model.learn_one({"a": 1.0, "b": float("inf"), "c": 0.0})
     assert model.flush() is None  # the refused record was not buffered
     model.process(np.nan_to_num(X))  # the same records, imputed, are fine
+
+
+def test_records_above_the_threshold_or_in_the_top_share_of_its_scores_are_learned_one_in_ten():
+    """A long anomaly that scores high but under the threshold must not be learned as
+    normal at once: the model learns one in FLAGGED_EVERY of the records in the top
+    SUSPECT_SHARE of the scores its threshold learned (and of the alarms); the rest in full."""
+    from streamad.model import FLAGGED_EVERY, SUSPECT_SHARE
+
+    m = Model("gaussian")
+    X = sensors(4000)
+    for i in range(0, 3000, 250):
+        m.process(X[i : i + 250])
+    assert np.isfinite(m.threshold.value)
+    learned = np.sort(m.threshold.hist.quantile(np.array([0.5, 1.0 - SUSPECT_SHARE])))
+    median, suspect = float(learned[0]), float(learned[1])
+    assert suspect < m.threshold.value
+    # Scores decide what is learned, not the records: pose one window's scores.
+    scores = np.full(200, median)
+    scores[:100] = (suspect + m.threshold.value) / 2  # suspect, not alarmed
+    np.testing.assert_array_equal(m.flagged(scores), np.arange(200) < 100)
+    before = m.detector.seen
+    m.learn(X[3000:3200], scores)
+    assert m.detector.seen - before == 100 + 100 // FLAGGED_EVERY
+
+    # Before the threshold can alarm nothing is suspect: a young model learns everything.
+    young = Model("gaussian")
+    assert not young.flagged(np.full(10, 1e9)).any() and not np.isfinite(young.threshold.value)
