@@ -12,8 +12,8 @@ derived columns, per source feature ``pressure``:
 - ``pressure.drift``: the recent level (the median of the last few values, which one
   spike does not move) minus the long mean (a level that moved and stays);
 - ``pressure.vol``: log ratio of the recent step size (a short mean of the steps
-  ``|x_t - x_{t-1}|``, each clipped at three times the usual step, so one spike and
-  its way back do not move it much) to the usual one (a long mean): noisier than
+  ``|x_t - x_{t-1}|``, each clipped at three times the usual step as the key's state
+  knew it before the window, so one spike and its way back do not move it much) to the usual one (a long mean): noisier than
   usual above 0, a sensor going flat below 0, even one whose values are never exactly
   repeated;
 - ``pressure.run``: log(records since the value last changed), from the second repeat

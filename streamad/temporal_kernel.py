@@ -75,6 +75,10 @@ def run_rows(
     o_jump, o_diff, o_drift, o_vol, o_run, o_gap = offsets[0], offsets[1], offsets[2], offsets[3], offsets[4], offsets[5]
     need_lags = o_jump >= 0 or o_drift >= 0
     need_vs = o_vol >= 0
+    # Steps are clipped at a multiple of the key's usual step as the committed state
+    # knows it (before the window): one wild record early in a window cannot raise the
+    # clip for the records after it.
+    cap = vl.copy()
     buf = np.empty(h)
     for i in range(n):
         k = g[i]
@@ -101,8 +105,9 @@ def run_rows(
             v_new = (1.0 - a) * usual + a * size
             if need_vs:
                 # one spike and its way back move the recent step size little: a step
-                # counts at most ``step_clip`` usual steps (as of before this record)
-                clipped = min(size, step_clip * usual) if usual > 0.0 else size
+                # counts at most ``step_clip`` usual steps
+                c = cap[k, j]
+                clipped = min(size, step_clip * c) if c > 0.0 else size
                 s_new = (1.0 - a_s) * vs[k, j] + a_s * clipped
                 vs[k, j] = s_new
                 if v_new > 0.0:
@@ -164,6 +169,7 @@ def running_means(
     ``with_steps``, the short step size), from the same states: what the flags change
     (``TemporalFeatures.reweigh``). ``last`` is moved too."""
     n, d = X.shape
+    cap = vl.copy()
     for i in range(n):
         k = g[i]
         a = a_l * w[i]
@@ -172,7 +178,8 @@ def running_means(
             size = abs(x - last[k, j])
             usual = vl[k, j]
             if with_steps:
-                clipped = min(size, step_clip * usual) if usual > 0.0 else size
+                c = cap[k, j]
+                clipped = min(size, step_clip * c) if c > 0.0 else size
                 vs[k, j] = (1.0 - a_s) * vs[k, j] + a_s * clipped
             ml[k, j] = (1.0 - a) * ml[k, j] + a * x
             vl[k, j] = (1.0 - a) * usual + a * size

@@ -28,12 +28,16 @@ from streamad.temporal import FLAGGED_WEIGHT, GROUPS, STEP_CLIP, VOL_FLOOR, KeyS
 ALL = ("jump", "diff", "drift", "vol", "run", "gap")
 
 
-def reference(X, keys, ts, flagged=None, short=8, long=256, h=5):
+def reference(X, keys, ts, flagged=None, window_starts=(), short=8, long=256, h=5):
     """The definition, one record at a time: what each derived column means."""
     a_s, a_l = 2 / (short + 1), 2 / (long + 1)
     state: dict = {}
+    cap_at_window: dict = {}
+    starts = set(window_starts) | {0}
     rows = []
     for i, x in enumerate(X):
+        if i in starts:  # a step is clipped by its key's usual step as of before the window
+            cap_at_window = {k: s["vl"].copy() for k, s in state.items()}
         k = None if keys is None else keys[i]
         s = state.get(k) or dict(
             last=x.copy(), hist=[x.copy()] * h, ml=x.copy(), vs=np.zeros_like(x), vl=np.zeros_like(x),
@@ -43,7 +47,7 @@ def reference(X, keys, ts, flagged=None, short=8, long=256, h=5):
         step = x - s["last"]
         ml = (1 - a_l * w) * s["ml"] + a_l * w * x
         vl = (1 - a_l * w) * s["vl"] + a_l * w * np.abs(step)
-        cap = s["vl"]  # a step counts at most STEP_CLIP of the key's usual steps before it
+        cap = cap_at_window.get(k, np.zeros_like(x))
         vs = (1 - a_s) * s["vs"] + a_s * np.minimum(np.abs(step), np.where(cap > 0, STEP_CLIP * cap, np.inf))
         changed = x != s["last"]
         run = np.where(changed, 0, s["run"] + 1)
@@ -102,7 +106,7 @@ def test_windows_compute_what_records_one_at_a_time_define(n, d, n_keys, decimal
     ts[rng.random(n) < 0.05] = np.nan  # a missing event time: no gap known
     flagged = rng.random(n) < flag_share
     bounds = windows_of(n, sizes)
-    expected = reference(X, keys, ts, flagged)
+    expected = reference(X, keys, ts, flagged, [i for i, _ in bounds])
     tf = TemporalFeatures(groups=ALL)
     got = []
     for i, j in bounds:
