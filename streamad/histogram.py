@@ -81,9 +81,11 @@ class DecayedHistogram:
     def update(self, values: np.ndarray, weights: np.ndarray | None = None) -> None:
         """Decay the old counts once, then add ``values`` (non-finite ones are ignored)."""
         v = np.asarray(values, dtype=np.float64).ravel()
+        w = None if weights is None else np.asarray(weights, dtype=np.float64).ravel()
         keep = np.isfinite(v)
-        v = v[keep]
-        w = None if weights is None else np.asarray(weights, dtype=np.float64).ravel()[keep]
+        if not keep.all():
+            v = v[keep]
+            w = None if w is None else w[keep]
         self.n_seen += len(v)
         if not self.ready:
             if len(v):
@@ -103,13 +105,15 @@ class DecayedHistogram:
         if len(v) == 0:
             return
         w_new = float(len(v)) if w is None else float(w.sum())
-        out = (v < self.lo) | (v >= self.hi)
-        w_out = float(out.sum()) if w is None else float(w[out].sum())
-        if self.counts[0] + self.counts[-1] + w_out > self.refit_share * (self.counts.sum() + w_new):
+        # The outer bins are what falls outside the range: the new values' share of them
+        # decides a refit, read off their bin counts.
+        add = np.bincount(self._index(v), weights=w, minlength=self.bins + 2)
+        if self.counts[0] + self.counts[-1] + float(add[0] + add[-1]) > self.refit_share * (self.counts.sum() + w_new):
             self._refit(v)
+            add = np.bincount(self._index(v), weights=w, minlength=self.bins + 2)
         self.vmin = min(self.vmin, float(v.min()))
         self.vmax = max(self.vmax, float(v.max()))
-        self.counts += np.bincount(self._index(v), weights=w, minlength=self.bins + 2)
+        self.counts += add
 
     def _set_range(self, lo: float, hi: float) -> None:
         span = hi - lo
@@ -120,7 +124,10 @@ class DecayedHistogram:
 
     def _index(self, v: np.ndarray) -> np.ndarray:
         pos = (v - self.lo) / (self.hi - self.lo) * self.bins
-        return np.clip(np.floor(pos).astype(np.int64) + 1, 0, self.bins + 1)
+        np.floor(pos, out=pos)
+        pos += 1.0
+        np.clip(pos, 0, self.bins + 1, out=pos)  # before the cast: far values stay in range
+        return pos.astype(np.int64)
 
     def _edges(self) -> np.ndarray:
         """Edges of all bins, outer ones included (bins + 3 values); read-only, cached
