@@ -65,7 +65,7 @@ def prequential(det, X: np.ndarray, keys: list[str] | None, window: int = 256) -
 
 def test_registered_lazily_with_typed_parameters() -> None:
     assert "hgad" in available()
-    assert describe("hgad").startswith("v1: HGAD: one normalizing flow for many devices")
+    assert describe("hgad").startswith("v2: HGAD: one normalizing flow for many devices")
     assert validate_params("hgad", {"max_classes": "8", "mi_weight": 2}) == {"max_classes": 8, "mi_weight": 2.0}
     with pytest.raises(ValueError, match="max_classes: Input should be greater than or equal to 1"):
         make_detector("hgad", max_classes=0)

@@ -13,7 +13,7 @@ class ``c`` (the paper's losses, as its code computes them):
   mixture;
 - ``L_mi = sum_y ytilde_y (log softmax_y a(z) - log pi_y)``, maximised: mutual information
   between ``z`` and its class, ``ytilde`` the one-hot class smoothed by
-  ``smoothing`` (0.02);
+  ``smoothing`` (0.005: see below);
 - ``L_e  = entropy of softmax_y(-|z - mu_y|^2 / 2)``, minimised: each latent near one centre;
 - once class ``c`` has learned ``intra_warmup`` records (the paper's warm-up: inter-class
   losses first), ``L_intra = -(logsumexp_m (-|z - mu_{c,m}|^2 / 2 + log pi_{c,m}) + logdet) / D``
@@ -35,10 +35,25 @@ Ours, for a stream (**ours** in methods.md §4):
   its warm-up), read against the running quantiles of the class's own scores
   (``ClassScores``). A key the table does not know is scored against the class it
   resembles most, on the global statistics.
+- **Label smoothing** 0.005, not the paper's 0.02. ``L_mi`` is not divided by ``D``
+  as ``L_g`` is, and its smoothing part asks every record for a share ``smoothing / K``
+  of each other class: a pull of the record's latent towards every other class's
+  centre, weighted by ``1 / sigma_y^2`` of that class's own (learned, narrow) scales and
+  summed over the ``D`` latent dimensions. Its weight against the likelihood grows with
+  ``D`` and with how far apart the classes are in units of their spreads. On SKAB's 35
+  devices with the temporal stage on (37 live columns) it was the loss: median 70 to
+  320 a record against 4 to 30 for ``L_g``; held off the centres (the flow alone pulled)
+  it did as much harm, so it works through the shared flow, mapping each device's
+  records towards the others' centres (methods.md §4, benchmarks/results/hgad_devices.md).
 - **LOE** (learning/loe.py), per optimiser step: the E-step ranks the batch by the
   per-record loss scoring reads (``-log p_intra / D``, normalised per class, so that a
-  class whose records are harder by nature does not draw every flag) and flags the top
-  ``alpha``; flagged records are dropped from the step (LOE's "refine": a flow has no
+  class whose records are harder by nature does not draw every flag) and flags those
+  above the running ``1 - alpha`` quantile of the rankings before (``estep="running"``,
+  at most ``2 alpha`` of the batch; ``"window"``: the top ``alpha`` of every batch, as
+  the paper). The window E-step drops the tail of every batch, anomalous or not: with
+  the temporal stage's derived columns (jumps, drift: heavy-tailed, kurtosis up to 140
+  on SKAB) that tail is mostly normal records the flow then never learns, and they score
+  high; flagged records are dropped from the step (LOE's "refine": a flow has no
   bounded loss for "this is anomalous"; pushing a record's likelihood down without bound
   would let the flow spend its capacity there), and they never join the score
   histograms or the replay memory.
@@ -82,7 +97,7 @@ class HgadConfig:
     hidden: int = 64
     clamp: float = 2.0
     mi_weight: float = 1.0
-    smoothing: float = 0.02
+    smoothing: float = 0.005
     entropy_weight: float = 1.0
     intra_warmup: int = 128
     lr: float = 2e-3
