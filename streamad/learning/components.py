@@ -1,16 +1,17 @@
 """What a window trainer is built from, as values: the research API of the learning core.
 
 A neural detector describes its trainer by one ``Components`` value: the LOE labeller,
-importance weights, LAMP, the density head, the Gaussian beside the network, how the
-scores combine and calibrate, how windows become optimiser steps, and the optimiser.
+importance weights, LAMP, the density head, the Gaussian and the feature histograms
+beside the network, how the scores combine and calibrate, how windows become
+optimiser steps, and the optimiser.
 The shipped detectors build it from their few parameters (``LoeAE().components()``);
 research code changes any part of it with ``dataclasses.replace`` and builds a detector
 from the result (``NeuralDetector.with_components``, ``NeuralDetector.customized``).
 ``benchmarks/variants.py`` holds the ablation's variants this way.
 
 Every value here is frozen, checks itself when made and imports without torch. The
-stateful parts (labeller, head, Gaussian) are built from their specs when the first
-records fix the width, once per trainer, so one ``Components`` value serves any number
+stateful parts (labeller, head, Gaussian, histograms) are built from their specs when
+the first records fix the width, once per trainer, so one ``Components`` value serves any number
 of detectors.
 
 >>> from dataclasses import replace
@@ -163,18 +164,21 @@ class GaussianSpec:
 
 @dataclass(frozen=True)
 class ProjectionSpec:
-    """Histograms of random sparse projections of the LOE-normal records beside the
-    network (learning/projections.py): ``n_projections`` directions, bins ``width`` wide
-    (in the scaled records' units), at most ``bins`` per direction, forgetting with
-    ``half_life`` records."""
+    """Histograms of the LOE-normal records beside the network (learning/projections.py):
+    one per feature (``kind="axes"``, HBOS) or per random sparse direction
+    (``kind="sparse"``, LODA, ``n_projections`` of them); bins ``width`` wide in the
+    scaled records' units, at most ``bins`` per direction, forgetting with ``half_life``
+    records."""
 
+    kind: Literal["axes", "sparse"] = "axes"
     n_projections: int = 32
     width: float = 0.25
     bins: int = 128
     half_life: float | None = 20_000.0
-    kind: str = "sparse"
 
     def __post_init__(self) -> None:
+        if self.kind not in ("axes", "sparse"):
+            raise ValueError(f"projections kind must be 'axes' or 'sparse', not {self.kind!r}")
         if self.n_projections < 1:
             raise ValueError("projections n_projections must be at least 1")
         if self.width <= 0:
@@ -189,8 +193,8 @@ class ProjectionSpec:
 
         c = calibration
         return ProjectionComponent(
-            n_features, n_projections=self.n_projections, width=self.width, bins=self.bins, half_life=self.half_life,
-            seed=seed, kind=self.kind, cal_bins=c.bins, decay=c.decay, floor=c.floor, tail=c.tail,
+            n_features, kind=self.kind, n_projections=self.n_projections, width=self.width, bins=self.bins,
+            half_life=self.half_life, seed=seed, cal_bins=c.bins, decay=c.decay, floor=c.floor, tail=c.tail,
         )  # fmt: skip
 
 

@@ -1,33 +1,37 @@
-"""Histograms of random sparse projections of the records LOE calls normal: an
-isolation-type density beside the network and the Gaussian (LODA, Pevný 2016, online).
+"""Histograms of the records LOE calls normal, one per feature (HBOS) or per random
+sparse direction (LODA): an isolation-type density beside the network and the Gaussian.
 
-An autoencoder and a Gaussian both model the data as one smooth shape: a record that
-sits in an empty region *inside* that shape (between clusters of a multi-modal
-stream, in a rare combination of ordinary values) reconstructs well and is close in
-Mahalanobis distance. Isolation-type detectors see it because they count how few
-records share its neighbourhood. This component counts in one dimension at a time:
+An autoencoder and a Gaussian both model the data as one smooth shape. A record whose
+every value is ordinary on that shape's scale, but rare in the data (a pixel that is
+almost never inked, a lab value in the long empty tail of a skewed feature, one mode
+of a multi-modal feature that normal records never take), reconstructs well and is
+close in Mahalanobis distance; isolation-type detectors see it because they count how
+few records share its values. This component counts:
 
-- ``K`` random sparse directions, each on about ``sqrt(d)`` features with Gaussian
-  weights, normalised to unit length (records arrive scaled online, so a projection
-  has about unit spread);
+- one direction per feature (``kind="axes"``: the histogram-based outlier score,
+  Goldstein and Dengel 2012), or ``n_projections`` random sparse directions on about
+  ``sqrt(d)`` features each with Gaussian weights, normalised to unit length
+  (``kind="sparse"``: LODA, Pevný 2016). Records arrive scaled online, so a direction
+  has about unit spread;
 - per direction, a histogram of fixed-width bins (``width`` in those units, randomly
-  shifted per direction, clipped to ``bins`` bins) of the LOE-normal records, the
-  counts forgetting with ``half_life`` records like the Gaussian;
+  shifted per direction, the outermost of ``bins`` taking everything beyond) of the
+  LOE-normal records, the counts forgetting with ``half_life`` records like the
+  Gaussian;
 - the score of a record is the mean over directions of ``log((N + 1) / (c + 1))``
-  (``c``: the count of its bin, ``N``: the records counted): LODA's negative mean
-  log-density up to a constant, never negative.
+  (``c``: the count of its bin, ``N``: the records counted): the negative mean log
+  frequency of its values, never negative.
 
-One table per direction, built when the width of the records is known; scoring is one
-matrix product, a floor and a gather, vectorised over the window (the log table is
-refreshed once per update, so scoring takes no logarithm).
+Built when the width of the records is known; scoring is a floor and a gather (and a
+matrix product for sparse directions), vectorised over the window; the log table is
+refreshed once per update, so scoring takes no logarithm.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
->>> X = np.r_[rng.normal(-2, 0.3, size=(1000, 2)), rng.normal(2, 0.3, size=(1000, 2))]
+>>> X = np.c_[rng.choice([-2.0, 2.0], size=2000) + rng.normal(0, 0.3, size=2000), rng.normal(size=2000)]
 >>> h = ProjectionHistograms(2, seed=0)
 >>> h.update(X)
->>> cluster, between = h.score(np.array([[2.0, 2.0], [0.0, 0.0]]))
->>> bool(between > cluster + 2)  # between two clusters: close to the mean, yet rare
+>>> mode, between = h.score(np.array([[2.0, 0.0], [0.0, 0.0]]))
+>>> bool(between > mode + 2)  # between the two modes of feature 0: at its mean, yet rare
 True
 """
 
@@ -41,23 +45,26 @@ import numpy as np
 
 from streamad.learning.gaussian import Calibrator
 
+KINDS = ("axes", "sparse")
+
 
 class ProjectionHistograms:
-    """Fixed-width histograms of ``n_projections`` random sparse projections, forgetting
-    with ``half_life`` records; ``score`` is the mean negative log bin frequency."""
+    """Fixed-width histograms of the features (``kind="axes"``) or of ``n_projections``
+    random sparse projections (``kind="sparse"``), forgetting with ``half_life``
+    records; ``score`` is the mean negative log bin frequency."""
 
     def __init__(
         self,
         n_features: int,
+        kind: str = "axes",
         n_projections: int = 32,
         width: float = 0.25,
         bins: int = 128,
         half_life: float | None = 20_000.0,
         seed: int = 0,
-        kind: str = "sparse",
     ) -> None:
-        if kind not in ("sparse", "axes", "both"):
-            raise ValueError(f"projection kind must be 'sparse', 'axes' or 'both', not {kind!r}")
+        if kind not in KINDS:
+            raise ValueError(f"projection kind must be one of {', '.join(KINDS)}, not {kind!r}")
         if n_features < 1:
             raise ValueError("projection histograms need at least one feature")
         if n_projections < 1:
@@ -69,29 +76,26 @@ class ProjectionHistograms:
         if half_life is not None and half_life <= 0:
             raise ValueError("projection half_life must be positive (or None: never forget)")
         self.d = n_features
-        self.k = n_projections
+        self.kind = kind
         self.width = width
         self.bins = bins
         self.half_life = half_life
-        self.seed = seed
-        # The directions and shifts are a function of the seed and the width alone, so a
+        # The directions and shifts follow from the seed and the shape alone, so a
         # checkpoint stores only the counts.
         rng = np.random.default_rng((seed, n_features, n_projections, 0x10DA))
-        nnz = max(1, int(round(math.sqrt(n_features))))
-        W = np.zeros((n_features, n_projections))
-        for j in range(n_projections):
-            idx = rng.choice(n_features, size=nnz, replace=False)
-            W[idx, j] = rng.normal(size=nnz)
-        W /= np.maximum(np.linalg.norm(W, axis=0), 1e-12)
-        if kind == "axes":
-            W = np.eye(n_features)
-        elif kind == "both":
-            W = np.c_[np.eye(n_features), W]
-        n_projections = self.k = W.shape[1]
-        # Scaled to bin units, the shift folded in: bin = floor(x @ proj + offset).
-        self.proj = W / width
-        self.offset = rng.uniform(0.0, 1.0, size=n_projections) + bins // 2
-        self.base = np.arange(n_projections) * bins  # where each direction's table starts
+        self.proj: np.ndarray | None = None  # None: the features themselves
+        if kind == "sparse":
+            nnz = max(1, int(round(math.sqrt(n_features))))
+            W = np.zeros((n_features, n_projections))
+            for j in range(n_projections):
+                idx = rng.choice(n_features, size=nnz, replace=False)
+                W[idx, j] = rng.normal(size=nnz)
+            W /= np.maximum(np.linalg.norm(W, axis=0), 1e-12)
+            self.proj = W / width  # in bin units
+        self.k = n_features if self.proj is None else n_projections
+        # bin = floor(value / width + offset): a random shift, the centre bin at 0.
+        self.offset = rng.uniform(0.0, 1.0, size=self.k) + bins // 2
+        self.base = np.arange(self.k) * bins  # where each direction's table starts
         self.reset()
 
     def reset(self) -> None:
@@ -100,16 +104,25 @@ class ProjectionHistograms:
         self._derive()
 
     def _index(self, X: np.ndarray) -> np.ndarray:
-        b = np.floor(np.asarray(X, dtype=np.float64) @ self.proj + self.offset)
+        X = np.asarray(X, dtype=np.float64)
+        b = X * (1.0 / self.width) if self.proj is None else X @ self.proj
+        b += self.offset
+        np.floor(b, out=b)
         np.clip(b, 0, self.bins - 1, out=b)
         return b.astype(np.intp) + self.base
 
     def _derive(self) -> None:
-        # What score() reads: -log of the smoothed bin frequency, one table per update.
+        # What score() reads: -log of the smoothed bin frequency, once per update.
         self._table = np.log(self.n + 1.0) - np.log(self.counts + 1.0)
+
+    def _check(self, X: np.ndarray) -> None:
+        if X.ndim != 2 or X.shape[1] != self.d:
+            raise ValueError(f"projection histograms were built for {self.d} features, not records of shape {X.shape}")
 
     def update(self, X: np.ndarray) -> None:
         """Count the records of ``X`` (n x d), all of equal weight."""
+        X = np.asarray(X)
+        self._check(X)
         if len(X) == 0:
             return
         if self.half_life:
@@ -129,6 +142,8 @@ class ProjectionHistograms:
 
     def score(self, X: np.ndarray) -> np.ndarray:
         """Mean over directions of ``log((N + 1) / (c + 1))`` (n,); no state changes."""
+        X = np.asarray(X)
+        self._check(X)
         if len(X) == 0:
             return np.empty(0)
         return self._table[self._index(X)].mean(axis=1)
@@ -153,18 +168,18 @@ class ProjectionComponent:
     def __init__(
         self,
         n_features: int,
+        kind: str = "axes",
         n_projections: int = 32,
         width: float = 0.25,
         bins: int = 128,
         half_life: float | None = 20_000.0,
         seed: int = 0,
-        kind: str = "sparse",
         cal_bins: int = 48,
         decay: float = 0.99,
         floor: float = 0.05,
         tail: float | None = None,
     ) -> None:
-        self.model = ProjectionHistograms(n_features, n_projections=n_projections, width=width, bins=bins, half_life=half_life, seed=seed, kind=kind)
+        self.model = ProjectionHistograms(n_features, kind=kind, n_projections=n_projections, width=width, bins=bins, half_life=half_life, seed=seed)
         self.cal = Calibrator(bins=cal_bins, decay=decay, floor=floor, tail=tail)
 
     def score(self, X: np.ndarray) -> np.ndarray:
@@ -175,8 +190,8 @@ class ProjectionComponent:
         """Learn a step's fresh LOE-normal records, after their scores joined the calibration."""
         xn = fresh[normal]
         if len(xn):
-            # Scores of empty histograms are all 0: they would make the calibration's
-            # spread 0 and the next window's scores explode.
+            # Empty histograms score every record 0: that would make the calibration's
+            # spread 0 and blow up the next window's scores.
             if self.model.n > 0:
                 self.cal.update(self.model.score(xn))
             self.model.update(xn)
