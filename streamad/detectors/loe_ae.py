@@ -72,10 +72,10 @@ class LoeAE(NeuralDetector):
         (learning/projections.py, HBOS) and add its calibrated score; every component
         is then read against the 99% tail of its own normal scores. It sees values
         that are rare in the data though ordinary for the network and the Gaussian:
-        ODDS mean ROC-AUC 0.831 -> 0.840 (8 files up, 4 down by over 0.005), AP 0.472 ->
-        0.484 (12 up, 4 down), but
-        fewer demo spikes alarmed (the threshold sits higher on the summed score), so
-        it is off by default (benchmarks/results/odds_current.md).
+        ODDS mean ROC-AUC 0.831 -> 0.840 (8 files up, 4 down by over 0.005), AP
+        0.472 -> 0.484 (12 up, 4 down), but fewer demo spikes alarmed (the threshold
+        sits higher on the summed score), so it is off by default
+        (benchmarks/results/odds_current.md).
     train_share : float in (0, 1], default 1.0
         After the warm-up, train on this share of the records (every record is still
         scored): 0.25 streams about 1.5 times faster with the same ODDS figures.
