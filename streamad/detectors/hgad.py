@@ -60,10 +60,10 @@ class HGAD(Detector):
     vary, so a constant stream scores 0 throughout.
 
     **Cost**: torch, one optimiser step per ``batch_size`` records once warm, several
-    per window while the stream (or a new class) is young: on SKAB's 8 features, 45 µs
-    of CPU a record (one thread, the lane model included) against 24 µs for the default
-    (``loe-ae``, one model) and 181 µs for one ``loe-ae`` per key; with the temporal
-    stage on, 130 µs (benchmarks/results/hgad_devices.md).
+    per window while the stream (or a new class) is young: on SKAB's 8 features, 47 µs
+    of CPU a record (one thread, the lane model included) against 22 µs for the default
+    (``loe-ae``, one model) and 156 µs for one ``loe-ae`` per key; with the temporal
+    stage on (41 columns), 85 µs (benchmarks/results/hgad_devices.md).
 
     Parameters
     ----------
