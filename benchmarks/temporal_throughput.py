@@ -66,6 +66,8 @@ def write_skab(path: Path, skab_dir: Path) -> int:
     import pandas as pd
 
     files = [p for d in (*SKAB_DIRS, "anomaly-free") for p in sorted((skab_dir / d).glob("*.csv"))]
+    if not files:
+        raise FileNotFoundError(f"no SKAB files under {skab_dir} (--skab-dir)")
     frames = []
     for p in files:
         df = pd.read_csv(p, sep=";")
@@ -174,7 +176,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 write_demo(path, args.records)
                 key = None
             elif name == "skab":
-                write_skab(path, args.skab_dir)
+                try:
+                    write_skab(path, args.skab_dir)
+                except FileNotFoundError as e:
+                    print(f"streamad: error: {e}", file=sys.stderr)
+                    return 2
                 key = "device"
             else:
                 print(f"streamad: error: unknown stream {name!r} (demo, skab)", file=sys.stderr)
