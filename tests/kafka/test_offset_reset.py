@@ -8,6 +8,7 @@ new topic is longer than what was read (the topic's id changed), gets a new prod
 from __future__ import annotations
 
 import re
+import signal
 
 import pytest
 
@@ -85,9 +86,17 @@ def test_a_broker_that_comes_back_empty(tmp_path, workers, tansu_factory):
     # gets *more* records than were read (offsets past the checkpoints exist, so only
     # the topic's new id tells): the worker reads it from the start, and its producer
     # (whose idempotence state the new broker does not know) is replaced.
-    tansu.stop()
-    tansu = tansu_factory(port=port)
-    create_topic(broker, parts, name=topic)
+    # Tansu creates any topic a metadata request names, whatever the client asks (the
+    # consumer sets allow_auto_create_topics=False; a Kafka broker honours it), so the
+    # worker is paused while the topic is made again: its reconnecting consumer could
+    # otherwise create it first, and the test's creation would fail.
+    second.proc.send_signal(signal.SIGSTOP)
+    try:
+        tansu.stop()
+        tansu = tansu_factory(port=port)
+        create_topic(broker, parts, name=topic)
+    finally:
+        second.proc.send_signal(signal.SIGCONT)
     again = produce(broker, topic, messages(2400, seed=10, partitions=parts))
     wait_for(lambda: committed(broker, group, topic, parts) == {0: 1200, 1: 1200}, 90, "the records after the second restart to be committed")
     latest = {(p, o) for p, o, _, _ in again}
