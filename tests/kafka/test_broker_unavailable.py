@@ -4,6 +4,7 @@ everything) and mid-run (no crash, no loss)."""
 from __future__ import annotations
 
 import re
+import signal
 import time
 
 import pytest
@@ -38,13 +39,19 @@ def test_waits_for_an_absent_broker_then_processes_everything(bootstrap, tmp_pat
     assert w.alive()
 
     # The broker appears: a Tansu on that port, or (against an external broker) a
-    # forwarder from that port to it.
-    if EXTERNAL:
-        proxy_factory(bootstrap, port).start()
-        broker = bootstrap
-    else:
-        broker = tansu_factory(port=port).bootstrap
-    create_topic(broker, 2, name=topic)
+    # forwarder from that port to it. The worker is paused until the topic exists:
+    # Tansu creates any topic a metadata request names (with 4 partitions), whatever
+    # the consumer asks, so a reconnect could otherwise make it first.
+    w.proc.send_signal(signal.SIGSTOP)
+    try:
+        if EXTERNAL:
+            proxy_factory(bootstrap, port).start()
+            broker = bootstrap
+        else:
+            broker = tansu_factory(port=port).bootstrap
+        create_topic(broker, 2, name=topic)
+    finally:
+        w.proc.send_signal(signal.SIGCONT)
     sent = produce(broker, topic, messages(2000, seed=4, partitions=2, malformed_every=101))
     end = {p: 1 + max(o for q, o, _, _ in sent if q == p) for p in range(2)}
     wait_for(lambda: committed(broker, group, topic, 2) == end, 60, "every offset to be committed once the broker is up")
