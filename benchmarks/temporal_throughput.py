@@ -93,12 +93,11 @@ def _replay(job: dict[str, Any]) -> dict[str, Any]:
     settings = load_settings(None, overrides, env={})
     # Imports before the clock (torch's optimiser pulls in its compiler; the stage's
     # compiled pass loads from numba's cache): start-up is not throughput.
-    import torch
+    from benchmarks.odds import _warm_torch
+    from streamad.temporal import compile_kernels
 
-    from streamad.temporal import TemporalFeatures
-
-    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
-    TemporalFeatures().transform(np.zeros((2, 1)), timestamps=np.zeros(2))
+    _warm_torch()
+    compile_kernels()
     t0, c0 = time.perf_counter(), time.process_time()
     source, _ = open_source(Path(job["file"]), settings, None, None, None)
     sink = JsonlSink(settings.output.detections)

@@ -192,7 +192,7 @@ class Model:
             report = self.detector.learn(self._scale(Fk, d), self._keys(keys if keep is None or keys is None else keys[keep]))
         if ctx is not None and self.temporal is not None:
             if flagged.any():
-                # Records the model alarmed on count little in their keys' long means.
+                # Flagged records count little in their keys' long means.
                 ctx = self.temporal.reweigh(ctx, X, keys, timestamps, flagged)
             self.temporal.commit(ctx)
         # Scores of a detector in its warm-up give a provisional threshold, which the

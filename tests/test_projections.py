@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from streamad import checkpoint
 from streamad.detectors import make_detector
-from streamad.learning.components import Combiner, ProjectionSpec
-from streamad.learning.projections import ProjectionComponent, ProjectionHistograms
+from streamad.learning.components import Calibration, Combiner, ProjectionSpec
+from streamad.learning.projections import ProjectionHistograms
 
 
 def bimodal(seed: int, n: int, d: int = 4) -> np.ndarray:
@@ -82,11 +82,11 @@ def test_width_checks_are_clear_errors() -> None:
 )
 def test_state_round_trips_bit_identically(d: int, n: int, kind: str, seed: int, scale: float) -> None:
     rng = np.random.default_rng(seed)
-    comp = ProjectionComponent(d, kind=kind, seed=seed, tail=0.99)
+    comp = ProjectionSpec(kind=kind).build(d, Calibration(tail=0.99), seed)
     for _ in range(3):
         X = scale * rng.standard_normal((n, d))
         comp.absorb(X, rng.random(n) > 0.1)
-    back = ProjectionComponent(d, kind=kind, seed=seed, tail=0.99)
+    back = ProjectionSpec(kind=kind).build(d, Calibration(tail=0.99), seed)
     back.load_state_dict(checkpoint.loads(checkpoint.dumps(comp.state_dict())))
     probe = scale * rng.standard_normal((50, d))
     assert np.array_equal(back.score(probe), comp.score(probe))

@@ -189,13 +189,12 @@ class ProjectionSpec:
             raise ValueError("projections half_life must be positive (or None: never forget)")
 
     def build(self, n_features: int, calibration: Calibration, seed: int = 0) -> ProjectionComponent:
-        from streamad.learning.projections import ProjectionComponent
+        from streamad.learning.gaussian import Calibrator
+        from streamad.learning.projections import ProjectionComponent, ProjectionHistograms
 
         c = calibration
-        return ProjectionComponent(
-            n_features, kind=self.kind, n_projections=self.n_projections, width=self.width, bins=self.bins,
-            half_life=self.half_life, seed=seed, cal_bins=c.bins, decay=c.decay, floor=c.floor, tail=c.tail,
-        )  # fmt: skip
+        model = ProjectionHistograms(n_features, kind=self.kind, n_projections=self.n_projections, width=self.width, bins=self.bins, half_life=self.half_life, seed=seed)
+        return ProjectionComponent(model, Calibrator(bins=c.bins, decay=c.decay, floor=c.floor, tail=c.tail))
 
 
 @dataclass(frozen=True)

@@ -165,22 +165,9 @@ class ProjectionComponent:
     histograms of the LOE-normal records and the calibration of their scores against
     the component's own LOE-normal score history (as ``GaussianComponent``)."""
 
-    def __init__(
-        self,
-        n_features: int,
-        kind: str = "axes",
-        n_projections: int = 32,
-        width: float = 0.25,
-        bins: int = 128,
-        half_life: float | None = 20_000.0,
-        seed: int = 0,
-        cal_bins: int = 48,
-        decay: float = 0.99,
-        floor: float = 0.05,
-        tail: float | None = None,
-    ) -> None:
-        self.model = ProjectionHistograms(n_features, kind=kind, n_projections=n_projections, width=width, bins=bins, half_life=half_life, seed=seed)
-        self.cal = Calibrator(bins=cal_bins, decay=decay, floor=floor, tail=tail)
+    def __init__(self, model: ProjectionHistograms, cal: Calibrator) -> None:
+        self.model = model
+        self.cal = cal
 
     def score(self, X: np.ndarray) -> np.ndarray:
         """Calibrated scores of the records of ``X``; no state changes."""

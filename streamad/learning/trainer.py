@@ -159,13 +159,19 @@ class WindowTrainer:
     def score(self, X: np.ndarray) -> np.ndarray:
         if len(X) == 0:
             return np.empty(0)
+        return self._combined(X, lambda: self.network_scores(self.tensor(X)))
+
+    def _combined(self, X: np.ndarray, network: Callable[[], np.ndarray]) -> np.ndarray:
+        """The detection score of ``X`` from the network's raw scores (``network()``,
+        computed only where the combiner reads them) and the components beside it:
+        what ``score`` and ``score_numpy`` share."""
         if self.gaussian is None and self.projections is None:
-            return self._calibrated(self.network_scores(self.tensor(X)))
+            return self._calibrated(network())
         if self.n_seen == 0:
             return self.neutral(len(X))
-        if self.gaussian is None:
-            return self.combiner(self.ncal(self.network_scores(self.tensor(X))), np.zeros(len(X)), self.projection_scores(X))
-        return self.combiner(*self.component_scores(X), self.projection_scores(X))
+        z_g = np.zeros(len(X)) if self.gaussian is None else self.combiner.gauss_weight * self.gaussian.score(X)
+        z_net = self.ncal(network()) if self.combiner.uses_network or self.gaussian is None else np.zeros(len(X))
+        return self.combiner(z_net, z_g, self.projection_scores(X))
 
     @staticmethod
     def neutral(n: int) -> np.ndarray:
@@ -226,17 +232,7 @@ class WindowTrainer:
         forward = self._numpy_forward()
         if forward is None:
             return None
-
-        def network() -> np.ndarray:
-            return self._numpy_network(*forward(X))
-
-        if self.gaussian is None and self.projections is None:
-            return self._calibrated(network())
-        if self.n_seen == 0:
-            return self.neutral(len(X))
-        z_g = np.zeros(len(X)) if self.gaussian is None else self.combiner.gauss_weight * self.gaussian.score(X)
-        z_net = self.ncal(network()) if self.combiner.uses_network or self.gaussian is None else np.zeros(len(X))
-        return self.combiner(z_net, z_g, self.projection_scores(X))
+        return self._combined(X, lambda: self._numpy_network(*forward(X)))
 
     def _calibrated(self, raw: np.ndarray) -> np.ndarray:
         after = self.calibration.network_after
