@@ -214,16 +214,6 @@ def our_spec(item: str, overrides: Mapping[str, Any]) -> DetectorSpec:
     return DetectorSpec(f"ours:{label}", "ours", "benchmarks.odds:run_streamad", params, note=note)
 
 
-def _warm_torch() -> None:
-    """torch's optimisers import its compiler on first use (0.9 s): start-up, like
-    loading, not the score-and-learn loop the protocol times."""
-    import torch
-
-    p = torch.zeros(1, requires_grad=True)
-    p.grad = torch.zeros(1)
-    torch.optim.Adam([p]).step()
-
-
 def run_streamad(X: np.ndarray, seed: int, config: str | None = None, overrides: Mapping[str, Any] | None = None) -> tuple[np.ndarray, float, dict[str, Any]]:
     """Stream ``X`` through the replay pipeline built from settings; scores of every
     record in stream order and the seconds of ``Pipeline.run``."""
@@ -249,7 +239,6 @@ def run_streamad(X: np.ndarray, seed: int, config: str | None = None, overrides:
     seen = Scores()
     pipeline = Pipeline(settings, NullSink(), observers=[seen])
     source = ArraySource(X, stream="odds")
-    _warm_torch()
     with Clock() as clock:
         counts = pipeline.run(source)
     offsets = np.concatenate(seen.offsets)

@@ -49,7 +49,7 @@ STAGES: list[tuple[str, str | None, list[tuple[str, str]]]] = [
     ("step: LOE labels", "learn: network steps", [("streamad/learning/trainer.py", "_labels")]),
     ("step: density head", "learn: network steps", [("streamad/learning/trainer.py", "_update_head")]),
     ("step: backward", "learn: network steps", [("streamad/learning/backbones.py", "gradients")]),
-    ("step: optimiser", "learn: network steps", [("torch/optim/optimizer.py", "wrapper")]),
+    ("step: optimiser", "learn: network steps", [("streamad/learning/adam.py", "step")]),
     ("step: histograms, Gaussian, replay memory", "learn: network steps", [("streamad/learning/trainer.py", "_absorb")]),
     ("learn: threshold", "learn", [("streamad/threshold.py", "update")]),
     ("attribution", "window", [("streamad/model.py", "explain")]),

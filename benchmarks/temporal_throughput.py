@@ -91,12 +91,10 @@ def _replay(job: dict[str, Any]) -> dict[str, Any]:
     if job["key"]:
         overrides["record"] = {"key": job["key"], "timestamp": "datetime"}
     settings = load_settings(None, overrides, env={})
-    # Imports before the clock (torch's optimiser pulls in its compiler; the stage's
-    # compiled pass loads from numba's cache): start-up is not throughput.
-    from benchmarks.odds import _warm_torch
+    # The stage's compiled pass loads from numba's cache before the clock: start-up is
+    # not throughput.
     from streamad.temporal import compile_kernels
 
-    _warm_torch()
     compile_kernels()
     t0, c0 = time.perf_counter(), time.process_time()
     source, _ = open_source(Path(job["file"]), settings, None, None, None)

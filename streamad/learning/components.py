@@ -39,6 +39,7 @@ from streamad.learning.weights import ImportanceWeights
 if TYPE_CHECKING:
     import torch
 
+    from streamad.learning.adam import Adam
     from streamad.learning.density import DensityHead
     from streamad.learning.gaussian import GaussianComponent
     from streamad.learning.projections import ProjectionComponent
@@ -267,7 +268,8 @@ class Schedule:
 
 @dataclass(frozen=True)
 class Optimizer:
-    """Adam (fused where torch offers it) at learning rate ``lr``."""
+    """Adam (streamad's own, learning/adam.py: torch's update without torch.optim's
+    import of its compiler) at learning rate ``lr``."""
 
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -276,14 +278,10 @@ class Optimizer:
         if self.lr <= 0 or self.weight_decay < 0:
             raise ValueError("optimizer lr must be positive and weight_decay non-negative")
 
-    def build(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-        import torch
+    def build(self, params: Iterable[torch.nn.Parameter]) -> Adam:
+        from streamad.learning.adam import Adam
 
-        params = list(params)
-        try:
-            return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay, fused=True)
-        except (RuntimeError, TypeError, ValueError):
-            return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        return Adam(params, lr=self.lr, weight_decay=self.weight_decay)
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,7 @@ import torch
 from torch import nn
 
 from streamad.histogram import DecayedHistogram
+from streamad.learning.adam import Adam
 from streamad.learning.flow import Flow
 from streamad.learning.keyclasses import ClassScores, ClassTable
 from streamad.learning.loe import LatentLabeler
@@ -204,7 +205,7 @@ class HgadTrainer:
         self.memory_next = 0
         self.memory_size = 0
 
-    def _optimizer(self) -> torch.optim.Optimizer:
+    def _optimizer(self) -> Adam:
         # As the paper's code: the centres learn three times faster than the flow.
         lr = self.cfg.lr
         groups: list[dict[str, Any]] = [
@@ -212,7 +213,7 @@ class HgadTrainer:
             {"params": [self.prior.mu, self.prior.delta, self.prior.log_sigma], "lr": 3.0 * lr},
             {"params": [self.prior.phi]},
         ]
-        return torch.optim.Adam(groups, lr=lr, betas=(0.95, 0.99))
+        return Adam(groups, lr=lr, betas=(0.95, 0.99))
 
     # -- classes -----------------------------------------------------------------------
 
