@@ -330,8 +330,8 @@ class Model:
 
     def learn_one(self, x: Record) -> None:
         """Buffer one record; learn the buffer as one batch when it is full."""
-        _finite(self._batches.row(x))  # refused now, not when its batch is learned
-        X = self._batches.add(x, self.detector.minibatch_size)
+        row = self._row(x)[0]  # refused now, not when its batch is learned
+        X = self._batches.add(row, self.detector.minibatch_size)
         if X is not None:
             self.process(X)
 

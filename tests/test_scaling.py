@@ -1,0 +1,43 @@
+"""The online scalers: transform with the statistics from before, learn after."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamad.scaling import MinMaxScaler, StandardScaler
+
+
+def reference(X: np.ndarray, seen: np.ndarray, clip: float) -> np.ndarray:
+    mean, std = seen.mean(axis=0), seen.std(axis=0)
+    safe = np.where(std > 1e-12 * (1.0 + np.abs(mean)), std, np.inf)
+    return np.clip((X - mean) / safe, -clip, clip)
+
+
+def test_standard_scaler_follows_every_learned_window() -> None:
+    """Its divisor is kept between transforms: each learn (and each load) must replace it."""
+    rng = np.random.default_rng(0)
+    sc = StandardScaler(clip=3.0)
+    seen = np.empty((0, 3))
+    for i in range(6):
+        W = rng.normal(loc=i, scale=1 + i, size=(40, 3))
+        W[:, 2] = 5.0  # a constant feature scales to 0
+        if len(seen) >= 2:
+            np.testing.assert_allclose(sc.transform(W), reference(W, seen, 3.0), atol=1e-12)
+        sc.learn(W)
+        seen = np.vstack([seen, W])
+    fresh = StandardScaler(clip=3.0)
+    W = rng.normal(size=(5, 3))
+    before = fresh.transform(W)
+    fresh.load_state_dict(sc.state_dict())
+    assert not before.any()
+    np.testing.assert_allclose(fresh.transform(W), sc.transform(W), atol=0)
+    np.testing.assert_allclose(sc.transform(W), reference(W, seen, 3.0), atol=1e-12)
+
+
+@pytest.mark.parametrize("scaler", [StandardScaler(), MinMaxScaler()])
+def test_nothing_learned_scales_to_zero_and_a_nan_stays_visible(scaler: StandardScaler | MinMaxScaler) -> None:
+    assert not scaler.transform(np.ones((2, 2))).any()
+    scaler.learn(np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 9.0]]))
+    out = scaler.transform(np.array([[np.nan, 1.0]]))
+    assert np.isnan(out[0, 0]) and np.isfinite(out[0, 1])
