@@ -83,6 +83,7 @@ def write_skab(path: Path, skab_dir: Path) -> int:
 def _replay(job: dict[str, Any]) -> dict[str, Any]:
     single_thread()
     from streamad.app.cli import open_source
+    from streamad.app.heap import SettleHeap
     from streamad.config import load_settings
     from streamad.connectors.sinks import JsonlSink
     from streamad.pipeline import Pipeline
@@ -99,7 +100,7 @@ def _replay(job: dict[str, Any]) -> dict[str, Any]:
     t0, c0 = time.perf_counter(), time.process_time()
     source, _ = open_source(Path(job["file"]), settings, None, None, None)
     sink = JsonlSink(settings.output.detections)
-    pipeline = Pipeline(settings, sink, feature_names=list(source.schema.features or ()))
+    pipeline = Pipeline(settings, sink, feature_names=list(source.schema.features or ()), observers=[SettleHeap()])  # as the command
     stage = 0.0
     if job["profile"]:
         import cProfile

@@ -320,6 +320,7 @@ def _run_replay(
     progress: bool,
     force: bool = False,
 ) -> None:
+    from streamad.app.heap import SettleHeap
     from streamad.app.outputs import is_stdout
     from streamad.app.pacing import paced
     from streamad.app.replay import end_offset
@@ -343,7 +344,7 @@ def _run_replay(
 
     with ExitStack() as serving:
         metrics = start_metrics(settings)
-        observers: list[Any] = []
+        observers: list[Any] = [SettleHeap()]
         if metrics is not None:
             serving.callback(metrics.close)
             end = end_offset(source, file)
@@ -493,10 +494,12 @@ def run(
     from streamad.errors import require
 
     require("kafka", "kafka", "streamad run")
+    from streamad.app.heap import SettleHeap
     from streamad.app.kafka import KafkaApp
     from streamad.metrics import start_metrics
 
     kafka_app = KafkaApp(settings)
+    kafka_app.observers.append(SettleHeap())
     metrics = start_metrics(settings, lag=kafka_app.lag)
     if metrics is not None:
         kafka_app.observers.append(metrics)
