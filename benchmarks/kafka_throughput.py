@@ -7,7 +7,8 @@
    - a bare kafka-python loop consumes them as a group member, decodes each with
      orjson and produces one message per record, committing every second after a
      flush (the least any at-least-once consumer-producer does);
-   - streamad (KafkaApp, the code `streamad run` runs) processes them with
+   - streamad (KafkaApp, the code `streamad run` runs, with the heap frozen after
+     its first window as the command does: streamad/app/heap.py) processes them with
      `output.emit: all` (one detection per record), checkpointing and committing
      every second.
    Each is timed from its first record read to the moment every input offset is
@@ -225,6 +226,7 @@ def streamad_settings(bootstrap: str, topic: str, group: str, state: Path, emit:
 
 
 def streamad_run(bootstrap: str, topic: str, ends: dict[int, int], state: Path, emit: str) -> dict[str, float]:
+    from streamad.app.heap import SettleHeap
     from streamad.app.kafka import KafkaApp
     from streamad.pipeline import Observer
 
@@ -238,7 +240,7 @@ def streamad_run(bootstrap: str, topic: str, ends: dict[int, int], state: Path, 
                 first.append(time.perf_counter())
 
     watch = CommitWatch(bootstrap, group, topic, ends)
-    app = KafkaApp(settings, observers=[First()], handle_signals=False)
+    app = KafkaApp(settings, observers=[First(), SettleHeap()], handle_signals=False)  # SettleHeap: as `streamad run`
     t = threading.Thread(target=app.run)
     t.start()
     done = watch.wait(600)
@@ -273,6 +275,7 @@ def paced_producer(bootstrap: str, topic: str, msgs: list[tuple[bytes, bytes]], 
 
 
 def latency_run(bootstrap: str, rate: float, seconds: float, partitions: int, msgs: list[tuple[bytes, bytes]], state: Path) -> dict[str, float]:
+    from streamad.app.heap import SettleHeap
     from streamad.app.kafka import KafkaApp
 
     topic = f"lat-{uuid.uuid4().hex[:8]}"
@@ -285,7 +288,7 @@ def latency_run(bootstrap: str, rate: float, seconds: float, partitions: int, ms
     def on_ack(mid: str, md: Any) -> None:
         acks.append((mid, time.time()))
 
-    app = KafkaApp(settings, on_ack=on_ack, handle_signals=False)
+    app = KafkaApp(settings, observers=[SettleHeap()], on_ack=on_ack, handle_signals=False)
     t = threading.Thread(target=app.run)
     t.start()
     # Start producing once the worker owns its partitions.
