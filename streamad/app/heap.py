@@ -3,7 +3,7 @@
 torch, pandas and numba leave about 280,000 container objects behind when they load.
 They live as long as the process, yet every full collection walks all of them again,
 and a replay allocates enough short-lived containers (a parsed line is a list) for a
-full collection every few thousand records: a third of a CSV replay's time went there.
+full collection every few thousand records: up to a third of a CSV replay's time went there.
 ``gc.freeze()`` moves every object alive at that moment to a generation the collector
 never scans; objects made later are collected as before. The heavy imports happen
 while the first window is judged (the network is built, the temporal stage's compiled
