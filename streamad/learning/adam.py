@@ -26,7 +26,8 @@ import torch
 
 Group = dict[str, Any]
 
-_DEFAULTS: Group = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0}
+#: the hyperparameters a group carries, which a loaded state restores (as torch does)
+_HYPER = ("lr", "betas", "eps", "weight_decay")
 
 
 class Adam:
@@ -116,7 +117,7 @@ class Adam:
             raise ValueError("optimizer state does not match the parameter groups")
         by_id: dict[int, torch.Tensor] = {}
         for mine, theirs in zip(self.param_groups, saved):
-            for k in _DEFAULTS:
+            for k in _HYPER:
                 if k in theirs:
                     mine[k] = tuple(theirs[k]) if k == "betas" else theirs[k]
             by_id.update(zip(theirs["params"], mine["params"]))
