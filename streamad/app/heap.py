@@ -5,7 +5,9 @@ They live as long as the process, yet every full collection walks all of them ag
 and a replay allocates enough short-lived containers (a parsed line is a list) for a
 full collection every few thousand records: up to a third of a CSV replay's time went there.
 ``gc.freeze()`` moves every object alive at that moment to a generation the collector
-never scans; objects made later are collected as before. The heavy imports happen
+never scans; objects made later are collected as before. (A frozen object that later
+becomes part of an unreachable cycle stays until the process ends: the frozen ones are
+the imports' and the pipeline's own, which live that long anyway.) The heavy imports happen
 while the first window is judged (the network is built, the temporal stage's compiled
 loop loads), so the commands freeze right after it, once.
 
