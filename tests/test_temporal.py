@@ -237,6 +237,22 @@ def test_auto_is_on_for_records_with_event_times_and_a_checkpoint_keeps_its_choi
         Pipeline(pipeline_settings("on"), MemorySink(), store=store).resume_offset(Lane("array"))
 
 
+def test_the_replay_notes_point_many_keys_in_one_model_to_hgad():
+    from streamad.app.replay import keys_notes
+
+    X, keys, ts = devices(600)
+    shared = Pipeline(pipeline_settings("on", detector={"name": "gaussian"}), MemorySink())
+    shared.run(ArraySource(X, keys=keys, timestamps=ts))
+    (note,) = keys_notes(shared)
+    assert note.startswith("3 keys shared one gaussian model") and "--detector hgad" in note
+    one = Pipeline(pipeline_settings("on", detector={"name": "gaussian"}), MemorySink())
+    one.run(ArraySource(X, timestamps=ts))
+    assert keys_notes(one) == []  # one device: nothing to say
+    per_key = Pipeline(pipeline_settings("on", detector={"name": "hgad"}), MemorySink())
+    per_key.run(ArraySource(X, keys=keys, timestamps=ts))
+    assert keys_notes(per_key) == []  # a detector that judges each key by its own
+
+
 def test_a_constant_stream_with_event_times_raises_no_alarm():
     X = np.tile([1.5, 2.0, -3.0], (3000, 1))
     sink = MemorySink()
