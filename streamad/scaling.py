@@ -46,14 +46,17 @@ class StandardScaler(Scaler):
 
     ``half_life`` (in records) makes old records count half as much after that many new
     ones, so the scale follows slow drift. Scaled values are clipped to ``±clip`` so a
-    wild record cannot blow up training. Constant features scale to 0.
+    wild record cannot blow up training. Constant features scale to 0. ``floors`` (one
+    per feature) bound the deviation from below: a feature that barely moved so far
+    is not blown up to ``±clip`` by its first small move.
     """
 
     name = "standard"
 
-    def __init__(self, half_life: float | None = None, clip: float = 10.0) -> None:
+    def __init__(self, half_life: float | None = None, clip: float = 10.0, floors: np.ndarray | None = None) -> None:
         self.half_life = half_life
         self.clip = clip
+        self.floors = None if floors is None else np.asarray(floors, dtype=np.float64)
         self.n = 0.0
         self.mean: np.ndarray | None = None
         self.m2: np.ndarray | None = None
@@ -110,6 +113,8 @@ class StandardScaler(Scaler):
         if cached is not None and cached[0] is key[0] and cached[1] is key[1] and cached[2] == key[2]:
             return cached[3]
         std, mean = self.std, self.mean
+        if std is not None and self.floors is not None:
+            std = np.maximum(std, self.floors)
         safe = None if std is None or mean is None else np.where(std > 1e-12 * (1.0 + np.abs(mean)), std, np.inf)
         self._cache = (*key, safe)
         return safe

@@ -69,6 +69,8 @@ from typing import Any
 
 import numpy as np
 
+from streamad.scaling import StandardScaler
+
 #: every group the stage can compute, in column order
 GROUPS = ("jump", "diff", "drift", "vol", "run", "gap", "calendar")
 #: the groups a stage computes unless told otherwise (benchmarks/results/sensor_streams.md)
@@ -140,7 +142,7 @@ class KeyStates:
         )  # fmt: skip
 
     def take(self, idx: np.ndarray) -> KeyStates:
-        return KeyStates(*(getattr(self, f)[idx].copy() for f in self.FIELDS))
+        return KeyStates(*(getattr(self, f)[idx] for f in self.FIELDS))  # indexing by an array copies
 
     def put(self, idx: np.ndarray, other: KeyStates) -> None:
         for f in self.FIELDS:
@@ -177,46 +179,6 @@ class TemporalStats:
 
     keys: int
     evictions: int
-
-
-class _ContextScaler:
-    """Running mean and deviation of the derived columns, with a floor per column."""
-
-    def __init__(self, floors: np.ndarray, clip: float = 10.0) -> None:
-        self.floors = np.asarray(floors, dtype=np.float64)
-        self.clip = clip
-        self.n = 0.0
-        self.mean = np.zeros(len(self.floors))
-        self.m2 = np.zeros(len(self.floors))
-
-    def learn(self, F: np.ndarray) -> None:
-        if len(F) == 0:
-            return
-        nb = float(len(F))
-        mb = F.mean(axis=0)
-        m2b = ((F - mb) ** 2).sum(axis=0)
-        delta = mb - self.mean
-        tot = self.n + nb
-        self.mean = self.mean + delta * (nb / tot)
-        self.m2 = self.m2 + m2b + delta**2 * (self.n * nb / tot)
-        self.n = tot
-
-    def transform(self, F: np.ndarray) -> np.ndarray:
-        if self.n < 2:
-            return np.zeros_like(F)
-        std = np.maximum(np.sqrt(self.m2 / self.n), self.floors)
-        # A column in the source's units that never moved (its source is constant) maps
-        # to 0, like the scaler of the source features does.
-        safe = np.where(std > 1e-12 * (1.0 + np.abs(self.mean)), std, np.inf)
-        return np.clip((F - self.mean) / safe, -self.clip, self.clip)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"n": self.n, "mean": self.mean.copy(), "m2": self.m2.copy()}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.n = float(state["n"])
-        self.mean = np.asarray(state["mean"], dtype=np.float64).copy()
-        self.m2 = np.asarray(state["m2"], dtype=np.float64).copy()
 
 
 class TemporalFeatures:
@@ -265,7 +227,7 @@ class TemporalFeatures:
         self._tick = 0
         self.revision = 0
         self.evictions = 0
-        self.scaler: _ContextScaler | None = None
+        self.scaler: StandardScaler | None = None
         self._offsets = np.full(len(KERNEL_GROUPS), -1, dtype=np.int64)
         self._layout_cache: tuple[list[str], np.ndarray, np.ndarray] | None = None
         self._alphas = (2.0 / (self.short_span + 1.0), 2.0 / (self.long_span + 1.0))  # short, long
@@ -289,7 +251,9 @@ class TemporalFeatures:
         d = len(self.sources)
         first = {c.kind: i for i, c in reversed(list(enumerate(cols)))}
         self._offsets = np.array([first.get(g, -1) for g in KERNEL_GROUPS], dtype=np.int64)
-        self.scaler = _ContextScaler(np.array([FLOORS[c.kind] for c in cols[d:]]))
+        # The derived columns' own scale; a floor per kind of column keeps one that
+        # barely moved so far from calling its first small move extreme.
+        self.scaler = StandardScaler(floors=np.array([FLOORS[c.kind] for c in cols[d:]]))
         self._states = KeyStates.empty(0, d, self.history)
 
     @property

@@ -41,3 +41,14 @@ def test_nothing_learned_scales_to_zero_and_a_nan_stays_visible(scaler: Standard
     scaler.learn(np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 9.0]]))
     out = scaler.transform(np.array([[np.nan, 1.0]]))
     assert np.isnan(out[0, 0]) and np.isfinite(out[0, 1])
+
+
+def test_floors_bound_the_deviation_from_below() -> None:
+    sc = StandardScaler(floors=np.array([1.0, 1e-6]))
+    sc.learn(np.array([[0.0, 0.0], [0.001, 0.001], [-0.001, -0.001]]))
+    z = sc.transform(np.array([[0.01, 0.01]]))[0]
+    assert z[0] == pytest.approx(0.01)  # the floor (1.0), not the tiny deviation, scales it
+    assert z[1] == 10.0  # no floor to speak of: clipped at 10 deviations
+    loaded = StandardScaler(floors=np.array([1.0, 1e-6]))
+    loaded.load_state_dict({"n": sc.n, "mean": sc.mean, "m2": sc.m2})  # a state written before the stage shared this class
+    np.testing.assert_array_equal(loaded.transform(np.array([[0.01, 0.01]])), sc.transform(np.array([[0.01, 0.01]])))
