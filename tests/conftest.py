@@ -5,6 +5,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,3 +54,23 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300, env: dict
         timeout=timeout,
         env=full_env,
     )
+
+
+def assert_resumes_exactly(det: Any, back: Any, probe: Any, nxt: Any) -> None:
+    """``det``'s checkpoint, loaded into a fresh ``back``: scoring ``probe`` changes no
+    state, ``back`` scores it identically, and after both learn ``nxt`` their scores and
+    contributions are still identical."""
+    import numpy as np
+
+    from streamad import checkpoint
+
+    before = checkpoint.dumps(det.state_dict())
+    s = det.score(probe)
+    assert np.isfinite(s).all()
+    assert checkpoint.dumps(det.state_dict()) == before
+    back.load_state_dict(checkpoint.loads(before))
+    assert np.array_equal(back.score(probe), s)
+    det.learn(nxt)
+    back.learn(nxt)
+    assert np.array_equal(back.score(probe), det.score(probe))
+    assert np.array_equal(back.contributions(probe), det.contributions(probe))

@@ -10,6 +10,7 @@ from streamad import checkpoint
 from streamad.detectors import make_detector
 from streamad.learning.components import Calibration, Combiner, GaussianSpec
 from streamad.learning.gaussian import Calibrator, OnlineGaussian, chi2_log_prior
+from tests.conftest import assert_resumes_exactly
 
 W = np.array([1.0, 0.8, -0.6, 0.5, 1.2, -0.9])
 
@@ -98,20 +99,8 @@ def test_only_loe_normal_records_enter_the_gaussian() -> None:
 
 
 def test_combined_checkpoint_continues_exactly_and_score_is_pure() -> None:
-    det = trained()
     probe = np.r_[correlated(5, 50), broken(5), np.full((1, 6), 1e3)]
-    before = checkpoint.dumps(det.state_dict())
-    s = det.score(probe)
-    assert np.isfinite(s).all()
-    assert checkpoint.dumps(det.state_dict()) == before
-    back = make_detector("loe-ae", seed=0)
-    back.load_state_dict(checkpoint.loads(before))
-    assert np.array_equal(back.score(probe), s)
-    nxt = correlated(6, 256)
-    det.learn(nxt)
-    back.learn(nxt)
-    assert np.array_equal(back.score(probe), det.score(probe))
-    assert np.array_equal(back.contributions(probe), det.contributions(probe))
+    assert_resumes_exactly(trained(), make_detector("loe-ae", seed=0), probe, correlated(6, 256))
 
 
 SWITCHES = [

@@ -13,6 +13,7 @@ from streamad import checkpoint
 from streamad.detectors import make_detector
 from streamad.learning.components import Calibration, Combiner, ProjectionSpec
 from streamad.learning.projections import ProjectionHistograms
+from tests.conftest import assert_resumes_exactly
 
 
 def bimodal(seed: int, n: int, d: int = 4) -> np.ndarray:
@@ -138,20 +139,8 @@ def test_the_histograms_see_a_value_the_others_call_ordinary() -> None:
 
 
 def test_detector_checkpoint_continues_exactly() -> None:
-    det = trained()
     probe = np.r_[bimodal(5, 50), np.full((1, 4), 1e3)]
-    before = checkpoint.dumps(det.state_dict())
-    s = det.score(probe)
-    assert np.isfinite(s).all()
-    assert checkpoint.dumps(det.state_dict()) == before
-    back = make_detector("loe-ae", seed=0, histograms=True)
-    back.load_state_dict(checkpoint.loads(before))
-    assert np.array_equal(back.score(probe), s)
-    nxt = bimodal(6, 256)
-    det.learn(nxt)
-    back.learn(nxt)
-    assert np.array_equal(back.score(probe), det.score(probe))
-    assert np.array_equal(back.contributions(probe), det.contributions(probe))
+    assert_resumes_exactly(trained(), make_detector("loe-ae", seed=0, histograms=True), probe, bimodal(6, 256))
 
 
 def test_states_without_the_histograms_are_refused_clearly() -> None:

@@ -270,11 +270,7 @@ class NeuralDetector(Detector):
             return net
         # Each component's per-feature shares, weighted by how far above its normal
         # level that component scores the record.
-        if fast is None:
-            z_net, z_g = t.component_scores(X)
-        else:
-            z_g = t.combiner.gauss_weight * t.gaussian.score(X)
-            z_net = t.ncal(fast[1]) if t.combiner.uses_network else np.zeros(len(X))
+        z_net, z_g = t.component_scores(X, None if fast is None else (lambda: fast[1]))
         gc = t.gaussian.contributions(X)
         share = lambda c: c / np.maximum(c.sum(axis=1, keepdims=True), 1e-300)  # noqa: E731
         w_net = np.maximum(z_net, 0.0)[:, None] if t.combiner.uses_network else 0.0

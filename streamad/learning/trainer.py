@@ -169,9 +169,7 @@ class WindowTrainer:
             return self._calibrated(network())
         if self.n_seen == 0:
             return self.neutral(len(X))
-        z_g = np.zeros(len(X)) if self.gaussian is None else self.combiner.gauss_weight * self.gaussian.score(X)
-        z_net = self.ncal(network()) if self.combiner.uses_network or self.gaussian is None else np.zeros(len(X))
-        return self.combiner(z_net, z_g, self.projection_scores(X))
+        return self.combiner(*self.component_scores(X, network), self.projection_scores(X))
 
     @staticmethod
     def neutral(n: int) -> np.ndarray:
@@ -194,16 +192,16 @@ class WindowTrainer:
         s = self.head.score(*self.backbone.residuals(x)) if self.head is not None else self.backbone.score(x)
         return s.double().cpu().numpy()
 
-    @torch.no_grad()
-    def component_scores(self, X: np.ndarray, x: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def component_scores(self, X: np.ndarray, network: Callable[[], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The network's and the Gaussian's scores, each calibrated against its own
         LOE-normal histogram (the Gaussian's weighted by the combiner's ``gauss_weight``);
-        zeros for the network when the combiner does not use it."""
-        assert self.gaussian is not None
-        z_g = self.combiner.gauss_weight * self.gaussian.score(X)
-        if not self.combiner.uses_network:
+        zeros for a part the trainer lacks or the combiner does not read. ``network()``
+        gives the network's raw scores (default: a torch pass), called only when read."""
+        z_g = np.zeros(len(X)) if self.gaussian is None else self.combiner.gauss_weight * self.gaussian.score(X)
+        if not (self.combiner.uses_network or self.gaussian is None):
             return np.zeros(len(X)), z_g
-        return self.ncal(self.network_scores(self.tensor(X) if x is None else x)), z_g
+        raw = network() if network is not None else self.network_scores(self.tensor(X))
+        return self.ncal(raw), z_g
 
     def _numpy_forward(self) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None:
         """The backbone's float64 numpy form as of the model's last change (None: it has none)."""
