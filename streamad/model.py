@@ -193,7 +193,7 @@ class Model:
         if ctx is not None and self.temporal is not None:
             if flagged.any():
                 # Flagged records count little in their keys' long means.
-                ctx = self.temporal.reweigh(ctx, X, keys, timestamps, flagged)
+                ctx = self.temporal.reweigh(ctx, X, flagged)
             self.temporal.commit(ctx)
         # Scores of a detector in its warm-up give a provisional threshold, which the
         # grown-up scores replace (streamad/threshold.py).

@@ -171,6 +171,8 @@ class Context:
     after: KeyStates  # their states after the window
     last_row: np.ndarray  # per key: its last row in the window (recency among them)
     revision: int  # the committed state it was computed from
+    means: tuple[np.ndarray, ...] = ()  # the keys' last, ml, vs, vl before the window (what ``reweigh`` runs again from)
+    groups: np.ndarray | None = None  # each row's index into ``keys``
 
 
 @dataclass
@@ -290,6 +292,7 @@ class TemporalFeatures:
         if self.timed:
             ts = np.full(n, np.nan) if timestamps is None else np.asarray(timestamps, dtype=np.float64)
         uniq, g, W, last_row = self._gather(X, keys)
+        means = (W.last.copy(), W.ml.copy(), W.vs.copy(), W.vl.copy())
         F = np.empty((n, len(self.names)))
         F[:, :d] = X
         run = np.zeros((n, d), dtype=np.int64)
@@ -308,7 +311,7 @@ class TemporalFeatures:
             week = np.nan_to_num((ts / 86400.0 + 3.0) % 7.0 / 7.0 * 2 * np.pi)  # 0: a Monday
             cal = np.column_stack([np.sin(day), np.cos(day), np.sin(week), np.cos(week)])
             F[:, -4:] = np.where(np.isnan(ts)[:, None], 0.0, cal)
-        return Context(F, run, None if ts is None else gap, uniq, W, last_row, self.revision)
+        return Context(F, run, None if ts is None else gap, uniq, W, last_row, self.revision, means, g)
 
     def _gather(self, X: np.ndarray, keys: np.ndarray | Sequence[Any] | None) -> tuple[list[Any], np.ndarray, KeyStates, np.ndarray]:
         """The window's keys in order of first appearance, each row's key index, the
@@ -342,31 +345,34 @@ class TemporalFeatures:
                 np.minimum.at(first, g, np.arange(n))
                 np.maximum.at(last_row, g, np.arange(n))
             fresh = np.flatnonzero(~known & (first < n))
-            x0 = X[first[fresh]]
-            W.last[fresh] = x0
-            W.hist[fresh] = x0[:, None, :]
-            W.ml[fresh] = x0
-            W.run[fresh] = -1  # its first record is the first of its run, not a repeat
+            if len(fresh):
+                x0 = X[first[fresh]]
+                W.last[fresh] = x0
+                W.hist[fresh] = x0[:, None, :]
+                W.ml[fresh] = x0
+                W.run[fresh] = -1  # its first record is the first of its run, not a repeat
         return uniq, g, W, last_row
 
-    def reweigh(self, ctx: Context, X: np.ndarray, keys: np.ndarray | Sequence[Any] | None, timestamps: np.ndarray | None, flagged: np.ndarray) -> Context:
-        """``ctx`` with its keys' states as ``transform(..., flagged=flagged)`` leaves
-        them (what ``Model.learn`` commits: flagged records count less in the long
-        means), and its columns as judged."""
+    def reweigh(self, ctx: Context, X: np.ndarray, flagged: np.ndarray) -> Context:
+        """``ctx`` (the context ``transform`` made of ``X``) with its keys' states as
+        ``transform(..., flagged=flagged)`` leaves them (what ``Model.learn`` commits:
+        flagged records count less in the long means), and its columns as judged."""
         if ctx.revision != self.revision:
             raise ValueError("this context was computed from an older state; transform the window again")
         X = np.asarray(X, dtype=np.float64)
         if len(X) == 0 or not np.any(flagged):
             return ctx
-        # Only the running means depend on the flags: run them again from the committed state.
-        _, g, W, _ = self._gather(X, keys)
+        # Only the running means depend on the flags: run them again from the keys'
+        # states before the window (which ``transform`` kept).
+        assert ctx.groups is not None and len(ctx.groups) == len(X)
+        last, ml, vs, vl = (a.copy() for a in ctx.means)
         w = np.where(np.asarray(flagged, dtype=bool), FLAGGED_WEIGHT, 1.0)
         from streamad.temporal_kernel import running_means
 
-        running_means(X, g, w, *self._alphas, STEP_CLIP, self._offsets[3] >= 0, W.last, W.ml, W.vs, W.vl)
+        running_means(X, ctx.groups, w, *self._alphas, STEP_CLIP, self._offsets[3] >= 0, last, ml, vs, vl)
         after = KeyStates(*(getattr(ctx.after, f) for f in KeyStates.FIELDS))
-        after.ml, after.vs, after.vl = W.ml, W.vs, W.vl
-        return Context(ctx.features, ctx.run, ctx.gap, ctx.keys, after, ctx.last_row, ctx.revision)
+        after.ml, after.vs, after.vl = ml, vs, vl
+        return Context(ctx.features, ctx.run, ctx.gap, ctx.keys, after, ctx.last_row, ctx.revision, ctx.means, ctx.groups)
 
     # -- learning ----------------------------------------------------------------------------
 
@@ -598,7 +604,7 @@ def compile_kernels() -> None:
     tf = TemporalFeatures()
     X, keys, ts = np.zeros((2, 1)), np.array(["a", "b"], dtype=object), np.zeros(2)
     ctx = tf.transform(X, keys, ts, ("x",))
-    tf.reweigh(ctx, X, keys, ts, np.array([True, False]))
+    tf.reweigh(ctx, X, np.array([True, False]))
 
 
 def _key(k: Any) -> Any:

@@ -37,6 +37,22 @@ def _median_sorted(buf: np.ndarray, m: int) -> float:
 
 
 @numba.njit(cache=True)
+def _median5(a: float, b: float, c: float, d: float, e: float) -> float:
+    """Median of five values by a fixed network of min/max pairs (Devillard's
+    ``opt_med5``): no branch depends on the data, where an insertion sort's branches
+    are mispredicted on noisy sensor values. The history is five values by default, so
+    this is the median of nearly every jump and drift."""
+    a, b = min(a, b), max(a, b)
+    d, e = min(d, e), max(d, e)
+    a, d = min(a, d), max(a, d)
+    b, e = min(b, e), max(b, e)
+    b, c = min(b, c), max(b, c)
+    c, d = min(c, d), max(c, d)
+    b, c = min(b, c), max(b, c)
+    return c
+
+
+@numba.njit(cache=True)
 def run_rows(
     X: np.ndarray,
     g: np.ndarray,
@@ -73,7 +89,6 @@ def run_rows(
     n, d = X.shape
     h = hist.shape[1]
     o_jump, o_diff, o_drift, o_vol, o_run, o_gap = offsets[0], offsets[1], offsets[2], offsets[3], offsets[4], offsets[5]
-    need_lags = o_jump >= 0 or o_drift >= 0
     need_vs = o_vol >= 0
     # Steps are clipped at a multiple of the key's usual step as the committed state
     # knows it (before the window): one wild record early in a window cannot raise the
@@ -87,18 +102,23 @@ def run_rows(
             x = X[i, j]
             prev = last[k, j]
             step = x - prev
-            if need_lags:
-                if o_jump >= 0:
+            if o_jump >= 0:
+                if h == 5:
+                    F[i, o_jump + j] = x - _median5(hist[k, 0, j], hist[k, 1, j], hist[k, 2, j], hist[k, 3, j], hist[k, 4, j])
+                else:
                     for q in range(h):
                         buf[q] = hist[k, q, j]
                     F[i, o_jump + j] = x - _median_sorted(buf, h)
             m_new = (1.0 - a) * ml[k, j] + a * x
             if o_drift >= 0:
                 # the recent level: the median of the last h values, this one included
-                for q in range(h - 1):
-                    buf[q] = hist[k, q + 1, j]
-                buf[h - 1] = x
-                F[i, o_drift + j] = _median_sorted(buf, h) - m_new
+                if h == 5:
+                    F[i, o_drift + j] = _median5(hist[k, 1, j], hist[k, 2, j], hist[k, 3, j], hist[k, 4, j], x) - m_new
+                else:
+                    for q in range(h - 1):
+                        buf[q] = hist[k, q + 1, j]
+                    buf[h - 1] = x
+                    F[i, o_drift + j] = _median_sorted(buf, h) - m_new
             ml[k, j] = m_new
             size = abs(step)
             usual = vl[k, j]

@@ -94,11 +94,14 @@ def windows_of(n, sizes):
     decimals=st.integers(0, 2),
     sizes=st.lists(st.integers(1, 600), min_size=1, max_size=6),
     flag_share=st.sampled_from([0.0, 0.2]),
+    history=st.sampled_from([5, 5, 2, 4]),
     seed=st.integers(0, 2**16),
 )
-def test_windows_compute_what_records_one_at_a_time_define(n, d, n_keys, decimals, sizes, flag_share, seed):
+def test_windows_compute_what_records_one_at_a_time_define(n, d, n_keys, decimals, sizes, flag_share, history, seed):
     """Window by window, keys interleaved: the same numbers as the per-record
-    definition, whatever the windows (rounded values make runs of repeats)."""
+    definition, whatever the windows (rounded values make runs of repeats) and
+    however many previous values the medians take (five, the default, has its own
+    compiled median)."""
     rng = np.random.default_rng(seed)
     X = np.round(rng.normal(size=(n, d)), decimals)
     keys = None if n_keys == 0 else np.array([f"k{i}" for i in rng.integers(0, n_keys, n)], dtype=object)
@@ -106,8 +109,8 @@ def test_windows_compute_what_records_one_at_a_time_define(n, d, n_keys, decimal
     ts[rng.random(n) < 0.05] = np.nan  # a missing event time: no gap known
     flagged = rng.random(n) < flag_share
     bounds = windows_of(n, sizes)
-    expected = reference(X, keys, ts, flagged, [i for i, _ in bounds])
-    tf = TemporalFeatures(groups=ALL)
+    expected = reference(X, keys, ts, flagged, [i for i, _ in bounds], h=history)
+    tf = TemporalFeatures(groups=ALL, history=history)
     got = []
     for i, j in bounds:
         ctx = tf.transform(X[i:j], None if keys is None else keys[i:j], ts[i:j], flagged=flagged[i:j])
@@ -354,7 +357,7 @@ def test_reweighing_a_judged_window_commits_what_transforming_it_with_flags_does
     ts = 1e9 + 50 + np.arange(float(n))
     flagged = rng.random(n) < flag_share
     judged = tf.transform(X, keys, ts, names)
-    fast, slow = tf.reweigh(judged, X, keys, ts, flagged), tf.transform(X, keys, ts, names, flagged=flagged)
+    fast, slow = tf.reweigh(judged, X, flagged), tf.transform(X, keys, ts, names, flagged=flagged)
     assert fast.keys == slow.keys
     for f in KeyStates.FIELDS:
         a, b = getattr(fast.after, f), getattr(slow.after, f)
