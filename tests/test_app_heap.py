@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from streamad.app.heap import SettleHeap
 from streamad.config import load_settings
@@ -40,15 +41,17 @@ def test_the_heap_is_frozen_after_the_first_window_only() -> None:
         gc.unfreeze()
 
 
-def test_streamad_replay_runs_with_a_frozen_heap(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["replay", "demo"])
+def test_the_commands_run_with_a_frozen_heap(tmp_path: Path, command: str) -> None:
     csv = tmp_path / "s.csv"
     rows = np.random.default_rng(1).normal(size=(300, 2))
     csv.write_text("a,b\n" + "\n".join(f"{a:.4f},{b:.4f}" for a, b in rows) + "\n")
+    args = [command, str(csv)] if command == "replay" else [command, "--records", "2000"]
     code = (
         "import atexit, gc, sys\n"
         "atexit.register(lambda: print('frozen', gc.get_freeze_count(), file=sys.stderr))\n"
         "from streamad.app.cli import main\n"
-        f"main(['replay', {str(csv)!r}, '--out-dir', {str(tmp_path)!r}, '--no-progress', '--detector', 'gaussian'])\n"
+        f"main({args!r} + ['--out-dir', {str(tmp_path)!r}, '--no-progress', '--detector', 'gaussian'])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -471,10 +471,14 @@ def demo(
     # Say something at once: loading numpy, scipy and PyTorch takes a few seconds.
     typer.echo(f"generating a {records:,}-record sensor stream (seed {seed}) with planted anomalies and drift...", err=True)
     from streamad.app.demo import run_demo
+    from streamad.app.heap import SettleHeap
 
     settings = _load_settings(None, _prune({"detector": {"name": detector}}))
     show = progress and sys.stderr.isatty()
-    summary, _ = run_demo(settings, out_dir=out_dir, n=records, seed=seed, batches=lambda src: _progress(src, show, "scoring"), say=lambda m: typer.echo(m, err=True))
+    summary, _ = run_demo(
+        settings, out_dir=out_dir, n=records, seed=seed, batches=lambda src: _progress(src, show, "scoring"), say=lambda m: typer.echo(m, err=True),
+        observers=[SettleHeap()],  # as replay and run: up to 10 million records
+    )  # fmt: skip
     typer.echo(summary.render())
     if summary.interrupted:
         raise typer.Exit(143 if summary.stop_reason == "SIGTERM" else 130)

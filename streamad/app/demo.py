@@ -144,9 +144,11 @@ def run_demo(
     seed: int = 7,
     batches: Callable[[Any], Iterable[Any]] | None = None,
     say: Callable[[str], None] | None = None,
+    observers: Iterable[Any] = (),
 ) -> tuple[Any, Path | None]:
     """Generate the stream, replay it through the pipeline, write detections and the plot.
-    ``batches`` wraps the source (a progress bar); ``say`` reports each step."""
+    ``batches`` wraps the source (a progress bar); ``say`` reports each step;
+    ``observers`` see every window as the pipeline's do."""
     from streamad.app.replay import Recorder, replay
     from streamad.connectors.odds import ArraySource
     from streamad.connectors.sinks import JsonlSink, RejectsFile
@@ -166,7 +168,7 @@ def run_demo(
         raise
     tell(f"scoring it with {settings.detector.name if settings.detector.name != 'default' else 'the default detector'} (score first, then learn, window by window)...")
     try:
-        summary, recorder = replay(source, settings, sink, stream.feature_names, rejects=rejects, batches=batches, keep=Recorder.ALL, source_name=f"demo sensor stream ({n:,} records, seed {seed})")
+        summary, recorder = replay(source, settings, sink, stream.feature_names, rejects=rejects, observers=observers, batches=batches, keep=Recorder.ALL, source_name=f"demo sensor stream ({n:,} records, seed {seed})")
     finally:
         sink.close()
         rejects.close()
