@@ -168,7 +168,10 @@ def run_demo(
         raise
     tell(f"scoring it with {settings.detector.name if settings.detector.name != 'default' else 'the default detector'} (score first, then learn, window by window)...")
     try:
-        summary, recorder = replay(source, settings, sink, stream.feature_names, rejects=rejects, observers=observers, batches=batches, keep=Recorder.ALL, source_name=f"demo sensor stream ({n:,} records, seed {seed})")
+        summary, recorder = replay(
+            source, settings, sink, stream.feature_names, rejects=rejects, observers=observers, batches=batches,
+            keep=Recorder.ALL, source_name=f"demo sensor stream ({n:,} records, seed {seed})",
+        )  # fmt: skip
     finally:
         sink.close()
         rejects.close()
