@@ -122,6 +122,9 @@ class ThresholdSettings(_Section):
         100, ge=0, description="scores the threshold learns (per lane) before it may raise an alarm; the detector's own warm-up (detector.params.score_warmup) gives a provisional threshold"
     )
     half_life: float = Field(50_000, gt=0)
+    skip_first_records: int = Field(
+        128, ge=0, description="the threshold does not learn the scores of windows that begin within a lane's first records (scored by a model that had learned fewer records than this)"
+    )
 
 
 class OutputSettings(_Section):

@@ -44,7 +44,7 @@ def build_scaler(settings: Settings, detector: Detector) -> Scaler:
 
 
 def build_threshold(t: ThresholdSettings) -> Threshold:
-    common = {"min_records": t.warmup_records, "half_life": t.half_life}
+    common = {"min_records": t.warmup_records, "half_life": t.half_life, "skip_first": t.skip_first_records}
     if t.kind == "spot":
         return make_threshold("spot", risk=t.risk, **common)
     return make_threshold("quantile", q=t.quantile, **common)

@@ -206,9 +206,14 @@ class Model:
         scores it learned. A long anomaly that scores high but under the threshold (a
         pump running in a wrong state for minutes) would otherwise be learned as normal
         within a few hundred records; the top share of normal records is learned less,
-        which costs the threshold nothing (it learns every score)."""
+        which costs the threshold nothing (it learns every score).
+
+        While the detector warms up, only records above the threshold are flagged: its
+        scores fall as it learns, so the top share of those seen so far are the oldest,
+        not the most unusual, and flagging them kept the model from learning normal
+        records (on the demo, spikes missed later; benchmarks/results/ANALYSIS.md)."""
         level = float(self.threshold.value)
-        if math.isfinite(level) and self.threshold.hist.ready:
+        if math.isfinite(level) and self.threshold.grown and self.threshold.hist.ready:
             suspect = float(self.threshold.hist.quantile(1.0 - SUSPECT_SHARE))
             if suspect == suspect:
                 level = min(level, suspect)

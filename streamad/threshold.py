@@ -46,10 +46,12 @@ class Threshold(abc.ABC):
 
     name = "threshold"
 
-    def __init__(self, min_records: int = 1000, half_life: float = 50_000, bins: int = 256, young: float = 1.0) -> None:
+    def __init__(self, min_records: int = 1000, half_life: float = 50_000, bins: int = 256, young: float = 1.0, skip_first: int = 0) -> None:
         self.min_records = min_records
         self.half_life = half_life
         self.young = young
+        self.skip_first = skip_first
+        self.offered = 0  # scores offered to ``update`` since the stream began (never reset)
         self.grown = False  # learned scores of a detector past its warm-up
         self.provisional = False  # ``value`` comes from a young detector's scores
         self.hist = DecayedHistogram(bins=bins, half_life=half_life, min_init=min(256, max(16, min_records // 4)))
@@ -85,7 +87,17 @@ class Threshold(abc.ABC):
         """Learn from a window's scores; ``young``: scores of a detector still in its
         warm-up. They give a provisional threshold (high: a young model's scores run
         high) until the first grown-up scores arrive; then the threshold starts afresh
-        from those, keeping the provisional value until it has ``min_records`` of them."""
+        from those, keeping the provisional value until it has ``min_records`` of them.
+
+        The windows that begin within the stream's first ``skip_first`` records teach
+        nothing: they were scored by a model that had learned fewer records than that,
+        and their scores measure its ignorance, several times the scores a few hundred
+        records later. In the tail they held the provisional threshold above whole
+        anomalies of a short stream (benchmarks/results/ANALYSIS.md, SKAB)."""
+        first = self.offered
+        self.offered += len(scores)
+        if first < self.skip_first:
+            return
         if young and self.grown:
             return  # a warm-up reopened (drift.action): its scores teach nothing
         if not young and not self.grown:
@@ -126,13 +138,15 @@ class Threshold(abc.ABC):
         self.hist.reset()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "hist": self.hist.state_dict(), "value": self.value, "grown": self.grown, "provisional": self.provisional}
+        return {"name": self.name, "hist": self.hist.state_dict(), "value": self.value, "grown": self.grown, "provisional": self.provisional, "offered": self.offered}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.hist.load_state_dict(state["hist"])
         self.value = float(state["value"])
         self.grown = bool(state.get("grown", True))
         self.provisional = bool(state.get("provisional", False))
+        # A checkpoint from before the count was kept is of a stream past its first records.
+        self.offered = int(state.get("offered", max(self.skip_first, self.hist.n_seen)))
 
 
 class QuantileThreshold(Threshold):

@@ -151,3 +151,26 @@ def test_records_above_the_threshold_or_in_the_top_share_of_its_scores_are_learn
     # Before the threshold can alarm nothing is suspect: a young model learns everything.
     young = Model("gaussian")
     assert not young.flagged(np.full(10, 1e9)).any() and not np.isfinite(young.threshold.value)
+
+
+def test_while_the_detector_warms_up_only_records_above_the_threshold_are_flagged():
+    """A warming-up detector's scores fall as it learns: the top share of those seen so
+    far are the oldest, not the most unusual, so the suspect share waits for grown-up
+    scores; alarms are flagged from the first."""
+    from streamad.model import SUSPECT_SHARE
+
+    rng = np.random.default_rng(2)
+    m = Model("gaussian")
+    thr = m.threshold
+
+    def between() -> float:  # suspect, not alarmed
+        return (float(thr.hist.quantile(1.0 - SUSPECT_SHARE)) + thr.value) / 2
+
+    for _ in range(4):
+        thr.update(rng.exponential(size=256), young=True)
+    assert np.isfinite(thr.value) and thr.provisional and not thr.grown
+    np.testing.assert_array_equal(m.flagged(np.array([between(), thr.value * 1.01])), [False, True])
+    for _ in range(4):
+        thr.update(rng.exponential(size=256))  # grown-up scores: the suspect share counts again
+    assert thr.grown and float(thr.hist.quantile(1.0 - SUSPECT_SHARE)) < between() < thr.value
+    np.testing.assert_array_equal(m.flagged(np.array([between(), thr.value * 1.01])), [True, True])

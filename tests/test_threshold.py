@@ -141,6 +141,35 @@ def test_a_few_hundred_scores_can_raise_an_alarm():
     assert p[0] > 0.3 and abs(p[1] - 1e-3) < 1e-9 and p[2] < 1e-3
 
 
+def test_the_first_windows_of_a_stream_teach_the_threshold_nothing():
+    """Windows that begin within the first ``skip_first`` records were scored by a
+    model that had learned fewer records than that: their scores are not learned, and
+    a checkpoint keeps the count."""
+    rng = np.random.default_rng(4)
+    thr = SpotThreshold(risk=1e-3, min_records=100, skip_first=128)
+    for size in (8, 16, 32, 64, 128):  # begin at 0, 8, 24, 56, 120: all within the first 128
+        thr.update(rng.normal(size=size) * 10 + 30, young=True)  # an untrained model's scores
+    assert thr.learned == 0 and thr.offered == 248 and thr.warming_up
+    assert thr.tail_probability(np.array([1e9])).tolist() == [1.0]  # nothing learned: no evidence
+    again = SpotThreshold(risk=1e-3, min_records=100, skip_first=128)
+    again.load_state_dict(thr.state_dict())
+    later = rng.normal(size=256)
+    for t in (thr, again):
+        t.update(later, young=True)
+    assert thr.learned == again.learned == 256 and not thr.warming_up
+    # The provisional value comes from the later scores alone: N(0, 1)'s 1e-3 tail is at 3.09.
+    assert thr.value == again.value and 3.0 < thr.value < 6.0
+
+
+def test_a_checkpoint_without_the_count_is_of_a_stream_past_its_first_records():
+    thr = SpotThreshold(min_records=100, skip_first=128)
+    state = thr.state_dict()
+    del state["offered"]
+    thr.load_state_dict(state)
+    thr.update(np.arange(10.0), young=True)
+    assert thr.learned == 10
+
+
 def test_grown_up_scores_replace_the_provisional_threshold():
     rng = np.random.default_rng(5)
     thr = SpotThreshold(risk=1e-3, min_records=100)
@@ -184,9 +213,9 @@ def test_the_replay_notes_name_the_setting_that_held_alarms_back():
 
     X = np.random.default_rng(0).normal(size=(600, 3))
     short = Pipeline(load_settings(overrides={"detector": {"name": "gaussian"}}, env={}), NullSink())
-    short.run(ArraySource(X[:60]))
+    short.run(ArraySource(X[:300]))  # windows of 8 to 128 begin within the first 128 records: not learned; then 52
     (note,) = warming_notes(short)
-    assert "60 of the 100 scores" in note and "--warmup (threshold.warmup_records)" in note
+    assert "52 of the 100 scores" in note and "--warmup (threshold.warmup_records)" in note and "threshold.skip_first_records" in note
     young = Pipeline(load_settings(env={}), NullSink())  # the default detector: 1,024 records of warm-up
     young.run(ArraySource(X))
     (note,) = warming_notes(young)

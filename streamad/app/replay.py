@@ -361,8 +361,10 @@ def warming_notes(pipeline: Pipeline) -> list[str]:
     if young:
         seen = min(lm.threshold.learned for lm in young)
         need = young[0].threshold.min_records
+        skip = young[0].threshold.skip_first
+        skipped = f" (it does not learn the windows that begin within a lane's first {skip:,} records: threshold.skip_first_records)" if skip else ""
         notes.append(
-            f"{_which(young, lanes)} had learned {seen:,} of the {need:,} scores it needs before it may raise an alarm: "
+            f"{_which(young, lanes)} had learned {seen:,} of the {need:,} scores it needs before it may raise an alarm{skipped}: "
             "too short a stream for alarms; --warmup (threshold.warmup_records) sets that number"
         )
     provisional = [lm for lm in lanes if not lm.threshold.warming_up and lm.threshold.provisional]
