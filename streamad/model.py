@@ -112,6 +112,9 @@ class Model:
 
             threshold = build_threshold(ThresholdSettings())
         self.threshold: Threshold = threshold
+        # What decides the flags while the detector warms up (``flagged``): the same
+        # threshold, learning every score, the first windows' too.
+        self._warmup_flags: Threshold | None = _learning_all(threshold)
         # Independent of the detector's scaler: z-scores for the attribution of detectors
         # that cannot say which features made a score.
         self.stats = StandardScaler(half_life=10_000)
@@ -198,6 +201,11 @@ class Model:
         # Scores of a detector in its warm-up give a provisional threshold, which the
         # grown-up scores replace (streamad/threshold.py).
         self.threshold.update(scores, young=report.warmup)
+        if self._warmup_flags is not None:
+            if self.threshold.grown:
+                self._warmup_flags = None  # grown-up scores: the alarm threshold flags
+            else:
+                self._warmup_flags.update(scores, young=report.warmup)
         return report
 
     def flagged(self, scores: np.ndarray) -> np.ndarray:
@@ -208,13 +216,18 @@ class Model:
         within a few hundred records; the top share of normal records is learned less,
         which costs the threshold nothing (it learns every score).
 
-        While the detector warms up, only records above the threshold are flagged: its
-        scores fall as it learns, so the top share of those seen so far are the oldest,
-        not the most unusual, and flagging them kept the model from learning normal
-        records (on the demo, spikes missed later; benchmarks/results/ANALYSIS.md)."""
-        level = float(self.threshold.value)
-        if math.isfinite(level) and self.threshold.grown and self.threshold.hist.ready:
-            suspect = float(self.threshold.hist.quantile(1.0 - SUSPECT_SHARE))
+        While the detector warms up, the flags come from a copy of the threshold that
+        learns every score, the first windows' too (which the alarm threshold skips:
+        ``threshold.skip_first_records``): those high first scores keep the young
+        model's suspect level high, so it learns most of what it sees while it knows
+        little. Flagging from the alarm threshold's lower level then kept normal records
+        from the model (on the demo, spikes missed later) or let fewer anomalies in
+        (ODDS); with the copy, what the model learns is what it learned before the skip
+        (benchmarks/results/ANALYSIS.md)."""
+        ref = self.threshold if self._warmup_flags is None else self._warmup_flags
+        level = float(ref.value)
+        if math.isfinite(level) and ref.hist.ready:
+            suspect = float(ref.hist.quantile(1.0 - SUSPECT_SHARE))
             if suspect == suspect:
                 level = min(level, suspect)
         return scores > level
@@ -359,6 +372,7 @@ class Model:
             "scaler": self.scaler.state_dict(),
             "stats": self.stats.state_dict(),
             "threshold": self.threshold.state_dict(),
+            "warmup_flags": None if self._warmup_flags is None else self._warmup_flags.state_dict(),
             "one": self._batches.state_dict(),
             "temporal": None if self.temporal is None else self.temporal.state_dict(),
         }
@@ -369,9 +383,24 @@ class Model:
         self.scaler.load_state_dict(state["scaler"])
         self.stats.load_state_dict(state["stats"])
         self.threshold.load_state_dict(state["threshold"])
+        flags = state.get("warmup_flags")  # absent from checkpoints of before the skip: none then
+        self._warmup_flags = None if flags is None else _learning_all(self.threshold)
+        if self._warmup_flags is not None and flags is not None:
+            self._warmup_flags.load_state_dict(flags)
         self._batches.load_state_dict(state.get("one"))
         if self.temporal is not None and state.get("temporal") is not None:
             self.temporal.load_state_dict(state["temporal"])
+
+
+def _learning_all(threshold: Threshold) -> Threshold | None:
+    """A fresh copy of ``threshold`` that skips no window (None: it skips none itself)."""
+    if not getattr(threshold, "skip_first", 0):
+        return None
+    import copy
+
+    twin = copy.deepcopy(threshold)
+    twin.skip_first = 0
+    return twin
 
 
 def _finite(X: np.ndarray) -> np.ndarray:

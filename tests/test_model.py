@@ -153,24 +153,27 @@ def test_records_above_the_threshold_or_in_the_top_share_of_its_scores_are_learn
     assert not young.flagged(np.full(10, 1e9)).any() and not np.isfinite(young.threshold.value)
 
 
-def test_while_the_detector_warms_up_only_records_above_the_threshold_are_flagged():
-    """A warming-up detector's scores fall as it learns: the top share of those seen so
-    far are the oldest, not the most unusual, so the suspect share waits for grown-up
-    scores; alarms are flagged from the first."""
-    from streamad.model import SUSPECT_SHARE
+def test_skipping_the_first_windows_changes_alarms_not_what_a_warming_up_model_learns():
+    """The alarm threshold skips the windows that begin within the first 128 records;
+    while the detector warms up, the flags (what the model learns) still come from all
+    the scores: the same scores as a model whose threshold skips nothing, record for
+    record, and a lower provisional threshold."""
+    from streamad.config import ThresholdSettings
+    from streamad.factory import build_threshold
 
-    rng = np.random.default_rng(2)
-    m = Model("gaussian")
-    thr = m.threshold
+    X = sensors(1000)
+    X[700:760, 1] += 4.0  # an anomaly while the detector still warms up (1,024 records)
+    skipping, learning_all = Model(), Model(threshold=build_threshold(ThresholdSettings(skip_first_records=0)))
+    assert skipping.threshold.skip_first == 128
+    bounds = [0, 8, 24, 56, 120, 248, 504, 760, 1000]  # the pipeline's windows
+    for model in (skipping, learning_all):
+        model.scores = [model.process(X[i:j])[0].scores for i, j in zip(bounds, bounds[1:])]  # type: ignore[attr-defined]
+    for a, b in zip(skipping.scores, learning_all.scores):  # type: ignore[attr-defined]
+        np.testing.assert_array_equal(a, b)
+    assert skipping.threshold.learned <= 1000 - 248 < learning_all.threshold.learned  # (alarms are not learned)
+    assert not skipping.threshold.grown and skipping.threshold.value < learning_all.threshold.value
 
-    def between() -> float:  # suspect, not alarmed
-        return (float(thr.hist.quantile(1.0 - SUSPECT_SHARE)) + thr.value) / 2
-
-    for _ in range(4):
-        thr.update(rng.exponential(size=256), young=True)
-    assert np.isfinite(thr.value) and thr.provisional and not thr.grown
-    np.testing.assert_array_equal(m.flagged(np.array([between(), thr.value * 1.01])), [False, True])
-    for _ in range(4):
-        thr.update(rng.exponential(size=256))  # grown-up scores: the suspect share counts again
-    assert thr.grown and float(thr.hist.quantile(1.0 - SUSPECT_SHARE)) < between() < thr.value
-    np.testing.assert_array_equal(m.flagged(np.array([between(), thr.value * 1.01])), [True, True])
+    again = Model()
+    again.load_state_dict(checkpoint.loads(checkpoint.dumps(skipping.state_dict())))
+    scores = np.linspace(0, 2 * skipping.threshold.value, 50)
+    np.testing.assert_array_equal(again.flagged(scores), skipping.flagged(scores))
