@@ -25,7 +25,7 @@ from streamad.detection import DetectionBatch
 from streamad.detectors import Detector, LearnReport
 from streamad.drift import DriftEvent, DriftMonitor, DriftStatus
 from streamad.factory import apply_threads, detector_name
-from streamad.model import Explanation, Model, Verdict, check_temporal
+from streamad.model import Explanation, Model, Verdict
 from streamad.records import Batch, Lane, Reject
 from streamad.scaling import Scaler, StandardScaler
 from streamad.state import StateStore
@@ -192,15 +192,11 @@ class LaneModel:
             "lane": {"stream": self.lane.stream, "partition": self.lane.partition},
             "features": list(self.feature_names),
             "detector_name": self.detector.name,
-            "detector": self.detector.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "stats": self.stats.state_dict(),
-            "threshold": self.threshold.state_dict(),
+            **self.model.state_dict(),  # detector, scaler, stats, threshold, temporal...
             "next_offset": self.next_offset,
             "learned": self.learned,
             "window_size": self.buffer.size,
             "drift": None if self.drift is None else self.drift.state_dict(),
-            "temporal": None if self.model.temporal is None else self.model.temporal.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -210,13 +206,7 @@ class LaneModel:
             raise ValueError(f"checkpoint was made for features {state['features']}, not {list(self.feature_names)}")
         if state["detector_name"] != self.detector.name:
             raise ValueError(f"checkpoint holds detector {state['detector_name']!r}, configured is {self.detector.name!r}")
-        check_temporal(self.model.temporal, state.get("temporal"))
-        if self.model.temporal is not None:
-            self.model.temporal.load_state_dict(state["temporal"])
-        self.detector.load_state_dict(state["detector"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.stats.load_state_dict(state["stats"])
-        self.threshold.load_state_dict(state["threshold"])
+        self.model.load_state_dict(state)
         self.next_offset = state["next_offset"]
         self.read_offset = self.next_offset
         self.learned = int(state["learned"])
