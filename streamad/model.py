@@ -216,21 +216,20 @@ class Model:
         within a few hundred records; the top share of normal records is learned less,
         which costs the threshold nothing (it learns every score).
 
-        While the detector warms up, the flags come from a copy of the threshold that
-        learns every score, the first windows' too (which the alarm threshold skips:
-        ``threshold.skip_first_records``): those high first scores keep the young
-        model's suspect level high, so it learns most of what it sees while it knows
-        little. Flagging from the alarm threshold's lower level then kept normal records
-        from the model (on the demo, spikes missed later) or let fewer anomalies in
-        (ODDS); with the copy, what the model learns is what it learned before the skip
-        (benchmarks/results/ANALYSIS.md)."""
+        While the detector warms up, the suspect level comes from a copy of the
+        threshold that learns every score, the first windows' too (which the alarm
+        threshold skips: ``threshold.skip_first_records``): those high first scores keep
+        the young model's suspect level high, so it learns most of what it sees while it
+        knows little. A suspect level from the alarm threshold's scores kept normal
+        records from the model (on the demo, spikes missed later; ODDS AP fell:
+        benchmarks/results/ANALYSIS.md). Alarms are flagged whichever level is lower."""
         ref = self.threshold if self._warmup_flags is None else self._warmup_flags
         level = float(ref.value)
         if math.isfinite(level) and ref.hist.ready:
             suspect = float(ref.hist.quantile(1.0 - SUSPECT_SHARE))
             if suspect == suspect:
                 level = min(level, suspect)
-        return scores > level
+        return scores > min(level, float(self.threshold.value))  # an alarm is flagged, whichever level
 
     def process(self, X: np.ndarray, keys: np.ndarray | None = None, timestamps: np.ndarray | None = None) -> tuple[Verdict, LearnReport]:
         """Judge ``X``, then learn it: one prequential step."""

@@ -153,27 +153,52 @@ def test_records_above_the_threshold_or_in_the_top_share_of_its_scores_are_learn
     assert not young.flagged(np.full(10, 1e9)).any() and not np.isfinite(young.threshold.value)
 
 
-def test_skipping_the_first_windows_changes_alarms_not_what_a_warming_up_model_learns():
+def test_skipping_the_first_windows_leaves_a_warming_up_models_suspect_level():
     """The alarm threshold skips the windows that begin within the first 128 records;
-    while the detector warms up, the flags (what the model learns) still come from all
-    the scores: the same scores as a model whose threshold skips nothing, record for
-    record, and a lower provisional threshold."""
+    while the detector warms up, the suspect level (what the model learns less of) still
+    comes from all the scores: where nothing alarms, the same scores as a model whose
+    threshold skips nothing, record for record, under a lower provisional threshold; and
+    what alarms is flagged."""
     from streamad.config import ThresholdSettings
     from streamad.factory import build_threshold
 
     X = sensors(1000)
-    X[700:760, 1] += 4.0  # an anomaly while the detector still warms up (1,024 records)
     skipping, learning_all = Model(), Model(threshold=build_threshold(ThresholdSettings(skip_first_records=0)))
     assert skipping.threshold.skip_first == 128
     bounds = [0, 8, 24, 56, 120, 248, 504, 760, 1000]  # the pipeline's windows
     for model in (skipping, learning_all):
-        model.scores = [model.process(X[i:j])[0].scores for i, j in zip(bounds, bounds[1:])]  # type: ignore[attr-defined]
+        verdicts = [model.process(X[i:j])[0] for i, j in zip(bounds, bounds[1:])]
+        model.scores = [v.scores for v in verdicts]  # type: ignore[attr-defined]
+        model.alarmed = sum(int(v.alarms.sum()) for v in verdicts)  # type: ignore[attr-defined]
+    # A normal stream: the first windows' scores put the threshold that learns them below
+    # the window after them, scored by a model of 120 records; skipping them, no alarm.
+    assert skipping.alarmed == 0 < learning_all.alarmed  # type: ignore[attr-defined]
     for a, b in zip(skipping.scores, learning_all.scores):  # type: ignore[attr-defined]
         np.testing.assert_array_equal(a, b)
-    assert skipping.threshold.learned <= 1000 - 248 < learning_all.threshold.learned  # (alarms are not learned)
+    assert skipping.threshold.learned == 1000 - 248 < learning_all.threshold.learned  # (alarms are not learned)
     assert not skipping.threshold.grown and skipping.threshold.value < learning_all.threshold.value
-
     again = Model()
     again.load_state_dict(checkpoint.loads(checkpoint.dumps(skipping.state_dict())))
-    scores = np.linspace(0, 2 * skipping.threshold.value, 50)
+    scores = np.linspace(0, 2 * learning_all.threshold.value, 50)
     np.testing.assert_array_equal(again.flagged(scores), skipping.flagged(scores))
+
+
+def test_while_the_detector_warms_up_an_alarm_is_flagged_whatever_the_suspect_level():
+    """The copy that learns every score holds a high suspect level while the first
+    windows' scores are in it; a record above the (lower) alarm threshold is flagged
+    all the same: what the model alarmed on counts little in what it learns."""
+    from streamad.model import SUSPECT_SHARE
+
+    rng = np.random.default_rng(6)
+    m = Model()
+    bounds = [0, 8, 24, 56, 120, 248, 504, 760]
+    scores = np.concatenate([rng.exponential(size=248) * 10 + 20, rng.exponential(size=512)])  # posed
+    X = sensors(760)
+    for i, j in zip(bounds, bounds[1:]):
+        assert m.learn(X[i:j], scores[i:j]).warmup
+    twin = m._warmup_flags
+    assert twin is not None and not m.threshold.grown
+    suspect = min(twin.value, float(twin.hist.quantile(1.0 - SUSPECT_SHARE)))
+    assert m.threshold.value < suspect
+    between = (m.threshold.value + suspect) / 2
+    np.testing.assert_array_equal(m.flagged(np.array([m.threshold.value / 2, between])), [False, True])
