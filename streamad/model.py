@@ -22,6 +22,7 @@ True
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -112,7 +113,7 @@ class Model:
 
             threshold = build_threshold(ThresholdSettings())
         self.threshold: Threshold = threshold
-        # What decides the flags while the detector warms up (``flagged``): the same
+        # The suspect level while the detector warms up (``flagged``): the same
         # threshold, learning every score, the first windows' too.
         self._warmup_flags: Threshold | None = _learning_all(threshold)
         # Independent of the detector's scaler: z-scores for the attribution of detectors
@@ -383,9 +384,10 @@ class Model:
         self.stats.load_state_dict(state["stats"])
         self.threshold.load_state_dict(state["threshold"])
         flags = state.get("warmup_flags")  # absent from checkpoints of before the skip: none then
-        self._warmup_flags = None if flags is None else _learning_all(self.threshold)
-        if self._warmup_flags is not None and flags is not None:
-            self._warmup_flags.load_state_dict(flags)
+        twin = None if flags is None else _learning_all(self.threshold)
+        if twin is not None and flags is not None:
+            twin.load_state_dict(flags)
+        self._warmup_flags = twin
         self._batches.load_state_dict(state.get("one"))
         if self.temporal is not None and state.get("temporal") is not None:
             self.temporal.load_state_dict(state["temporal"])
@@ -395,8 +397,6 @@ def _learning_all(threshold: Threshold) -> Threshold | None:
     """A fresh copy of ``threshold`` that skips no window (None: it skips none itself)."""
     if not getattr(threshold, "skip_first", 0):
         return None
-    import copy
-
     twin = copy.deepcopy(threshold)
     twin.skip_first = 0
     return twin
