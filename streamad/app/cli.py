@@ -152,7 +152,7 @@ def replay(
     threshold: str | None = typer.Option(None, help="spot (extreme-value, target false-alarm rate) or quantile."),
     risk: float | None = typer.Option(None, help="Target false-alarm rate of the spot threshold."),
     quantile: float | None = typer.Option(None, help="Alarm quantile of the quantile threshold."),
-    warmup: int | None = typer.Option(None, help="Records scored before any alarm may be raised."),
+    warmup: int | None = typer.Option(None, help="Scores the threshold learns before any alarm (not counting windows that begin in the first 128 records: threshold.skip_first_records)."),
     out_dir: Path = typer.Option(Path("streamad-out"), help="Where detections, rejects and drift events go unless named below."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Detections file (.jsonl or .csv; - for stdout, which then carries nothing else)."),
     rejects: Path | None = typer.Option(None, help="Rejected records file (.csv or .jsonl)."),
