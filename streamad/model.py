@@ -115,7 +115,7 @@ class Model:
         self.threshold: Threshold = threshold
         # The suspect level while the detector warms up (``flagged``): the same
         # threshold, learning every score, the first windows' too.
-        self._warmup_flags: Threshold | None = _learning_all(threshold)
+        self._warmup_twin: Threshold | None = _learning_all(threshold)
         # Independent of the detector's scaler: z-scores for the attribution of detectors
         # that cannot say which features made a score.
         self.stats = StandardScaler(half_life=10_000)
@@ -202,11 +202,11 @@ class Model:
         # Scores of a detector in its warm-up give a provisional threshold, which the
         # grown-up scores replace (streamad/threshold.py).
         self.threshold.update(scores, young=report.warmup)
-        if self._warmup_flags is not None:
+        if self._warmup_twin is not None:
             if self.threshold.grown:
-                self._warmup_flags = None  # grown-up scores: the alarm threshold flags
+                self._warmup_twin = None  # grown-up scores: the alarm threshold flags
             else:
-                self._warmup_flags.update(scores, young=report.warmup)
+                self._warmup_twin.update(scores, young=report.warmup)
         return report
 
     def flagged(self, scores: np.ndarray) -> np.ndarray:
@@ -224,7 +224,7 @@ class Model:
         knows little. A suspect level from the alarm threshold's scores kept normal
         records from the model (on the demo, spikes missed later; ODDS AP fell:
         benchmarks/results/ANALYSIS.md). Alarms are flagged whichever level is lower."""
-        ref = self.threshold if self._warmup_flags is None else self._warmup_flags
+        ref = self.threshold if self._warmup_twin is None else self._warmup_twin
         level = float(ref.value)
         if math.isfinite(level) and ref.hist.ready:
             suspect = float(ref.hist.quantile(1.0 - SUSPECT_SHARE))
@@ -372,7 +372,7 @@ class Model:
             "scaler": self.scaler.state_dict(),
             "stats": self.stats.state_dict(),
             "threshold": self.threshold.state_dict(),
-            "warmup_flags": None if self._warmup_flags is None else self._warmup_flags.state_dict(),
+            "warmup_twin": None if self._warmup_twin is None else self._warmup_twin.state_dict(),
             "one": self._batches.state_dict(),
             "temporal": None if self.temporal is None else self.temporal.state_dict(),
         }
@@ -383,11 +383,12 @@ class Model:
         self.scaler.load_state_dict(state["scaler"])
         self.stats.load_state_dict(state["stats"])
         self.threshold.load_state_dict(state["threshold"])
-        flags = state.get("warmup_flags")  # absent from checkpoints of before the skip: none then
-        twin = None if flags is None else _learning_all(self.threshold)
-        if twin is not None and flags is not None:
-            twin.load_state_dict(flags)
-        self._warmup_flags = twin
+        self._warmup_twin = None  # absent from checkpoints of before the skip, and once grown
+        twin_state = state.get("warmup_twin")
+        if twin_state is not None:
+            self._warmup_twin = _learning_all(self.threshold)
+            if self._warmup_twin is not None:
+                self._warmup_twin.load_state_dict(twin_state)
         self._batches.load_state_dict(state.get("one"))
         if self.temporal is not None and state.get("temporal") is not None:
             self.temporal.load_state_dict(state["temporal"])

@@ -64,7 +64,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -171,8 +171,8 @@ class Context:
     after: KeyStates  # their states after the window
     last_row: np.ndarray  # per key: its last row in the window (recency among them)
     revision: int  # the committed state it was computed from
-    means: tuple[np.ndarray, ...] = ()  # the keys' last, ml, vs, vl before the window (what ``reweigh`` runs again from)
-    groups: np.ndarray | None = None  # each row's index into ``keys``
+    means: tuple[np.ndarray, ...]  # the keys' last, ml, vs, vl before the window (what ``reweigh`` runs again from)
+    groups: np.ndarray  # each row's index into ``keys``
 
 
 @dataclass
@@ -364,7 +364,8 @@ class TemporalFeatures:
             return ctx
         # Only the running means depend on the flags: run them again from the keys'
         # states before the window (which ``transform`` kept).
-        assert ctx.groups is not None and len(ctx.groups) == len(X)
+        if len(ctx.groups) != len(X):
+            raise ValueError(f"this context was made of {len(ctx.groups)} records, not {len(X)}")
         last, ml, vs, vl = (a.copy() for a in ctx.means)
         w = np.where(np.asarray(flagged, dtype=bool), FLAGGED_WEIGHT, 1.0)
         from streamad.temporal_kernel import running_means
@@ -372,7 +373,7 @@ class TemporalFeatures:
         running_means(X, ctx.groups, w, *self._alphas, STEP_CLIP, self._offsets[3] >= 0, last, ml, vs, vl)
         after = KeyStates(*(getattr(ctx.after, f) for f in KeyStates.FIELDS))
         after.ml, after.vs, after.vl = ml, vs, vl
-        return Context(ctx.features, ctx.run, ctx.gap, ctx.keys, after, ctx.last_row, ctx.revision, ctx.means, ctx.groups)
+        return replace(ctx, after=after)
 
     # -- learning ----------------------------------------------------------------------------
 
