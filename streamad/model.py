@@ -317,7 +317,7 @@ class Model:
         """The score of one record, by the model as of the last learned batch (through
         the detector's one-record path, which may round differently from a batch's);
         its temporal context also counts the records ``learn_one`` holds."""
-        return self.detector.score_one(self._scaled_one(x)[0])
+        return self.detector.score_one(self._scaled_one(x))
 
     def predict_one(self, x: Record) -> bool:
         """Whether one record is an alarm, by the model as of the last learned batch."""
@@ -339,12 +339,13 @@ class Model:
         return np.concatenate([np.stack(self._batches.rows), row]) if self._batches.rows else row
 
     def _scaled_one(self, x: Record) -> np.ndarray:
+        """One record as the detector sees it (d,)."""
         row = self._row(x)
         if self.temporal is None:
-            return self.scaler.transform(row)
+            return self.scaler.transform_one(row[0])
         ctx = self._context(self._held(row), None, None)
         assert ctx is not None
-        return self._scale(ctx.features[-1:], row.shape[1])
+        return self._scale(ctx.features[-1:], row.shape[1])[0]
 
     def learn_one(self, x: Record) -> None:
         """Buffer one record; learn the buffer as one batch when it is full."""
@@ -408,7 +409,9 @@ def _finite(X: np.ndarray) -> np.ndarray:
     a value by one detector and break another's linear algebra. The pipeline's sources
     reject such records with a reason before they get here; a Model used directly says
     which record."""
-    if X.size and not np.isfinite(X).all():
+    # A sum is finite when every value is (cheaper than a mask: a record at a time, this
+    # was a tenth of a score); only a sum that overflowed needs the values looked at.
+    if X.size and not math.isfinite(np.add.reduce(X, axis=None)) and not np.isfinite(X).all():
         row, col = np.argwhere(~np.isfinite(X))[0]
         raise ValueError(f"record {int(row)} has a non-finite value ({X[row, col]}) in column {int(col)}: drop or impute such records first")
     return X

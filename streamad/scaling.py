@@ -13,6 +13,7 @@ or from the future.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,10 @@ class Scaler:
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         return np.asarray(X, dtype=np.float64)
+
+    def transform_one(self, x: np.ndarray) -> np.ndarray:
+        """``transform`` of one record (d,)."""
+        return self.transform(np.asarray(x, dtype=np.float64).reshape(1, -1))[0]
 
     def learn(self, X: np.ndarray) -> None:
         return None
@@ -61,6 +66,7 @@ class StandardScaler(Scaler):
         self.mean: np.ndarray | None = None
         self.m2: np.ndarray | None = None
         self._cache: tuple[Any, Any, float, np.ndarray | None] | None = None
+        self._kernel: Callable[..., np.ndarray] | None = None  # transform_one's
 
     def learn(self, X: np.ndarray) -> None:
         X = np.asarray(X, dtype=np.float64)
@@ -103,6 +109,17 @@ class StandardScaler(Scaler):
         # np.clip's Python wrapper costs more than the work on a record or a few.
         np.minimum(z, self.clip, out=z)
         return np.maximum(z, -self.clip, out=z)
+
+    def transform_one(self, x: np.ndarray) -> np.ndarray:
+        """``transform`` of one record (d,), in one compiled call (the same values)."""
+        safe = self._divisor()
+        if safe is None or self.mean is None:
+            return np.zeros(len(x))
+        if self._kernel is None:
+            from streamad.record_kernel import scale_record  # numba: imported on first use
+
+            self._kernel = scale_record
+        return self._kernel(np.asarray(x, dtype=np.float64), self.mean, safe, float(self.clip))
 
     def _divisor(self) -> np.ndarray | None:
         """The standard deviation, infinite for constant features; computed once per

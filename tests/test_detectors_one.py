@@ -9,6 +9,7 @@ import pytest
 
 from streamad import checkpoint
 from streamad.detectors import make_detector
+from streamad.learning.components import Calibration, Combiner, HeadSpec
 
 NAMES = ["loe-ae", "loe-ntl", "loe-svdd", "gaussian", "river-hst"]
 FAST = {"loe-ntl": {"n_transforms": 4}}
@@ -128,3 +129,45 @@ def test_river_hst_learns_each_record_at_once() -> None:
         det.learn_one(x)
         assert len(det.buffered) == 0
     assert det.model.counter == 0 and not det.model._first_window  # three windows of 10 passed
+
+
+KERNEL_VARIANTS = {
+    "default": {},
+    "no head": {"head": None},
+    "gaussian noise, latent term": {"head": HeadSpec(nu=0.0, latent_weight=0.5)},
+    "student-t, latent term": {"head": HeadSpec(latent_weight=1.0)},
+    "relu, max": {"backbone": {"activation": "relu"}, "combiner": Combiner(mode="max", gauss_weight=2.0)},
+    "leaky relu": {"backbone": {"activation": "leaky_relu"}},
+    "the gaussian alone": {"combiner": Combiner(mode="gauss")},
+    "no gaussian": {"gaussian": None},
+    "no gaussian, calibrated network": {"gaussian": None, "head": None, "calibration": Calibration(network_after=64)},
+    "small clip": {"input_clip": 2.0},
+}
+
+
+@pytest.mark.parametrize("variant", list(KERNEL_VARIANTS))
+def test_the_compiled_one_record_score_is_the_batch_score(variant: str) -> None:
+    """score_one's compiled path (streamad/record_kernel.py) computes what the float64
+    numpy batch path does, for every part it covers: the heads, the activations, the
+    combiners, with and without the Gaussian; wild and missing values cleaned alike."""
+    det = make_detector("loe-ae", batch_size=64).with_components(**KERNEL_VARIANTS[variant])
+    X = stream(900, d=4)
+    det.learn(X[:400])
+    probe = np.concatenate([X[400:460], [[30.0, -1e6, 0.0, 1.0], [np.nan, 0.0, 1.0, 2.0]]])
+    for start in (0, 30):  # two states of the model: the kernel follows it
+        t = det.trainer
+        assert t is not None
+        one = [t.score_record(x, det.components().input_clip) for x in probe]
+        assert None not in one
+        batch = t.score_numpy(det._clean(probe))
+        assert batch is not None
+        np.testing.assert_allclose(np.array(one, dtype=float), batch, rtol=1e-9, atol=1e-9)
+        det.learn(X[460 + start : 560 + start])
+
+
+def test_the_compiled_path_steps_aside_for_what_it_does_not_cover() -> None:
+    det = make_detector("loe-ae", histograms=True)
+    X = stream(300, d=4)
+    det.learn(X)
+    assert det.trainer is not None and det.trainer.score_record(X[0], 1e3) is None
+    assert det.score_one(X[0]) == pytest.approx(float(det.score(X[:1])[0]), rel=1e-4)

@@ -52,3 +52,16 @@ def test_floors_bound_the_deviation_from_below() -> None:
     loaded = StandardScaler(floors=np.array([1.0, 1e-6]))
     loaded.load_state_dict({"n": sc.n, "mean": sc.mean, "m2": sc.m2})  # a state written before the stage shared this class
     np.testing.assert_array_equal(loaded.transform(np.array([[0.01, 0.01]])), sc.transform(np.array([[0.01, 0.01]])))
+
+
+@pytest.mark.parametrize("scaler", [StandardScaler(clip=3.0, floors=np.array([0.0, 0.5, 0.0])), MinMaxScaler()])
+def test_one_record_is_scaled_exactly_as_in_a_batch(scaler: StandardScaler | MinMaxScaler) -> None:
+    """transform_one (StandardScaler's compiled for score_one) gives the batch's values,
+    bit for bit, before the scaler has learned anything and after."""
+    rng = np.random.default_rng(3)
+    W = rng.normal(scale=[1.0, 0.01, 100.0], size=(200, 3))
+    W[:, 2] = np.where(np.arange(200) < 100, 7.0, W[:, 2])  # constant, then not
+    for part in (W[:0], W[:100], W[100:]):
+        scaler.learn(part)
+        probe = rng.normal(scale=[5.0, 1.0, 500.0], size=(20, 3))
+        assert np.array_equal(np.stack([scaler.transform_one(x) for x in probe]), scaler.transform(probe))

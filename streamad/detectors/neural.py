@@ -220,16 +220,21 @@ class NeuralDetector(Detector):
 
     def score_one(self, x: Record, key: str | None = None) -> float:
         """The score of one record by the model as of the last learned mini-batch. Once
-        the model has learned, it is computed in float64 from a numpy copy of a network
-        that has one (the autoencoder): no torch call per record. It then equals
-        ``score`` of the same record up to float32 rounding (about 1e-6 relative)."""
-        X = self._clean(self._row(x))
+        the model has learned, it is computed in float64 from a copy of a network that
+        has one (the autoencoder), in one compiled call (streamad/record_kernel.py): no
+        torch and no numpy call per record. It then equals ``score`` of the same record
+        up to float32 rounding (about 1e-6 relative)."""
+        row = self._row(x)
         t = self.trainer
-        if t is not None and X.shape[1] == self.n_features:
-            s = t.score_numpy(X)
+        if t is not None and row.shape[1] == self.n_features:
+            s = t.score_record(row[0], float(self.components().input_clip))
             if s is not None:
-                return float(s[0])
-        return float(self.score(X)[0])
+                return s
+            X = self._clean(row)
+            numpy_scores = t.score_numpy(X)
+            if numpy_scores is not None:
+                return float(numpy_scores[0])
+        return float(self.score(self._clean(row))[0])
 
     def learn(self, X: np.ndarray, keys: Keys = None) -> LearnReport:
         X = self._clean(X)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
@@ -93,6 +93,14 @@ def _init_linear(layer: nn.Linear, generator: torch.Generator, zero: bool = Fals
         if layer.bias is not None:
             layer.bias.zero_()
     return layer
+
+
+class NumpyNet(NamedTuple):
+    """An autoencoder's weights in float64: ``(w1, b1, w2, b2, w3, b3, w4, b4, live)``,
+    each ``w`` inputs × outputs, and the name of its activation."""
+
+    arrays: tuple[np.ndarray, ...]
+    activation: str
 
 
 @dataclass
@@ -171,11 +179,26 @@ class Backbone(nn.Module):
         """``residuals`` of the batch of a training forward pass."""
         return self.residuals(x)
 
-    def numpy_forward(self) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None:
-        """A float64 numpy copy of the network as it is now, ``f(X) -> (residuals,
-        latent codes)``, for scoring a record or a few without torch's per-call cost;
-        None for backbones without one."""
+    def numpy_weights(self) -> NumpyNet | None:
+        """A float64 copy of the network's weights as they are now, for scoring a record
+        or a few without torch's per-call cost (``numpy_forward``, and the compiled
+        one-record path of streamad/record_kernel.py); None for backbones without one."""
         return None
+
+    def numpy_forward(self) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None:
+        """``f(X) -> (residuals, latent codes)`` in float64 numpy from ``numpy_weights``;
+        None for backbones without them."""
+        net = self.numpy_weights()
+        if net is None:
+            return None
+        act = _NUMPY_ACTIVATIONS[net.activation]
+        w1, b1, w2, b2, w3, b3, w4, b4, live = net.arrays
+
+        def forward(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            z = act(act(X @ w1 + b1) @ w2 + b2)
+            return (act(z @ w3 + b3) @ w4 + b4 - X) * live, z
+
+        return forward
 
     def feature_contributions(self, x: torch.Tensor) -> torch.Tensor:
         """Per-feature share of each record's score; by default gradient times deviation."""
@@ -287,20 +310,14 @@ class AutoEncoder(Backbone):
             self.backward_cached(fwd.cache, coef_n * lamp.grad(fwd.ln) / n, None if coef_a is None else coef_a / n)
         return loss
 
-    def numpy_forward(self) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None:
-        act = _NUMPY_ACTIVATIONS.get(self.activation)
-        if act is None:
+    def numpy_weights(self) -> NumpyNet | None:
+        if self.activation not in _NUMPY_ACTIVATIONS:
             return None
-        (w1, b1), (w2, b2), (w3, b3), (w4, b4) = [
-            (layer.weight.detach().double().cpu().numpy().T.copy(), layer.bias.detach().double().cpu().numpy().copy()) for layer in self._linears
-        ]
-        live = self.live.detach().double().cpu().numpy().copy()
-
-        def forward(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            z = act(act(X @ w1 + b1) @ w2 + b2)
-            return (act(z @ w3 + b3) @ w4 + b4 - X) * live, z
-
-        return forward
+        arrays: list[np.ndarray] = []
+        for layer in self._linears:
+            arrays += [layer.weight.detach().double().cpu().numpy().T.copy(), layer.bias.detach().double().cpu().numpy().copy()]
+        arrays.append(self.live.detach().double().cpu().numpy().copy())
+        return NumpyNet(tuple(arrays), self.activation)
 
     @torch.no_grad()
     def forward_cached(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, tuple[torch.Tensor, ...]]:

@@ -227,6 +227,12 @@ class Combiner:
             out = np.maximum(z_net, z_gauss) if self.mode == "max" else z_net + z_gauss
         return out if z_proj is None else out + z_proj
 
+    def one(self, z_net: float, z_gauss: float) -> float:
+        """``self`` of one record's scores, without projections (the one-record path)."""
+        if self.mode == "gauss":
+            return z_gauss
+        return max(z_net, z_gauss) if self.mode == "max" else z_net + z_gauss
+
 
 @dataclass(frozen=True)
 class Schedule:

@@ -241,6 +241,11 @@ class Calibrator:
         med, spread = self.stats()
         return (self.transform(scores) - med) / spread
 
+    def one(self, score: float) -> float:
+        """``self`` of one score, without arrays (the one-record path)."""
+        med, spread = self.stats()
+        return (math.log1p(max(score, 0.0)) - med) / spread
+
     def reset(self) -> None:
         self.hist.reset()
         self._stats = None

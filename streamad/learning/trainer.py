@@ -149,6 +149,7 @@ class WindowTrainer:
         self.loss_slow = math.nan
         self.flat_steps = 0
         self._numpy: tuple[int, Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None] | None = None
+        self._record: tuple[int, tuple[Callable[..., tuple[float, float]], np.ndarray, np.ndarray] | None] | None = None
 
     # -- scoring -------------------------------------------------------------------------
 
@@ -231,6 +232,48 @@ class WindowTrainer:
         if forward is None:
             return None
         return self._combined(X, lambda: self._numpy_network(*forward(X)))
+
+    def score_record(self, x: np.ndarray, clip: float) -> float | None:
+        """``score_numpy`` of one scaled record ``x`` (d,), cleaned as the detector cleans
+        a batch (NaN → 0, clipped to ``±clip``), through the compiled kernel of
+        streamad/record_kernel.py: equal to ``score_numpy`` up to float64 rounding. None
+        for a trainer the kernel does not cover (no numpy form of the backbone, another
+        head, projection histograms): use ``score_numpy`` or ``score``."""
+        if self._record is None or self._record[0] != self.revision:
+            self._record = (self.revision, self._kernel())
+        kernel = self._record[1]
+        if kernel is None:
+            return None
+        g = self.gaussian
+        if g is not None and self.n_seen == 0:
+            return 0.0  # self.neutral
+        record_scores, p, sizes = kernel
+        raw, dist = record_scores(x, clip, p, sizes)
+        if g is None:
+            return float(self._calibrated(np.array([raw]))[0])
+        z_g = self.combiner.gauss_weight * g.cal.one(dist)
+        z_n = self.ncal.one(raw) if self.combiner.uses_network else 0.0
+        return self.combiner.one(z_n, z_g)
+
+    def _kernel(self) -> tuple[Callable[..., tuple[float, float]], np.ndarray, np.ndarray] | None:
+        """The compiled kernel and its arguments after ``x`` and ``clip``, as of the
+        model's last change (None: the kernel does not cover this trainer)."""
+        from streamad.record_kernel import ACTIVATIONS, pack, record_scores  # numba: imported on first use
+
+        net = self.backbone.numpy_weights()
+        head = self.head
+        if net is None or net.activation not in ACTIVATIONS or self.projections is not None or not (head is None or type(head) is DensityHead):
+            return None
+        g = self.gaussian
+        return record_scores, *pack(
+            net.arrays,
+            net.activation,
+            inv_var=None if head is None else head._inv_var64,
+            nu=0.0 if head is None else float(head.nu),
+            latent=(float(head.latent_weight), head._mu64, head._prec64) if head is not None and head._latent else None,
+            gauss=None if g is None else (g.model.mean, g.model._prec),
+            loss_cap=float(LOSS_CAP),
+        )
 
     def _calibrated(self, raw: np.ndarray) -> np.ndarray:
         after = self.calibration.network_after
