@@ -121,6 +121,8 @@ class Model:
         self.stats = StandardScaler(half_life=10_000)
         self.temporal: TemporalFeatures | None = TemporalFeatures() if temporal is True else (temporal or None)
         self._batches = MiniBatches()  # what learn_one holds, and the feature names
+        # (the buffer, the temporal revision, how many of its records, their context)
+        self._held_ctx: tuple[list[np.ndarray], int, int, Context | None] | None = None
 
     @property
     def feature_names(self) -> tuple[str, ...] | None:
@@ -338,14 +340,33 @@ class Model:
         """The records ``learn_one`` holds, then ``row``: the history of its context."""
         return np.concatenate([np.stack(self._batches.rows), row]) if self._batches.rows else row
 
+    def _held_context(self) -> Context | None:
+        """The temporal context of the records ``learn_one`` holds (None: none), as one
+        window would give it. Kept between calls and extended by the records added since,
+        so that ``score_one`` costs one record's context, not the buffer's again (up to
+        a batch of 256 records: 112 µs a score on the demo)."""
+        assert self.temporal is not None
+        rows = self._batches.rows
+        if not rows:
+            return None
+        kept = self._held_ctx
+        # The buffer is appended to until it is learned (a new list, a new revision of
+        # the temporal state); a load replaces the list as well.
+        if kept is None or kept[0] is not rows or kept[1] != self.temporal.revision or kept[2] > len(rows):
+            kept = (rows, self.temporal.revision, 0, None)
+        _, revision, covered, ctx = kept
+        if covered < len(rows):
+            ctx = self.temporal.transform(np.stack(rows[covered:]), names=self.feature_names, after=ctx)
+        self._held_ctx = (rows, revision, len(rows), ctx)
+        return ctx
+
     def _scaled_one(self, x: Record) -> np.ndarray:
         """One record as the detector sees it (d,)."""
         row = self._row(x)
         if self.temporal is None:
             return self.scaler.transform_one(row[0])
-        ctx = self._context(self._held(row), None, None)
-        assert ctx is not None
-        return self._scale(ctx.features[-1:], row.shape[1])[0]
+        ctx = self.temporal.transform(row, names=self.feature_names, after=self._held_context())
+        return self._scale(ctx.features, row.shape[1])[0]
 
     def learn_one(self, x: Record) -> None:
         """Buffer one record; learn the buffer as one batch when it is full."""

@@ -221,6 +221,7 @@ class TemporalFeatures:
         self.long_span = int(long_span)
         self.history = int(history)
         self.columns: tuple[Column, ...] | None = None
+        self._names: tuple[str, ...] = ()  # the columns' names, asked for every window
         self.timed = False
         self.sources: tuple[str, ...] = ()
         self._slots: dict[Any, int] = {}
@@ -249,6 +250,7 @@ class TemporalFeatures:
         if self.timed and "calendar" in self.groups:
             cols += [Column(f"{TIME_SOURCE}.{c}", TIME_SOURCE, "calendar", -1) for c in ("day_sin", "day_cos", "week_sin", "week_cos")]
         self.columns = tuple(cols)
+        self._names = tuple(c.name for c in cols)
         self._layout_cache = None
         d = len(self.sources)
         first = {c.kind: i for i, c in reversed(list(enumerate(cols)))}
@@ -261,7 +263,7 @@ class TemporalFeatures:
     @property
     def names(self) -> tuple[str, ...]:
         """The columns the detector sees: the source features, then the derived ones."""
-        return () if self.columns is None else tuple(c.name for c in self.columns)
+        return () if self.columns is None else self._names
 
     @property
     def n_keys(self) -> int:
@@ -276,12 +278,18 @@ class TemporalFeatures:
         timestamps: np.ndarray | None = None,
         names: Sequence[str] | None = None,
         flagged: np.ndarray | None = None,
+        after: Context | None = None,
     ) -> Context:
         """The context of each record of ``X`` (n × d, in order) from the committed
         state and the records before it; changes nothing. ``flagged`` (bool, n) marks
         records the model alarmed on: they count ``FLAGGED_WEIGHT`` in the keys' long
         means (what ``Model.learn`` commits), so a long anomaly does not become the
-        long-run level that the records after it are measured from."""
+        long-run level that the records after it are measured from.
+
+        ``after``: the context of records just before ``X`` that are not committed
+        (both without keys): ``X`` continues that window, its context the same as that
+        of the last records of one window holding both (``Model.score_one`` with the
+        records ``learn_one`` holds, one record at a time instead of all of them again)."""
         X = np.asarray(X, dtype=np.float64)
         n, d = X.shape
         if self.columns is None:
@@ -291,8 +299,15 @@ class TemporalFeatures:
         ts = None
         if self.timed:
             ts = np.full(n, np.nan) if timestamps is None else np.asarray(timestamps, dtype=np.float64)
-        uniq, g, W, last_row = self._gather(X, keys)
-        means = (W.last.copy(), W.ml.copy(), W.vs.copy(), W.vl.copy())
+        means: tuple[np.ndarray, ...]
+        if after is None:
+            uniq, g, W, last_row = self._gather(X, keys)
+            means = (W.last.copy(), W.ml.copy(), W.vs.copy(), W.vl.copy())
+        else:
+            if keys is not None or after.keys != [None] or after.revision != self.revision:
+                raise ValueError("only a window without keys, of the committed state, can be continued")
+            uniq, g, W, last_row = [None], np.zeros(n, dtype=np.int64), after.after.take(np.zeros(1, dtype=np.int64)), np.full(1, n - 1)
+            means = after.means  # the window's start
         F = np.empty((n, len(self.names)))
         F[:, :d] = X
         run = np.zeros((n, d), dtype=np.int64)
@@ -304,7 +319,7 @@ class TemporalFeatures:
             X, g, ts if ts is not None else np.zeros(0), ts is not None, w,
             *self._alphas, STEP_CLIP, VOL_FLOOR, GAP_EPS, GAP_EPS_SECONDS, RUN_CAP,
             self._offsets, F, run, gap,
-            W.last, W.hist, W.ml, W.vs, W.vl, W.run, W.ever, W.t_last, W.ghist[:, :, 0], W.count,
+            W.last, W.hist, W.ml, W.vs, W.vl, W.run, W.ever, W.t_last, W.ghist[:, :, 0], W.count, means[3],
         )  # fmt: skip
         if ts is not None and "calendar" in self.groups:
             day = np.nan_to_num(ts % 86400.0 / 86400.0 * 2 * np.pi)

@@ -80,20 +80,20 @@ def run_rows(
     t_last: np.ndarray,
     ghist: np.ndarray,
     count: np.ndarray,
+    cap: np.ndarray,
 ) -> None:
     """Fill the derived columns of ``F`` (the values are already in its first ``d``)
     row by row, each from its key's state, and move the states (arrays indexed by key)
     past the row. ``offsets``: the first column of jump, diff, drift, vol, run, gap
     (-1: not computed). ``gap_out`` gets the seconds since the key's previous record
-    (0: unknown)."""
+    (0: unknown). ``cap``: each key's usual step size as the committed state knows it
+    (before the window, where the states may be part-way through it): steps are clipped
+    at a multiple of it, so one wild record early in a window cannot raise the clip for
+    the records after it."""
     n, d = X.shape
     h = hist.shape[1]
     o_jump, o_diff, o_drift, o_vol, o_run, o_gap = offsets[0], offsets[1], offsets[2], offsets[3], offsets[4], offsets[5]
     need_vs = o_vol >= 0
-    # Steps are clipped at a multiple of the key's usual step as the committed state
-    # knows it (before the window): one wild record early in a window cannot raise the
-    # clip for the records after it.
-    cap = vl.copy()
     buf = np.empty(h)
     for i in range(n):
         k = g[i]

@@ -334,6 +334,34 @@ def test_model_with_the_stage_one_record_at_a_time():
     assert model.score_one(stuck) > model.score_one(dict(zip(names, X[2400])))
 
 
+def test_score_one_sees_the_held_records_as_one_window_would():
+    """score_one extends the context of the records learn_one holds one record at a
+    time; the record's context, and so its score, is what one window of the held
+    records and it gives (its steps clipped by the usual step from before the window),
+    through the buffer's batches, a flush and a checkpoint's load."""
+    X, _ = frozen_sensor(1400, start=900, length=120)
+    X[700] += 40.0  # a wild step: later steps of its window are clipped as before it
+    model = Model(temporal=True)
+    checks = 0
+    for i, x in enumerate(X):
+        if i % 7 == 0 or 700 <= i <= 705:
+            held = model._held(x.reshape(1, -1))
+            ctx = model.temporal.transform(held) if model.temporal.columns is not None else None
+            one = model._scaled_one(x)
+            if ctx is not None:
+                assert np.array_equal(one, model._scale(ctx.features[-1:], X.shape[1])[0])
+                checks += 1
+        model.learn_one(x)
+        if i == 1000:
+            model.flush()
+        if i == 1100:
+            back = Model(temporal=True)
+            back.load_state_dict(checkpoint.loads(checkpoint.dumps(model.state_dict())))
+            assert back.score_one(X[1101]) == model.score_one(X[1101])
+            model = back
+    assert checks > 150
+
+
 def test_detect_takes_key_and_timestamp_columns():
     X, keys, ts = devices(900)
     df = pd.DataFrame({"device": keys, "ts": pd.to_datetime(ts, unit="s", utc=True), "flow": X[:, 0], "pressure": X[:, 1]})
