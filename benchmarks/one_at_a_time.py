@@ -12,6 +12,10 @@ each, on the same records in the ODDS protocol's order (seed 0):
   ``score_one`` then ``learn_one`` on a dict;
 - pysad's LODA, ``fit_score_partial`` on a NumPy row (its docs' test-then-train call).
 
+Then the same over a sensor stream (the demo's six sensors, as many records): streamad's
+``Model(temporal=True)``, each record scored with its temporal context (the records
+``learn_one`` holds count in it), beside the two peers on the values alone.
+
 Throughput counts the records after the warm-up (the first ``--warmup`` records, where
 a young streamad model learns small batches often), median over the repeats, one thread.
 Results go to benchmarks/results/one_at_a_time.md (and .json).
@@ -25,7 +29,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +38,7 @@ import numpy as np
 from benchmarks.odds import RESULTS, _commit, _default_data_dir, _machine, _versions, single_thread
 
 Loop = Callable[[np.ndarray, int], float]
+SENSOR_SEED = 1
 
 
 def _timed(step: Callable[[Any], None], records: Sequence[Any], warmup: int) -> float:
@@ -90,6 +95,18 @@ def pysad_loda(X: np.ndarray, warmup: int) -> float:
     return _timed(model.fit_score_partial, list(np.ascontiguousarray(X, dtype=np.float64)), warmup)
 
 
+def streamad_temporal(X: np.ndarray, warmup: int) -> float:
+    from streamad import Model
+
+    model = Model(temporal=True)
+
+    def step(x: np.ndarray) -> None:
+        model.score_one(x)
+        model.learn_one(x)
+
+    return _timed(step, list(X), warmup)
+
+
 LOOPS: list[tuple[str, str, Loop]] = [
     ("streamad_rows", "streamad Model (default detector), NumPy rows", streamad_rows),
     ("streamad_dicts", "streamad Model (default detector), dicts", streamad_dicts),
@@ -98,8 +115,24 @@ LOOPS: list[tuple[str, str, Loop]] = [
 ]
 
 
+#: the same loops over a sensor stream: the demo's six sensors, the temporal stage on
+#: for streamad (its context from each record's past), the values alone for the peers
+SENSOR_LOOPS: list[tuple[str, str, Loop]] = [
+    ("sensor_streamad_temporal", "streamad Model(temporal=True), NumPy rows", streamad_temporal),
+    ("sensor_river_hst", "river HalfSpaceTrees + MinMaxScaler, dicts (values only)", river_hst),
+    ("sensor_pysad_loda", "pysad LODA, NumPy rows (values only)", pysad_loda),
+]
+
+
+def _table(med: Mapping[str, float], loops: Sequence[tuple[str, str, Loop]], ours: str) -> list[str]:
+    lines = ["| loop | records/s | streamad ÷ it |", "|---|---:|---:|"]
+    for key, title, _ in loops:
+        lines.append(f"| {title} | {med[key]:,.0f} | {med[ours] / med[key]:.2f}× |")
+    return lines
+
+
 def render(runs: list[dict[str, float]], meta: dict[str, Any]) -> str:
-    med = {k: float(np.median([r[k] for r in runs])) for k, _, _ in LOOPS}
+    med = {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
     lines = [
         "# One record at a time: score, then learn",
         "",
@@ -112,13 +145,18 @@ def render(runs: list[dict[str, float]], meta: dict[str, Any]) -> str:
         f"- Date: {meta['date']}; git commit {meta['commit']}.",
         f"- Command: `{meta['command']}`",
         "",
-        "| loop | records/s | streamad rows ÷ it |",
-        "|---|---:|---:|",
+        *_table(med, LOOPS, "streamad_rows"),
+        "",
+        f"## A sensor stream: {meta['sensor_records']:,} records of the demo (seed {meta['sensor_seed']}, six sensors, rows with a"
+        f" missing value left out), the first {meta['warmup']:,} as warm-up",
+        "",
+        "streamad with its temporal stage: each record's context (jumps, drift, a stuck value, ...) from the records before it,"
+        " those `learn_one` holds included. The peers see the values alone.",
+        "",
+        *_table(med, SENSOR_LOOPS, "sensor_streamad_temporal"),
+        "",
+        "Runs: " + "; ".join(", ".join(f"{k} {v:,.0f}" for k, v in r.items()) for r in runs),
     ]
-    ours = med["streamad_rows"]
-    for key, title, _ in LOOPS:
-        lines.append(f"| {title} | {med[key]:,.0f} | {ours / med[key]:.2f}× |")
-    lines += ["", "Runs: " + "; ".join(", ".join(f"{k} {r[k]:,.0f}" for k, _, _ in LOOPS) for r in runs)]
     return "\n".join(lines) + "\n"
 
 
@@ -135,14 +173,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     X, _ = load_mat(args.file)
     X = X[np.random.default_rng(0).permutation(len(X))][: args.records]
+    from streamad.app.demo import generate
+
+    S = generate(n=args.records, seed=SENSOR_SEED, drift=False).X
+    S = S[np.isfinite(S).all(axis=1)]
     runs = []
     for i in range(args.repeats):
         run = {key: loop(X, args.warmup) for key, _, loop in LOOPS}
+        run |= {key: loop(S, args.warmup) for key, _, loop in SENSOR_LOOPS}
         runs.append(run)
         print(f"run {i + 1}: " + ", ".join(f"{key} {v:,.0f} rec/s" for key, v in run.items()), flush=True)
     meta = {
         "file": args.file.name,
         "records": len(X),
+        "sensor_records": len(S),
+        "sensor_seed": SENSOR_SEED,
         "warmup": args.warmup,
         "machine": _machine(),
         "cores": os.cpu_count(),
