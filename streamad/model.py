@@ -123,6 +123,9 @@ class Model:
         self._batches = MiniBatches()  # what learn_one holds, and the feature names
         # (the buffer, the temporal revision, how many of its records, their context)
         self._held_ctx: tuple[list[np.ndarray], int, int, Context | None] | None = None
+        # score_one's last: (the temporal revision, the held records' context it
+        # continued, the record, its context)
+        self._next_ctx: tuple[int, Context | None, np.ndarray, Context] | None = None
 
     @property
     def feature_names(self) -> tuple[str, ...] | None:
@@ -355,7 +358,10 @@ class Model:
         if kept is None or kept[0] is not rows or kept[1] != self.temporal.revision or kept[2] > len(rows):
             kept = (rows, self.temporal.revision, 0, None)
         _, revision, covered, ctx = kept
-        if covered < len(rows):
+        nxt, self._next_ctx = self._next_ctx, None
+        if covered + 1 == len(rows) and nxt is not None and nxt[0] == revision and nxt[1] is ctx and np.array_equal(nxt[2], rows[-1]):
+            ctx = nxt[3]  # the record score_one saw last was learned next: its context is known
+        elif covered < len(rows):
             ctx = self.temporal.transform(np.stack(rows[covered:]), names=self.feature_names, after=ctx)
         self._held_ctx = (rows, revision, len(rows), ctx)
         return ctx
@@ -365,7 +371,10 @@ class Model:
         row = self._row(x)
         if self.temporal is None:
             return self.scaler.transform_one(row[0])
-        ctx = self.temporal.transform(row, names=self.feature_names, after=self._held_context())
+        held = self._held_context()
+        ctx = self.temporal.transform(row, names=self.feature_names, after=held)
+        # river's loop learns the record it scored next: then this is the held records' context
+        self._next_ctx = (self.temporal.revision, held, row[0], ctx)
         return self._scale(ctx.features, row.shape[1])[0]
 
     def learn_one(self, x: Record) -> None:

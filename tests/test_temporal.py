@@ -344,13 +344,17 @@ def test_score_one_sees_the_held_records_as_one_window_would():
     model = Model(temporal=True)
     checks = 0
     for i, x in enumerate(X):
-        if i % 7 == 0 or 700 <= i <= 705:
+        if i % 7 == 0 or 700 <= i <= 705 or i == 1301:
             held = model._held(x.reshape(1, -1))
             ctx = model.temporal.transform(held) if model.temporal.columns is not None else None
             one = model._scaled_one(x)
             if ctx is not None:
                 assert np.array_equal(one, model._scale(ctx.features[-1:], X.shape[1])[0])
                 checks += 1
+        if i == 1300:  # scored with nothing held, then a batch learned before it: its context moved on
+            model.flush()
+            model.score_one(x)
+            model.learn_many(X[1300:1301] + 1.0)
         model.learn_one(x)
         if i == 1000:
             model.flush()
