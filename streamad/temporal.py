@@ -144,6 +144,9 @@ class KeyStates:
     def take(self, idx: np.ndarray) -> KeyStates:
         return KeyStates(*(getattr(self, f)[idx] for f in self.FIELDS))  # indexing by an array copies
 
+    def copy(self) -> KeyStates:
+        return KeyStates(*(getattr(self, f).copy() for f in self.FIELDS))
+
     def put(self, idx: np.ndarray, other: KeyStates) -> None:
         for f in self.FIELDS:
             getattr(self, f)[idx] = getattr(other, f)
@@ -306,7 +309,7 @@ class TemporalFeatures:
         else:
             if keys is not None or after.keys != [None] or after.revision != self.revision:
                 raise ValueError("only a window without keys, of the committed state, can be continued")
-            uniq, g, W, last_row = [None], np.zeros(n, dtype=np.int64), after.after.take(np.zeros(1, dtype=np.int64)), np.full(1, n - 1)
+            uniq, g, W, last_row = [None], np.zeros(n, dtype=np.int64), after.after.copy(), np.full(1, n - 1)
             means = after.means  # the window's start
         F = np.empty((n, len(self.names)))
         F[:, :d] = X
