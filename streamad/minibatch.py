@@ -52,6 +52,8 @@ class MiniBatches:
 
     def row(self, x: Record) -> np.ndarray:
         """One record as a 1 × d array."""
+        if type(x) is np.ndarray and x.dtype == np.float64:
+            return x.reshape(1, -1)  # a row one at a time: four a record, no ABC check
         if isinstance(x, Mapping):
             if self.names is None:
                 self.names = tuple(x)
@@ -81,7 +83,8 @@ class MiniBatches:
 
     def add_keyed(self, x: Record, limit: int, key: str | None = None) -> tuple[np.ndarray, list[str | None] | None] | None:
         """``add``, the batch handed out with its keys (see the module docstring)."""
-        self.rows.append(self.row(x)[0])
+        # A copy: a caller may fill the same array with each record it reads.
+        self.rows.append(self.row(x)[0].copy())
         self.keys.append(key)
         if self.next is None:
             self.next = min(self.first, limit)

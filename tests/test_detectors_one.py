@@ -171,3 +171,14 @@ def test_the_compiled_path_steps_aside_for_what_it_does_not_cover() -> None:
     det.learn(X)
     assert det.trainer is not None and det.trainer.score_record(X[0], 1e3) is None
     assert det.score_one(X[0]) == pytest.approx(float(det.score(X[:1])[0]), rel=1e-4)
+
+
+def test_a_reused_array_is_a_new_record_each_time() -> None:
+    """A reader that fills the same array with each record: learn_one keeps each one."""
+    det, ref = make_detector("loe-ae"), make_detector("loe-ae")
+    buf = np.empty(3)
+    for x in stream(20):
+        buf[:] = x
+        det.learn_one(buf)
+        ref.learn_one(x.copy())
+    assert np.array_equal(det.buffered, ref.buffered)
