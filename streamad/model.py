@@ -374,7 +374,7 @@ class Model:
         held = self._held_context()
         ctx = self.temporal.transform(row, names=self.feature_names, after=held)
         # river's loop learns the record it scored next: then this is the held records' context
-        self._next_ctx = (self.temporal.revision, held, row[0], ctx)
+        self._next_ctx = (self.temporal.revision, held, row[0].copy(), ctx)  # the caller may reuse its array
         return self._scale(ctx.features, row.shape[1])[0]
 
     def learn_one(self, x: Record) -> None:

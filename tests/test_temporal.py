@@ -366,6 +366,21 @@ def test_score_one_sees_the_held_records_as_one_window_would():
     assert checks > 150
 
 
+def test_score_one_then_learning_another_record_in_the_same_array():
+    """A caller that scores a record, then fills the same array with the next one and
+    learns that: the record learned is the one in the array then."""
+    X, _ = frozen_sensor(600, start=400, length=50)
+    model, ref = Model(temporal=True), Model(temporal=True)
+    buf = np.empty(X.shape[1])
+    for i in range(len(X) - 1):
+        buf[:] = X[i]
+        model.score_one(buf)
+        buf[:] = X[i + 1]  # learned without being scored
+        model.learn_one(buf)
+        ref.learn_one(X[i + 1])
+    assert model.score_one(X[0]) == ref.score_one(X[0])
+
+
 def test_detect_takes_key_and_timestamp_columns():
     X, keys, ts = devices(900)
     df = pd.DataFrame({"device": keys, "ts": pd.to_datetime(ts, unit="s", utc=True), "flow": X[:, 0], "pressure": X[:, 1]})
