@@ -11,8 +11,8 @@ What is compiled is only arithmetic on arrays the trainer hands over (its weight
 statistics as of its last change); which parts exist and how their scores combine
 stays in ``WindowTrainer.score_record``, in Python, beside the batch path it mirrors.
 The scaler's step is as plain: ``StandardScaler.transform_one``. The code is cached
-beside this module (numba's ``cache=True``); numba is imported when
-the first record is scored one at a time.
+beside this module (numba's ``cache=True``); numba is imported when the first record is
+scored one at a time.
 """
 
 from __future__ import annotations
