@@ -106,6 +106,15 @@ def pack(
 
 
 @numba.njit(cache=True)
+def _linear(p: np.ndarray, o: int, n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """A layer's weights (inputs × outputs) and bias, read from ``p`` at ``o``; and where
+    the next part begins."""
+    w = p[o : o + n_in * n_out].reshape((n_in, n_out))
+    o += n_in * n_out
+    return w, p[o : o + n_out], o + n_out
+
+
+@numba.njit(cache=True)
 def record_scores(x: np.ndarray, clip: float, p: np.ndarray, sizes: np.ndarray) -> tuple[float, float]:
     """The network's raw score and the Gaussian's squared Mahalanobis distance of the
     scaled record ``x`` (d,), as ``WindowTrainer.score_numpy`` computes them for a batch
@@ -113,23 +122,10 @@ def record_scores(x: np.ndarray, clip: float, p: np.ndarray, sizes: np.ndarray) 
     batch: NaN → 0, clipped to ``±clip``."""
     d, h1, k, h3, act, head, latent, gauss = sizes[0], sizes[1], sizes[2], sizes[3], sizes[4], sizes[5], sizes[6], sizes[7]
     nu, latent_weight, loss_cap = p[0], p[1], p[2]
-    o = 3
-    w1 = p[o : o + d * h1].reshape((d, h1))
-    o += d * h1
-    b1 = p[o : o + h1]
-    o += h1
-    w2 = p[o : o + h1 * k].reshape((h1, k))
-    o += h1 * k
-    b2 = p[o : o + k]
-    o += k
-    w3 = p[o : o + k * h3].reshape((k, h3))
-    o += k * h3
-    b3 = p[o : o + h3]
-    o += h3
-    w4 = p[o : o + h3 * d].reshape((h3, d))
-    o += h3 * d
-    b4 = p[o : o + d]
-    o += d
+    w1, b1, o = _linear(p, 3, d, h1)
+    w2, b2, o = _linear(p, o, h1, k)
+    w3, b3, o = _linear(p, o, k, h3)
+    w4, b4, o = _linear(p, o, h3, d)
     live = p[o : o + d]
     o += d
     xc = np.empty(d)
