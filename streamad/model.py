@@ -335,9 +335,11 @@ class Model:
         if self.temporal is None:
             names = self.feature_names or tuple(f"x{i}" for i in range(row.shape[1]))
             return [(names[j], share) for j, share in attribute(self.contributions(row), k)[0]]
-        X = self._held(row)
-        verdict = self.judge(X)
-        return self.explain(verdict, np.array([len(X) - 1]), k)[0]
+        ctx = self._context_one(row)
+        scaled = self._scale(ctx.features, row.shape[1])
+        scores = np.asarray(self.detector.score(scaled), dtype=np.float64)
+        thr = float(self.threshold.value)
+        return self.explain(Verdict(scaled, scores, thr, scores > thr, ctx.features, ctx), np.zeros(1, dtype=np.int64), k)[0]
 
     def _held(self, row: np.ndarray) -> np.ndarray:
         """The records ``learn_one`` holds, then ``row``: the history of its context."""
@@ -371,11 +373,16 @@ class Model:
         row = self._row(x)
         if self.temporal is None:
             return self.scaler.transform_one(row[0])
+        return self._scale(self._context_one(row).features, row.shape[1])[0]
+
+    def _context_one(self, row: np.ndarray) -> Context:
+        """The temporal context of one record (1 × d) after the records ``learn_one`` holds."""
+        assert self.temporal is not None
         held = self._held_context()
         ctx = self.temporal.transform(row, names=self.feature_names, after=held)
         # river's loop learns the record it scored next: then this is the held records' context
         self._next_ctx = (self.temporal.revision, held, row[0].copy(), ctx)  # the caller may reuse its array
-        return self._scale(ctx.features, row.shape[1])[0]
+        return ctx
 
     def learn_one(self, x: Record) -> None:
         """Buffer one record; learn the buffer as one batch when it is full."""

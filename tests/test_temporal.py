@@ -366,6 +366,18 @@ def test_score_one_sees_the_held_records_as_one_window_would():
     assert checks > 150
 
 
+def test_explain_one_words_a_record_as_a_judged_window_does():
+    X, _ = frozen_sensor(1500, start=1200, length=150)
+    names = ("flow", "pressure", "current")
+    model = Model(temporal=True)
+    for i, x in enumerate(X):
+        if i >= 1100 and i % 37 == 0:
+            held = model._held(x.reshape(1, -1))
+            verdict = model.judge(held)
+            assert model.explain_one(dict(zip(names, x))) == model.explain(verdict, np.array([len(held) - 1]))[0]
+        model.learn_one(dict(zip(names, x)))
+
+
 def test_score_one_then_learning_another_record_in_the_same_array():
     """A caller that scores a record, then fills the same array with the next one and
     learns that: the record learned is the one in the array then."""
