@@ -334,6 +334,44 @@ def test_model_with_the_stage_one_record_at_a_time():
     assert model.score_one(stuck) > model.score_one(dict(zip(names, X[2400])))
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(2, 300),
+    d=st.integers(1, 3),
+    decimals=st.integers(0, 2),
+    cuts=st.lists(st.integers(1, 299), max_size=5),
+    history=st.sampled_from([5, 2]),
+    committed=st.integers(0, 200),
+    seed=st.integers(0, 2**16),
+)
+def test_a_window_continued_piece_by_piece_is_the_window(n, d, decimals, cuts, history, committed, seed):
+    """transform(after=ctx) continues a keyless window: cut anywhere, each piece
+    continuing the one before, the columns, the run lengths, the gaps and the states
+    after it are those of the whole window (after a committed past or none)."""
+    rng = np.random.default_rng(seed)
+    X = np.round(rng.normal(size=(committed + n, d)), decimals)
+    X[committed + n // 3 :] *= 20.0  # a wild step inside the window: its later steps are clipped as before it
+    ts = np.cumsum(rng.exponential(1.0, committed + n))
+    ts[rng.random(committed + n) < 0.05] = np.nan
+    tf = TemporalFeatures(groups=ALL, history=history)
+    if committed:
+        tf.commit(tf.transform(X[:committed], None, ts[:committed]))
+    W, T = X[committed:], ts[committed:]
+    whole = tf.transform(W, None, T, ("a", "b", "c")[:d])
+    bounds = sorted({0, n, *(c for c in cuts if c < n)})
+    ctx = None
+    for i, j in zip(bounds, bounds[1:]):
+        ctx = tf.transform(W[i:j], None, T[i:j], after=ctx)
+        assert np.array_equal(ctx.features, whole.features[i:j])
+        assert np.array_equal(ctx.run, whole.run[i:j])
+        assert ctx.gap is not None and whole.gap is not None and np.array_equal(ctx.gap, whole.gap[i:j])
+    assert ctx is not None
+    for f in KeyStates.FIELDS:
+        np.testing.assert_array_equal(getattr(ctx.after, f), getattr(whole.after, f))
+    with pytest.raises(ValueError, match="without keys"):
+        tf.transform(W[:1], np.array(["k"], dtype=object), T[:1], after=ctx)
+
+
 def test_score_one_sees_the_held_records_as_one_window_would():
     """score_one extends the context of the records learn_one holds one record at a
     time; the record's context, and so its score, is what one window of the held
