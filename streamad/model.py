@@ -341,10 +341,6 @@ class Model:
         thr = float(self.threshold.value)
         return self.explain(Verdict(scaled, scores, thr, scores > thr, ctx.features, ctx), np.zeros(1, dtype=np.int64), k)[0]
 
-    def _held(self, row: np.ndarray) -> np.ndarray:
-        """The records ``learn_one`` holds, then ``row``: the history of its context."""
-        return np.concatenate([np.stack(self._batches.rows), row]) if self._batches.rows else row
-
     def _held_context(self) -> Context | None:
         """The temporal context of the records ``learn_one`` holds (None: none), as one
         window would give it. Kept between calls and extended by the records added since,

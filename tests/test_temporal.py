@@ -334,6 +334,12 @@ def test_model_with_the_stage_one_record_at_a_time():
     assert model.score_one(stuck) > model.score_one(dict(zip(names, X[2400])))
 
 
+def held_then(model: Model, x: np.ndarray) -> np.ndarray:
+    """The records the model's learn_one holds, then ``x``: one window of them."""
+    rows = model._batches.rows
+    return np.concatenate([np.stack(rows), x.reshape(1, -1)]) if rows else x.reshape(1, -1)
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     n=st.integers(2, 300),
@@ -383,7 +389,7 @@ def test_score_one_sees_the_held_records_as_one_window_would():
     checks = 0
     for i, x in enumerate(X):
         if i % 7 == 0 or 700 <= i <= 705 or i == 1301:
-            held = model._held(x.reshape(1, -1))
+            held = held_then(model, x)
             ctx = model.temporal.transform(held) if model.temporal.columns is not None else None
             one = model._scaled_one(x)
             if ctx is not None:
@@ -410,7 +416,7 @@ def test_explain_one_words_a_record_as_a_judged_window_does():
     model = Model(temporal=True)
     for i, x in enumerate(X):
         if i >= 1100 and i % 37 == 0:
-            held = model._held(x.reshape(1, -1))
+            held = held_then(model, x)
             verdict = model.judge(held)
             assert model.explain_one(dict(zip(names, x))) == model.explain(verdict, np.array([len(held) - 1]))[0]
         model.learn_one(dict(zip(names, x)))
