@@ -121,11 +121,11 @@ class Model:
         self.stats = StandardScaler(half_life=10_000)
         self.temporal: TemporalFeatures | None = TemporalFeatures() if temporal is True else (temporal or None)
         self._batches = MiniBatches()  # what learn_one holds, and the feature names
-        # (the buffer, the temporal revision, how many of its records, their context)
-        self._held_ctx: tuple[list[np.ndarray], int, int, Context | None] | None = None
-        # score_one's last: (the temporal revision, the held records' context it
-        # continued, the record, its context)
-        self._next_ctx: tuple[int, Context | None, np.ndarray, Context] | None = None
+        # (the buffer, how many of its records, their context: its revision is the
+        # temporal state's it was computed from)
+        self._held_ctx: tuple[list[np.ndarray], int, Context] | None = None
+        # score_one's last: (the held records' context it continued, the record, its context)
+        self._next_ctx: tuple[Context | None, np.ndarray, Context] | None = None
 
     @property
     def feature_names(self) -> tuple[str, ...] | None:
@@ -350,18 +350,18 @@ class Model:
         rows = self._batches.rows
         if not rows:
             return None
-        kept = self._held_ctx
+        revision = self.temporal.revision
         # The buffer is appended to until it is learned (a new list, a new revision of
         # the temporal state); a load replaces the list as well.
-        if kept is None or kept[0] is not rows or kept[1] != self.temporal.revision or kept[2] > len(rows):
-            kept = (rows, self.temporal.revision, 0, None)
-        _, revision, covered, ctx = kept
+        kept = self._held_ctx
+        covered, ctx = (kept[1], kept[2]) if kept is not None and kept[0] is rows and kept[2].revision == revision else (0, None)
         nxt, self._next_ctx = self._next_ctx, None
-        if covered + 1 == len(rows) and nxt is not None and nxt[0] == revision and nxt[1] is ctx and np.array_equal(nxt[2], rows[-1]):
-            ctx = nxt[3]  # the record score_one saw last was learned next: its context is known
+        if covered + 1 == len(rows) and nxt is not None and nxt[2].revision == revision and nxt[0] is ctx and np.array_equal(nxt[1], rows[-1]):
+            ctx = nxt[2]  # the record score_one saw last was learned next: its context is known
         elif covered < len(rows):
             ctx = self.temporal.transform(np.stack(rows[covered:]), names=self.feature_names, after=ctx)
-        self._held_ctx = (rows, revision, len(rows), ctx)
+        assert ctx is not None
+        self._held_ctx = (rows, len(rows), ctx)
         return ctx
 
     def _scaled_one(self, x: Record) -> np.ndarray:
@@ -377,7 +377,7 @@ class Model:
         held = self._held_context()
         ctx = self.temporal.transform(row, names=self.feature_names, after=held)
         # river's loop learns the record it scored next: then this is the held records' context
-        self._next_ctx = (self.temporal.revision, held, row[0].copy(), ctx)  # the caller may reuse its array
+        self._next_ctx = (held, row[0].copy(), ctx)  # the caller may reuse its array
         return ctx
 
     def learn_one(self, x: Record) -> None:

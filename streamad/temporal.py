@@ -389,9 +389,7 @@ class TemporalFeatures:
         from streamad.temporal_kernel import running_means
 
         running_means(X, ctx.groups, w, *self._alphas, STEP_CLIP, self._offsets[3] >= 0, last, ml, vs, vl)
-        after = KeyStates(*(getattr(ctx.after, f) for f in KeyStates.FIELDS))
-        after.ml, after.vs, after.vl = ml, vs, vl
-        return replace(ctx, after=after)
+        return replace(ctx, after=replace(ctx.after, ml=ml, vs=vs, vl=vl))
 
     # -- learning ----------------------------------------------------------------------------
 

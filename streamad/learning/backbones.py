@@ -75,7 +75,7 @@ _FAST_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-# The same activations in numpy, for float64 copies of small networks (``numpy_forward``).
+# The same activations in numpy, for float64 copies of small networks (``NumpyNet.forward``).
 _NUMPY_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "tanh": np.tanh,
     "relu": lambda a: np.maximum(a, 0.0),
@@ -101,6 +101,13 @@ class NumpyNet(NamedTuple):
 
     arrays: tuple[np.ndarray, ...]
     activation: str
+
+    def forward(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(residuals, latent codes)`` of the records of ``X``, in float64 numpy."""
+        act = _NUMPY_ACTIVATIONS[self.activation]
+        w1, b1, w2, b2, w3, b3, w4, b4, live = self.arrays
+        z = act(act(X @ w1 + b1) @ w2 + b2)
+        return (act(z @ w3 + b3) @ w4 + b4 - X) * live, z
 
 
 @dataclass
@@ -181,24 +188,9 @@ class Backbone(nn.Module):
 
     def numpy_weights(self) -> NumpyNet | None:
         """A float64 copy of the network's weights as they are now, for scoring a record
-        or a few without torch's per-call cost (``numpy_forward``, and the compiled
+        or a few without torch's per-call cost (``NumpyNet.forward``, and the compiled
         one-record path of streamad/record_kernel.py); None for backbones without one."""
         return None
-
-    def numpy_forward(self) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None:
-        """``f(X) -> (residuals, latent codes)`` in float64 numpy from ``numpy_weights``;
-        None for backbones without them."""
-        net = self.numpy_weights()
-        if net is None:
-            return None
-        act = _NUMPY_ACTIVATIONS[net.activation]
-        w1, b1, w2, b2, w3, b3, w4, b4, live = net.arrays
-
-        def forward(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            z = act(act(X @ w1 + b1) @ w2 + b2)
-            return (act(z @ w3 + b3) @ w4 + b4 - X) * live, z
-
-        return forward
 
     def feature_contributions(self, x: torch.Tensor) -> torch.Tensor:
         """Per-feature share of each record's score; by default gradient times deviation."""

@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from streamad.histogram import DecayedHistogram
-from streamad.learning.backbones import LOSS_CAP, Backbone, Forward
+from streamad.learning.backbones import LOSS_CAP, Backbone, Forward, NumpyNet
 from streamad.learning.components import Calibration, Combiner, Optimizer, Schedule
 from streamad.learning.density import DensityHead
 from streamad.learning.gaussian import Calibrator, GaussianComponent
@@ -148,7 +148,7 @@ class WindowTrainer:
         self.loss_fast = math.nan
         self.loss_slow = math.nan
         self.flat_steps = 0
-        self._numpy: tuple[int, Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None] | None = None
+        self._numpy: tuple[int, NumpyNet | None] | None = None
         self._record: tuple[int, tuple[Callable[..., tuple[float, float]], np.ndarray, np.ndarray] | None] | None = None
 
     # -- scoring -------------------------------------------------------------------------
@@ -204,10 +204,11 @@ class WindowTrainer:
         raw = network() if network is not None else self.network_scores(self.tensor(X))
         return self.ncal(raw), z_g
 
-    def _numpy_forward(self) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None:
-        """The backbone's float64 numpy form as of the model's last change (None: it has none)."""
+    def _numpy_net(self) -> NumpyNet | None:
+        """The backbone's float64 weights as of the model's last change (None: it has
+        none), copied once per change for the numpy batch path and the compiled one alike."""
         if self._numpy is None or self._numpy[0] != self.revision:
-            self._numpy = (self.revision, self.backbone.numpy_forward())
+            self._numpy = (self.revision, self.backbone.numpy_weights())
         return self._numpy[1]
 
     def _numpy_network(self, r: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -217,10 +218,10 @@ class WindowTrainer:
         """Per-feature squared residuals and the network's raw score of each record, from
         one float64 forward pass (attribution of a window's alarms: a few records, where
         torch's per-call cost would dominate). None when the backbone has no numpy form."""
-        forward = self._numpy_forward()
-        if forward is None:
+        net = self._numpy_net()
+        if net is None:
             return None
-        r, z = forward(X)
+        r, z = net.forward(X)
         return r * r, self._numpy_network(r, z)
 
     def score_numpy(self, X: np.ndarray) -> np.ndarray | None:
@@ -228,10 +229,10 @@ class WindowTrainer:
         changed: a record or a few at a time without torch's per-call cost. Equal to
         ``score`` up to float32 rounding (tests/test_detectors_one.py). None when the
         backbone has no numpy form: use ``score``."""
-        forward = self._numpy_forward()
-        if forward is None:
+        net = self._numpy_net()
+        if net is None:
             return None
-        return self._combined(X, lambda: self._numpy_network(*forward(X)))
+        return self._combined(X, lambda: self._numpy_network(*net.forward(X)))
 
     def score_record(self, x: np.ndarray, clip: float) -> float | None:
         """``score_numpy`` of one scaled record ``x`` (d,), cleaned as the detector cleans
@@ -260,7 +261,7 @@ class WindowTrainer:
         model's last change (None: the kernel does not cover this trainer)."""
         from streamad.record_kernel import ACTIVATIONS, pack, record_scores  # numba: imported on first use
 
-        net = self.backbone.numpy_weights()
+        net = self._numpy_net()
         head = self.head
         if net is None or net.activation not in ACTIVATIONS or self.projections is not None or not (head is None or type(head) is DensityHead):
             return None
