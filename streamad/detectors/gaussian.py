@@ -1,6 +1,11 @@
 """An online multivariate Gaussian: squared Mahalanobis distances, with forgetting.
 
-The distance to a running mean under a running covariance.
+The distance to a running mean under a running covariance. With ``trim`` below 1 it
+learns only the records scoring under that quantile of the scores it has judged: LOE's
+hard E-step with a running threshold (methods.md, 1), applied to the Gaussian. A full
+covariance is quick to absorb a long anomaly (a valve left shut for minutes widens it
+until the anomaly looks normal); trimmed, it learns the core of the stream and follows
+slow drift through it (benchmarks/results/ANALYSIS.md, SKAB).
 
 A classical baseline for sensor data: fast, label-free, strong on spikes, level shifts
 and broken correlations between sensors, and it tells which features are off.
@@ -15,6 +20,7 @@ import numpy as np
 from pydantic import Field
 
 from streamad.detectors.base import Detector, LearnReport
+from streamad.histogram import DecayedHistogram
 from streamad.learning.gaussian import OnlineGaussian
 from streamad.minibatch import Keys
 
@@ -35,6 +41,10 @@ class Gaussian(Detector):
         collinear or constant.
     warmup : int, default 256
         Until this many records have been learned, scores are 0 and the report says so.
+    trim : float in (0, 1], default 1.0
+        After the warm-up, learn only the records whose score is below this quantile of
+        the scores judged so far (a running histogram forgetting with ``half_life``);
+        1.0 learns every record.
     seed : int, optional
         Accepted for a uniform interface; nothing here is random.
 
@@ -50,6 +60,18 @@ class Gaussian(Detector):
     True
     >>> int(det.contributions(np.array([[0.0, 6.0, 0.0]])).argmax())
     1
+
+    Trimmed, a shift that fills most of the next windows is not learned as normal:
+
+    >>> trimmed = Gaussian(trim=0.7)
+    >>> for _ in range(5):
+    ...     _ = trimmed.learn(rng.normal(size=(200, 3)))
+    >>> shifted = rng.normal(size=(400, 3)) + [0.0, 4.0, 0.0]
+    >>> report = trimmed.learn(shifted)
+    >>> report.n_learned < 100
+    True
+    >>> bool(trimmed.score(np.array([[0.0, 4.0, 0.0]]))[0] > 10)
+    True
     """
 
     name = "gaussian"
@@ -58,6 +80,7 @@ class Gaussian(Detector):
     half_life: float | None
     ridge: float
     warmup: int
+    trim: float
     seed: int | None
 
     def __init__(
@@ -65,11 +88,17 @@ class Gaussian(Detector):
         half_life: Annotated[float, Field(gt=0)] | None = 20_000,
         ridge: Annotated[float, Field(gt=0, le=1)] = 1e-3,
         warmup: Annotated[int, Field(ge=0)] = 256,
+        trim: Annotated[float, Field(gt=0, le=1)] = 1.0,
         seed: int | None = None,
     ) -> None:
         self._set_params(Gaussian, locals())
         self.seen = 0
         self.g: OnlineGaussian | None = None  # sized by the first window
+        self.judged = self._judged()
+
+    def _judged(self) -> DecayedHistogram:
+        # log1p: squared distances span decades; the quantile needs resolution at the bulk.
+        return DecayedHistogram(bins=64, decay=1.0, min_init=64, half_life=self.half_life)
 
     def _estimate(self, d: int) -> OnlineGaussian:
         return OnlineGaussian(d, half_life=self.half_life, shrink=self.ridge, prior=0.0, min_weight=1.0 + 1e-9)
@@ -92,8 +121,17 @@ class Gaussian(Detector):
             return LearnReport(0, warmup=warm)
         if self.g is None:
             self.g = self._estimate(X.shape[1])
-        self.g.update(X)
         self.seen += len(X)
+        if self.trim < 1.0 and not warm and self.g.ready:
+            z = np.log1p(self.g.score(X))
+            # The bar comes from grown-up scores only (a young estimate's are high), read
+            # before this window joins them: a long anomaly filling the window does not
+            # raise the bar it is judged against. Until it holds 64 scores, all is learned.
+            level = float(self.judged.quantile(self.trim)) if self.judged.ready else np.inf
+            self.judged.update(z)
+            X = X[z <= level]
+        if len(X):
+            self.g.update(X)
         return LearnReport(n_learned=len(X), warmup=warm)
 
     def on_drift(self, kind: str) -> None:
@@ -101,15 +139,19 @@ class Gaussian(Detector):
         # the records after the drift soon dominate it.
         if self.g is not None:
             self.g.forget(self.warmup)
+        self.judged = self._judged()  # the scores before the drift no longer set the bar
 
     def state_dict(self) -> dict[str, Any]:
         g = self.g.state_dict() if self.g is not None else {"n": 0.0, "mean": None, "scatter": None}
-        params = {"half_life": self.half_life, "ridge": self.ridge, "warmup": self.warmup}
-        return {"params": params, "seen": self.seen, **g, "one": self._one_state()}
+        params = {"half_life": self.half_life, "ridge": self.ridge, "warmup": self.warmup, "trim": self.trim}
+        return {"params": params, "seen": self.seen, **g, "judged": self.judged.state_dict(), "one": self._one_state()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self._check_params(state["params"])
         self.seen = int(state["seen"])
+        self.judged = self._judged()
+        if "judged" in state:  # states before trim have none: they learned every record
+            self.judged.load_state_dict(state["judged"])
         self.g = None
         if state["mean"] is not None:
             self.g = self._estimate(len(state["mean"]))
