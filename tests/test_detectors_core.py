@@ -79,3 +79,19 @@ def test_a_trimmed_gaussian_learns_a_new_regime_after_a_drift_and_resumes_from_i
     assert np.array_equal(det.score(x), back.score(x))
     det.on_drift("feature")  # the monitor says the stream changed: the old bar goes too
     assert det.learn(nxt).n_learned == 200
+
+
+def test_the_sensor_streams_settings_file_is_the_one_the_benchmarks_measure():
+    from pathlib import Path
+
+    from benchmarks.sensor_streams import PINNED, PINNED_SETTINGS
+    from benchmarks.skab import SENSOR_PRESET
+    from streamad.config import load_settings
+    from streamad.factory import detector_name
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "sensor-streams.yaml"
+    s = load_settings(str(path), env={})
+    assert detector_name(s) == "gaussian" and s.detector.params == {"trim": 0.7} and s.window.size == 32
+    assert load_settings(None, SENSOR_PRESET, env={}).model_dump() == s.model_dump()
+    label = "gaussian trim 0.7, windows of 32 + temporal"
+    assert PINNED[label] == s.detector.params and PINNED_SETTINGS[label]["window"] == {"size": 32}
