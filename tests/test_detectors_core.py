@@ -93,5 +93,5 @@ def test_the_sensor_streams_settings_file_is_the_one_the_benchmarks_measure():
     s = load_settings(str(path), env={})
     assert detector_name(s) == "gaussian" and s.detector.params == {"trim": 0.7} and s.window.size == 32
     assert load_settings(None, SENSOR_PRESET, env={}).model_dump() == s.model_dump()
-    label = "gaussian trim 0.7, windows of 32 + temporal"
+    label = "gaussian trim 0.7 (windows of 32) + temporal"
     assert PINNED[label] == s.detector.params and PINNED_SETTINGS[label]["window"] == {"size": 32}
