@@ -30,7 +30,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -109,17 +109,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     for p in files:
         X, y, ts = _read_csv(p)
         data.append((X, temporal_columns(X, ts), y, ts))
-    rows: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray | None], np.ndarray]] = {}
-    for cols in ("values", "values + temporal"):
-        pick = (lambda X, F: X) if cols == "values" else (lambda X, F: F)
+    rows: dict[str, tuple[bool, str, int | None]] = {}  # label: (temporal columns, mode, refit)
+    for temporal in (False, True):
         for mode, refit in (("frozen", 8), ("every record", 8), ("trimmed", 8), ("trimmed", 32), ("trimmed", None)):
             every = "pipeline windows" if refit is None else f"every {refit}"
-            rows[f"T² {mode}, {cols}, refit {every}"] = lambda X, F, ts, m=mode, r=refit, pk=pick: t2(pk(X, F), m, r)
+            rows[f"T² {mode}, {'values + temporal' if temporal else 'values'}, refit {every}"] = (temporal, mode, refit)
     results = {}
-    for label, score in rows.items():
+    for label, (temporal, mode, refit) in rows.items():
         runs = []
-        for X, F, y, ts in data:
-            s = score(X, F, ts)
+        for X, F, y, _ in data:
+            s = t2(F if temporal else X, mode, refit)
             runs.append((s, threshold_alarms(s), y))
         results[label] = evaluate(runs)
     for label, overrides in (("streamad default", {}), ("streamad, examples/sensor-streams.yaml", SENSOR_PRESET)):
