@@ -233,6 +233,7 @@ class SpotThreshold(Threshold):
         self.t = math.nan
         self.shape = 0.0
         self.scale = math.nan
+        self.fitted_max = math.inf  # the largest excess the tail was fitted to
 
     def _after_update(self, scores: np.ndarray) -> None:
         t = float(self.hist.quantile(self.level))
@@ -277,6 +278,7 @@ class SpotThreshold(Threshold):
             if keep.all():
                 break
         self.shape, self.scale = shrink_shape(self.shape, self.scale, float(w.sum()), self.prior_shape, self.prior_peaks)
+        self.fitted_max = float(y.max())
         self.value = self.t + gpd_isf(self.risk / (1.0 - self.level), self.shape, self.scale)
         self.provisional = not self.grown
         if len(y) >= self.min_peaks:
@@ -290,14 +292,27 @@ class SpotThreshold(Threshold):
         above = s > self.t
         if above.any():
             p = p.copy()
-            p[above] = (1.0 - self.level) * gpd_sf(s[above] - self.t, self.shape, self.scale)
-        # Beyond a bounded tail's end, or far out an exponential one, the estimate
-        # underflows: report the smallest positive probability instead of a certainty.
+            e = s[above] - self.t
+            if self.shape < 0:
+                # A bounded fit (shape < 0) ends a little past the largest excess it saw,
+                # and most alarms lie beyond: it would call them impossible (p = 0). Past
+                # the alarm threshold and the excesses fitted, the tail is continued as
+                # an exponential of the fitted scale, which decays slower than the bounded
+                # one: p stays continuous, falls with the score, and is below the risk
+                # exactly where the threshold alarms.
+                ref = max(self.fitted_max, self.value - self.t)
+                tail = gpd_sf(np.minimum(e, ref), self.shape, self.scale)
+                p[above] = (1.0 - self.level) * tail * np.exp(-np.maximum(e - ref, 0.0) / self.scale)
+            else:
+                p[above] = (1.0 - self.level) * gpd_sf(e, self.shape, self.scale)
+        # Far out an exponential tail the estimate still underflows: report the smallest
+        # positive probability instead of a certainty.
         return np.clip(p, TINY, 1.0)
 
     def reset(self) -> None:
         super().reset()
         self.t, self.shape, self.scale = math.nan, 0.0, math.nan
+        self.fitted_max = math.inf
         self.exclude_above = math.inf
 
     def restart(self) -> None:
@@ -313,6 +328,7 @@ class SpotThreshold(Threshold):
             "t": self.t,
             "shape": self.shape,
             "scale": self.scale,
+            "fitted_max": self.fitted_max,
             "exclude_above": self.exclude_above,
             "fitted_at": self._fitted_at,
         }
@@ -322,6 +338,7 @@ class SpotThreshold(Threshold):
         self.peaks = np.asarray(state["peaks"], dtype=np.float64)
         self.born = np.asarray(state["born"], dtype=np.float64)
         self.t, self.shape, self.scale = float(state["t"]), float(state["shape"]), float(state["scale"])
+        self.fitted_max = float(state.get("fitted_max", math.inf))  # older states: the bounded tail as fitted
         self.exclude_above = float(state["exclude_above"])
         self._fitted_at = int(state["fitted_at"])
 

@@ -221,3 +221,25 @@ def test_the_replay_notes_name_the_setting_that_held_alarms_back():
     (note,) = warming_notes(young)
     assert "provisional" in note and "(1,024 records)" in note and "detector.params.score_warmup" in note
 
+
+
+def test_beyond_a_bounded_tail_the_probability_keeps_falling_instead_of_hitting_the_floor():
+    # Uniform scores: the fitted tail is bounded (shape < 0) and ends near 1. Alarms far
+    # past it used to report the smallest positive float, all alike.
+    rng = np.random.default_rng(3)
+    thr = SpotThreshold(risk=1e-3, min_records=100)
+    for _ in range(40):
+        thr.update(rng.uniform(size=256))
+    assert thr.shape < 0 and math.isfinite(thr.fitted_max)
+    s = np.array([thr.value - 1e-6, thr.value + 1e-6, 1.2, 1.5, 3.0, 10.0])
+    p = thr.tail_probability(s)
+    assert p[0] >= 1e-3 > p[1]  # below the risk exactly where the threshold alarms
+    assert np.all(np.diff(p) < 0) and p[-1] > np.finfo(np.float64).tiny
+    state = checkpoint.loads(checkpoint.dumps(thr.state_dict()))
+    back = SpotThreshold(risk=1e-3, min_records=100)
+    back.load_state_dict(state)
+    assert np.array_equal(back.tail_probability(s), p)
+    del state["fitted_max"]  # a state from before: the bounded tail as fitted
+    older = SpotThreshold(risk=1e-3, min_records=100)
+    older.load_state_dict(state)
+    assert older.tail_probability(np.array([10.0]))[0] == np.finfo(np.float64).tiny
