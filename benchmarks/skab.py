@@ -109,22 +109,22 @@ def temporal_columns(X: np.ndarray, ts: np.ndarray | None) -> np.ndarray:
     return np.concatenate(parts)
 
 
+def in_order(X: np.ndarray, overrides: Mapping[str, Any], ts: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and alarms of ``X`` through the replay pipeline with ``overrides``, in record order."""
+    out = replay_arrays(X, overrides, ts)
+    order = np.argsort(out["index"])
+    return out["scores"][order], out["alarms"][order]
+
+
 def run_file(job: Mapping[str, Any]) -> dict[str, Any]:
     single_thread()
     import benchmarks.peers as peers
 
     X, y, ts = _read_csv(Path(job["skab_dir"]) / job["file"])
     out: dict[str, Any] = {"file": job["file"], "n": len(X)}
-    ours = replay_arrays(X, {}, ts)
-    order = np.argsort(ours["index"])
-    runs = {"streamad default": (ours["scores"][order], ours["alarms"][order])}
-    preset = replay_arrays(X, SENSOR_PRESET, ts)
-    o = np.argsort(preset["index"])
-    runs[SENSOR_LABEL] = (preset["scores"][o], preset["alarms"][o])
+    runs = {"streamad default": in_order(X, {}, ts), SENSOR_LABEL: in_order(X, SENSOR_PRESET, ts)}
     for risk in job.get("risks", ()):
-        other = replay_arrays(X, {"threshold": {"risk": risk}}, ts)
-        o = np.argsort(other["index"])
-        runs[risk_label(risk)] = (other["scores"][o], other["alarms"][o])
+        runs[risk_label(risk)] = in_order(X, {"threshold": {"risk": risk}}, ts)
     F = temporal_columns(X, ts)
     for label, fn in PEERS.items():
         s = np.asarray(getattr(peers, fn)(F, job["seed"])[0], dtype=np.float64)

@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.odds import RESULTS, _commit, _machine
-from benchmarks.sensor_streams import SKAB_DIRS, SKAB_TRAIN_ROWS, _read_csv, _skab_dir, replay_arrays
-from benchmarks.skab import SENSOR_PRESET, temporal_columns, threshold_alarms, windows
+from benchmarks.sensor_streams import SKAB_DIRS, SKAB_TRAIN_ROWS, _read_csv, _skab_dir
+from benchmarks.skab import SENSOR_PRESET, in_order, temporal_columns, threshold_alarms, windows
 
 ORACLE_Q = (0.999, 0.99, 0.95)
 
@@ -122,12 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             runs.append((s, threshold_alarms(s), y))
         results[label] = evaluate(runs)
     for label, overrides in (("streamad default", {}), ("streamad, examples/sensor-streams.yaml", SENSOR_PRESET)):
-        runs = []
-        for X, _, y, ts in data:
-            o = replay_arrays(X, overrides, ts)
-            order = np.argsort(o["index"])
-            runs.append((o["scores"][order], o["alarms"][order], y))
-        results[label] = evaluate(runs)
+        results[label] = evaluate([(*in_order(X, overrides, ts), y) for X, _, y, ts in data])
     head = "| scores | AUC | " + " | ".join(f"oracle F1, FAR {1 - q:.1%}" for q in ORACLE_Q) + " | SPOT F1 | SPOT FAR |"
     lines = [
         "# SKAB: the ranking against Hotelling T² references",

@@ -164,8 +164,12 @@ class Model:
         temporal stage: a record's context comes from its key's records before it."""
         X = _finite(np.asarray(X, dtype=np.float64))
         ctx = self._context(X, keys, timestamps)
-        F = X if ctx is None else ctx.features
-        scaled = self._scale(F, X.shape[1])
+        return self._verdict(X if ctx is None else ctx.features, X.shape[1], ctx, keys)
+
+    def _verdict(self, F: np.ndarray, d: int, ctx: Context | None, keys: np.ndarray | None = None) -> Verdict:
+        """The model's columns ``F`` (the ``d`` features, then any derived ones) scaled,
+        scored and held against the threshold."""
+        scaled = self._scale(F, d)
         scores = np.asarray(self.detector.score(scaled, self._keys(keys)), dtype=np.float64)
         thr = float(self.threshold.value)
         return Verdict(scaled, scores, thr, scores > thr, F, ctx, keys)
@@ -336,10 +340,7 @@ class Model:
             names = self.feature_names or tuple(f"x{i}" for i in range(row.shape[1]))
             return [(names[j], share) for j, share in attribute(self.contributions(row), k)[0]]
         ctx = self._context_one(row)
-        scaled = self._scale(ctx.features, row.shape[1])
-        scores = np.asarray(self.detector.score(scaled), dtype=np.float64)
-        thr = float(self.threshold.value)
-        return self.explain(Verdict(scaled, scores, thr, scores > thr, ctx.features, ctx), np.zeros(1, dtype=np.int64), k)[0]
+        return self.explain(self._verdict(ctx.features, row.shape[1], ctx), np.zeros(1, dtype=np.int64), k)[0]
 
     def _held_context(self) -> Context | None:
         """The temporal context of the records ``learn_one`` holds (None: none), as one

@@ -293,18 +293,15 @@ class SpotThreshold(Threshold):
         if above.any():
             p = p.copy()
             e = s[above] - self.t
-            if self.shape < 0:
-                # A bounded fit (shape < 0) ends a little past the largest excess it saw,
-                # and most alarms lie beyond: it would call them impossible (p = 0). Past
-                # the alarm threshold and the excesses fitted, the tail is continued as
-                # an exponential of the fitted scale, which decays slower than the bounded
-                # one: p stays continuous, falls with the score, and is below the risk
-                # exactly where the threshold alarms.
-                ref = max(self.fitted_max, self.value - self.t)
-                tail = gpd_sf(np.minimum(e, ref), self.shape, self.scale)
-                p[above] = (1.0 - self.level) * tail * np.exp(-np.maximum(e - ref, 0.0) / self.scale)
-            else:
-                p[above] = (1.0 - self.level) * gpd_sf(e, self.shape, self.scale)
+            # A bounded fit (shape < 0) ends a little past the largest excess it saw, and
+            # most alarms lie beyond: it would call them impossible (p = 0). Past the
+            # alarm threshold and the excesses fitted, such a tail is continued as an
+            # exponential of the fitted scale, which decays slower than the bounded one:
+            # p stays continuous, falls with the score, and is below the risk exactly
+            # where the threshold alarms. An unbounded tail is read as fitted (ref = inf).
+            ref = max(self.fitted_max, self.value - self.t) if self.shape < 0 else math.inf
+            tail = gpd_sf(np.minimum(e, ref), self.shape, self.scale)
+            p[above] = (1.0 - self.level) * tail * np.exp(-np.maximum(e - ref, 0.0) / self.scale)
         # Far out an exponential tail the estimate still underflows: report the smallest
         # positive probability instead of a certainty.
         return np.clip(p, TINY, 1.0)

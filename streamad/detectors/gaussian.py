@@ -94,9 +94,9 @@ class Gaussian(Detector):
         self._set_params(Gaussian, locals())
         self.seen = 0
         self.g: OnlineGaussian | None = None  # sized by the first window
-        self.judged = self._judged()
+        self.judged = self._empty_history()
 
-    def _judged(self) -> DecayedHistogram:
+    def _empty_history(self) -> DecayedHistogram:
         # log1p: squared distances span decades; the quantile needs resolution at the bulk.
         return DecayedHistogram(bins=64, decay=1.0, min_init=64, half_life=self.half_life)
 
@@ -139,7 +139,7 @@ class Gaussian(Detector):
         # the records after the drift soon dominate it.
         if self.g is not None:
             self.g.forget(self.warmup)
-        self.judged = self._judged()  # the scores before the drift no longer set the bar
+        self.judged = self._empty_history()  # the scores before the drift no longer set the bar
 
     def state_dict(self) -> dict[str, Any]:
         g = self.g.state_dict() if self.g is not None else {"n": 0.0, "mean": None, "scatter": None}
@@ -149,7 +149,7 @@ class Gaussian(Detector):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self._check_params(state["params"])
         self.seen = int(state["seen"])
-        self.judged = self._judged()
+        self.judged = self._empty_history()
         if "judged" in state:  # states before trim have none: they learned every record
             self.judged.load_state_dict(state["judged"])
         self.g = None
