@@ -54,6 +54,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from streamad.learning.gaussian import symmetric_inverse
+
 
 class DensityHead:
     """Running residual variances and latent Gaussian; a robust score from them."""
@@ -133,7 +135,7 @@ class DensityHead:
             cov = self.z2 - np.outer(self.z1, self.z1)
             cov = (cov + cov.T) / 2 + self.ridge * np.eye(self.k)
             self._mu64 = self.z1.copy()
-            self._prec64 = np.linalg.pinv(cov, hermitian=True)
+            self._prec64 = symmetric_inverse(cov)
             self._mu = torch.as_tensor(self._mu64, dtype=torch.float32)
             self._prec = torch.as_tensor(self._prec64, dtype=torch.float32)
 
