@@ -14,6 +14,9 @@ settings but ``features.temporal``), loading and parsing inside the clock:
 - ``skab``: SKAB's 35 runs (34 experiments and the anomaly-free one) interleaved by
   their order in the file, the file as the key: 35 devices on one stream (8 sensors).
 
+A third run per repeat replays the same file with ``examples/sensor-streams.yaml`` (the
+trimmed Gaussian, no scaler, windows of 32; temporal stage on), beside the default off.
+
 Imports (torch, its optimiser, the stage's compiled pass) happen before the clock.
 Each pair runs off then on, ``--repeats`` times (default 3), in fresh processes with
 one thread (torch and BLAS); the table gives each run and the median ratio. Also per
@@ -45,6 +48,8 @@ import numpy as np  # noqa: E402
 
 from benchmarks.odds import RESULTS, _commit, _machine, _versions, single_thread  # noqa: E402
 from benchmarks.sensor_streams import SKAB_DIRS, _skab_dir  # noqa: E402
+
+SENSOR_SETTINGS = Path(__file__).resolve().parents[1] / "examples" / "sensor-streams.yaml"
 
 
 def write_demo(path: Path, records: int) -> int:
@@ -91,7 +96,9 @@ def _replay(job: dict[str, Any]) -> dict[str, Any]:
     overrides: dict[str, Any] = {"features": {"temporal": job["temporal"]}, "output": {"detections": job["out"]}}
     if job["key"]:
         overrides["record"] = {"key": job["key"], "timestamp": "datetime"}
-    settings = load_settings(None, overrides, env={})
+    if job.get("sensor"):
+        overrides["features"]["temporal"] = "on"
+    settings = load_settings(SENSOR_SETTINGS if job.get("sensor") else None, overrides, env={})
     # The stage's compiled pass loads from numba's cache before the clock: start-up is
     # not throughput.
     from streamad.temporal import compile_kernels
@@ -133,26 +140,33 @@ def render(results: dict[str, list[dict[str, Any]]], meta: dict[str, Any]) -> st
         "Each run replays a CSV file the way `streamad replay FILE` does (parsing inside the clock, imports before it), default settings "
         "but the temporal stage, one thread, each in a fresh process; off, then on, repeated. "
         "**stage**: seconds inside the temporal stage (transform, reweigh, explain) in a separate profiled run with it on, "
-        "as a share of that run (profiling inflates small calls alike).",
+        "as a share of that run (profiling inflates small calls alike). "
+        "**sensor**: the same file with `examples/sensor-streams.yaml` (trimmed Gaussian, no scaler, windows of 32, temporal stage on).",
         "",
-        "| stream | records | run | off rec/s | on rec/s | on ÷ off | alarms off / on |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| stream | records | run | off rec/s | on rec/s | on ÷ off | sensor rec/s | sensor ÷ off | alarms off / on / sensor |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name, runs in results.items():
         pairs = [r for r in runs if "off" in r]
         for i, r in enumerate(pairs, 1):
             lines.append(
                 f"| {name} | {r['off']['records']:,} | {i} | {r['off']['records_per_s']:,.0f} | {r['on']['records_per_s']:,.0f} | "
-                f"{r['on']['records_per_s'] / r['off']['records_per_s']:.2f}× | {r['off']['alarms']} / {r['on']['alarms']} |"
+                f"{r['on']['records_per_s'] / r['off']['records_per_s']:.2f}× | {r['sensor']['records_per_s']:,.0f} | "
+                f"{r['sensor']['records_per_s'] / r['off']['records_per_s']:.2f}× | {r['off']['alarms']} / {r['on']['alarms']} / {r['sensor']['alarms']} |"
             )
-    lines += ["", "| stream | median off rec/s | median on rec/s | median on ÷ off | stage share of the on run (profiled) |", "|---|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "| stream | median off rec/s | median on rec/s | median on ÷ off | stage share of the on run (profiled) | median sensor rec/s | median sensor ÷ off |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, runs in results.items():
         pairs = [r for r in runs if "off" in r]
         prof = next(r["profiled"] for r in runs if "profiled" in r)
         ratio = statistics.median(r["on"]["records_per_s"] / r["off"]["records_per_s"] for r in pairs)
         lines.append(
             f"| {name} | {statistics.median(r['off']['records_per_s'] for r in pairs):,.0f} | {statistics.median(r['on']['records_per_s'] for r in pairs):,.0f} | "
-            f"**{ratio:.2f}×** | {prof['stage_seconds'] / prof['seconds']:.0%} |"
+            f"**{ratio:.2f}×** | {prof['stage_seconds'] / prof['seconds']:.0%} | {statistics.median(r['sensor']['records_per_s'] for r in pairs):,.0f} | "
+            f"{statistics.median(r['sensor']['records_per_s'] / r['off']['records_per_s'] for r in pairs):.2f}× |"
         )
     return "\n".join(lines) + "\n"
 
@@ -187,7 +201,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             runs: list[dict[str, Any]] = []
             for i in range(args.repeats):
                 pair = {t: run({**job, "temporal": t}) for t in ("off", "on")}
-                print(f"{name} run {i + 1}: off {pair['off']['records_per_s']:,.0f} rec/s, on {pair['on']['records_per_s']:,.0f} rec/s", file=sys.stderr)
+                pair["sensor"] = run({**job, "temporal": "on", "sensor": True})
+                print(
+                    f"{name} run {i + 1}: off {pair['off']['records_per_s']:,.0f} rec/s, on {pair['on']['records_per_s']:,.0f}, sensor {pair['sensor']['records_per_s']:,.0f}",
+                    file=sys.stderr,
+                )
                 runs.append(pair)
             runs.append({"profiled": run({**job, "temporal": "on", "profile": True})})
             results[name] = runs
