@@ -37,12 +37,33 @@ MIN_FIT = 10
 #: exponential, as strong as this many excesses
 PRIOR_SHAPE = 0.1
 PRIOR_PEAKS = 20.0
+#: scores a threshold needs for its small-sample estimate (``Threshold.early``), and the
+#: most it keeps for it
+EARLY_MIN = 32
+EARLY_CAP = 4096
+#: the share of the early scores the small-sample tail is fitted above
+EARLY_LEVEL = 0.9
 #: the smallest tail probability reported: a score beyond the fitted tail's end
 TINY = float(np.finfo(np.float64).tiny)
 
 
 class Threshold(abc.ABC):
-    """``value`` is the current threshold (``inf`` while warming up)."""
+    """``value`` is the current threshold (``inf`` while warming up).
+
+    Until the threshold proper has the scores it needs (``min_records``, after the
+    windows it skips), ``value`` is a small-sample estimate (``early`` is True): an
+    exponential tail fitted to the top tenth of every score offered so far, the skipped
+    windows' included, extended to the target rate (``target_rate``). Those first scores
+    come from a model that knows little and run high, so the estimate is high: a stream
+    of a few hundred records can alarm on what stands far out (a spike, the start of a
+    shift), while the threshold proper waits for scores that mean something. Windows of
+    identical scores (a detector that says nothing yet) teach it nothing.
+
+    >>> thr = QuantileThreshold(q=0.999, min_records=1000)
+    >>> thr.update(np.random.default_rng(1).exponential(size=64))
+    >>> thr.early, 4.0 < thr.value < 12.0
+    (True, True)
+    """
 
     name = "threshold"
 
@@ -56,6 +77,14 @@ class Threshold(abc.ABC):
         self.provisional = False  # ``value`` comes from a young detector's scores
         self.hist = DecayedHistogram(bins=bins, half_life=half_life, min_init=min(256, max(16, min_records // 4)))
         self.value = math.inf
+        self.early = False  # ``value`` is the small-sample estimate
+        self._early: list[np.ndarray] = []  # the scores it comes from
+        self._early_tail = (math.nan, math.nan)  # its exponential tail: start, scale
+
+    @property
+    @abc.abstractmethod
+    def target_rate(self) -> float:
+        """The share of normal records meant to raise an alarm."""
 
     @property
     def warming_up(self) -> bool:
@@ -96,20 +125,55 @@ class Threshold(abc.ABC):
         anomalies of a short stream (benchmarks/results/ANALYSIS.md, SKAB)."""
         first = self.offered
         self.offered += len(scores)
-        if first < self.skip_first:
-            return
-        if young and self.grown:
-            return  # a warm-up reopened (drift.action): its scores teach nothing
+        try:
+            if first < self.skip_first:
+                return
+            if young and self.grown:
+                return  # a warm-up reopened (drift.action): its scores teach nothing
+            self._learn(scores, young)
+        finally:
+            self._update_early(scores)
+
+    def _learn(self, scores: np.ndarray, young: bool) -> None:
         if not young and not self.grown:
             self.grown = True
             if self.hist.n_seen:
                 self.restart()
         scores = np.asarray(scores, dtype=np.float64)
         self.hist.half_life = self.memory
-        self.hist.update(scores[scores <= self.value] if self.excludes_alarms else scores)
+        # The small-sample estimate is too rough to keep scores from the threshold proper.
+        self.hist.update(scores[scores <= self.value] if self.excludes_alarms and not self.early else scores)
         self._after_update(scores)
         if self.hist.n_seen >= self.min_records:
             self._refresh()
+
+    def _set(self, value: float) -> None:
+        """The threshold proper takes over from the small-sample estimate."""
+        self.value = value
+        self.early = False
+        self._early = []
+        self._early_tail = (math.nan, math.nan)
+
+    def _update_early(self, scores: np.ndarray) -> None:
+        if math.isfinite(self.value) and not self.early:
+            return
+        s = np.asarray(scores, dtype=np.float64)
+        s = s[np.isfinite(s)]
+        if len(s) and float(s.max()) > float(s.min()):
+            self._early.append(s)
+            pooled = np.concatenate(self._early)[-EARLY_CAP:]
+            self._early = [pooled]
+        pooled = self._early[0] if self._early else np.empty(0)
+        if len(pooled) < EARLY_MIN:
+            return
+        t = float(np.quantile(pooled, EARLY_LEVEL))
+        excess = pooled[pooled > t] - t
+        scale = float(excess.mean()) if len(excess) else 0.0
+        if scale > 0.0:
+            # P(S > t + x) = (1 - level) * exp(-x / scale): the target rate's point.
+            self.value = t + scale * math.log((1.0 - EARLY_LEVEL) / min(self.target_rate, 1.0 - EARLY_LEVEL))
+            self.early = True
+            self._early_tail = (t, scale)
 
     def _after_update(self, scores: np.ndarray) -> None:
         return None
@@ -117,8 +181,18 @@ class Threshold(abc.ABC):
     def tail_probability(self, scores: np.ndarray) -> np.ndarray:
         """Estimated share of normal records that score at least this high: from the
         first scores on, the share of the scores seen that were at least as high (one
-        more counted among them, so never below 1 / (scores + 1))."""
+        more counted among them, so never below 1 / (scores + 1)); while the threshold
+        is its small-sample estimate, that estimate's share: the early scores' own up to
+        the top tenth, the fitted exponential tail beyond (the target rate at the
+        threshold)."""
         s = np.asarray(scores, dtype=np.float64)
+        if self.early:
+            seen = np.sort(self._early[0])
+            p = (len(seen) - np.searchsorted(seen, s, side="left") + 1.0) / (len(seen) + 1.0)
+            t, scale = self._early_tail
+            above = s > t
+            p[above] = np.maximum((1.0 - EARLY_LEVEL) * np.exp(-(s[above] - t) / scale), TINY)
+            return np.clip(p, TINY, 1.0)
         if not self.hist.ready:
             seen = np.sort(self.hist.pending)
             above = len(seen) - np.searchsorted(seen, s, side="left")
@@ -131,6 +205,9 @@ class Threshold(abc.ABC):
         self.restart()
         self.value = math.inf
         self.provisional = False
+        self.early = False
+        self._early = []
+        self._early_tail = (math.nan, math.nan)
 
     def restart(self) -> None:
         """Forget the scores learned, keeping the current threshold (and tail) until
@@ -138,13 +215,27 @@ class Threshold(abc.ABC):
         self.hist.reset()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "hist": self.hist.state_dict(), "value": self.value, "grown": self.grown, "provisional": self.provisional, "offered": self.offered}
+        return {
+            "name": self.name,
+            "hist": self.hist.state_dict(),
+            "value": self.value,
+            "grown": self.grown,
+            "provisional": self.provisional,
+            "offered": self.offered,
+            "early": self.early,
+            "early_scores": np.concatenate(self._early) if self._early else np.empty(0),
+            "early_tail": list(self._early_tail),
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.hist.load_state_dict(state["hist"])
         self.value = float(state["value"])
         self.grown = bool(state.get("grown", True))
         self.provisional = bool(state.get("provisional", False))
+        self.early = bool(state.get("early", False))
+        early = np.asarray(state.get("early_scores", ()), dtype=np.float64)
+        self._early = [early] if len(early) else []
+        self._early_tail = tuple(float(v) for v in state.get("early_tail", (math.nan, math.nan)))  # type: ignore[assignment]
         # A checkpoint from before the count was kept is of a stream past its first records.
         self.offered = int(state.get("offered", max(self.skip_first, self.hist.n_seen)))
 
@@ -160,8 +251,12 @@ class QuantileThreshold(Threshold):
         super().__init__(**kwargs)
         self.q = q
 
+    @property
+    def target_rate(self) -> float:
+        return 1.0 - self.q
+
     def _refresh(self) -> None:
-        self.value = float(self.hist.quantile(self.q))
+        self._set(float(self.hist.quantile(self.q)))
         self.provisional = not self.grown
 
 
@@ -252,7 +347,7 @@ class SpotThreshold(Threshold):
         # The tail changes slowly; refitting it every window would cost more than the
         # model. A young tail changes fast: refit once a quarter more scores came.
         due = min(self.refit_every, max(16, self.hist.n_seen // 4))
-        if self.hist.n_seen - self._fitted_at < due and math.isfinite(self.value):
+        if self.hist.n_seen - self._fitted_at < due and math.isfinite(self.value) and not self.early:
             return
         self._fitted_at = self.hist.n_seen
         t = float(self.hist.quantile(self.level))
@@ -279,10 +374,14 @@ class SpotThreshold(Threshold):
                 break
         self.shape, self.scale = shrink_shape(self.shape, self.scale, float(w.sum()), self.prior_shape, self.prior_peaks)
         self.fitted_max = float(y.max())
-        self.value = self.t + gpd_isf(self.risk / (1.0 - self.level), self.shape, self.scale)
+        self._set(self.t + gpd_isf(self.risk / (1.0 - self.level), self.shape, self.scale))
         self.provisional = not self.grown
         if len(y) >= self.min_peaks:
             self.exclude_above = self.t + gpd_isf(p_excl, self.shape, self.scale)
+
+    @property
+    def target_rate(self) -> float:
+        return self.risk
 
     def tail_probability(self, scores: np.ndarray) -> np.ndarray:
         p = super().tail_probability(scores)

@@ -28,12 +28,16 @@ def test_spot_false_alarm_rate_is_near_its_target(dist):
     assert 0.5 * 2e-3 < alarms / n < 2.0 * 2e-3
 
 
-def test_spot_warms_up_without_alarms():
+def test_spot_warms_up_with_a_small_sample_estimate_above_its_scores():
     thr = SpotThreshold(min_records=1000)
     thr.update(np.arange(500.0))
-    assert thr.warming_up and thr.value == math.inf
-    # An empirical tail probability never claims less than one in (records seen + 1).
-    assert thr.tail_probability(np.array([1e9]))[0] >= 1 / 501
+    # Too few scores for the tail proper; the exponential small-sample tail ends past
+    # the largest score of a uniform: none of them would have alarmed.
+    assert thr.early and not thr.warming_up and thr.value > 499
+    # Beyond the scores seen, the small-sample tail's extrapolation: small, never 0; at
+    # the threshold, the risk; below the top tenth, the scores' own share.
+    p = thr.tail_probability(np.array([1e9, thr.value, 250.0]))
+    assert 0.0 < p[0] < 1e-6 and abs(p[1] - 1e-3) < 1e-9 and abs(p[2] - 250 / 501) < 0.01
 
 
 def test_spot_keeps_alarming_through_an_episode_until_reset():
@@ -149,14 +153,17 @@ def test_the_first_windows_of_a_stream_teach_the_threshold_nothing():
     thr = SpotThreshold(risk=1e-3, min_records=100, skip_first=128)
     for size in (8, 16, 32, 64, 128):  # begin at 0, 8, 24, 56, 120: all within the first 128
         thr.update(rng.normal(size=size) * 10 + 30, young=True)  # an untrained model's scores
-    assert thr.learned == 0 and thr.offered == 248 and thr.warming_up
-    assert thr.tail_probability(np.array([1e9])).tolist() == [1.0]  # nothing learned: no evidence
+    assert thr.learned == 0 and thr.offered == 248
+    # Only the small-sample estimate, from those inflated scores: above them (N(30, 10)'s
+    # 1e-3 point is 61), so only what stands far out of a young model's scores alarms.
+    assert thr.early and thr.value > 60
+    assert thr.tail_probability(np.array([30.0]))[0] > 0.3
     again = SpotThreshold(risk=1e-3, min_records=100, skip_first=128)
     again.load_state_dict(thr.state_dict())
     later = rng.normal(size=256)
     for t in (thr, again):
         t.update(later, young=True)
-    assert thr.learned == again.learned == 256 and not thr.warming_up
+    assert thr.learned == again.learned == 256 and not thr.warming_up and not thr.early and not again.early
     # The provisional value comes from the later scores alone: N(0, 1)'s 1e-3 tail is at 3.09.
     assert thr.value == again.value and 3.0 < thr.value < 6.0
 
@@ -243,3 +250,22 @@ def test_beyond_a_bounded_tail_the_probability_keeps_falling_instead_of_hitting_
     older = SpotThreshold(risk=1e-3, min_records=100)
     older.load_state_dict(state)
     assert older.tail_probability(np.array([10.0]))[0] == np.finfo(np.float64).tiny
+
+
+def test_the_small_sample_estimate_needs_scores_that_vary_and_survives_a_checkpoint():
+    thr = SpotThreshold(risk=1e-3, min_records=100, skip_first=128)
+    thr.update(np.zeros(64), young=True)  # a detector in a warm-up that scores nothing
+    assert thr.warming_up and not thr.early
+    rng = np.random.default_rng(7)
+    thr.update(rng.exponential(size=48), young=True)
+    assert thr.early and math.isfinite(thr.value)
+    again = SpotThreshold(risk=1e-3, min_records=100, skip_first=128)
+    again.load_state_dict(thr.state_dict())
+    more = rng.exponential(size=40)
+    for t in (thr, again):
+        t.update(more, young=True)
+    assert again.early and again.value == thr.value
+    # Exp(1)'s 1e-3 point is 6.9; from 88 scores the estimate is rough, not wild.
+    assert 3.0 < thr.value < 15.0
+    thr.reset()
+    assert thr.warming_up and not thr.early

@@ -353,7 +353,7 @@ class _Wrapped:
 def warming_notes(pipeline: Pipeline) -> list[str]:
     """What held alarms back on a short stream, naming the setting that changes it:
     lanes whose threshold never had the scores it needs (``threshold.warmup_records``),
-    and lanes that ended within the detector's own warm-up (its ``score_warmup``),
+    lanes that ended on its small-sample estimate, and lanes that ended within the detector's own warm-up (its ``score_warmup``),
     whose alarms came from the provisional threshold."""
     lanes = list(pipeline.lanes.values())
     notes = []
@@ -367,7 +367,15 @@ def warming_notes(pipeline: Pipeline) -> list[str]:
             f"{_which(young, lanes)} had learned {seen:,} of the {need:,} scores it needs before it may raise an alarm{skipped}: "
             "too short a stream for alarms; --warmup (threshold.warmup_records) sets that number"
         )
-    provisional = [lm for lm in lanes if not lm.threshold.warming_up and lm.threshold.provisional]
+    early = [lm for lm in lanes if lm.threshold.early]
+    if early:
+        seen = min(lm.threshold.learned for lm in early)
+        need = early[0].threshold.min_records
+        notes.append(
+            f"{_which(early, lanes)} was still the small-sample estimate at the end ({seen:,} of the {need:,} scores the threshold proper needs), "
+            "high while the model is young: only what stands far out raised alarms; --warmup (threshold.warmup_records) sets that number"
+        )
+    provisional = [lm for lm in lanes if not lm.threshold.warming_up and not lm.threshold.early and lm.threshold.provisional]
     if provisional:
         records = getattr(provisional[0].detector, "score_warmup", None)
         span = f" ({records:,} records)" if isinstance(records, int) else ""
