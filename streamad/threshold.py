@@ -190,8 +190,8 @@ class Threshold(abc.ABC):
             seen = np.sort(self._early[0])
             p = (len(seen) - np.searchsorted(seen, s, side="left") + 1.0) / (len(seen) + 1.0)
             t, scale = self._early_tail
-            above = s > t
-            p[above] = np.maximum((1.0 - EARLY_LEVEL) * np.exp(-(s[above] - t) / scale), TINY)
+            far = s > t
+            p[far] = (1.0 - EARLY_LEVEL) * np.exp(-(s[far] - t) / scale)
             return np.clip(p, TINY, 1.0)
         if not self.hist.ready:
             seen = np.sort(self.hist.pending)
