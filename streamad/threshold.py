@@ -125,14 +125,10 @@ class Threshold(abc.ABC):
         anomalies of a short stream (benchmarks/results/ANALYSIS.md, SKAB)."""
         first = self.offered
         self.offered += len(scores)
-        try:
-            if first < self.skip_first:
-                return
-            if young and self.grown:
-                return  # a warm-up reopened (drift.action): its scores teach nothing
+        # A warm-up reopened (drift.action) after grown-up scores: its scores teach nothing.
+        if first >= self.skip_first and not (young and self.grown):
             self._learn(scores, young)
-        finally:
-            self._update_early(scores)
+        self._update_early(scores)
 
     def _learn(self, scores: np.ndarray, young: bool) -> None:
         if not young and not self.grown:
@@ -150,6 +146,9 @@ class Threshold(abc.ABC):
     def _set(self, value: float) -> None:
         """The threshold proper takes over from the small-sample estimate."""
         self.value = value
+        self._forget_early()
+
+    def _forget_early(self) -> None:
         self.early = False
         self._early = []
         self._early_tail = (math.nan, math.nan)
@@ -205,9 +204,7 @@ class Threshold(abc.ABC):
         self.restart()
         self.value = math.inf
         self.provisional = False
-        self.early = False
-        self._early = []
-        self._early_tail = (math.nan, math.nan)
+        self._forget_early()
 
     def restart(self) -> None:
         """Forget the scores learned, keeping the current threshold (and tail) until
