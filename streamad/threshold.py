@@ -23,6 +23,7 @@ from __future__ import annotations
 import abc
 import math
 from collections.abc import Mapping
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -41,8 +42,10 @@ PRIOR_PEAKS = 20.0
 #: most it keeps for it
 EARLY_MIN = 32
 EARLY_CAP = 4096
-#: the share of the early scores the small-sample tail is fitted above
+#: the share of the early scores the small-sample tail is fitted above, and the
+#: confidence of the upper bound on its scale that the estimate uses
 EARLY_LEVEL = 0.9
+EARLY_CONFIDENCE = 0.9
 #: the smallest tail probability reported: a score beyond the fitted tail's end
 TINY = float(np.finfo(np.float64).tiny)
 
@@ -53,15 +56,18 @@ class Threshold(abc.ABC):
     Until the threshold proper has the scores it needs (``min_records``, after the
     windows it skips), ``value`` is a small-sample estimate (``early`` is True): an
     exponential tail fitted to the top tenth of every score offered so far, the skipped
-    windows' included, extended to the target rate (``target_rate``). Those first scores
+    windows' included, its scale at a 90% upper confidence bound, extended to the target
+    rate (``target_rate``). Those first scores
     come from a model that knows little and run high, so the estimate is high: a stream
     of a few hundred records can alarm on what stands far out (a spike, the start of a
     shift), while the threshold proper waits for scores that mean something. Windows of
     identical scores (a detector that says nothing yet) teach it nothing.
 
+    From 64 scores of Exp(1), whose 0.001 point is 6.9, an estimate on the high side:
+
     >>> thr = QuantileThreshold(q=0.999, min_records=1000)
     >>> thr.update(np.random.default_rng(1).exponential(size=64))
-    >>> thr.early, 4.0 < thr.value < 12.0
+    >>> thr.early, 6.9 < thr.value < 25.0
     (True, True)
     """
 
@@ -163,16 +169,31 @@ class Threshold(abc.ABC):
             pooled = np.concatenate(self._early)[-EARLY_CAP:]
             self._early = [pooled]
         pooled = self._early[0] if self._early else np.empty(0)
+        est = self._early_estimate(pooled, self.target_rate)
+        if est is not None:
+            self.value, self._early_tail = est[0], (est[1], est[2])
+            self.early = True
+
+    @staticmethod
+    def _early_estimate(pooled: np.ndarray, target_rate: float) -> tuple[float, float, float] | None:
+        """Threshold, tail start and tail scale from ``pooled``, or None."""
         if len(pooled) < EARLY_MIN:
-            return
+            return None
         t = float(np.quantile(pooled, EARLY_LEVEL))
         excess = pooled[pooled > t] - t
-        scale = float(excess.mean()) if len(excess) else 0.0
-        if scale > 0.0:
-            # P(S > t + x) = (1 - level) * exp(-x / scale): the target rate's point.
-            self.value = t + scale * math.log((1.0 - EARLY_LEVEL) / min(self.target_rate, 1.0 - EARLY_LEVEL))
-            self.early = True
-            self._early_tail = (t, scale)
+        if not len(excess) or excess.mean() <= 0.0:
+            return None
+        # The scale's upper confidence bound, not its estimate: from a dozen excesses the
+        # mean is rough, and a young model's scores move (they fall as it learns, rise on
+        # a sensor that trends), so the estimate errs toward fewer alarms. 2k·mean/scale
+        # is chi-square with 2k degrees of freedom for k exponential excesses
+        # (Wilson-Hilferty's cube for its quantile); the bound tightens as scores come.
+        dof = 2.0 * len(excess)
+        z = NormalDist().inv_cdf(1.0 - EARLY_CONFIDENCE)
+        low = dof * max(1.0 - 2.0 / (9.0 * dof) + z * math.sqrt(2.0 / (9.0 * dof)), 1e-3) ** 3
+        scale = float(excess.mean()) * dof / low
+        # P(S > t + x) = (1 - level) * exp(-x / scale): the target rate's point.
+        return t + scale * math.log((1.0 - EARLY_LEVEL) / min(target_rate, 1.0 - EARLY_LEVEL)), t, scale
 
     def _after_update(self, scores: np.ndarray) -> None:
         return None
