@@ -269,3 +269,19 @@ def test_the_small_sample_estimate_needs_scores_that_vary_and_survives_a_checkpo
     assert 3.0 < thr.value < 15.0
     thr.reset()
     assert thr.warming_up and not thr.early
+
+
+@given(
+    st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=32, max_size=400),
+    st.sampled_from([1e-4, 1e-3, 1e-2]),
+)
+def test_the_small_sample_estimate_lies_above_the_bulk_and_its_probability_there_is_the_risk(scores, risk):
+    thr = SpotThreshold(risk=risk, min_records=1000)
+    s = np.array(scores)
+    thr.update(s)
+    if thr.early:
+        assert thr.value >= np.quantile(s, 0.9)
+        p = thr.tail_probability(np.array([thr.value, thr.value + abs(thr.value) + 1.0]))
+        assert abs(p[0] - risk) <= 1e-6 * risk and 0.0 < p[1] <= p[0]
+    else:  # only when the top tenth does not stand above the rest: nothing to extrapolate from
+        assert thr.warming_up and np.quantile(s, 0.9) >= s.max() - 1e-9 * max(1.0, abs(s.max()))
