@@ -172,7 +172,7 @@ class Model:
         scaled = self._scale(F, d)
         scores = np.asarray(self.detector.score(scaled, self._keys(keys)), dtype=np.float64)
         thr = float(self.threshold.value)
-        return Verdict(scaled, scores, thr, scores > thr, F, ctx, keys)
+        return Verdict(scaled, scores, thr, self.threshold.alarms(scores), F, ctx, keys)
 
     def learn(self, X: np.ndarray, scores: np.ndarray, keys: np.ndarray | None = None, timestamps: np.ndarray | None = None, *, verdict: Verdict | None = None) -> LearnReport:
         """Learn ``X`` after it was judged; ``scores`` are what ``judge`` gave it (and
