@@ -61,10 +61,10 @@ class Threshold(abc.ABC):
     windows it skips), ``value`` is a small-sample estimate (``early`` is True): an
     exponential tail fitted to the top tenth of every score offered so far, the skipped
     windows' included, its scale at a 90% upper confidence bound, extended to the target
-    rate (``target_rate``). Those first scores
-    come from a model that knows little and run high, so the estimate is high: a stream
-    of a few hundred records can alarm on what stands far out (a spike, the start of a
-    shift), while the threshold proper waits for scores that mean something. Windows of
+    rate (``target_rate``). Those first scores come from a model that knows little and
+    run high, so the estimate is high: a stream of a few hundred records can alarm on
+    what stands far out (a spike, the start of a shift), while the threshold proper
+    waits for scores that mean something. Windows of
     identical scores (a detector that says nothing yet) teach it nothing. When a quarter
     or more of a window rises above it, the score level moved, not a few records: a
     young model on ground it has not seen yet (the other half of a slow cycle, a
