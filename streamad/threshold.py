@@ -232,7 +232,7 @@ class Threshold(abc.ABC):
         the top tenth, the fitted exponential tail beyond (the target rate at the
         threshold)."""
         s = np.asarray(scores, dtype=np.float64)
-        if self.early:
+        if self.early and self._early:
             seen = np.sort(self._early[0])
             p = (len(seen) - np.searchsorted(seen, s, side="left") + 1.0) / (len(seen) + 1.0)
             t, scale = self._early_tail
