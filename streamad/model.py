@@ -80,7 +80,8 @@ class Model:
     threshold : Threshold, optional
         What turns scores into alarms; by default the extreme-value threshold with the
         settings' defaults (``SpotThreshold``: a target false-alarm rate of 0.001, alarms
-        once it has learned 100 scores; provisional while the detector warms up).
+        once it has learned 100 scores, a small-sample estimate before; provisional
+        while the detector warms up).
     temporal : TemporalFeatures or bool, optional
         Per-key temporal context before the scaler (``streamad.temporal``): each record
         is scored with its values and what its key's history says about them (jumps,

@@ -353,8 +353,9 @@ class _Wrapped:
 def warming_notes(pipeline: Pipeline) -> list[str]:
     """What held alarms back on a short stream, naming the setting that changes it:
     lanes whose threshold never had the scores it needs (``threshold.warmup_records``),
-    lanes that ended on its small-sample estimate, and lanes that ended within the detector's own warm-up (its ``score_warmup``),
-    whose alarms came from the provisional threshold."""
+    lanes that ended on its small-sample estimate, and lanes that ended within the
+    detector's own warm-up (its ``score_warmup``), whose alarms came from the
+    provisional threshold."""
     lanes = list(pipeline.lanes.values())
     notes = []
     young = [lm for lm in lanes if lm.threshold.warming_up]
