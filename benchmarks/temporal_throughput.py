@@ -96,8 +96,6 @@ def _replay(job: dict[str, Any]) -> dict[str, Any]:
     overrides: dict[str, Any] = {"features": {"temporal": job["temporal"]}, "output": {"detections": job["out"]}}
     if job["key"]:
         overrides["record"] = {"key": job["key"], "timestamp": "datetime"}
-    if job.get("sensor"):
-        overrides["features"]["temporal"] = "on"
     settings = load_settings(SENSOR_SETTINGS if job.get("sensor") else None, overrides, env={})
     # The stage's compiled pass loads from numba's cache before the clock: start-up is
     # not throughput.

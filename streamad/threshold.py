@@ -23,12 +23,12 @@ from __future__ import annotations
 import abc
 import math
 from collections.abc import Mapping
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 
 from streamad.histogram import DecayedHistogram
+from streamad.learning.gaussian import chi2_quantile
 
 #: the shortest half-life of a young threshold's memory (scores)
 MIN_MEMORY = 256
@@ -52,6 +52,13 @@ EARLY_MAX_SHARE = 0.25
 EARLY_WINDOW = 8
 #: the smallest tail probability reported: a score beyond the fitted tail's end
 TINY = float(np.finfo(np.float64).tiny)
+
+
+def _share_at_least(values: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """The share of ``values`` at least as high as each of ``s``, one more counted among
+    them (so never below 1 / (len(values) + 1))."""
+    seen = np.sort(values)
+    return (len(seen) - np.searchsorted(seen, s, side="left") + 1.0) / (len(seen) + 1.0)
 
 
 class Threshold(abc.ABC):
@@ -91,9 +98,13 @@ class Threshold(abc.ABC):
         self.provisional = False  # ``value`` comes from a young detector's scores
         self.hist = DecayedHistogram(bins=bins, half_life=half_life, min_init=min(256, max(16, min_records // 4)))
         self.value = math.inf
-        self.early = False  # ``value`` is the small-sample estimate
-        self._early: list[np.ndarray] = []  # the scores it comes from
-        self._early_tail = (math.nan, math.nan)  # its exponential tail: start, scale
+        self._early_scores = np.empty(0)  # the scores the small-sample estimate comes from
+        self._early_tail = (math.nan, math.nan)  # its exponential tail: start, scale (nan: none)
+
+    @property
+    def early(self) -> bool:
+        """``value`` is the small-sample estimate."""
+        return not math.isnan(self._early_tail[0])
 
     @property
     @abc.abstractmethod
@@ -181,8 +192,7 @@ class Threshold(abc.ABC):
         self._forget_early()
 
     def _forget_early(self) -> None:
-        self.early = False
-        self._early = []
+        self._early_scores = np.empty(0)
         self._early_tail = (math.nan, math.nan)
 
     def _update_early(self, scores: np.ndarray) -> None:
@@ -191,14 +201,10 @@ class Threshold(abc.ABC):
         s = np.asarray(scores, dtype=np.float64)
         s = s[np.isfinite(s)]
         if len(s) and float(s.max()) > float(s.min()):
-            self._early.append(s)
-            pooled = np.concatenate(self._early)[-EARLY_CAP:]
-            self._early = [pooled]
-        pooled = self._early[0] if self._early else np.empty(0)
-        est = self._early_estimate(pooled, self.target_rate)
+            self._early_scores = np.concatenate([self._early_scores, s])[-EARLY_CAP:]
+        est = self._early_estimate(self._early_scores, self.target_rate)
         if est is not None:
             self.value, self._early_tail = est[0], (est[1], est[2])
-            self.early = True
 
     @staticmethod
     def _early_estimate(pooled: np.ndarray, target_rate: float) -> tuple[float, float, float] | None:
@@ -215,9 +221,7 @@ class Threshold(abc.ABC):
         # is chi-square with 2k degrees of freedom for k exponential excesses
         # (Wilson-Hilferty's cube for its quantile); the bound tightens as scores come.
         dof = 2.0 * len(excess)
-        z = NormalDist().inv_cdf(1.0 - EARLY_CONFIDENCE)
-        low = dof * max(1.0 - 2.0 / (9.0 * dof) + z * math.sqrt(2.0 / (9.0 * dof)), 1e-3) ** 3
-        scale = float(excess.mean()) * dof / low
+        scale = float(excess.mean()) * dof / chi2_quantile(dof, 1.0 - EARLY_CONFIDENCE)
         # P(S > t + x) = (1 - level) * exp(-x / scale): the target rate's point.
         return t + scale * math.log((1.0 - EARLY_LEVEL) / min(target_rate, 1.0 - EARLY_LEVEL)), t, scale
 
@@ -232,17 +236,14 @@ class Threshold(abc.ABC):
         the top tenth, the fitted exponential tail beyond (the target rate at the
         threshold)."""
         s = np.asarray(scores, dtype=np.float64)
-        if self.early and self._early:
-            seen = np.sort(self._early[0])
-            p = (len(seen) - np.searchsorted(seen, s, side="left") + 1.0) / (len(seen) + 1.0)
+        if self.early and len(self._early_scores):
+            p = _share_at_least(self._early_scores, s)
             t, scale = self._early_tail
             far = s > t
             p[far] = (1.0 - EARLY_LEVEL) * np.exp(-(s[far] - t) / scale)
             return np.clip(p, TINY, 1.0)
         if not self.hist.ready:
-            seen = np.sort(self.hist.pending)
-            above = len(seen) - np.searchsorted(seen, s, side="left")
-            return (above + 1.0) / (len(seen) + 1.0)
+            return _share_at_least(self.hist.pending, s)
         floor = 1.0 / (self.hist.total + 1.0)
         return np.clip(1.0 - np.asarray(self.hist.cdf(scores), dtype=np.float64), floor, 1.0)
 
@@ -266,8 +267,7 @@ class Threshold(abc.ABC):
             "grown": self.grown,
             "provisional": self.provisional,
             "offered": self.offered,
-            "early": self.early,
-            "early_scores": np.concatenate(self._early) if self._early else np.empty(0),
+            "early_scores": self._early_scores,
             "early_tail": list(self._early_tail),
         }
 
@@ -276,9 +276,7 @@ class Threshold(abc.ABC):
         self.value = float(state["value"])
         self.grown = bool(state.get("grown", True))
         self.provisional = bool(state.get("provisional", False))
-        self.early = bool(state.get("early", False))
-        early = np.asarray(state.get("early_scores", ()), dtype=np.float64)
-        self._early = [early] if len(early) else []
+        self._early_scores = np.asarray(state.get("early_scores", ()), dtype=np.float64)
         self._early_tail = tuple(float(v) for v in state.get("early_tail", (math.nan, math.nan)))  # type: ignore[assignment]
         # A checkpoint from before the count was kept is of a stream past its first records.
         self.offered = int(state.get("offered", max(self.skip_first, self.hist.n_seen)))

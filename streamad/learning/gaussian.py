@@ -154,13 +154,24 @@ def symmetric_inverse(a: np.ndarray) -> np.ndarray:
     return (inv + inv.T) / 2
 
 
+def chi2_quantile(d: float, p: float) -> float:
+    """The ``p`` quantile of a chi-square with ``d`` degrees of freedom, by the
+    Wilson-Hilferty cube approximation (no scipy.stats import on the way to the first
+    score).
+
+    >>> round(chi2_quantile(12, 0.1), 2)  # scipy.stats.chi2.ppf(0.1, 12): 6.30
+    6.31
+    """
+    k = 2.0 / (9.0 * d)
+    return d * max(1.0 - k + NormalDist().inv_cdf(p) * math.sqrt(k), 1e-3) ** 3
+
+
 @functools.lru_cache(maxsize=256)  # asked every window, with the same few arguments
 def chi2_log_prior(d: int, tail: float | None = None) -> tuple[float, float]:
     """Centre and spread (as ``Calibrator`` reads them) of ``log1p`` of a chi-square
     with ``d`` degrees of freedom: what a Gaussian's squared Mahalanobis distances look
-    like on its own records. Quantiles by the Wilson-Hilferty cube
-    approximation (no scipy.stats import on the way to the first score); the MAD as
-    the mean distance of the quartiles from the median.
+    like on its own records. Quantiles by ``chi2_quantile``; the MAD as the mean
+    distance of the quartiles from the median.
 
     >>> med, mad = chi2_log_prior(6)
     >>> round(med, 2), round(mad, 2)
@@ -170,10 +181,9 @@ def chi2_log_prior(d: int, tail: float | None = None) -> tuple[float, float]:
     """
     if d <= 0:
         return 0.0, 0.0
-    k = 2.0 / (9.0 * d)
 
     def q(p: float) -> float:
-        return float(np.log1p(d * max(1.0 - k + NormalDist().inv_cdf(p) * math.sqrt(k), 1e-3) ** 3))
+        return float(np.log1p(chi2_quantile(d, p)))
 
     med = q(0.5)
     if tail is not None:
