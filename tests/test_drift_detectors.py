@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.signal import lfilter
 
 from streamad import checkpoint
@@ -300,3 +302,78 @@ def test_monitor_waits_for_the_detector_warmup_before_watching_scores() -> None:
     for i in range(10):
         m.update(Batch(Lane("s"), X, np.arange(256) + 256 * i), np.full(256, 1e9), warmup=True)
     assert m.score is not None and not m.score.ready and m.score._collect == []
+
+
+# -- the compiled work against the numpy expressions it replaced ---------------------------------
+
+
+def _numpy_statistic(fd: FeatureDrift) -> np.ndarray:
+    n = fd.counts.sum(axis=1, keepdims=True)
+    if fd.method == "ks":
+        return np.abs(np.cumsum(fd.counts / n - fd.ref_counts / fd.ref_n[:, None], axis=1)).max(axis=1)
+    p = (fd.counts + 0.5) / (n + 0.5 * fd.nb)
+    p0 = (fd.ref_counts + 0.5) / (fd.ref_n[:, None] + 0.5 * fd.nb)
+    return ((p - p0) * np.log(p / p0)).sum(axis=1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), d=st.integers(1, 6), method=st.sampled_from(["psi", "ks"]))
+def test_counts_and_statistics_are_those_of_the_numpy_expressions(seed: int, d: int, method: str) -> None:
+    """The counts are the histogram of the ring's values binned at the edges (ties, NaN
+    and repeated values included), the statistic the numpy formula, window by window of
+    random sizes through re-referencing after alarms."""
+    rng = np.random.default_rng(seed)
+    n = 9_000
+    X = rng.normal(size=(n, d))
+    X[rng.random((n, d)) < 0.02] = np.nan
+    X[:, 0] = np.round(X[:, 0])  # values on the edges
+    X[4_000:, -1] += 3.0  # an alarm, then a new reference
+    fd = FeatureDrift(d, method=method, reference=1_000, recent=500)
+    i = 0
+    while i < n:
+        w = int(rng.integers(1, 700))
+        fd.update(X[i : i + w])
+        i += w
+        if fd.ready:
+            held = fd.ring[: fd.filled]
+            bins = (held[:, :, None] >= fd.edges[None, :, :]).sum(axis=2)
+            assert np.array_equal(fd.ring_bins[: fd.filled], bins)
+            assert np.array_equal(fd.counts, np.stack([np.bincount(bins[:, j], minlength=fd.nb) for j in range(d)]))
+        if fd.filled == fd.recent:
+            expected = _numpy_statistic(fd)
+            got = fd._statistic()
+            np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-15)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), chunk=st.integers(1, 40))
+def test_score_ranks_and_medians_are_those_of_the_numpy_expressions(seed: int, chunk: int) -> None:
+    from streamad.drift import kernel
+
+    rng = np.random.default_rng(seed)
+    grid = np.quantile(np.round(rng.exponential(size=300), 1), np.linspace(0, 1, 201))  # ties in the grid
+    scores = np.round(rng.exponential(size=int(rng.integers(0, 300))), 1)
+    scores[rng.random(len(scores)) < 0.05] = np.nan
+    pending = rng.random(int(rng.integers(0, chunk)))
+    medians, left = kernel.chunk_medians(scores, grid, pending, chunk)
+    sd = ScoreDrift(chunk=chunk)
+    sd.grid = grid
+    u = np.concatenate([pending, sd.ranks(scores[np.isfinite(scores)])])
+    m = len(u) // chunk
+    assert np.array_equal(medians, np.median(u[: m * chunk].reshape(m, chunk), axis=1))
+    assert np.array_equal(left, u[m * chunk :])
+
+
+def test_page_hinkley_on_many_values_is_one_at_a_time() -> None:
+    from streamad.drift import PageHinkley
+
+    values = np.random.default_rng(3).random(400) * np.r_[np.ones(200), np.full(200, 1.6)]
+    one, many = PageHinkley(delta=0.05, threshold=5.0), PageHinkley(delta=0.05, threshold=5.0)
+    hits = [i for i, v in enumerate(values) if one.update(float(v))]
+    assert hits, "the step went unnoticed"
+    first = many.update_many(values)
+    assert first == hits[0]
+    fresh = PageHinkley(delta=0.05, threshold=5.0)
+    for v in values[: first + 1]:
+        fresh.update(float(v))
+    assert many.state_dict() == fresh.state_dict()
