@@ -32,7 +32,7 @@ import numpy as np
 
 from streamad.detectors import Detector, LearnReport, make_detector
 from streamad.minibatch import MiniBatches, Record
-from streamad.scaling import Scaler, StandardScaler, make_scaler
+from streamad.scaling import Scaler, StandardScaler, make_scaler, moments
 from streamad.temporal import Context, TemporalFeatures
 from streamad.threshold import Threshold
 
@@ -127,6 +127,7 @@ class Model:
         self._held_ctx: tuple[list[np.ndarray], int, Context] | None = None
         # score_one's last: (the held records' context it continued, the record, its context)
         self._next_ctx: tuple[Context | None, np.ndarray, Context] | None = None
+        self._joint: tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, float]] | None = None  # _joint_affine's
 
     @property
     def feature_names(self) -> tuple[str, ...] | None:
@@ -196,10 +197,17 @@ class Model:
         flagged = self.flagged(np.asarray(scores, dtype=np.float64))
         keep = ~flagged | (np.arange(len(X)) % FLAGGED_EVERY == 0) if flagged.any() else None
         Xk, Fk = (X, F) if keep is None else (X[keep], F[keep])
-        self.scaler.learn(Xk)
-        if ctx is not None and self.temporal is not None:
-            self.temporal.learn_scale(Fk[:, d:])
-        self.stats.learn(Fk)
+        if len(Fk):
+            # The scalers learn overlapping columns of the same records: their moments
+            # are computed once.
+            nb, mb, m2b = moments(Fk)
+            if isinstance(self.scaler, StandardScaler):
+                self.scaler.learn_moments(nb, mb[:d], m2b[:d])
+            else:
+                self.scaler.learn(Xk)
+            if ctx is not None and self.temporal is not None and self.temporal.scaler is not None:
+                self.temporal.scaler.learn_moments(nb, mb[d:], m2b[d:])
+            self.stats.learn_moments(nb, mb, m2b)
         if self.detector.learns_alarmed:
             report = self.detector.learn(self._scale(F, d), self._keys(keys))
         else:
@@ -261,10 +269,33 @@ class Model:
         scaler, the derived columns through the temporal stage's own."""
         if self.temporal is None or F.shape[1] == d:
             return self.scaler.transform(F)
+        joint = self._joint_affine()
+        if joint is not None:
+            center, divisor, clip = joint
+            z = (F - center) / divisor
+            np.minimum(z, clip, out=z)
+            return np.maximum(z, -clip, out=z)
         out = np.empty_like(F)
         out[:, :d] = self.scaler.transform(F[:, :d])
         out[:, d:] = self.temporal.scale(F[:, d:], unit=self.scaler.name == "minmax")
         return out
+
+    def _joint_affine(self) -> tuple[np.ndarray, np.ndarray, float] | None:
+        """With a standard scaler, the features' scaling and the derived columns' are one
+        affine map of all the model's columns, clipped alike: its center, divisor and clip
+        (None: the two cannot be joined, or one has not learned yet)."""
+        sc, tsc = self.scaler, None if self.temporal is None else self.temporal.scaler
+        if not isinstance(sc, StandardScaler) or tsc is None or sc.clip != tsc.clip:
+            return None
+        a, b = sc.affine(), tsc.affine()
+        if a is None or b is None:
+            return None
+        cached = self._joint
+        if cached is not None and cached[0] is a[1] and cached[1] is b[1]:
+            return cached[2]
+        joint = (np.concatenate([a[0], b[0]]), np.concatenate([a[1], b[1]]), float(sc.clip))
+        self._joint = (a[1], b[1], joint)  # the divisors are new arrays whenever the scalers learn
+        return joint
 
     def contributions(self, X: np.ndarray, scaled: np.ndarray | None = None, keys: np.ndarray | None = None) -> np.ndarray:
         """Non-negative per-column contributions to each record's score (n × columns):

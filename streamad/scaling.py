@@ -72,17 +72,21 @@ class StandardScaler(Scaler):
         X = np.asarray(X, dtype=np.float64)
         if len(X) == 0:
             return
+        self.learn_moments(*moments(X))
+
+    def learn_moments(self, nb: float, mb: np.ndarray, m2b: np.ndarray) -> None:
+        """``learn`` of a window given its ``moments`` (one computation shared by the
+        scalers of overlapping columns)."""
+        if nb <= 0:
+            return
         if self.mean is None:
-            self.mean = np.zeros(X.shape[1])
-            self.m2 = np.zeros(X.shape[1])
+            self.mean = np.zeros(len(mb))
+            self.m2 = np.zeros(len(mb))
         assert self.m2 is not None
         if self.half_life:
-            keep = 0.5 ** (len(X) / self.half_life)
+            keep = 0.5 ** (nb / self.half_life)
             self.n *= keep
             self.m2 *= keep
-        nb = float(len(X))
-        mb = X.mean(axis=0)
-        m2b = ((X - mb) ** 2).sum(axis=0)
         delta = mb - self.mean
         tot = self.n + nb
         self.mean = self.mean + delta * (nb / tot)
@@ -121,6 +125,12 @@ class StandardScaler(Scaler):
             self._kernel = scale_record
         return self._kernel(np.asarray(x, dtype=np.float64), self.mean, safe, float(self.clip))
 
+    def affine(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``transform`` as ``(X - center) / divisor``, clipped: the two arrays (None
+        until it has learned enough to scale)."""
+        safe = self._divisor()
+        return None if safe is None or self.mean is None else (self.mean, safe)
+
     def _divisor(self) -> np.ndarray | None:
         """The standard deviation, infinite for constant features; computed once per
         state (``learn`` and ``load_state_dict`` replace ``mean`` and ``m2``), not per
@@ -143,6 +153,12 @@ class StandardScaler(Scaler):
         self.n = float(state["n"])
         self.mean = None if state["mean"] is None else np.asarray(state["mean"], dtype=np.float64)
         self.m2 = None if state["m2"] is None else np.asarray(state["m2"], dtype=np.float64)
+
+
+def moments(X: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """A window's record count, column means and summed squared deviations from them."""
+    mb = X.mean(axis=0)
+    return float(len(X)), mb, ((X - mb) ** 2).sum(axis=0)
 
 
 class MinMaxScaler(Scaler):
