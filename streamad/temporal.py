@@ -62,9 +62,10 @@ state (streamad/temporal_kernel.py).
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -354,6 +355,9 @@ class TemporalFeatures:
             if known.any():
                 W.put(np.flatnonzero(known), self._states.take(slots[known]))
         last_row = np.zeros(G, dtype=np.int64)
+        if keys is None and known.all():  # the one key, known: nothing to start
+            last_row[0] = max(n - 1, 0)
+            return uniq, g, W, last_row
         if n:
             # A key seen for the first time starts from its first value: no step, no jump.
             first = np.full(G, n, dtype=np.int64)
@@ -389,7 +393,11 @@ class TemporalFeatures:
         from streamad.temporal_kernel import running_means
 
         running_means(X, ctx.groups, w, *self._alphas, STEP_CLIP, self._offsets[3] >= 0, last, ml, vs, vl)
-        return replace(ctx, after=replace(ctx.after, ml=ml, vs=vs, vl=vl))
+        after = copy.copy(ctx.after)  # dataclasses.replace, twice, cost more than the rest of this
+        after.ml, after.vs, after.vl = ml, vs, vl
+        out = copy.copy(ctx)
+        out.after = after
+        return out
 
     # -- learning ----------------------------------------------------------------------------
 
