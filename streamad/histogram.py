@@ -19,6 +19,20 @@ from typing import Any
 
 import numpy as np
 
+_NO_WEIGHTS = np.zeros(0)
+_KERNELS: Any = None
+
+
+def _kernels() -> Any:
+    """streamad.histogram_kernel, imported at first use: numba is not loaded by what
+    never updates a histogram."""
+    global _KERNELS
+    if _KERNELS is None:
+        from streamad import histogram_kernel
+
+        _KERNELS = histogram_kernel
+    return _KERNELS
+
 
 class DecayedHistogram:
     """Equal-width bins between ``lo`` and ``hi``, plus one bin below and one above.
@@ -107,12 +121,15 @@ class DecayedHistogram:
         w_new = float(len(v)) if w is None else float(w.sum())
         # The outer bins are what falls outside the range: the new values' share of them
         # decides a refit, read off their bin counts.
-        add = np.bincount(self._index(v), weights=w, minlength=self.bins + 2)
+        binned = _kernels().binned
+        v = np.ascontiguousarray(v)
+        wk = _NO_WEIGHTS if w is None else np.ascontiguousarray(w)
+        add, vmin, vmax = binned(v, wk, w is not None, self.lo, self.hi, self.bins)
         if self.counts[0] + self.counts[-1] + float(add[0] + add[-1]) > self.refit_share * (self.counts.sum() + w_new):
             self._refit(v)
-            add = np.bincount(self._index(v), weights=w, minlength=self.bins + 2)
-        self.vmin = min(self.vmin, float(v.min()))
-        self.vmax = max(self.vmax, float(v.max()))
+            add, vmin, vmax = binned(v, wk, w is not None, self.lo, self.hi, self.bins)
+        self.vmin = min(self.vmin, vmin)
+        self.vmax = max(self.vmax, vmax)
         self.counts += add
 
     def _set_range(self, lo: float, hi: float) -> None:
@@ -169,14 +186,11 @@ class DecayedHistogram:
             if len(pooled) == 0:
                 return np.nan if np.ndim(q) == 0 else np.full(np.shape(q), np.nan)
             return np.quantile(pooled, q)
-        cum = self._cum()
-        edges = self._edges()
-        target = np.asarray(q, dtype=np.float64) * cum[-1]
-        # Keep only the edges of non-empty bins, so runs of empty bins hold no mass.
-        full = np.diff(cum) > 0
-        keep = np.concatenate([[False], full]) | np.concatenate([full, [False]])
-        out = np.interp(target, cum[keep], edges[keep])
-        return float(out) if np.ndim(q) == 0 else out
+        # Within a bin the mass is uniform; runs of empty bins hold none (their edges are
+        # left out of the interpolation).
+        qs = np.asarray(q, dtype=np.float64)
+        out = _kernels().quantiles(self.counts, self._edges(), qs.reshape(-1))
+        return float(out[0]) if qs.ndim == 0 else out.reshape(qs.shape)
 
     def cdf(self, x: np.ndarray | float) -> Any:
         """Share of the mass below ``x``."""

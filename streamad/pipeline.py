@@ -228,6 +228,18 @@ class LaneModel:
 # -- the pipeline --------------------------------------------------------------------------------
 
 
+def warm_kernels(settings: Settings) -> None:
+    """Load the compiled loops every window runs (the histograms', the drift tests')
+    from numba's cache: at start-up, not in the first window."""
+    from streamad import histogram_kernel
+
+    histogram_kernel.warm()
+    if settings.drift.enabled:
+        from streamad.drift import kernel
+
+        kernel.warm()
+
+
 class Pipeline:
     """Records in, detections out; see the module docstring for the order of things."""
 
@@ -261,6 +273,7 @@ class Pipeline:
         self.model_name = detector_name(settings)
         self._last_checkpoint = clock()
         apply_threads(settings)
+        warm_kernels(settings)
 
     # -- lanes ---------------------------------------------------------------------------
 

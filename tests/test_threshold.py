@@ -285,3 +285,43 @@ def test_the_small_sample_estimate_lies_above_the_bulk_and_its_probability_there
         assert abs(p[0] - risk) <= 1e-6 * risk and 0.0 < p[1] <= p[0]
     else:  # only when the top tenth does not stand above the rest: nothing to extrapolate from
         assert thr.warming_up and np.quantile(s, 0.9) >= s.max() - 1e-9 * max(1.0, abs(s.max()))
+
+
+# -- the compiled histogram work against the numpy expressions it replaced ----------------------
+
+
+def _numpy_quantile(h: DecayedHistogram, q: np.ndarray) -> np.ndarray:
+    cum = np.concatenate([[0.0], np.cumsum(h.counts)])
+    full = np.diff(cum) > 0
+    keep = np.concatenate([[False], full]) | np.concatenate([full, [False]])
+    return np.interp(q * cum[-1], cum[keep], h._edges()[keep])
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), weighted=st.booleans(), heavy=st.booleans())
+def test_histogram_counts_and_quantiles_are_those_of_the_numpy_expressions(seed: int, weighted: bool, heavy: bool) -> None:
+    """Bin counts (weighted or not, values far outside the range, on bin edges, runs of
+    empty bins from a gap in the data) and quantiles, exactly as numpy's bincount and
+    interp give them, window after window through refits."""
+    rng = np.random.default_rng(seed)
+    h = DecayedHistogram(bins=32, half_life=500.0)
+    for _ in range(40):
+        n = int(rng.integers(1, 200))
+        v = rng.standard_t(2, size=n) if heavy else rng.normal(size=n)
+        v[rng.random(n) < 0.2] = np.round(v[0], 1)  # repeated values
+        v[rng.random(n) < 0.05] += 1e6  # far beyond the range
+        v[v > 0.5] += 3.0  # a gap: empty bins between two masses
+        w = rng.random(n) if weighted else None
+        v[rng.random(n) < 0.05] = np.nan  # ignored, as their weights
+        before = h.counts.copy()
+        ready, lo, hi = h.ready, h.lo, h.hi
+        h.update(v, w)
+        if ready and (h.lo, h.hi) == (lo, hi):  # no refit: the counts moved by the window's bincount
+            ok = np.isfinite(v)
+            idx = np.clip(np.floor((v[ok] - lo) / (hi - lo) * h.bins) + 1.0, 0, h.bins + 1).astype(np.int64)
+            decayed = before * 0.5 ** (ok.sum() / 500.0)
+            assert np.array_equal(h.counts, decayed + np.bincount(idx, weights=None if w is None else w[ok], minlength=h.bins + 2))
+        if h.ready:
+            qs = np.concatenate([[0.0, 1.0], rng.random(7), [0.5]])
+            assert np.array_equal(h.quantile(qs), _numpy_quantile(h, qs))
+            assert h.quantile(0.5) == float(_numpy_quantile(h, np.array(0.5)))

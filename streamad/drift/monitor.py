@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import orjson
 
-from streamad.drift import kernel
 from streamad.drift.detectors import FeatureDrift, ScoreDrift
 from streamad.records import Batch, Lane
 
@@ -144,7 +143,6 @@ class DriftMonitor:
         if settings.score:
             self.score = ScoreDrift(reference=settings.reference_records, chunk=settings.score_chunk, delta=settings.score_delta, threshold=settings.score_threshold)
         self.counts = {k: 0 for k in KINDS}
-        kernel.warm()  # now, not in the first window
 
     def update(self, window: Batch, scores: np.ndarray, warmup: bool) -> DriftStatus:
         """Feed one processed window; scores of a model still warming up are not watched."""
