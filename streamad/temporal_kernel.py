@@ -9,8 +9,9 @@ the window.
 
 The compiled code is cached beside this module (numba's ``cache=True``), so only the
 first process after an install compiles it (a few seconds); ``NUMBA_CACHE_DIR`` moves
-the cache where the package directory is read-only. numba is imported when the first
-window with temporal context is transformed, so runs without the stage never load it.
+the cache where the package directory is read-only. This module is imported when the
+first window with temporal context is transformed (numba itself is loaded by every
+pipeline: the histograms and the drift tests are compiled too).
 """
 
 from __future__ import annotations
