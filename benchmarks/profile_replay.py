@@ -43,7 +43,7 @@ STAGES: list[tuple[str, str | None, list[tuple[str, str]]]] = [
     ("judge: scaling", "window", [("streamad/model.py", "_scale")]),
     ("judge: score (forward, Gaussian, combiner)", "window", [("streamad/detectors/neural.py", "score")]),
     ("learn", "window", [("streamad/model.py", "learn")]),
-    ("learn: scaler and statistics", "learn", [("streamad/scaling.py", "learn")]),
+    ("learn: scaler and statistics", "learn", [("streamad/scaling.py", "moments"), ("streamad/scaling.py", "learn_moments")]),
     ("learn: network steps", "learn", [("streamad/learning/trainer.py", "_step")]),
     ("step: forward", "learn: network steps", [("streamad/learning/backbones.py", "forward_train")]),
     ("step: LOE labels", "learn: network steps", [("streamad/learning/trainer.py", "_labels")]),
