@@ -2,13 +2,14 @@
 
 Every window updates a few histograms (the threshold's, the warm-up twin's, the
 importance weights') and reads quantiles off them; each update or quantile was a dozen
-small numpy operations, together about a sixth of a replay's time on http.mat. Here
+small numpy operations, together about a tenth of a replay's time on http.mat. Here
 each is one loop. The results are those of the numpy expressions the docstrings give,
 operation for operation (the same sums in the same order, ``np.interp``'s choice of
 segment and its rules at the ends), so thresholds and detections do not move.
 
-Loaded at first use (``streamad.histogram`` imports this module when a histogram first
-updates or is read); ``warm`` loads the compiled code from numba's cache ahead of that.
+Imported at first use (``streamad.histogram`` imports this module when a histogram
+first updates or is read); ``warm`` loads the compiled code from numba's cache ahead of
+that, and the pipeline calls it when it is built (``streamad.pipeline.warm_kernels``).
 """
 
 from __future__ import annotations

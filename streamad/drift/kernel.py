@@ -1,17 +1,16 @@
 """The drift tests' per-window work (streamad/drift/detectors.py), compiled with numba.
 
 Binning a window's values, moving the recent window's counts, the statistic of each
-feature and the ranks and chunk medians of the scores are a few loops over small
-arrays, and the Page-Hinkley test a loop over the chunk medians; in numpy and Python
-they were some forty operations per window whose fixed costs
-were a fifth of a replay's time (http.mat: 240 µs of a window's 1.3 ms). Compiled,
-the same work costs a few microseconds. The results are those of the numpy
-expressions the docstrings give (counts exactly; statistics up to the order of a
-float sum).
+feature, the ranks and chunk medians of the scores and the Page-Hinkley test over those
+medians are a few loops over small arrays. In numpy and Python they were some forty
+operations a window, whose fixed costs made the drift monitor a fifth of a replay's
+time (http.mat: 240 µs of a window's 1.3 ms); compiled, the same work costs a few
+microseconds. The results are those of the numpy expressions the docstrings give
+(counts exactly; statistics up to the order of a float sum).
 
 The compiled code is cached beside this module (numba's ``cache=True``); ``warm``
-loads it, and a drift monitor calls it when it is built, so that the first window
-does not pay for it.
+loads it, and the pipeline calls it when it is built (``streamad.pipeline.warm_kernels``),
+so that the first window does not pay for it.
 """
 
 from __future__ import annotations
