@@ -20,18 +20,6 @@ from typing import Any
 import numpy as np
 
 _NO_WEIGHTS = np.zeros(0)
-_KERNELS: Any = None
-
-
-def _kernels() -> Any:
-    """streamad.histogram_kernel, imported at first use: numba is not loaded by what
-    never updates a histogram."""
-    global _KERNELS
-    if _KERNELS is None:
-        from streamad import histogram_kernel
-
-        _KERNELS = histogram_kernel
-    return _KERNELS
 
 
 class DecayedHistogram:
@@ -121,9 +109,9 @@ class DecayedHistogram:
         w_new = float(len(v)) if w is None else float(w.sum())
         # The outer bins are what falls outside the range: the new values' share of them
         # decides a refit, read off their bin counts.
-        binned = _kernels().binned
-        v = np.ascontiguousarray(v)
-        wk = _NO_WEIGHTS if w is None else np.ascontiguousarray(w)
+        from streamad.histogram_kernel import binned  # numba: imported on first use
+
+        wk = _NO_WEIGHTS if w is None else w
         add, vmin, vmax = binned(v, wk, w is not None, self.lo, self.hi, self.bins)
         if self.counts[0] + self.counts[-1] + float(add[0] + add[-1]) > self.refit_share * (self.counts.sum() + w_new):
             self._refit(v)
@@ -188,8 +176,10 @@ class DecayedHistogram:
             return np.quantile(pooled, q)
         # Within a bin the mass is uniform; runs of empty bins hold none (their edges are
         # left out of the interpolation).
+        from streamad.histogram_kernel import quantiles  # numba: imported on first use
+
         qs = np.asarray(q, dtype=np.float64)
-        out = _kernels().quantiles(self.counts, self._edges(), qs.reshape(-1))
+        out = quantiles(self.counts, self._edges(), qs.reshape(-1))
         return float(out[0]) if qs.ndim == 0 else out.reshape(qs.shape)
 
     def cdf(self, x: np.ndarray | float) -> Any:

@@ -7,8 +7,7 @@ each is one loop. The results are those of the numpy expressions the docstrings 
 operation for operation (the same sums in the same order, ``np.interp``'s choice of
 segment and its rules at the ends), so thresholds and detections do not move.
 
-Imported at first use (``streamad.histogram`` imports this module when a histogram
-first updates or is read); ``warm`` loads the compiled code from numba's cache ahead of
+Imported at first use (when a histogram first updates or is read); ``warm`` loads the compiled code from numba's cache ahead of
 that, and the pipeline calls it when it is built (``streamad.pipeline.warm_kernels``).
 """
 

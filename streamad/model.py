@@ -127,7 +127,6 @@ class Model:
         self._held_ctx: tuple[list[np.ndarray], int, Context] | None = None
         # score_one's last: (the held records' context it continued, the record, its context)
         self._next_ctx: tuple[Context | None, np.ndarray, Context] | None = None
-        self._joint: tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, float]] | None = None  # _joint_affine's
 
     @property
     def feature_names(self) -> tuple[str, ...] | None:
@@ -290,12 +289,7 @@ class Model:
         a, b = sc.affine(), tsc.affine()
         if a is None or b is None:
             return None
-        cached = self._joint
-        if cached is not None and cached[0] is a[1] and cached[1] is b[1]:
-            return cached[2]
-        joint = (np.concatenate([a[0], b[0]]), np.concatenate([a[1], b[1]]), float(sc.clip))
-        self._joint = (a[1], b[1], joint)  # the divisors are new arrays whenever the scalers learn
-        return joint
+        return np.concatenate([a[0], b[0]]), np.concatenate([a[1], b[1]]), float(sc.clip)
 
     def contributions(self, X: np.ndarray, scaled: np.ndarray | None = None, keys: np.ndarray | None = None) -> np.ndarray:
         """Non-negative per-column contributions to each record's score (n × columns):

@@ -289,14 +289,10 @@ def parse_timestamps(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     # A value with a ':' (a time of day) is no number: only the others go through the
     # number parser, which costs several times the date parser (0.8 µs a value).
     timed = np.fromiter((isinstance(v, str) and ":" in v for v in values), dtype=bool, count=len(values))
-    if timed.all():
-        num = np.full(len(values), np.nan)
-    elif timed.any():
-        num = np.full(len(values), np.nan)
-        rest = np.flatnonzero(~timed)
+    num = np.full(len(values), np.nan)
+    rest = np.flatnonzero(~timed)
+    if len(rest):
         num[rest] = _numbers([values[i] for i in rest.tolist()])
-    else:
-        num = _numbers(values)
     out = np.where(np.abs(num) > 1e11, num / 1000.0, num)
     # Not numbers: text to parse as a date (numbers that are inf or out of range stay bad).
     text = np.flatnonzero(np.isnan(num))

@@ -66,9 +66,9 @@ class FeatureDrift:
         return self.edges is not None
 
     def _bin(self, X: np.ndarray, features: np.ndarray | slice = slice(None)) -> np.ndarray:
-        """Bin index of each value (n × len(features)); ``>=`` matches searchsorted(side='right')."""
+        """Bin index of each value (n × len(features)), as a window's values are binned."""
         assert self.edges is not None
-        return (X[:, :, None] >= self.edges[features][None, :, :]).sum(axis=2)
+        return kernel.bins(np.ascontiguousarray(X), np.ascontiguousarray(self.edges[features]))
 
     def _histogram(self, idx: np.ndarray) -> np.ndarray:
         d = idx.shape[1]
@@ -263,13 +263,6 @@ class ScoreDrift:
     @property
     def ready(self) -> bool:
         return self.grid is not None
-
-    def ranks(self, scores: np.ndarray) -> np.ndarray:
-        """Mid-rank of each score among the reference quantiles, in [0, 1]."""
-        assert self.grid is not None
-        lo = np.searchsorted(self.grid, scores, side="left")
-        hi = np.searchsorted(self.grid, scores, side="right")
-        return np.clip((lo + hi) / (2.0 * (len(self.grid) - 1)) - 0.5 / (len(self.grid) - 1), 0.0, 1.0)
 
     def update(self, scores: np.ndarray) -> bool:
         s = np.asarray(scores, dtype=np.float64)

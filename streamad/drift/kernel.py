@@ -1,6 +1,6 @@
 """The drift tests' per-window work (streamad/drift/detectors.py), compiled with numba.
 
-Binning a window's values, moving the recent window's counts, the statistic of each
+Binning values (a window's, a new reference's), moving the recent window's counts, the statistic of each
 feature, the ranks and chunk medians of the scores and the Page-Hinkley test over those
 medians are a few loops over small arrays. In numpy and Python they were some forty
 operations a window, whose fixed costs made the drift monitor a fifth of a replay's
@@ -22,14 +22,34 @@ import numpy as np
 
 
 @numba.njit(cache=True)
+def _bin(x: float, edges: np.ndarray, j: int) -> int:
+    """The bin of ``x`` among feature ``j``'s edges: how many are at or below it (NaN: 0)."""
+    b = 0
+    for e in range(edges.shape[1]):
+        if x >= edges[j, e]:
+            b += 1
+    return b
+
+
+@numba.njit(cache=True)
+def bins(X: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """The bin of every value of ``X`` (n × d) among its feature's ``edges`` (d × m):
+    ``(X[:, :, None] >= edges[None]).sum(axis=2)``."""
+    n, d = X.shape
+    out = np.empty((n, d), dtype=np.int64)
+    for i in range(n):
+        for j in range(d):
+            out[i, j] = _bin(X[i, j], edges, j)
+    return out
+
+
+@numba.njit(cache=True)
 def feed(X: np.ndarray, edges: np.ndarray, ring: np.ndarray, ring_bins: np.ndarray, counts: np.ndarray, pos: int, filled: int) -> None:
     """Put the rows of ``X`` (at most a ring's worth) into the ring from row ``pos``;
     a ring row that held a record (below ``filled``) leaves the counts first. A value's
-    bin is the number of its feature's edges at or below it (NaN: bin 0):
-    ``(X[:, :, None] >= edges[None]).sum(axis=2)``."""
+    bin is ``bins``'."""
     n, d = X.shape
     recent = ring.shape[0]
-    m = edges.shape[1]
     for i in range(n):
         r = (pos + i) % recent
         if r < filled:
@@ -37,10 +57,7 @@ def feed(X: np.ndarray, edges: np.ndarray, ring: np.ndarray, ring_bins: np.ndarr
                 counts[j, ring_bins[r, j]] -= 1.0
         for j in range(d):
             x = X[i, j]
-            b = 0
-            for e in range(m):
-                if x >= edges[j, e]:
-                    b += 1
+            b = _bin(x, edges, j)
             ring[r, j] = x
             ring_bins[r, j] = b
             counts[j, b] += 1.0
@@ -143,6 +160,7 @@ def warm() -> None:
     X = np.zeros((2, 1))
     edges, ring, ring_bins, counts = np.zeros((1, 2)), np.zeros((2, 1)), np.zeros((2, 1), dtype=np.int64), np.zeros((1, 3))
     feed(X, edges, ring, ring_bins, counts, 0, 0)
+    bins(X, edges)
     statistic(counts + 1.0, counts + 1.0, np.ones(1), False)
     chunk_medians(np.zeros(2), np.zeros(3), np.zeros(1), 2)
     page_hinkley(np.zeros(2), np.array([0.0, 0.0, 0.0, np.inf]), 30, 0.05, 5.0)
