@@ -19,7 +19,10 @@ from streamad.errors import ConfigError
 ROOT = Path(__file__).resolve().parents[1]
 
 PUBLIC = {
-    "loe-ae": {"lr", "batch_size", "warmup_records", "loe", "alpha", "hidden", "latent", "weights", "lamp", "gauss", "histograms", "train_share", "settled_share", "score_warmup", "device", "seed"},
+    "loe-ae": {
+        "lr", "batch_size", "warmup_records", "loe", "alpha", "hidden", "latent", "weights", "lamp", "gauss", "histograms", "tail",
+        "train_share", "settled_share", "score_warmup", "device", "seed",
+    },
     "loe-ntl": {"lr", "batch_size", "warmup_records", "loe", "alpha", "n_transforms", "hidden", "rep", "weights", "lamp", "train_share", "settled_share", "score_warmup", "device", "seed"},
     "loe-svdd": {"lr", "batch_size", "warmup_records", "loe", "alpha", "hidden", "rep", "weights", "lamp", "train_share", "settled_share", "score_warmup", "device", "seed"},
     "gaussian": {"half_life", "ridge", "warmup", "trim", "seed"},

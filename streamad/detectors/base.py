@@ -93,6 +93,9 @@ class Detector(abc.ABC):
 
     name: ClassVar[str] = "detector"
     version: ClassVar[str] = "1"
+    #: Parameters added since states of this version were first written, at the values
+    #: those states were computed with: a state that lacks one was made with this value.
+    implied_params: ClassVar[dict[str, Any]] = {}
     #: The scaler the pipeline puts in front of this detector unless told otherwise.
     preferred_scaler: ClassVar[str] = "standard"
     #: Whether the records' keys change what the detector computes (see "Keys" above).
@@ -156,6 +159,7 @@ class Detector(abc.ABC):
         parameters that older states carry and this detector no longer takes (they must
         be at these values, the only ones it computes)."""
         mine = self.get_params()
+        saved = self._with_implied(saved)
         differ = []
         for k, v in saved.items():
             if k in mine:
@@ -174,10 +178,14 @@ class Detector(abc.ABC):
             )
 
     @classmethod
+    def _with_implied(cls, saved: Mapping[str, Any]) -> dict[str, Any]:
+        return {**{k: v for k, v in cls.implied_params.items() if k not in saved}, **saved}
+
+    @classmethod
     def from_state_dict(cls, state: Mapping[str, Any]) -> Detector:
         """A detector made with the parameters recorded in ``state``, restored from it."""
         names = set(cls._param_names())
-        det = cls(**{k: v for k, v in dict(state.get("params") or {}).items() if k in names})
+        det = cls(**{k: v for k, v in cls._with_implied(dict(state.get("params") or {})).items() if k in names})
         det.load_state_dict(state)
         return det
 
