@@ -106,7 +106,7 @@ VARIANTS: dict[str, Variant] = {
     "gauss-max": Variant("network and Gaussian combined by max", changes={"combiner": {"mode": "max"}}),
     "gauss-only": Variant("the online Gaussian alone (network trains, does not score)", changes={"combiner": {"mode": "gauss"}}),
     "gauss-all": Variant("Gaussian learns every record, not just LOE-normal ones", changes={"gaussian": {"learn": "all"}}),
-    "robust-z": Variant("calibration by the MAD (robust z) instead of the 99% tail", {"tail": None}),
+    "gauss-tail": Variant("calibration by the 99% tail instead of the MAD", changes={"calibration": {"tail": 0.99}}),
     "no-boost": Variant("no front-loaded warm-up", changes={"schedule": {"warmup_boost": 0.0}}),
     "replay": Variant("replay: half of each batch from memory", changes={"schedule": {"replay_share": 0.5}}),
     "train-quarter": Variant("after the warm-up, train on a quarter of the records", {"train_share": 0.25}),

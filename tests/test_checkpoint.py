@@ -93,25 +93,25 @@ TOL = {"rtol": 1e-3, "atol": 1e-3}
 def test_the_default_detector_computes_what_it_computed_before_the_redesign():
     expected = np.load(FIXTURES / "loe_ae_v3_scores.npy")
     expected[:8] = 0.0  # since: before it has learned anything the detector scores 0, neutral (WindowTrainer.neutral)
-    # Read as robust z-scores, as then (the default reads them against their tail since).
-    np.testing.assert_allclose(run(make_detector("loe-ae", tail=None), fixture_stream()), expected, **TOL)
+    np.testing.assert_allclose(run(make_detector("loe-ae"), fixture_stream()), expected, **TOL)
 
 
 def test_a_version_3_state_written_before_the_redesign_loads_and_continues():
     state = checkpoint.load(FIXTURES / "loe_ae_v3.ckpt")
     assert state["version"] == "3" and "score_nu" in state["params"]  # the flat parameters of then
-    # It was made before ``tail``: with the default it would compute something else.
+    # It was made before ``tail``, so with robust z-scores: a detector reading the tail
+    # would compute something else from it.
     with pytest.raises(ValueError, match=r"tail=None \(configured: 0.99\)"):
-        make_detector("loe-ae").load_state_dict(state)
+        make_detector("loe-ae", tail=0.99).load_state_dict(state)
     assert type(make_detector("loe-ae")).from_state_dict(state).get_params()["tail"] is None
-    det = make_detector("loe-ae", tail=None)
+    det = make_detector("loe-ae")
     det.load_state_dict(state)
     expected = np.load(FIXTURES / "loe_ae_v3_scores.npy")
     np.testing.assert_allclose(run(det, fixture_stream(), start=1016), expected[1016:], **TOL)
     # A state of then with a knob away from the default describes another model.
     other = dict(state, params={**state["params"], "score_nu": 0.0, "alpha": 0.2})
     with pytest.raises(ValueError, match=r"score_nu=0.0 \(configured: 1.0\).*alpha=0.2|alpha=0.2 \(configured: 0.1\).*score_nu=0.0"):
-        make_detector("loe-ae", tail=None).load_state_dict(other)
+        make_detector("loe-ae").load_state_dict(other)
 
 
 @pytest.mark.parametrize("name, params", [("loe-ae", {"alpha": 0.2, "hidden": 8}), ("gaussian", {"ridge": 0.01}), ("river-hst", {"n_trees": 4})])

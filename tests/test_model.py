@@ -9,7 +9,6 @@ import pytest
 from streamad import checkpoint
 from streamad.app.replay import Recorder
 from streamad.config import load_settings
-from streamad.detectors import make_detector
 from streamad.model import Model
 from streamad.pipeline import Pipeline, detect
 from streamad.sources import ArraySource
@@ -164,12 +163,7 @@ def test_skipping_the_first_windows_leaves_a_warming_up_models_suspect_level():
     from streamad.factory import build_threshold
 
     X = sensors(1000)
-    # A detector whose young scores read as robust z-scores (``tail=None``) runs highest
-    # in its first windows: the case the skipping is for. (Read against their tail, as
-    # by default, this stream's first windows no longer lift the next one's scores
-    # above the threshold that learns them: 0 alarms either way.)
-    young = lambda: make_detector("loe-ae", tail=None)  # noqa: E731
-    skipping, learning_all = Model(young()), Model(young(), threshold=build_threshold(ThresholdSettings(skip_first_records=0)))
+    skipping, learning_all = Model(), Model(threshold=build_threshold(ThresholdSettings(skip_first_records=0)))
     assert skipping.threshold.skip_first == 128
     bounds = [0, 8, 24, 56, 120, 248, 504, 760, 1000]  # the pipeline's windows
     verdicts = {id(m): [m.process(X[i:j])[0] for i, j in zip(bounds, bounds[1:])] for m in (skipping, learning_all)}
@@ -181,7 +175,7 @@ def test_skipping_the_first_windows_leaves_a_warming_up_models_suspect_level():
         np.testing.assert_array_equal(a.scores, b.scores)
     assert skipping.threshold.learned == 1000 - 248 < learning_all.threshold.learned  # (alarms are not learned)
     assert not skipping.threshold.grown and skipping.threshold.value < learning_all.threshold.value
-    again = Model(young())
+    again = Model()
     again.load_state_dict(checkpoint.loads(checkpoint.dumps(skipping.state_dict())))
     scores = np.linspace(0, 2 * learning_all.threshold.value, 50)
     np.testing.assert_array_equal(again.flagged(scores), skipping.flagged(scores))

@@ -38,16 +38,15 @@ def test_three_hundred_records_alarm_on_a_spike_or_a_step_and_stay_quiet_otherwi
         quiet_alarms += int(detect(pump(seed, anomalies=False), Model(temporal=True), timestamp="ts")["is_anomaly"].sum())
     # Before the estimate, none of the eight streams could alarm (the threshold proper
     # needs 100 scores after the first 128 records' windows: the record ~500 at the
-    # earliest). Its 90% bound leaves the young model's quietest streams out: 2 of these 4
-    # are caught here (seeds 1 and 4; of seeds 0-19, 5 have the spike and the step caught,
-    # none a false alarm).
+    # earliest). Its 90% bound leaves the young model's quietest streams out: 3 of these 4
+    # are caught here (seeds 1 and 4 by 16-25%, seed 3 by 2-9%).
     assert caught >= 2
     assert quiet_alarms <= 2  # 1,920 normal records at a target rate of 0.001 (none here)
 
 
 def test_the_summary_says_the_threshold_was_the_small_sample_estimate(tmp_path):
     path = tmp_path / "pump.csv"
-    pump(1, anomalies=True).to_csv(path, index=False)
+    pump(3, anomalies=True).to_csv(path, index=False)
     r = run_cli("replay", str(path), "--timestamp", "ts", "--out", str(tmp_path / "d.jsonl"))
     assert r.returncode == 0, r.stderr
     assert "was still the small-sample estimate at the end" in r.stdout
