@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import multiprocessing as mp
 import sys
 from collections.abc import Mapping, Sequence
@@ -32,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.odds import RESULTS, _commit, _default_data_dir, _machine, protocol_records, single_thread
+from benchmarks.odds import RESULTS, _commit, _default_data_dir, _machine, protocol_records, publish, single_thread
 from benchmarks.sensor_streams import SKAB_DIRS, _read_csv, _skab_dir, replay_arrays
 
 RISKS = (3e-4, 1e-3, 3e-3, 1e-2)
@@ -154,9 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = render(t, meta)
     print(text)
     if not args.no_write:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "calibration.md").write_text(text)
-        (RESULTS / "calibration.json").write_text(json.dumps({"meta": meta, "table": {k: {str(r): c for r, c in v.items()} for k, v in t.items()}, "runs": results}, indent=1))
+        publish("calibration", text, {"meta": meta, "table": {k: {str(r): c for r, c in v.items()} for k, v in t.items()}, "runs": results})
         plot(t, RESULTS / "calibration.png")
     return 0
 

@@ -777,6 +777,13 @@ def _machine() -> str:
     return platform.processor() or platform.machine()
 
 
+def publish(stem: str, text: str, data: Mapping[str, Any]) -> None:
+    """Write a table (``stem``.md) and the data behind it (``stem``.json) under benchmarks/results."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{stem}.md").write_text(text)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(data, indent=1, default=str))
+
+
 def _commit() -> str:
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()

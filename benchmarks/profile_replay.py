@@ -25,7 +25,6 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUME
 import argparse  # noqa: E402
 import cProfile  # noqa: E402
 import datetime as dt  # noqa: E402
-import json  # noqa: E402
 import pstats  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -34,7 +33,7 @@ from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from benchmarks.odds import RESULTS, _commit, _default_data_dir, _machine, _versions, single_thread  # noqa: E402
+from benchmarks.odds import _commit, _default_data_dir, _machine, _versions, publish, single_thread  # noqa: E402
 
 #: (stage, parent stage, [(file suffix, function name)]): a stage's time is the
 #: cumulative time of its functions, less its child stages'.
@@ -172,9 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = render(rows, meta)
     print(text)
     if not args.no_write:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / f"{args.out}.md").write_text(text)
-        (RESULTS / f"{args.out}.json").write_text(json.dumps({"meta": meta, "stages": rows}, indent=1))
+        publish(args.out, text, {"meta": meta, "stages": rows})
     return 0
 
 

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import multiprocessing as mp
 import sys
 from collections.abc import Mapping, Sequence
@@ -55,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.odds import RESULTS, _commit, _deep_merge, _machine, parse_sets, single_thread
+from benchmarks.odds import _commit, _deep_merge, _machine, parse_sets, publish, single_thread
 
 DEMO_KINDS = ("spike", "level shift", "stuck sensor")
 SKAB_DIRS = ("valve1", "valve2", "other")
@@ -458,9 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = render(rows, meta, ablated)
     print(text)
     if not args.no_write:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / f"{args.out}.md").write_text(text)
-        (RESULTS / f"{args.out}.json").write_text(json.dumps({"meta": meta, "rows": rows, "ablation": ablated, "runs": results}, indent=1, default=str))
+        publish(args.out, text, {"meta": meta, "rows": rows, "ablation": ablated, "runs": results})
     return 0
 
 

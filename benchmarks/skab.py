@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import multiprocessing as mp
 import sys
 from collections.abc import Mapping, Sequence
@@ -44,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.odds import RESULTS, _commit, _machine, single_thread
+from benchmarks.odds import _commit, _machine, publish, single_thread
 from benchmarks.sensor_streams import SKAB_DIRS, SKAB_TRAIN_ROWS, _read_csv, _skab_dir, replay_arrays
 
 #: rows after the end of a labelled anomaly counted apart among the false alarms
@@ -248,9 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = render(rows, meta)
     print(text)
     if not args.no_write:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "skab.md").write_text(text)
-        (RESULTS / "skab.json").write_text(json.dumps({"meta": meta, "rows": rows, "files": results}, indent=1, default=str))
+        publish("skab", text, {"meta": meta, "rows": rows, "files": results})
     return 0
 
 

@@ -34,7 +34,6 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUME
 
 import argparse  # noqa: E402
 import datetime as dt  # noqa: E402
-import json  # noqa: E402
 import multiprocessing as mp  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -46,7 +45,7 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from benchmarks.odds import RESULTS, _commit, _machine, _versions, single_thread  # noqa: E402
+from benchmarks.odds import _commit, _machine, _versions, publish, single_thread  # noqa: E402
 from benchmarks.sensor_streams import SKAB_DIRS, _skab_dir  # noqa: E402
 
 SENSOR_SETTINGS = Path(__file__).resolve().parents[1] / "examples" / "sensor-streams.yaml"
@@ -226,8 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = render(results, meta)
     print(text)
     if not args.no_write:
-        (RESULTS / "temporal_throughput.md").write_text(text)
-        (RESULTS / "temporal_throughput.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+        publish("temporal_throughput", text, {"meta": meta, "results": results})
     return 0
 
 

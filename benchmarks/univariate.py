@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import multiprocessing as mp
 import sys
 from collections.abc import Mapping, Sequence
@@ -61,7 +60,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.odds import RESULTS, _commit, _machine, single_thread
+from benchmarks.odds import _commit, _machine, publish, single_thread
 from benchmarks.skab import SENSOR_PRESET
 
 KINDS = ("global", "contextual", "shapelet", "seasonal", "trend", "none")
@@ -270,9 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = render(table, meta)
     print(text)
     if not args.no_write:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "univariate.md").write_text(text)
-        (RESULTS / "univariate.json").write_text(json.dumps({"meta": meta, "table": table, "streams": results}, indent=1, default=str))
+        publish("univariate", text, {"meta": meta, "table": table, "streams": results})
     return 0
 
 
