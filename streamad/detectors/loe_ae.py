@@ -84,8 +84,9 @@ class LoeAE(NeuralDetector):
         Read against the tail, a clean periodic stream alarms less in its first 10,000
         records (0.29% -> 0.16% at risk 0.001; benchmarks/results/univariate.md), but
         over 60,000 the rates meet, and on sensor streams without timestamps it alarms
-        on fewer spikes (the demo's held-out seeds: 679 -> 630 of 750, at 0.4 times
-        the risk), so the default stays the robust z-score (ANALYSIS.md).
+        on fewer spikes (the demo without timestamps, seeds 101-130: 679 -> 630 of
+        750, at 0.4 times the risk), so the default stays the robust z-score
+        (ANALYSIS.md). With ``histograms`` the reading is the 99% tail whatever this is.
     train_share : float in (0, 1], default 1.0
         After the warm-up, train on this share of the records (every record is still
         scored): 0.25 streams about 1.5 times faster with the same ODDS figures.
