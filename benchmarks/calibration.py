@@ -22,16 +22,14 @@ Reproduce benchmarks/results/calibration.md, .json and .png::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import multiprocessing as mp
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.odds import RESULTS, _commit, _default_data_dir, _machine, protocol_records, publish, single_thread
+from benchmarks.odds import RESULTS, _default_data_dir, protocol_records, publish, run_meta, single_thread
 from benchmarks.sensor_streams import SKAB_DIRS, _read_csv, _skab_dir, replay_arrays
 
 RISKS = (3e-4, 1e-3, 3e-3, 1e-2)
@@ -149,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with mp.get_context("spawn").Pool(args.workers) as pool:
         results = pool.map(run, jobs, chunksize=1)
     t = table(results)
-    meta = {"command": "python -m benchmarks.calibration " + " ".join(argv if argv is not None else sys.argv[1:]), "date": dt.date.today().isoformat(), "commit": _commit(), "machine": _machine()}
+    meta = run_meta("benchmarks.calibration", argv)
     text = render(t, meta)
     print(text)
     if not args.no_write:

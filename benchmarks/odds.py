@@ -777,6 +777,13 @@ def _machine() -> str:
     return platform.processor() or platform.machine()
 
 
+def run_meta(module: str, argv: Sequence[str] | None, **extra: Any) -> dict[str, Any]:
+    """What a table says of the run that made it: the command, the date, the commit and
+    the machine, then ``extra``."""
+    args = argv if argv is not None else sys.argv[1:]
+    return {"command": f"python -m {module} " + " ".join(args), "date": dt.date.today().isoformat(), "commit": _commit(), "machine": _machine(), **extra}
+
+
 def publish(stem: str, text: str, data: Mapping[str, Any]) -> None:
     """Write a table (``stem``.md) and the data behind it (``stem``.json) under benchmarks/results."""
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -45,16 +45,14 @@ alone, and with the groups that are off by default added (a table of its own).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import multiprocessing as mp
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.odds import _commit, _deep_merge, _machine, parse_sets, publish, single_thread
+from benchmarks.odds import _deep_merge, parse_sets, publish, run_meta, single_thread
 
 DEMO_KINDS = ("spike", "level shift", "stuck sensor")
 SKAB_DIRS = ("valve1", "valve2", "other")
@@ -444,16 +442,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = pool.map(_run, jobs, chunksize=1)
     rows = summarize(results, [lab for lab, _ in dets if f"{lab}=default" not in extra])
     ablated = ablation(results, ["default + temporal"] + [e.partition("=")[0] for e in extra]) if extra else []
-    meta = {
-        "command": "python -m benchmarks.sensor_streams " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "date": dt.date.today().isoformat(),
-        "commit": _commit(),
-        "machine": _machine(),
-        "n": args.n,
-        "demo_seeds": seeds,
-        "skab_protocol": args.skab_protocol,
-        "detectors": {lab: o for lab, o in dets},
-    }
+    meta = run_meta(
+        "benchmarks.sensor_streams", argv, n=args.n, demo_seeds=seeds, skab_protocol=args.skab_protocol, detectors={lab: o for lab, o in dets}
+    )
     text = render(rows, meta, ablated)
     print(text)
     if not args.no_write:

@@ -34,7 +34,6 @@ Reproduce benchmarks/results/skab.md (and .json)::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import multiprocessing as mp
 import sys
 from collections.abc import Mapping, Sequence
@@ -43,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.odds import _commit, _machine, publish, single_thread
+from benchmarks.odds import publish, run_meta, single_thread
 from benchmarks.sensor_streams import SKAB_DIRS, SKAB_TRAIN_ROWS, _read_csv, _skab_dir, replay_arrays
 
 #: rows after the end of a labelled anomaly counted apart among the false alarms
@@ -237,13 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows["alarm on every record"] = {**every, "auc": float("nan"), "files_alarmed": len(files), "far_outside_recovery": float("nan")}
     for label, (f1, far, mar) in PUBLISHED.items():
         rows[label] = {"f1": f1, "far": far, "mar": mar}
-    meta = {
-        "command": "python -m benchmarks.skab " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "date": dt.date.today().isoformat(),
-        "commit": _commit(),
-        "machine": _machine(),
-        "files": len(files),
-    }
+    meta = run_meta("benchmarks.skab", argv, files=len(files))
     text = render(rows, meta)
     print(text)
     if not args.no_write:

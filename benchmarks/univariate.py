@@ -52,15 +52,13 @@ records after each outlier, and that rate over the configured risk (1e-3).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import multiprocessing as mp
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from benchmarks.odds import _commit, _machine, publish, single_thread
+from benchmarks.odds import publish, run_meta, single_thread
 from benchmarks.skab import SENSOR_PRESET
 
 KINDS = ("global", "contextual", "shapelet", "seasonal", "trend", "none")
@@ -210,6 +208,10 @@ def summarize(results: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[
     return table
 
 
+def _header(*columns: str) -> list[str]:
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
 def render(table: Mapping[str, Mapping[str, Mapping[str, float]]], meta: Mapping[str, Any]) -> str:
     f = lambda v: "–" if v != v else f"{v:.3f}"  # noqa: E731
     kinds = [k for k in KINDS if k != "none"]
@@ -227,18 +229,11 @@ def render(table: Mapping[str, Mapping[str, Mapping[str, float]]], meta: Mapping
         "",
         "## ROC-AUC / average precision",
         "",
-        "| detector | " + " | ".join(kinds) + " | mean |",
-        "|---|" + "---|" * (len(kinds) + 1),
+        *_header("detector", *kinds, "mean"),
     ]
     for det, row in table.items():
         lines.append(f"| {det} | " + " | ".join(f"{f(row[k]['auc'])} / {f(row[k]['ap'])}" for k in kinds) + f" | **{f(row['all']['auc'])} / {f(row['all']['ap'])}** |")
-    lines += [
-        "",
-        "## Events hit, false alarms",
-        "",
-        "| detector | " + " | ".join(kinds) + " | events hit | false alarms | false-alarm rate | ÷ risk |",
-        "|---|" + "---|" * (len(kinds) + 4),
-    ]
+    lines += ["", "## Events hit, false alarms", "", *_header("detector", *kinds, "events hit", "false alarms", "false-alarm rate", "÷ risk")]
     for det, row in table.items():
         a = row["all"]
         lines.append(
@@ -259,13 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with mp.get_context("spawn").Pool(args.workers) as pool:
         results = pool.map(run_stream, jobs, chunksize=1)
     table = summarize(results)
-    meta = {
-        "command": "python -m benchmarks.univariate " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "date": dt.date.today().isoformat(),
-        "commit": _commit(),
-        "machine": _machine(),
-        "seeds": seeds,
-    }
+    meta = run_meta("benchmarks.univariate", argv, seeds=seeds)
     text = render(table, meta)
     print(text)
     if not args.no_write:
