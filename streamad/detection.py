@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -68,23 +67,26 @@ class DetectionBatch:
 
     def records(self) -> Iterator[dict[str, Any]]:
         lane = self.lane
+        stream, partition = lane.stream, lane.partition
+        prefix = f"{stream}/{partition}/"
         thr = self.threshold if math.isfinite(self.threshold) else None
         model = {"name": self.model, "version": self.model_version}
         offsets = self.offsets.tolist()
         scores = self.scores.tolist()
         flags = self.is_anomaly.tolist()
         probs = self.tail_probability.tolist()
-        stamps = None if self.timestamps is None else self.timestamps.tolist()
-        keys = None if self.keys is None else self.keys.tolist()
+        n = len(offsets)
+        stamps: list[float | None] = [None] * n if self.timestamps is None else [None if t != t else t for t in self.timestamps.tolist()]
+        events: list[str | None] = [None] * n if self.timestamps is None else event_times(self.timestamps)
+        keys = [None] * n if self.keys is None else self.keys.tolist()
         for i, off in enumerate(offsets):
-            ts = None if stamps is None or stamps[i] != stamps[i] else stamps[i]
             yield {
-                "id": f"{lane.stream}/{lane.partition}/{off}",
+                "id": prefix + str(off),
                 "schema_version": SCHEMA_VERSION,
-                "source": {"stream": lane.stream, "partition": lane.partition, "offset": off},
-                "key": None if keys is None else keys[i],
-                "timestamp": ts,
-                "event_time": None if ts is None else datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(),
+                "source": {"stream": stream, "partition": partition, "offset": off},
+                "key": keys[i],
+                "timestamp": stamps[i],
+                "event_time": events[i],
                 "score": scores[i],
                 "threshold": thr,
                 "is_anomaly": flags[i],
@@ -105,6 +107,27 @@ class DetectionBatch:
                 lane=self.lane,
                 offset=rec["source"]["offset"],
             )
+
+
+def event_times(stamps: np.ndarray) -> list[str | None]:
+    """``datetime.fromtimestamp(t, timezone.utc).isoformat()`` of each of ``stamps``
+    (epoch seconds; None where NaN), the same text computed for the whole array at once:
+    one Python datetime a record was a tenth of a replay that emits every record. The
+    microseconds are rounded half to even, as CPython rounds them.
+
+    >>> event_times(np.array([0.0, 1.7e9 + 0.25, np.nan]))
+    ['1970-01-01T00:00:00+00:00', '2023-11-14T22:13:20.250000+00:00', None]
+    """
+    t = np.asarray(stamps, dtype=np.float64)
+    known = np.isfinite(t)
+    frac, whole = np.modf(np.where(known, t, 0.0))
+    us = np.rint(frac * 1e6)
+    whole = whole + (us >= 1e6) - (us < 0)
+    us = np.where(us >= 1e6, us - 1e6, np.where(us < 0, us + 1e6, us)).astype(np.int64)
+    text = np.datetime_as_string(whole.astype(np.int64).astype("datetime64[s]"), unit="s")
+    micro = np.where(us != 0, np.strings.add(".", np.strings.zfill(us.astype(str), 6)), "")
+    out = np.strings.add(np.strings.add(text, micro), "+00:00").tolist()
+    return out if known.all() else [s if k else None for s, k in zip(out, known.tolist())]
 
 
 def _feature(entry: tuple[str, float] | tuple[str, float, str, str]) -> dict[str, Any]:
