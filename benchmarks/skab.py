@@ -61,8 +61,8 @@ PUBLISHED = {
 }
 #: examples/sensor-streams.yaml, the settings file for sensor streams: the online Gaussian
 #: trimmed by LOE's hard E-step at 0.95 (detectors/gaussian.py), in the records' own units (no
-#: online scaler), windows of 32 records
-SENSOR_PRESET: dict[str, Any] = {"detector": {"name": "gaussian", "params": {"trim": 0.95}}, "window": {"size": 32}, "scaler": {"kind": "none"}}
+#: online scaler), windows of 32 records, scoring during its warm-up (``early``)
+SENSOR_PRESET: dict[str, Any] = {"detector": {"name": "gaussian", "params": {"trim": 0.95, "early": True}}, "window": {"size": 32}, "scaler": {"kind": "none"}}
 SENSOR_LABEL = "streamad, examples/sensor-streams.yaml"
 #: ``--risks``: our rows at these target false-alarm rates besides the default (one
 #: setting for every file, no labels: the trade-off between FAR and MAR, not a choice)

@@ -91,9 +91,9 @@ def test_the_sensor_streams_settings_file_is_the_one_the_benchmarks_measure():
 
     path = Path(__file__).resolve().parents[1] / "examples" / "sensor-streams.yaml"
     s = load_settings(str(path), env={})
-    assert detector_name(s) == "gaussian" and s.detector.params == {"trim": 0.95} and s.window.size == 32 and s.scaler.kind == "none"
+    assert detector_name(s) == "gaussian" and s.detector.params == {"trim": 0.95, "early": True} and s.window.size == 32 and s.scaler.kind == "none"
     assert load_settings(None, SENSOR_PRESET, env={}).model_dump() == s.model_dump()
-    label = "gaussian trim 0.95 (no scaler; windows of 32) + temporal"
+    label = "gaussian trim 0.95, early (no scaler; windows of 32) + temporal"
     assert PINNED[label] == s.detector.params and PINNED_SETTINGS[label]["window"] == {"size": 32}
 
 
@@ -111,3 +111,28 @@ def test_the_sensor_streams_settings_follow_the_demos_unlabelled_drift():
     false_alarms = int((out["alarms"] & normal).sum())
     assert false_alarms < 0.005 * normal.sum(), false_alarms
     assert (out["alarms"] & ~normal).sum() > 100  # and it still alarms on the anomalies
+
+
+def test_early_scores_during_the_warm_up_scaled_for_the_young_estimate():
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(40, 3))
+    late, early = Gaussian(warmup=256), Gaussian(warmup=256, early=True)
+    probe = np.array([[0.0, 0.0, 0.0], [4.0, -4.0, 0.0]])
+    for det in (late, early):
+        det.learn(X[:10])  # under five records per column: nothing to score with yet
+        assert (det.score(probe) == 0).all()
+        det.learn(X[10:])
+    assert (late.score(probe) == 0).all() and late.learn(X[:0]).warmup
+    assert early.g is not None
+    n, d = early.g.n, 3
+    np.testing.assert_allclose(early.score(probe), early.g.score(probe) * (n - d - 2) / (n + 1))
+    assert early.score(probe)[1] > 10 * early.score(probe)[0]
+    for det in (late, early):
+        det.learn(rng.normal(size=(256, 3)))  # grown: the distances as they are
+        np.testing.assert_array_equal(det.score(probe), det.g.score(probe))
+    # A state from before ``early`` (no such parameter) loads into a detector with it.
+    state = late.state_dict()
+    del state["params"]["early"]
+    back = Gaussian(warmup=256, early=True)
+    back.load_state_dict(state)
+    np.testing.assert_array_equal(back.score(probe), late.score(probe))

@@ -25,7 +25,7 @@ PUBLIC = {
     },
     "loe-ntl": {"lr", "batch_size", "warmup_records", "loe", "alpha", "n_transforms", "hidden", "rep", "weights", "lamp", "train_share", "settled_share", "score_warmup", "device", "seed"},
     "loe-svdd": {"lr", "batch_size", "warmup_records", "loe", "alpha", "hidden", "rep", "weights", "lamp", "train_share", "settled_share", "score_warmup", "device", "seed"},
-    "gaussian": {"half_life", "ridge", "warmup", "trim", "seed"},
+    "gaussian": {"half_life", "ridge", "warmup", "early", "trim", "seed"},
     "river-hst": {"n_trees", "height", "window_size", "seed"},
 }
 
@@ -57,7 +57,7 @@ def test_settings_name_the_bad_key_and_say_what_is_wrong() -> None:
     assert settings_error({"loe": "maybe"}).startswith("detector.params.loe: Input should be 'hard', 'soft', 'refine' or 'blind'")
     assert settings_error({"n_trees": 0}, "river-hst") == "detector.params.n_trees: Input should be greater than or equal to 1 (got 0)"
     unknown = settings_error({"bogus": 1}, "gaussian")
-    assert unknown == "detector.params.bogus: unknown parameter; gaussian takes half_life, ridge, seed, trim, warmup"
+    assert unknown == "detector.params.bogus: unknown parameter; gaussian takes early, half_life, ridge, seed, trim, warmup"
     both = settings_error({"alpha": -1, "batch_sise": 64})
     assert "detector.params.batch_sise: unknown parameter; did you mean batch_size?" in both and "detector.params.alpha:" in both
 

@@ -40,7 +40,17 @@ class Gaussian(Detector):
         Shrinks Σ toward a scaled identity, to keep it invertible when sensors are
         collinear or constant.
     warmup : int, default 256
-        Until this many records have been learned, scores are 0 and the report says so.
+        Until this many records have been learned, the report says the detector warms
+        up (its scores set only the threshold's provisional estimate), and scores are 0
+        unless ``early``.
+    early : bool, default False
+        Score during the warm-up too, once the estimate holds ``EARLY_RECORDS`` records
+        per column: each squared distance times ``(n - d - 2) / (n + 1)``, the small-
+        sample inflation of a new record's expected squared distance under an estimate
+        from ``n`` records in ``d`` columns (Hotelling's T²), so that the young scores
+        that set the provisional threshold are on the scale the grown estimate's settle
+        on. A stream of a few hundred records can then alarm (benchmarks/results/
+        ANALYSIS.md, fifth round); after the warm-up the scores are the distances as they are.
     trim : float in (0, 1], default 1.0
         After the warm-up, learn only the records whose score is below this quantile of
         the scores judged so far (a running histogram forgetting with ``half_life``);
@@ -76,10 +86,15 @@ class Gaussian(Detector):
 
     name = "gaussian"
     preferred_scaler = "standard"
+    #: records per column learned before ``early`` scores: with 4 the provisional
+    #: threshold, set from the first young scores, alarmed twice as often on normal
+    #: records of 300-record streams (benchmarks/results/ANALYSIS.md, fifth round)
+    EARLY_RECORDS = 5
 
     half_life: float | None
     ridge: float
     warmup: int
+    early: bool
     trim: float
     seed: int | None
 
@@ -88,6 +103,7 @@ class Gaussian(Detector):
         half_life: Annotated[float, Field(gt=0)] | None = 20_000,
         ridge: Annotated[float, Field(gt=0, le=1)] = 1e-3,
         warmup: Annotated[int, Field(ge=0)] = 256,
+        early: bool = False,
         trim: Annotated[float, Field(gt=0, le=1)] = 1.0,
         seed: int | None = None,
     ) -> None:
@@ -104,8 +120,15 @@ class Gaussian(Detector):
         return OnlineGaussian(d, half_life=self.half_life, shrink=self.ridge, prior=0.0, min_weight=1.0 + 1e-9)
 
     def score(self, X: np.ndarray, keys: Keys = None) -> np.ndarray:
-        if self.g is None or not self.g.ready or self.seen < self.warmup:
+        if self.g is None or not self.g.ready:
             return np.zeros(len(X))
+        if self.seen < self.warmup:
+            # Gated on the records learned; scaled by the estimate's weight (their
+            # number, a little less with forgetting).
+            n, d = self.g.n, self.g.d
+            if not self.early or self.seen < self.EARLY_RECORDS * d:
+                return np.zeros(len(X))
+            return self.g.score(X) * ((n - d - 2.0) / (n + 1.0))
         return self.g.score(X)
 
     def contributions(self, X: np.ndarray, keys: Keys = None) -> np.ndarray | None:
@@ -143,7 +166,7 @@ class Gaussian(Detector):
 
     def state_dict(self) -> dict[str, Any]:
         g = self.g.state_dict() if self.g is not None else {"n": 0.0, "mean": None, "scatter": None}
-        params = {"half_life": self.half_life, "ridge": self.ridge, "warmup": self.warmup, "trim": self.trim}
+        params = {"half_life": self.half_life, "ridge": self.ridge, "warmup": self.warmup, "early": self.early, "trim": self.trim}
         return {"params": params, "seen": self.seen, **g, "judged": self.judged.state_dict(), "one": self._one_state()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
