@@ -128,9 +128,12 @@ def test_early_scores_during_the_warm_up_scaled_for_the_young_estimate():
     n, d = early.g.n, 3
     np.testing.assert_allclose(early.score(probe), early.g.score(probe) * (n - d - 2) / (n + 1))
     assert early.score(probe)[1] > 10 * early.score(probe)[0]
+    # Its warm-up learns the records it alarmed on too, as when it scores 0.
+    assert early.learns_alarmed and not late.learns_alarmed
     for det in (late, early):
         det.learn(rng.normal(size=(256, 3)))  # grown: the distances as they are
         np.testing.assert_array_equal(det.score(probe), det.g.score(probe))
+        assert not det.learns_alarmed
     # A state from before ``early`` (no such parameter) loads into a detector with it.
     state = late.state_dict()
     del state["params"]["early"]

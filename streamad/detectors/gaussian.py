@@ -112,6 +112,13 @@ class Gaussian(Detector):
         self.g: OnlineGaussian | None = None  # sized by the first window
         self.judged = self._empty_history()
 
+    @property
+    def learns_alarmed(self) -> bool:  # type: ignore[override]  # read-only here: it follows the warm-up
+        # With ``early``, its warm-up learns every record, alarmed or not, as it does when
+        # it scores 0 (no record is then alarmed): the young estimate's rough scores
+        # decide alarms, not what it learns (SKAB: false alarms 1.55% -> 1.26%).
+        return self.early and self.seen < self.warmup
+
     def _empty_history(self) -> DecayedHistogram:
         # log1p: squared distances span decades; the quantile needs resolution at the bulk.
         return DecayedHistogram(bins=64, decay=1.0, min_init=64, half_life=self.half_life)
