@@ -50,7 +50,8 @@ class Gaussian(Detector):
         from ``n`` records in ``d`` columns (Hotelling's T²), so that the young scores
         that set the provisional threshold are on the scale the grown estimate's settle
         on. A stream of a few hundred records can then alarm (benchmarks/results/
-        ANALYSIS.md, fifth round); after the warm-up the scores are the distances as they are.
+        ANALYSIS.md, fifth round). The warm-up still learns every record, alarmed or
+        not, as when it scores 0; after it the scores are the distances as they are.
     trim : float in (0, 1], default 1.0
         After the warm-up, learn only the records whose score is below this quantile of
         the scores judged so far (a running histogram forgetting with ``half_life``);
@@ -82,6 +83,14 @@ class Gaussian(Detector):
     True
     >>> bool(trimmed.score(np.array([[0.0, 4.0, 0.0]]))[0] > 10)
     True
+
+    With ``early``, twenty records are enough to speak up during the warm-up:
+
+    >>> young = Gaussian(early=True)
+    >>> report = young.learn(rng.normal(size=(20, 3)))
+    >>> normal, odd = young.score(np.array([[0.0, 0.0, 0.0], [0.0, 6.0, 0.0]]))
+    >>> report.warmup, bool(odd > 20 > normal)
+    (True, True)
     """
 
     name = "gaussian"
