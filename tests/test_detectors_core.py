@@ -84,7 +84,7 @@ def test_a_trimmed_gaussian_learns_a_new_regime_after_a_drift_and_resumes_from_i
 def test_the_sensor_streams_settings_file_is_the_one_the_benchmarks_measure():
     from pathlib import Path
 
-    from benchmarks.sensor_streams import DEFAULT_DETECTORS, PINNED, PINNED_SETTINGS
+    from benchmarks.sensor_streams import DEFAULT_DETECTORS, PINNED, PINNED_SETTINGS, SENSOR_ROW
     from benchmarks.skab import SENSOR_PRESET
     from streamad.config import load_settings
     from streamad.factory import detector_name
@@ -93,8 +93,7 @@ def test_the_sensor_streams_settings_file_is_the_one_the_benchmarks_measure():
     s = load_settings(str(path), env={})
     assert detector_name(s) == "gaussian" and s.detector.params == {"trim": 0.95, "early": True} and s.window.size == 32 and s.scaler.kind == "none"
     assert load_settings(None, SENSOR_PRESET, env={}).model_dump() == s.model_dump()
-    label = "gaussian trim 0.95 early (no scaler; windows of 32) + temporal"
-    assert PINNED[label] == s.detector.params and PINNED_SETTINGS[label]["window"] == {"size": 32}
+    assert PINNED[SENSOR_ROW] == s.detector.params and PINNED_SETTINGS[SENSOR_ROW]["window"] == {"size": 32}
     assert not any("," in row for row in DEFAULT_DETECTORS)  # --detectors is a comma-separated list
 
 
