@@ -130,12 +130,7 @@ def run_file(job: Mapping[str, Any]) -> dict[str, Any]:
         s = np.nan_to_num(s, nan=0.0, posinf=np.finfo(np.float64).max)
         runs[label] = (s, threshold_alarms(s))
     test = np.arange(len(X)) >= SKAB_TRAIN_ROWS
-    # Normal rows within RECOVERY rows after a labelled segment ends: the pump settling back.
-    ends = np.flatnonzero((y[:-1] == 1) & (y[1:] == 0)) + 1
-    after = np.zeros(len(X), dtype=bool)
-    for e in ends:
-        after[e : e + RECOVERY] = True
-    after_t = after[test]
+    after_t = recovery_rows(y)[test]
     yt = y[test] == 1
     for label, (s, a) in runs.items():
         at = a[test]
@@ -149,6 +144,20 @@ def run_file(job: Mapping[str, Any]) -> dict[str, Any]:
             "first_alarm": int(np.flatnonzero(a)[0]) if a.any() else None,
         }
     return out
+
+
+def recovery_rows(y: np.ndarray) -> np.ndarray:
+    """The rows within ``RECOVERY`` rows after a labelled segment ends: the pump settling
+    back to its operating point, labelled normal.
+
+    >>> recovery_rows(np.array([0, 1, 1, 0, 0, 0] + [0] * 60)).nonzero()[0][[0, -1]].tolist()
+    [3, 62]
+    """
+    y = np.asarray(y)
+    after = np.zeros(len(y), dtype=bool)
+    for e in np.flatnonzero((y[:-1] == 1) & (y[1:] == 0)) + 1:
+        after[e : e + RECOVERY] = True
+    return after
 
 
 def risk_label(risk: float, base: str = "streamad") -> str:

@@ -158,8 +158,8 @@ def test_settings_overrides_parse_like_yaml():
 def test_the_harness_docstring_examples_run():
     import doctest
 
-    from benchmarks import peers
+    from benchmarks import peers, skab
 
-    for module in (odds, peers):
+    for module in (odds, peers, skab):
         failed, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert attempted > 0 and failed == 0, module.__name__
