@@ -53,7 +53,7 @@ def _median5(a: float, b: float, c: float, d: float, e: float) -> float:
     return c
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def run_rows(
     X: np.ndarray,
     g: np.ndarray,
@@ -144,7 +144,7 @@ def run_rows(
             run[k, j] = r
             run_out[i, j] = r
             if o_run >= 0:
-                F[i, o_run + j] = math.log(max(r, 1)) if ever[k, j] else 0.0
+                F[i, o_run + j] = math.log(r) if r > 1 and ever[k, j] else 0.0
             if o_diff >= 0:
                 F[i, o_diff + j] = step
             for q in range(h - 1):
@@ -169,7 +169,7 @@ def run_rows(
                 if m == 0 or math.isnan(gap):
                     F[i, o_gap] = 0.0  # unknown
                 else:
-                    usual_gap = _median_sorted(buf, m)
+                    usual_gap = _median5(buf[0], buf[1], buf[2], buf[3], buf[4]) if m == 5 else _median_sorted(buf, m)
                     ratio = math.log((gap + gap_eps * usual_gap + gap_eps_seconds) / ((1.0 + gap_eps) * usual_gap + gap_eps_seconds))
                     # rounded (as numpy's round does it), so that timestamps' rounding
                     # jitter leaves regular sampling at 0
