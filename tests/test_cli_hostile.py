@@ -138,6 +138,14 @@ def test_a_tab_delimiter_can_be_typed_as_backslash_t(tmp_path: Path) -> None:
     assert "2 features; delimiter '\\t'" in r.stdout
 
 
+def test_one_feature_is_named_in_the_singular(tmp_path: Path) -> None:
+    p = tmp_path / "one.csv"
+    p.write_text("v\n" + "".join(f"{i % 7}\n" for i in range(30)))
+    r = run_cli("replay", str(p), "--out-dir", str(tmp_path / "o"), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "1 feature; delimiter ','" in r.stdout
+
+
 def _crashing_cli(tmp_path: Path, debug: bool) -> subprocess.CompletedProcess[str]:
     """The real entry point with a fault injected where a bug could be: the naming of
     the outputs (it runs before the model loads, so this stays fast)."""

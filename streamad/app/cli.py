@@ -446,7 +446,8 @@ def open_source(file: Path, settings: Any, delimiter: str | None, permute: int |
     src = CsvSource(file, schema, delimiter=delimiter, guess_roles=r.guess_roles, limit=limit)
     s = src.schema
     roles = ", ".join(f"{k}: {v}" for k, v in (("timestamp", s.timestamp), ("label", s.label), ("key", s.key)) if v)
-    notes.append(f"{len(s.features or ())} features" + (f"; {roles}" if roles else "") + f"; delimiter {src.delimiter!r}")
+    n = len(s.features or ())
+    notes.append(f"{n} feature{'' if n == 1 else 's'}" + (f"; {roles}" if roles else "") + f"; delimiter {src.delimiter!r}")
     ignored = [c for c in src.columns if c not in set(s.features or ()) | set(s.roles)]
     if ignored:
         notes.append(f"ignored columns: {', '.join(ignored)}")
