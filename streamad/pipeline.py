@@ -229,11 +229,13 @@ class LaneModel:
 
 
 def warm_kernels(settings: Settings) -> None:
-    """Load the compiled loops every window runs (the histograms', the drift tests')
-    from numba's cache: at start-up, not in the first window."""
+    """Load the compiled loops every window runs (the histograms', the drift tests', the
+    Gaussians' inverse) from numba's cache: at start-up, not in the first window."""
     from streamad import histogram_kernel
+    from streamad.learning import gaussian_kernel
 
     histogram_kernel.warm()
+    gaussian_kernel.warm()
     if settings.drift.enabled:
         from streamad.drift import kernel
 

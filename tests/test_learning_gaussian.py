@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamad import checkpoint
 from streamad.detectors import make_detector
 from streamad.learning.components import Calibration, Combiner, GaussianSpec
-from streamad.learning.gaussian import Calibrator, OnlineGaussian, chi2_log_prior
+from streamad.learning.gaussian import Calibrator, OnlineGaussian, chi2_log_prior, symmetric_inverse
+from streamad.learning.gaussian_kernel import MAX_COLUMNS, spd_inverse
 from tests.conftest import assert_resumes_exactly
 
 W = np.array([1.0, 0.8, -0.6, 0.5, 1.2, -0.9])
@@ -129,3 +132,35 @@ def test_bad_switch_values_are_clear_errors() -> None:
         GaussianSpec(learn="some")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="shrink"):
         GaussianSpec(shrink=0.0)
+
+
+# -- the compiled inverse (learning/gaussian_kernel.py) -----------------------------------------
+
+
+@given(d=st.integers(1, MAX_COLUMNS), seed=st.integers(0, 2**32 - 1), ridge=st.sampled_from([1e-6, 1e-3, 0.05, 1.0]))
+@settings(max_examples=60, deadline=None)
+def test_the_compiled_inverse_is_numpys_to_rounding(d: int, seed: int, ridge: float) -> None:
+    # Covariances as the Gaussians make them: a scatter of a few records (rank below d
+    # when they are fewer than the columns) on scales far apart, kept positive definite
+    # by a ridge relative to its trace (``shrink``). Two ways of inverting agree to the
+    # rounding the matrix's condition allows.
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(int(rng.integers(1, 3 * d + 2)), d)) * rng.uniform(0.01, 100.0, size=d)
+    a = np.cov(X.T, bias=True).reshape(d, d)
+    a = a + ridge * max(np.trace(a) / d, 1e-6) * np.eye(d)
+    out = np.empty((d, d))
+    assert spd_inverse(a, out)
+    assert np.array_equal(out, out.T)
+    ref = np.linalg.inv(a)
+    tol = 1e-13 * np.linalg.cond(a) * np.abs(ref).max()
+    assert np.abs(out - ref).max() <= tol
+    assert np.abs(symmetric_inverse(a) - ref).max() <= tol
+
+
+def test_a_matrix_that_is_not_positive_definite_is_left_to_numpy() -> None:
+    indefinite = np.array([[1.0, 2.0], [2.0, 1.0]])
+    assert not spd_inverse(indefinite, np.empty((2, 2)))
+    assert np.allclose(symmetric_inverse(indefinite), np.linalg.inv(indefinite))
+    # Above MAX_COLUMNS the LU inverse does the work (LAPACK's blocked code is faster there).
+    big = np.eye(MAX_COLUMNS + 1) * 4.0
+    assert np.allclose(symmetric_inverse(big), np.eye(MAX_COLUMNS + 1) / 4.0)

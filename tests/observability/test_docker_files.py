@@ -236,4 +236,5 @@ def test_compile_kernels_fills_the_cache_numba_is_pointed_at(tmp_path) -> None:
     assert {
         "temporal_kernel.run_rows", "temporal_kernel.running_means", "record_kernel.record_scores", "record_kernel.scale_record",
         "kernel.feed", "kernel.chunk_medians", "histogram_kernel.binned", "histogram_kernel.quantiles",
+        "gaussian_kernel.spd_inverse",
     } <= cached  # fmt: skip
