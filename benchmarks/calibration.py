@@ -8,7 +8,9 @@ Streams (labels only to tell the normal records apart, at the end):
   without the unlabelled drift (temporal stage on: the records carry event times);
 - SKAB: the 34 experiment files, each alone from its first record (temporal on);
 - ODDS: annthyroid, mammography, shuttle and thyroid (few anomalies each), in the
-  ODDS protocol's order for seed 0, at most 60,000 records (temporal off: no times).
+  ODDS protocol's order for seed 0, at most 60,000 records (temporal off: no times);
+- univariate: ``benchmarks.univariate``'s streams (a noisy sine, 10,000 records, each
+  outlier kind and the kind without outliers, seeds 0-4; temporal on).
 
 Every scored normal record counts, from the stream's first: the warm-up's records
 (no alarm possible yet) are part of what an operator sees. Within a factor of two of
@@ -18,7 +20,9 @@ with ``examples/sensor-streams.yaml`` (``benchmarks.skab.SENSOR_PRESET``).
 SKAB's rate is also given outside the ``RECOVERY`` (60) rows after each labelled
 anomaly, as ``benchmarks.skab`` reports its false-alarm rate: those rows are labelled
 normal while the pump settles back to its operating point after a valve action, and
-an alarm there is on a real, unlabelled transient of the process.
+an alarm there is on a real, unlabelled transient of the process. The univariate
+streams' likewise outside the ``AFTER`` (10) records after each outlier, as
+``benchmarks.univariate`` counts them.
 
 Reproduce benchmarks/results/calibration.md, .json and .png::
 
@@ -38,13 +42,17 @@ import numpy as np
 from benchmarks.odds import RESULTS, _default_data_dir, protocol_records, publish, run_meta, single_thread
 from benchmarks.sensor_streams import SKAB_DIRS, _read_csv, _skab_dir, replay_arrays
 from benchmarks.skab import RECOVERY, SENSOR_PRESET, recovery_rows
+from benchmarks.univariate import AFTER, KINDS
 
 RISKS = (3e-4, 1e-3, 3e-3, 1e-2)
 DEMO_SEEDS = (1, 2, 3, 4, 5)
 ODDS_FILES = ("annthyroid", "mammography", "shuttle", "thyroid")
+UNIVARIATE_SEEDS = (0, 1, 2, 3, 4)
 #: the settings each stream runs with: the defaults, and the sensor-streams file (not on
 #: ODDS: tables, not sensor streams)
 SETTINGS: dict[str, dict[str, Any]] = {"default": {}, "sensor-streams.yaml": SENSOR_PRESET}
+#: records after a labelled segment that the settled rate leaves out, per benchmark
+SETTLING = {"skab": RECOVERY, "univariate": AFTER}
 
 
 def run(job: Mapping[str, Any]) -> dict[str, Any]:
@@ -56,6 +64,11 @@ def run(job: Mapping[str, Any]) -> dict[str, Any]:
         X, y, ts = s.X, s.y, s.timestamps
     elif job["kind"] == "skab":
         X, y, ts = _read_csv(Path(job["dir"]) / job["file"])
+    elif job["kind"] == "univariate":
+        from benchmarks.univariate import make_stream
+
+        x, y, ts = make_stream(job["stream"], job["seed"])
+        X, y = x[:, None], y.astype(np.int8)
     else:
         from streamad.connectors.odds import load_mat
 
@@ -66,7 +79,7 @@ def run(job: Mapping[str, Any]) -> dict[str, Any]:
     out = replay_arrays(X, {**SETTINGS[job.get("settings", "default")], "threshold": {"risk": job["risk"]}}, ts)
     normal = np.asarray(y)[out["index"]] == 0
     false = out["alarms"] & normal
-    settled = normal & ~recovery_rows(y)[out["index"]] if job["kind"] == "skab" else normal
+    settled = normal & ~recovery_rows(y, SETTLING.get(job["kind"], 0))[out["index"]]
     return {
         **{k: v for k, v in job.items() if k != "dir"},
         "normal": int(normal.sum()),
@@ -102,7 +115,7 @@ def stream_key(r: Mapping[str, Any]) -> str:
     return r["kind"] if settings == "default" else f"{r['kind']}, {settings}"
 
 
-NAMES = {"demo": "demo (10 streams)", "skab": "SKAB (34 files)", "odds": "ODDS (4 files)"}
+NAMES = {"demo": "demo (10 streams)", "skab": "SKAB (34 files)", "odds": "ODDS (4 files)", "univariate": "univariate (30 streams)"}
 
 
 def name(key: str) -> str:
@@ -122,8 +135,10 @@ def render(t: Mapping[str, Mapping[float, Mapping[str, float]]], meta: Mapping[s
         f"ODDS: {', '.join(ODDS_FILES)} in protocol order, seed 0 (temporal off). Ratio = measured / configured; the target is 0.5-2. "
         "The threshold sees no labels: its risk is a share of all the records it scores, so on a stream whose anomalies are many more than "
         "the risk (ODDS files hold 2-7%) they fill the tail and fewer normal records are alarmed on; the last column is the alarm rate over all records. "
-        f"**Settled**: SKAB's normal records outside the {RECOVERY} rows after each labelled anomaly (the pump settling back after a valve action, "
-        "labelled normal; `benchmarks.skab` reports its false-alarm rate outside them too); elsewhere every normal record.",
+        f"univariate: `benchmarks.univariate`'s streams, every kind (outliers of one kind, or none), seeds {list(UNIVARIATE_SEEDS)} (temporal on). "
+        f"**Settled**: SKAB's normal records outside the {SETTLING['skab']} rows after each labelled anomaly (the pump settling back after a valve action, "
+        f"labelled normal; `benchmarks.skab` reports its false-alarm rate outside them too), the univariate streams' outside the {SETTLING['univariate']} records "
+        "after each outlier (as `benchmarks.univariate` counts them); elsewhere every normal record.",
         "",
         "| stream | risk | normal records | false alarms | false-alarm rate | ratio | settled: false alarms | rate | ratio | alarms / all records |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -148,14 +163,14 @@ def plot(t: Mapping[str, Mapping[float, Mapping[str, float]]], path: Path) -> No
     r = np.array([min(RISKS) / 1.5, max(RISKS) * 1.5])
     ax.fill_between(r, r / 2, r * 2, color="0.9", label="within 2x of the risk")
     ax.plot(r, r, color="0.5", lw=1, ls="--", label="measured = configured")
-    colors = {"demo": "C0", "skab": "C1", "odds": "C2"}
+    colors = {"demo": "C0", "skab": "C1", "odds": "C2", "univariate": "C3"}
     for key, per in t.items():
         risks = sorted(per)
         kind = key.partition(", ")[0]
         style = {"color": colors[kind], "ls": ":" if ", " in key else "-", "marker": "s" if ", " in key else "o"}
         # A rate of 0 cannot sit on a log axis: drawn at the bottom edge.
         ax.plot(risks, [max(per[k]["rate"], r[0] / 10) for k in risks], label=name(key), **style)
-        if kind == "skab":
+        if kind in SETTLING:
             settled = [max(per[k]["settled_rate"], r[0] / 10) for k in risks]
             ax.plot(risks, settled, alpha=0.5, label=f"{name(key)}, settled", **style)
     ax.set_xscale("log")
@@ -185,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for d in SKAB_DIRS:
                 skab = sorted((args.skab_dir / d).glob("*.csv"))
                 jobs += [{"kind": "skab", "file": f"{d}/{p.name}", "dir": str(args.skab_dir), "risk": risk, "settings": settings} for p in skab]
+            jobs += [{"kind": "univariate", "stream": k, "seed": s, "risk": risk, "settings": settings} for k in KINDS for s in UNIVARIATE_SEEDS]
         jobs += [{"kind": "odds", "file": f, "dir": str(args.odds_dir), "risk": risk} for f in ODDS_FILES]
     with mp.get_context("spawn").Pool(args.workers) as pool:
         results = pool.map(run, jobs, chunksize=1)

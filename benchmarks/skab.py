@@ -146,17 +146,19 @@ def run_file(job: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def recovery_rows(y: np.ndarray) -> np.ndarray:
-    """The rows within ``RECOVERY`` rows after a labelled segment ends: the pump settling
-    back to its operating point, labelled normal.
+def recovery_rows(y: np.ndarray, rows: int = RECOVERY) -> np.ndarray:
+    """The ``rows`` rows after each labelled segment ends: the pump settling back to its
+    operating point, labelled normal.
 
     >>> recovery_rows(np.array([0, 1, 1, 0, 0, 0] + [0] * 60)).nonzero()[0][[0, -1]].tolist()
     [3, 62]
+    >>> recovery_rows(np.array([0, 1, 0, 0, 0, 1, 0]), rows=2).nonzero()[0].tolist()
+    [2, 3, 6]
     """
     y = np.asarray(y)
     after = np.zeros(len(y), dtype=bool)
     for e in np.flatnonzero((y[:-1] == 1) & (y[1:] == 0)) + 1:
-        after[e : e + RECOVERY] = True
+        after[e : e + rows] = True
     return after
 
 
