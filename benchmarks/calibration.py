@@ -159,7 +159,7 @@ def plot(t: Mapping[str, Mapping[float, Mapping[str, float]]], path: Path) -> No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 5.0))
+    fig, ax = plt.subplots(figsize=(9.0, 5.0))
     r = np.array([min(RISKS) / 1.5, max(RISKS) * 1.5])
     ax.fill_between(r, r / 2, r * 2, color="0.9", label="within 2x of the risk")
     ax.plot(r, r, color="0.5", lw=1, ls="--", label="measured = configured")
@@ -178,7 +178,7 @@ def plot(t: Mapping[str, Mapping[float, Mapping[str, float]]], path: Path) -> No
     ax.set_xlabel("configured risk (threshold.risk)")
     ax.set_ylabel("false alarms / normal records")
     ax.set_title("Alarm calibration")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
