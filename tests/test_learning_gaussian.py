@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from streamad import checkpoint
 from streamad.detectors import make_detector
 from streamad.learning.components import Calibration, Combiner, GaussianSpec
+from streamad.learning.gaussian import COMPILED_MAX_COLUMNS as MAX_COLUMNS
 from streamad.learning.gaussian import Calibrator, OnlineGaussian, chi2_log_prior, symmetric_inverse
-from streamad.learning.gaussian_kernel import MAX_COLUMNS, spd_inverse
+from streamad.learning.gaussian_kernel import spd_inverse
 from tests.conftest import assert_resumes_exactly
 
 W = np.array([1.0, 0.8, -0.6, 0.5, 1.2, -0.9])
@@ -161,6 +162,6 @@ def test_a_matrix_that_is_not_positive_definite_is_left_to_numpy() -> None:
     indefinite = np.array([[1.0, 2.0], [2.0, 1.0]])
     assert not spd_inverse(indefinite, np.empty((2, 2)))
     assert np.allclose(symmetric_inverse(indefinite), np.linalg.inv(indefinite))
-    # Above MAX_COLUMNS the LU inverse does the work (LAPACK's blocked code is faster there).
+    # Above COMPILED_MAX_COLUMNS the LU inverse does the work (LAPACK's blocked code is faster there).
     big = np.eye(MAX_COLUMNS + 1) * 4.0
     assert np.allclose(symmetric_inverse(big), np.eye(MAX_COLUMNS + 1) / 4.0)

@@ -138,10 +138,15 @@ class OnlineGaussian:
         self._derive()
 
 
+#: the largest matrix ``symmetric_inverse`` inverts by its compiled kernel: above it
+#: numpy's (LAPACK's blocked) inverse is faster
+COMPILED_MAX_COLUMNS = 48
+
+
 def symmetric_inverse(a: np.ndarray) -> np.ndarray:
-    """The inverse of a symmetric matrix kept invertible by a ridge: up to 48 columns
-    (``gaussian_kernel.MAX_COLUMNS``) a compiled Cholesky inverse, a few microseconds
-    where numpy's call costs tens; above, or for a matrix that is not positive
+    """The inverse of a symmetric matrix kept invertible by a ridge: up to
+    ``COMPILED_MAX_COLUMNS`` a compiled Cholesky inverse (learning/gaussian_kernel.py),
+    half the time of numpy's call at 31 columns; above, or for a matrix that is not positive
     definite, an LU inverse (about a tenth of the time of an SVD pseudo-inverse at 40
     features, and the same matrix to rounding); the pseudo-inverse when the matrix is
     singular after all.
@@ -151,7 +156,7 @@ def symmetric_inverse(a: np.ndarray) -> np.ndarray:
     >>> symmetric_inverse(np.zeros((2, 2))).tolist()
     [[0.0, 0.0], [0.0, 0.0]]
     """
-    if len(a) <= _max_compiled():
+    if len(a) <= COMPILED_MAX_COLUMNS:
         out = np.empty_like(a, dtype=np.float64)
         if _spd_inverse()(np.ascontiguousarray(a, dtype=np.float64), out):
             return out
@@ -171,13 +176,6 @@ def _spd_inverse() -> Any:
     from streamad.learning.gaussian_kernel import spd_inverse
 
     return spd_inverse
-
-
-@functools.cache
-def _max_compiled() -> int:
-    from streamad.learning.gaussian_kernel import MAX_COLUMNS
-
-    return MAX_COLUMNS
 
 
 def chi2_quantile(d: float, p: float) -> float:
