@@ -76,7 +76,7 @@ def run(job: Mapping[str, Any]) -> dict[str, Any]:
         assert y0 is not None
         X, y = protocol_records(X0, y0, 0)
         ts = None
-    out = replay_arrays(X, {**SETTINGS[job.get("settings", "default")], "threshold": {"risk": job["risk"]}}, ts)
+    out = replay_arrays(X, {**SETTINGS[job["settings"]], "threshold": {"risk": job["risk"]}}, ts)
     normal = np.asarray(y)[out["index"]] == 0
     false = out["alarms"] & normal
     settled = normal & ~recovery_rows(y, SETTLING.get(job["kind"], 0))[out["index"]]
@@ -111,8 +111,7 @@ def table(results: Sequence[Mapping[str, Any]]) -> dict[str, dict[float, dict[st
 
 
 def stream_key(r: Mapping[str, Any]) -> str:
-    settings = r.get("settings", "default")
-    return r["kind"] if settings == "default" else f"{r['kind']}, {settings}"
+    return r["kind"] if r["settings"] == "default" else f"{r['kind']}, {r['settings']}"
 
 
 NAMES = {"demo": "demo (10 streams)", "skab": "SKAB (34 files)", "odds": "ODDS (4 files)", "univariate": "univariate (30 streams)"}
@@ -201,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 skab = sorted((args.skab_dir / d).glob("*.csv"))
                 jobs += [{"kind": "skab", "file": f"{d}/{p.name}", "dir": str(args.skab_dir), "risk": risk, "settings": settings} for p in skab]
             jobs += [{"kind": "univariate", "stream": k, "seed": s, "risk": risk, "settings": settings} for k in KINDS for s in UNIVARIATE_SEEDS]
-        jobs += [{"kind": "odds", "file": f, "dir": str(args.odds_dir), "risk": risk} for f in ODDS_FILES]
+        jobs += [{"kind": "odds", "file": f, "dir": str(args.odds_dir), "risk": risk, "settings": "default"} for f in ODDS_FILES]
     with mp.get_context("spawn").Pool(args.workers) as pool:
         results = pool.map(run, jobs, chunksize=1)
     t = table(results)

@@ -147,8 +147,8 @@ def run_file(job: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def recovery_rows(y: np.ndarray, rows: int = RECOVERY) -> np.ndarray:
-    """The ``rows`` rows after each labelled segment ends: the pump settling back to its
-    operating point, labelled normal.
+    """The ``rows`` rows after each labelled segment ends: the process settling back (on
+    SKAB the pump returning to its operating point), labelled normal.
 
     >>> recovery_rows(np.array([0, 1, 1, 0, 0, 0] + [0] * 60)).nonzero()[0][[0, -1]].tolist()
     [3, 62]

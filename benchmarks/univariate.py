@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.odds import publish, run_meta, single_thread
-from benchmarks.skab import SENSOR_PRESET
+from benchmarks.skab import SENSOR_PRESET, recovery_rows
 
 KINDS = ("global", "contextual", "shapelet", "seasonal", "trend", "none")
 SEEDS = tuple(range(5))
@@ -156,10 +156,7 @@ def evaluate(y: np.ndarray, scores: np.ndarray, alarms: np.ndarray) -> dict[str,
     starts = np.flatnonzero(np.diff(np.concatenate([[0], yt.astype(int)])) == 1)
     ends = np.flatnonzero(np.diff(np.concatenate([yt.astype(int), [0]])) == -1)
     hits = sum(bool(at[b : e + 1 + AFTER].any()) for b, e in zip(starts, ends))
-    settling = np.zeros(len(yt), dtype=bool)
-    for e in ends:
-        settling[e + 1 : e + 1 + AFTER] = True
-    normal = ~yt & ~settling
+    normal = ~yt & ~recovery_rows(yt, AFTER)
     out: dict[str, Any] = {"events": len(starts), "hits": hits, "false_alarms": int((at & normal).sum()), "normal": int(normal.sum())}
     both = 0 < yt.sum() < len(yt)
     out["auc"] = float(roc_auc_score(yt, st)) if both else float("nan")

@@ -8,6 +8,7 @@ function cannot slip a Kafka client into the core."""
 from __future__ import annotations
 
 import ast
+import functools
 import sys
 from pathlib import Path
 
@@ -44,6 +45,7 @@ def imports(path: Path, top_level_only: bool = False) -> set[str]:
     return out
 
 
+@functools.cache
 def modules() -> dict[str, Path]:
     return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
