@@ -268,28 +268,18 @@ class Model:
         scaler, the derived columns through the temporal stage's own."""
         if self.temporal is None or F.shape[1] == d:
             return self.scaler.transform(F)
-        joint = self._joint_affine()
-        if joint is not None:
-            center, divisor, clip = joint
-            z = (F - center) / divisor
-            np.minimum(z, clip, out=z)
-            return np.maximum(z, -clip, out=z)
+        sc, tsc = self.scaler, self.temporal.scaler
+        if isinstance(sc, StandardScaler) and tsc is not None and sc.clip == tsc.clip:
+            # One affine map of all the columns, clipped alike, in one compiled pass.
+            a, b = sc.affine(), tsc.affine()
+            if a is not None and b is not None:
+                from streamad.temporal_kernel import scale_columns
+
+                return scale_columns(np.ascontiguousarray(F, dtype=np.float64), a[0], a[1], b[0], b[1], float(sc.clip))
         out = np.empty_like(F)
         out[:, :d] = self.scaler.transform(F[:, :d])
         out[:, d:] = self.temporal.scale(F[:, d:], unit=self.scaler.name == "minmax")
         return out
-
-    def _joint_affine(self) -> tuple[np.ndarray, np.ndarray, float] | None:
-        """With a standard scaler, the features' scaling and the derived columns' are one
-        affine map of all the model's columns, clipped alike: its center, divisor and clip
-        (None: the two cannot be joined, or one has not learned yet)."""
-        sc, tsc = self.scaler, None if self.temporal is None else self.temporal.scaler
-        if not isinstance(sc, StandardScaler) or tsc is None or sc.clip != tsc.clip:
-            return None
-        a, b = sc.affine(), tsc.affine()
-        if a is None or b is None:
-            return None
-        return np.concatenate([a[0], b[0]]), np.concatenate([a[1], b[1]]), float(sc.clip)
 
     def contributions(self, X: np.ndarray, scaled: np.ndarray | None = None, keys: np.ndarray | None = None) -> np.ndarray:
         """Non-negative per-column contributions to each record's score (n × columns):

@@ -62,7 +62,6 @@ state (streamad/temporal_kernel.py).
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -143,14 +142,18 @@ class KeyStates:
         )  # fmt: skip
 
     def take(self, idx: np.ndarray) -> KeyStates:
+        if len(idx) == 1:  # one key (a stream without keys): a slice's copy costs a third of indexing
+            i = int(idx[0])
+            return KeyStates(*(getattr(self, f)[i : i + 1].copy() for f in self.FIELDS))
         return KeyStates(*(getattr(self, f)[idx] for f in self.FIELDS))  # indexing by an array copies
 
     def copy(self) -> KeyStates:
         return KeyStates(*(getattr(self, f).copy() for f in self.FIELDS))
 
     def put(self, idx: np.ndarray, other: KeyStates) -> None:
+        at: Any = slice(int(idx[0]), int(idx[0]) + 1) if len(idx) == 1 else idx
         for f in self.FIELDS:
-            getattr(self, f)[idx] = getattr(other, f)
+            getattr(self, f)[at] = getattr(other, f)
 
     def grow(self, k: int) -> KeyStates:
         """The same states in arrays of ``k`` rows (the new rows empty)."""
@@ -382,22 +385,21 @@ class TemporalFeatures:
         if ctx.revision != self.revision:
             raise ValueError("this context was computed from an older state; transform the window again")
         X = np.asarray(X, dtype=np.float64)
-        if len(X) == 0 or not np.any(flagged):
+        flagged = np.asarray(flagged, dtype=bool)
+        if len(X) == 0 or not flagged.any():
             return ctx
         # Only the running means depend on the flags: run them again from the keys'
         # states before the window (which ``transform`` kept).
         if len(ctx.groups) != len(X):
             raise ValueError(f"this context was made of {len(ctx.groups)} records, not {len(X)}")
         last, ml, vs, vl = (a.copy() for a in ctx.means)
-        w = np.where(np.asarray(flagged, dtype=bool), FLAGGED_WEIGHT, 1.0)
+        w = np.where(flagged, FLAGGED_WEIGHT, 1.0)
         from streamad.temporal_kernel import running_means
 
         running_means(X, ctx.groups, w, *self._alphas, STEP_CLIP, self._offsets[3] >= 0, last, ml, vs, vl)
-        after = copy.copy(ctx.after)  # dataclasses.replace, twice, cost more than the rest of this
-        after.ml, after.vs, after.vl = ml, vs, vl
-        out = copy.copy(ctx)
-        out.after = after
-        return out
+        a = ctx.after  # built field by field: copy.copy (or dataclasses.replace), twice, cost more than the rest of this
+        after = KeyStates(a.count, a.last, a.hist, ml, vs, vl, a.run, a.ever, a.t_last, a.ghist)
+        return Context(ctx.features, ctx.run, ctx.gap, ctx.keys, after, ctx.last_row, ctx.revision, ctx.means, ctx.groups)
 
     # -- learning ----------------------------------------------------------------------------
 
@@ -428,8 +430,8 @@ class TemporalFeatures:
             self.evictions += len(keys) - len(keep)
             keys, after = [keys[i] for i in keep], after.take(keep)
         slots = np.array([self._slots.get(k, -1) for k in keys], dtype=np.int64)
-        new = np.flatnonzero(slots < 0)
-        if len(new):
+        if slots.min() < 0:
+            new = np.flatnonzero(slots < 0)
             over = len(self._slots) + len(new) - self.max_keys
             if over > 0:
                 self._evict(over, protect=slots[slots >= 0])
@@ -494,7 +496,9 @@ class TemporalFeatures:
         jumps' and levels' relation to the others too, and "stuck" is what happened."""
         assert self.columns is not None
         sources, members, run_col = self._layout()
-        contrib = np.nan_to_num(np.maximum(np.asarray(contrib, dtype=np.float64), 0.0), nan=0.0, posinf=1e300)
+        contrib = np.maximum(np.asarray(contrib, dtype=np.float64), 0.0)
+        if not np.isfinite(contrib).all():  # nan_to_num's wrapper costs more than the rest of a row's arithmetic
+            contrib = np.nan_to_num(contrib, nan=0.0, posinf=1e300)
         n = len(contrib)
         # Each source's columns (padded with a column that never wins): its total and its
         # strongest column, for every row at once.
@@ -630,6 +634,9 @@ def compile_kernels() -> None:
     X, keys, ts = np.zeros((2, 1)), np.array(["a", "b"], dtype=object), np.zeros(2)
     ctx = tf.transform(X, keys, ts, ("x",))
     tf.reweigh(ctx, X, np.array([True, False]))
+    from streamad.temporal_kernel import scale_columns
+
+    scale_columns(ctx.features, np.zeros(1), np.ones(1), np.zeros(ctx.features.shape[1] - 1), np.ones(ctx.features.shape[1] - 1), 10.0)
 
 
 def _key(k: Any) -> Any:

@@ -468,3 +468,24 @@ def test_reweighing_a_judged_window_commits_what_transforming_it_with_flags_does
             np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
         else:
             np.testing.assert_array_equal(a, b)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 300), st.integers(1, 8), st.integers(0, 30), st.floats(0.5, 20.0), st.integers(0, 2**31))
+def test_the_model_columns_compiled_scaling_is_numpys(n, d, derived, clip, seed):
+    """Model._scale's one compiled pass gives numpy's (F - center) / divisor, clipped,
+    value for value: the same float64 numbers, NaN where numpy's NaN, 0 for a constant
+    column's infinite divisor."""
+    from streamad.temporal_kernel import scale_columns
+
+    rng = np.random.default_rng(seed)
+    m = d + derived
+    F = rng.normal(size=(n, m)) * rng.choice([1e-3, 1.0, 1e3], size=(n, m))
+    F[rng.random((n, m)) < 0.05] = np.nan
+    center, divisor = rng.normal(size=m), np.abs(rng.normal(size=m)) + 1e-6
+    divisor[rng.random(m) < 0.2] = np.inf
+    want = (F - center) / divisor
+    np.minimum(want, clip, out=want)
+    np.maximum(want, -clip, out=want)
+    got = scale_columns(F, center[:d], divisor[:d], center[d:], divisor[d:], clip)
+    assert got.shape == want.shape and np.array_equal(got, want, equal_nan=True)
