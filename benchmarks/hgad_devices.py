@@ -46,7 +46,11 @@ gaps; what ``auto`` gives a replay of these timestamped CSVs). Rows:
   (``streamad.model.FLAGGED_EVERY = 1`` in that row's process), as it did before it
   learned one in ten of the records it alarmed on;
 - ``river HST``: river's HalfSpaceTrees behind the online min-max scaler;
-- ``gaussian`` (and, on request, ``gaussian per key``): the online Mahalanobis detector, for context.
+- ``gaussian`` (and, on request, ``gaussian per key``: a lane model per key): the online
+  Mahalanobis detector, for context;
+- ``per-key``: the ``per-key`` detector (streamad/detectors/per_key.py) in one lane
+  model: a Gaussian per key at its defaults (trimmed at the 95% quantile, scoring from
+  its first windows), one threshold for all keys, no online scaler (its preferred).
 
 ``--stream demo`` runs the same rows on the demo's sensors (streamad/app/demo.py) as
 four pumps in different operating regimes, one of them rare (one record for every ten of
@@ -250,8 +254,9 @@ SPECS: dict[str, Spec] = {
     "hst": Spec("river HST", "single", "river-hst"),
     "gaussian": Spec("gaussian (keys ignored)", "single", "gaussian"),
     "gaussian-per-key": Spec("gaussian per key", "per-key", "gaussian"),
+    "per-key": Spec("per-key (a trimmed gaussian per key, one lane model)", "single", "per-key"),
 }
-DEFAULT = ("hgad", "loe-ae-per-key", "loe-ae", "flow-1g", "flow-1c", "hst", "gaussian", "hgad-learn-all", "loe-ae-per-key-learn-all")
+DEFAULT = ("per-key", "hgad", "loe-ae-per-key", "loe-ae", "flow-1g", "flow-1c", "hst", "gaussian", "hgad-learn-all", "loe-ae-per-key-learn-all")
 
 
 def _rss_mb() -> float:

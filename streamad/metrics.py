@@ -214,6 +214,15 @@ class MetricsObserver:
             L,
             registry=reg,
         )
+        self.detector_keys = Gauge(
+            "streamad_detector_keys", "Keys with a model of their own, per lane (the per-key detector; at most its max_keys).", L, registry=reg
+        )
+        self.detector_evictions = Counter(
+            "streamad_detector_key_evictions_total",
+            "Keys whose own model the per-key detector forgot to stay within its max_keys (the least recently seen first).",
+            L,
+            registry=reg,
+        )
 
         from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 
@@ -345,6 +354,9 @@ class MetricsObserver:
         for gauge, value in ((self.loe_flag, rep.loe_flag_rate), (self.ess, rep.ess), (self.loss, rep.loss)):
             if value is not None and math.isfinite(value):
                 gauge.labels(*lv).set(float(value))
+        if "keys" in rep.extra:
+            self.detector_keys.labels(*lv).set(rep.extra["keys"])
+            self.detector_evictions.labels(*lv).inc(rep.extra.get("evicted", 0.0))
         t = getattr(r, "temporal", None)
         if t is not None:
             self.temporal_keys.labels(*lv).set(t.keys)

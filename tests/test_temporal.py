@@ -247,13 +247,14 @@ def test_the_replay_notes_point_many_keys_in_one_model_to_hgad():
     shared = Pipeline(pipeline_settings("on", detector={"name": "gaussian"}), MemorySink())
     shared.run(ArraySource(X, keys=keys, timestamps=ts))
     (note,) = keys_notes(shared)
-    assert note.startswith("3 keys shared one gaussian model") and "--detector hgad" in note
+    assert note.startswith("3 keys shared one gaussian model") and "--detector per-key" in note and "--detector hgad" in note
     one = Pipeline(pipeline_settings("on", detector={"name": "gaussian"}), MemorySink())
     one.run(ArraySource(X, timestamps=ts))
     assert keys_notes(one) == []  # one device: nothing to say
-    per_key = Pipeline(pipeline_settings("on", detector={"name": "hgad"}), MemorySink())
-    per_key.run(ArraySource(X, keys=keys, timestamps=ts))
-    assert keys_notes(per_key) == []  # a detector that judges each key by its own
+    for name in ("hgad", "per-key"):
+        per_key = Pipeline(pipeline_settings("on", detector={"name": name}), MemorySink())
+        per_key.run(ArraySource(X, keys=keys, timestamps=ts))
+        assert keys_notes(per_key) == []  # a detector that judges each key by its own
 
 
 def test_a_constant_stream_with_event_times_raises_no_alarm():

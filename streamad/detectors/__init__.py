@@ -35,6 +35,7 @@ _REGISTRY: dict[str, Callable[..., Detector] | str] = {
     "gaussian": "streamad.detectors.gaussian:Gaussian",
     "river-hst": "streamad.detectors.river_hst:RiverHST",
     "hgad": "streamad.detectors.hgad:HGAD",
+    "per-key": "streamad.detectors.per_key:PerKey",
 }
 
 

@@ -1,0 +1,191 @@
+"""One detector per key: a fleet of devices of different kinds on one stream, each judged
+against its own past.
+
+A detector that ignores keys serves many devices as one population, and a device that
+runs in a regime of its own then looks anomalous from its first record to its last,
+while a fault inside any one device hides in the spread between devices. On SKAB's 35
+runs interleaved on one stream the default raised no alarm at all: a handful of
+runs scored high throughout, the threshold rose above them, and within each run the
+scores ranked its anomalies no better than chance (benchmarks/results/ANALYSIS.md,
+seventh round). Here each key gets a detector of its own (any registered one, with the
+same parameters), learning only its key's records, so a device is compared with itself.
+
+The scores of all the keys share the lane's threshold, so the inner detector's scores
+should mean the same on every key: the ``gaussian`` detector's squared distances do
+(each under its own key's estimate, on the same columns). The number of keys is bounded
+(``max_keys``): a new key beyond it replaces the one seen least recently, whose detector
+is forgotten (``evictions``). A key's first records are scored 0 until its detector has
+learned enough to speak (the inner detector's own warm-up; ``gaussian`` with ``early``
+speaks after five records per column).
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> det = PerKey(inner={"warmup": 16})
+>>> # two pumps in different regimes: a reading normal for one is far off for the other
+>>> X = np.vstack([rng.normal(0.0, 1.0, (200, 2)), rng.normal(8.0, 1.0, (200, 2))])
+>>> keys = np.array(["a"] * 200 + ["b"] * 200, dtype=object)
+>>> _ = det.learn(X, keys)
+>>> a, b = det.score(np.array([[8.0, 8.0], [8.0, 8.0]]), np.array(["a", "b"], dtype=object))
+>>> bool(a > 50 > b)
+True
+>>> det.n_keys, det.evictions
+(2, 0)
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any
+
+import numpy as np
+from pydantic import Field
+
+from streamad.detectors.base import Detector, LearnReport
+from streamad.minibatch import Keys
+
+#: The inner detector's parameters when ``inner`` is not given: for ``gaussian``, those
+#: of ``examples/sensor-streams.yaml`` (trimmed at its scores' 95% quantile, so a fault
+#: that lasts is not learned as the device's normal; scoring from its first windows).
+DEFAULT_INNER: dict[str, dict[str, Any]] = {"gaussian": {"trim": 0.95, "early": True}}
+
+
+class PerKey(Detector):
+    """A detector per key (``detector``, built with ``inner`` as its parameters), at most
+    ``max_keys`` of them, the least recently seen replaced first.
+
+    Parameters
+    ----------
+    detector : str, default "gaussian"
+        The registered detector each key gets.
+    inner : dict, optional
+        Its parameters, the same for every key (default: ``DEFAULT_INNER`` for that
+        detector, else its own defaults).
+    max_keys : int, default 1024
+        Keys kept at once; a new key beyond them replaces the least recently seen.
+    seed : int, optional
+        Passed to each key's detector when it takes one.
+    """
+
+    name = "per-key"
+    version = "1"
+    uses_keys = True
+    #: A scaler shared by the keys would move every key's units with the other keys'
+    #: records, under estimates that each hold one key's: each key's detector keeps its
+    #: own scale (``gaussian``: its covariance). The temporal stage's derived columns,
+    #: already relative to each key's own history, keep theirs.
+    preferred_scaler = "none"
+
+    detector: str
+    inner: dict[str, Any] | None
+    max_keys: int
+    seed: int | None
+
+    def __init__(
+        self,
+        detector: str = "gaussian",
+        inner: dict[str, Any] | None = None,
+        max_keys: Annotated[int, Field(ge=1)] = 1024,
+        seed: int | None = None,
+    ) -> None:
+        self._set_params(PerKey, locals())
+        from streamad.detectors import accepts, resolve
+
+        if resolve(detector) == self.name:
+            raise ValueError("per-key: the inner detector cannot be per-key itself")
+        self._inner = dict(DEFAULT_INNER.get(resolve(detector), {}) if inner is None else inner)
+        if seed is not None and accepts(detector, "seed"):
+            self._inner.setdefault("seed", seed)
+        self._template = self._make()  # checks ``inner`` now, not at the first record
+        self.models: OrderedDict[Any, Detector] = OrderedDict()  # least recently learned first
+        self.evictions = 0
+        self.grown = False  # some key's detector has finished its warm-up
+
+    def _make(self) -> Detector:
+        from streamad.detectors import make_detector
+
+        return make_detector(self.detector, **self._inner)
+
+    @property
+    def n_keys(self) -> int:
+        return len(self.models)
+
+    def score(self, X: np.ndarray, keys: Keys = None) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        out = np.zeros(len(X))
+        for k, rows in _groups(keys, len(X)):
+            m = self.models.get(k)
+            if m is not None:  # a key not learned yet scores 0: nothing to compare it with
+                out[rows] = m.score(X[rows])
+        return out
+
+    def learn(self, X: np.ndarray, keys: Keys = None) -> LearnReport:
+        X = np.asarray(X, dtype=np.float64)
+        n_learned, evicted = 0, self.evictions
+        for k, rows in _groups(keys, len(X)):
+            m = self.models.pop(k, None)
+            if m is None:
+                m = self._make()
+                while len(self.models) >= self.max_keys:
+                    self.models.popitem(last=False)
+                    self.evictions += 1
+            self.models[k] = m  # now the most recently learned
+            report = m.learn(X[rows])
+            n_learned += report.n_learned
+            self.grown = self.grown or not report.warmup
+        # Young until some key's detector has grown up; from then on the lane's threshold
+        # learns grown-up scores (Threshold.update), a new key's young ones among them
+        # (``gaussian`` puts those on the grown-up scale).
+        return LearnReport(n_learned=n_learned, warmup=not self.grown, extra={"keys": float(len(self.models)), "evicted": float(self.evictions - evicted)})
+
+    def contributions(self, X: np.ndarray, keys: Keys = None) -> np.ndarray | None:
+        X = np.asarray(X, dtype=np.float64)
+        out = np.zeros(X.shape)  # a key not learned yet: nothing stands out
+        for k, rows in _groups(keys, len(X)):
+            m = self.models.get(k)
+            c = None if m is None else m.contributions(X[rows])
+            if m is not None and c is None:
+                return None  # the inner detector cannot tell: the pipeline falls back to scaled deviations
+            if c is not None:
+                out[rows] = c
+        return out
+
+    def on_drift(self, kind: str) -> None:
+        # Nothing to reopen: the lane's drift tests watch the keys' records pooled, which
+        # move when a device joins or leaves as much as when one drifts. Each key's
+        # detector forgets on its own (``gaussian``: its half-life).
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "params": {"detector": self.detector, "inner": None if self.inner is None else dict(self.inner), "max_keys": self.max_keys},
+            "keys": list(self.models),
+            "models": [m.state_dict() for m in self.models.values()],
+            "evictions": self.evictions,
+            "grown": self.grown,
+            "one": self._one_state(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._check_params(state["params"])
+        self.models = OrderedDict()
+        for k, s in zip(state["keys"], state["models"]):
+            m = self._make()
+            m.load_state_dict(s)
+            self.models[tuple(k) if isinstance(k, list) else k] = m
+        self.evictions = int(state.get("evictions", 0))
+        self.grown = bool(state.get("grown", False))
+        self._load_one_state(state.get("one"))
+
+
+def _groups(keys: Keys, n: int) -> list[tuple[Any, np.ndarray]]:
+    """Each key of a window with its rows, in order of first appearance."""
+    if keys is None:
+        return [(None, np.arange(n))] if n else []
+    index: dict[Any, list[int]] = {}
+    for i, k in enumerate(keys.tolist() if isinstance(keys, np.ndarray) else list(keys)):
+        index.setdefault(k, []).append(i)
+    return [(k, np.asarray(rows, dtype=np.int64)) for k, rows in index.items()]
+
+
+__all__: Sequence[str] = ("PerKey",)

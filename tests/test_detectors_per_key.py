@@ -1,0 +1,169 @@
+"""``per-key``: a detector per key, each learning only its key's records, the table of
+keys bounded; its state survives checkpoints and restarts; through the pipeline a fault
+inside one device of a fleet in different regimes is caught and named."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from streamad import checkpoint
+from streamad.app.replay import Recorder
+from streamad.config import load_settings
+from streamad.connectors.sinks import MemorySink
+from streamad.detectors import ParamsError, make_detector
+from streamad.detectors.per_key import PerKey
+from streamad.model import Model
+from streamad.pipeline import Pipeline, detect
+from streamad.records import Lane
+from streamad.sources import ArraySource
+from streamad.state import StateStore
+from tests.conftest import run_cli
+
+
+def regimes(n_per_key=300, keys=("a", "b", "c"), seed=0):
+    """Devices interleaved, each at its own level (10 apart), two correlated sensors."""
+    rng = np.random.default_rng(seed)
+    k = np.array([keys[i % len(keys)] for i in range(n_per_key * len(keys))], dtype=object)
+    level = np.array([10.0 * keys.index(x) for x in k])
+    base = rng.normal(size=len(k))
+    X = np.column_stack([level + base, 0.5 * level + base + 0.1 * rng.normal(size=len(k))])
+    return X, k
+
+
+def test_a_key_is_judged_against_its_own_records_only():
+    X, keys = regimes()
+    det = PerKey()
+    for i in range(0, len(X), 64):
+        det.learn(X[i : i + 64], keys[i : i + 64])
+    b_normal = np.array([[10.0, 5.0]])
+    # b's normal reading is far off for a and for c, and normal for b
+    sa, sb, sc = (float(det.score(b_normal, np.array([k], dtype=object))[0]) for k in "abc")
+    assert sb < 20 < min(sa, sc)
+    # learning more of c changes nothing a or b would score
+    before = det.score(X[:30], keys[:30])
+    det.learn(X[keys == "c"][:64] + 3.0, np.full(64, "c", dtype=object))
+    assert np.array_equal(det.score(X[:30][keys[:30] != "c"], keys[:30][keys[:30] != "c"]), before[keys[:30] != "c"])
+    # a key never learned scores 0: nothing to compare it with
+    assert det.score(b_normal, np.array(["new"], dtype=object)).tolist() == [0.0]
+
+
+def test_without_keys_it_is_one_inner_detector():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(600, 3))
+    per_key, one = PerKey(), make_detector("gaussian", trim=0.95, early=True)
+    for i in range(0, 600, 100):
+        per_key.learn(X[i : i + 100]), one.learn(X[i : i + 100])
+    probe = rng.normal(size=(20, 3)) * 3
+    assert np.array_equal(per_key.score(probe), one.score(probe))
+    assert per_key.n_keys == 1
+
+
+def test_the_key_table_is_bounded_and_forgets_the_least_recently_seen():
+    X, keys = regimes(keys=("a", "b", "c", "d"))
+    det = PerKey(max_keys=2)
+    for i in range(0, len(X), 8):  # every window holds every key: the last two learned stay
+        det.learn(X[i : i + 8], keys[i : i + 8])
+    assert det.n_keys == 2 and list(det.models) == ["c", "d"]
+    assert det.evictions == len(X) // 8 * 4 - 2
+    report = det.learn(X[:4], keys[:4])
+    assert report.extra["keys"] == 2 and list(det.models) == ["c", "d"]
+
+
+def test_state_survives_the_checkpoint_format_and_refuses_other_parameters():
+    X, keys = regimes()
+    det = PerKey(max_keys=8)
+    det.learn(X[:600], keys[:600])
+    back = PerKey(max_keys=8)
+    back.load_state_dict(checkpoint.loads(checkpoint.dumps(det.state_dict())))
+    assert list(back.models) == list(det.models) and back.grown == det.grown
+    assert np.array_equal(back.score(X[600:], keys[600:]), det.score(X[600:], keys[600:]))
+    det.learn(X[600:], keys[600:]), back.learn(X[600:], keys[600:])
+    assert np.array_equal(back.score(X, keys), det.score(X, keys))
+    with pytest.raises(ValueError, match="max_keys"):
+        PerKey(max_keys=4).load_state_dict(det.state_dict())
+    with pytest.raises(ValueError, match="inner"):
+        PerKey(inner={"trim": 0.9}).load_state_dict(det.state_dict())
+
+
+def test_parameters_are_checked_when_it_is_built():
+    with pytest.raises(ValueError, match="trimm"):
+        make_detector("per-key", inner={"trimm": 0.9})
+    with pytest.raises(ValueError, match="per-key itself"):
+        make_detector("per-key", detector="per-key")
+    with pytest.raises(ValueError, match="unknown detector"):
+        make_detector("per-key", detector="nope")
+    with pytest.raises(ParamsError, match="max_keys"):
+        make_detector("per-key", max_keys=0)
+
+
+def fleet(n_per_key=500, seed=2):
+    """Four pumps on one stream in two regimes: on pump-0 and pump-1 pressure reads as
+    the flow, on pump-2 and pump-3 three above it. From record 400 of its own pump-3's
+    pressure reads as the flow: fifteen of its spreads off, and exactly what the other
+    regime's pumps read."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_per_key):
+        for p in range(4):
+            flow = 5.0 + rng.normal()
+            offset = 0.0 if p < 2 or (p == 3 and i >= 400) else 3.0
+            rows.append((1.7e9 + i, f"pump-{p}", flow, flow + offset + 0.2 * rng.normal(), int(p == 3 and i >= 400)))
+    return pd.DataFrame(rows, columns=["ts", "device", "flow", "pressure", "fault"])
+
+
+def test_a_fault_inside_one_device_of_a_fleet_is_caught_and_named():
+    df = fleet()
+    out = detect(df.drop(columns="fault"), Model("per-key", temporal=True), key="device", timestamp="ts")
+    y = df["fault"].to_numpy() == 1
+    alarms = out["is_anomaly"].to_numpy()
+    assert alarms[y].sum() >= 30  # of 100 faulty readings (46 when written)
+    assert alarms[~y].sum() <= 16  # of 1,900 normal ones (8, most while the keys' estimates are young)
+    named = out.loc[alarms & y, "top_features"]
+    assert sum(bool(f) and f[0][0] == "pressure" for f in named) > len(named) / 2  # (source, share, behaviour, text)
+
+
+def test_checkpoint_and_restart_continue_identically(tmp_path):
+    df = fleet(n_per_key=300)
+    X, keys, ts = df[["flow", "pressure"]].to_numpy(), df["device"].to_numpy(dtype=object), df["ts"].to_numpy()
+    s = load_settings(overrides={"detector": {"name": "per-key"}, "features": {"temporal": "on"}, "window": {"size": 64, "initial_size": None}}, env={})
+    names = ["flow", "pressure"]
+    whole = Recorder()
+    Pipeline(s, MemorySink(), feature_names=names, observers=[whole]).run(ArraySource(X, keys=keys, timestamps=ts, chunk_rows=64))
+    store = StateStore(tmp_path)
+    first = Recorder()
+    Pipeline(s, MemorySink(), feature_names=names, observers=[first], store=store).run(ArraySource(X[:640], keys=keys[:640], timestamps=ts[:640], chunk_rows=64))
+    second = Recorder()
+    p2 = Pipeline(s, MemorySink(), feature_names=names, observers=[second], store=store)
+    assert p2.resume_offset(Lane("array")) == 641
+    assert p2.lanes[Lane("array")].detector.n_keys == 4
+    p2.run(ArraySource(X, keys=keys, timestamps=ts, chunk_rows=64))
+    assert np.array_equal(np.concatenate([first.array("scores"), second.array("scores")]), whole.array("scores"))
+
+
+def test_key_table_metrics_per_lane():
+    from prometheus_client import CollectorRegistry
+
+    from streamad.metrics import MetricsObserver
+
+    reg = CollectorRegistry()
+    metrics = MetricsObserver(registry=reg, model="per-key")
+    rng = np.random.default_rng(0)
+    n = 2000
+    keys = np.array([f"dev-{i}" for i in rng.integers(0, 80, n)], dtype=object)
+    s = load_settings(overrides={"detector": {"name": "per-key", "params": {"max_keys": 50}}}, env={})
+    Pipeline(s, MemorySink(), observers=[metrics]).run(ArraySource(rng.normal(size=(n, 2)), keys=keys, stream="s"))
+    assert reg.get_sample_value("streamad_detector_keys", {"stream": "s", "partition": "0"}) == 50
+    assert reg.get_sample_value("streamad_detector_key_evictions_total", {"stream": "s", "partition": "0"}) > 0
+
+
+def test_replay_of_a_fleet_with_the_per_key_detector(tmp_path):
+    path = tmp_path / "fleet.csv"
+    df = fleet()
+    df["ts"] = pd.to_datetime(df["ts"], unit="s").dt.strftime("%Y-%m-%dT%H:%M:%S")
+    df.drop(columns="fault").to_csv(path, index=False)
+    r = run_cli("replay", str(path), "--key", "device", "--detector", "per-key", "--out", str(tmp_path / "d.jsonl"))
+    assert r.returncode == 0, r.stderr
+    assert "shared one" not in r.stdout  # the many-keys note is for detectors that ignore keys
+    assert (tmp_path / "d.jsonl").read_text().count('"is_anomaly":true') >= 20
