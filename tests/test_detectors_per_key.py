@@ -142,22 +142,6 @@ def test_checkpoint_and_restart_continue_identically(tmp_path):
     assert np.array_equal(np.concatenate([first.array("scores"), second.array("scores")]), whole.array("scores"))
 
 
-def test_key_table_metrics_per_lane():
-    from prometheus_client import CollectorRegistry
-
-    from streamad.metrics import MetricsObserver
-
-    reg = CollectorRegistry()
-    metrics = MetricsObserver(registry=reg, model="per-key")
-    rng = np.random.default_rng(0)
-    n = 2000
-    keys = np.array([f"dev-{i}" for i in rng.integers(0, 80, n)], dtype=object)
-    s = load_settings(overrides={"detector": {"name": "per-key", "params": {"max_keys": 50}}}, env={})
-    Pipeline(s, MemorySink(), observers=[metrics]).run(ArraySource(rng.normal(size=(n, 2)), keys=keys, stream="s"))
-    assert reg.get_sample_value("streamad_detector_keys", {"stream": "s", "partition": "0"}) == 50
-    assert reg.get_sample_value("streamad_detector_key_evictions_total", {"stream": "s", "partition": "0"}) > 0
-
-
 def test_replay_of_a_fleet_with_the_per_key_detector(tmp_path):
     path = tmp_path / "fleet.csv"
     df = fleet()

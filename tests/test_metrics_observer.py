@@ -178,3 +178,25 @@ def test_replay_cli_serves_metrics_and_writes_drift_events(tmp_path) -> None:
     r = run_cli("replay", str(csv), "--out-dir", str(tmp_path / "out2"), "--no-drift", "--no-progress")
     assert r.returncode == 0, r.stderr
     assert "drift" not in r.stdout and not default_drift_path(csv, tmp_path / "out2").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "table"),
+    [
+        ({"features": {"temporal": "on", "max_keys": 50}}, "streamad_temporal_keys"),  # the temporal stage's key table
+        ({"features": {"temporal": "off"}, "detector": {"name": "per-key", "params": {"max_keys": 50}}}, "streamad_detector_keys"),  # per-key's models
+    ],
+)
+def test_key_tables_per_lane_are_bounded_and_count_their_evictions(overrides, table):
+    reg = CollectorRegistry()
+    metrics = MetricsObserver(registry=reg, model="m")
+    rng = np.random.default_rng(0)
+    n = 2000
+    keys = np.array([f"dev-{i}" for i in rng.integers(0, 80, n)], dtype=object)
+    Pipeline(load_settings(overrides=overrides, env={}), MemorySink(), observers=[metrics]).run(
+        ArraySource(rng.normal(size=(n, 2)), keys=keys, timestamps=np.arange(n, dtype=float), stream="s")
+    )
+    lane = {"stream": "s", "partition": "0"}
+    assert reg.get_sample_value(table, lane) == 50
+    evictions = table.replace("_keys", "_evictions_total") if table.startswith("streamad_temporal") else "streamad_detector_key_evictions_total"
+    assert reg.get_sample_value(evictions, lane) > 0

@@ -11,13 +11,11 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry
 
 from streamad import checkpoint
 from streamad.app.replay import Recorder
 from streamad.config import load_settings
 from streamad.connectors.sinks import MemorySink
-from streamad.metrics import MetricsObserver
 from streamad.model import Model
 from streamad.pipeline import Pipeline, detect
 from streamad.records import Lane
@@ -305,18 +303,6 @@ def test_without_the_stage_a_frozen_sensor_goes_unseen():
     Pipeline(load_settings(overrides={"features": {"temporal": "off"}}, env={}), sink).run(ArraySource(X, timestamps=ts))
     assert not [r for r in sink.records if 4000 <= r["source"]["offset"] - 1 < 4120]
     assert all(set(f) == {"name", "share"} for r in sink.records for f in r["features"])  # entries as before
-
-
-def test_key_table_metrics_per_lane():
-    reg = CollectorRegistry()
-    metrics = MetricsObserver(registry=reg, model="loe-ae")
-    rng = np.random.default_rng(0)
-    n = 2000
-    keys = np.array([f"dev-{i}" for i in rng.integers(0, 80, n)], dtype=object)
-    s = load_settings(overrides={"features": {"temporal": "on", "max_keys": 50}}, env={})
-    Pipeline(s, MemorySink(), observers=[metrics]).run(ArraySource(rng.normal(size=(n, 2)), keys=keys, timestamps=np.arange(n, dtype=float), stream="s"))
-    assert reg.get_sample_value("streamad_temporal_keys", {"stream": "s", "partition": "0"}) == 50
-    assert reg.get_sample_value("streamad_temporal_evictions_total", {"stream": "s", "partition": "0"}) > 0
 
 
 # -- the Python API ------------------------------------------------------------------------------
