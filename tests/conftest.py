@@ -74,3 +74,27 @@ def assert_resumes_exactly(det: Any, back: Any, probe: Any, nxt: Any) -> None:
     back.learn(nxt)
     assert np.array_equal(back.score(probe), det.score(probe))
     assert np.array_equal(back.contributions(probe), det.contributions(probe))
+
+
+def restart_halfway(settings: Any, X: Any, keys: Any, ts: Any, names: list[str], state_dir: Path, cut: int = 640) -> tuple[Any, Any, Any]:
+    """The stream through one pipeline, and through one that stops after ``cut`` records
+    (its lane state checkpointed) and a second that resumes from that state: the
+    uninterrupted run's scores, the two halves' joined, and the resumed pipeline."""
+    import numpy as np
+
+    from streamad.app.replay import Recorder
+    from streamad.connectors.sinks import MemorySink
+    from streamad.pipeline import Pipeline
+    from streamad.sources import ArraySource
+    from streamad.state import StateStore
+
+    def source(n: int) -> ArraySource:
+        return ArraySource(X[:n], keys=keys[:n], timestamps=ts[:n], chunk_rows=64)
+
+    whole, first, second = Recorder(), Recorder(), Recorder()
+    Pipeline(settings, MemorySink(), feature_names=names, observers=[whole]).run(source(len(X)))
+    store = StateStore(state_dir)
+    Pipeline(settings, MemorySink(), feature_names=names, observers=[first], store=store).run(source(cut))
+    resumed = Pipeline(settings, MemorySink(), feature_names=names, observers=[second], store=store)
+    resumed.run(source(len(X)))
+    return whole.array("scores"), np.concatenate([first.array("scores"), second.array("scores")]), resumed

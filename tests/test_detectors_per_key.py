@@ -9,17 +9,13 @@ import pandas as pd
 import pytest
 
 from streamad import checkpoint
-from streamad.app.replay import Recorder
 from streamad.config import load_settings
-from streamad.connectors.sinks import MemorySink
 from streamad.detectors import ParamsError, make_detector
 from streamad.detectors.per_key import PerKey
 from streamad.model import Model
-from streamad.pipeline import Pipeline, detect
+from streamad.pipeline import detect
 from streamad.records import Lane
-from streamad.sources import ArraySource
-from streamad.state import StateStore
-from tests.conftest import run_cli
+from tests.conftest import restart_halfway, run_cli
 
 
 def regimes(n_per_key=300, keys=("a", "b", "c"), seed=0):
@@ -128,18 +124,9 @@ def test_checkpoint_and_restart_continue_identically(tmp_path):
     df = fleet(n_per_key=300)
     X, keys, ts = df[["flow", "pressure"]].to_numpy(), df["device"].to_numpy(dtype=object), df["ts"].to_numpy()
     s = load_settings(overrides={"detector": {"name": "per-key"}, "features": {"temporal": "on"}, "window": {"size": 64, "initial_size": None}}, env={})
-    names = ["flow", "pressure"]
-    whole = Recorder()
-    Pipeline(s, MemorySink(), feature_names=names, observers=[whole]).run(ArraySource(X, keys=keys, timestamps=ts, chunk_rows=64))
-    store = StateStore(tmp_path)
-    first = Recorder()
-    Pipeline(s, MemorySink(), feature_names=names, observers=[first], store=store).run(ArraySource(X[:640], keys=keys[:640], timestamps=ts[:640], chunk_rows=64))
-    second = Recorder()
-    p2 = Pipeline(s, MemorySink(), feature_names=names, observers=[second], store=store)
-    assert p2.resume_offset(Lane("array")) == 641
-    assert p2.lanes[Lane("array")].detector.n_keys == 4
-    p2.run(ArraySource(X, keys=keys, timestamps=ts, chunk_rows=64))
-    assert np.array_equal(np.concatenate([first.array("scores"), second.array("scores")]), whole.array("scores"))
+    whole, joined, resumed = restart_halfway(s, X, keys, ts, ["flow", "pressure"], tmp_path)
+    assert resumed.counts.skipped == 640 and resumed.lanes[Lane("array")].detector.n_keys == 4
+    assert np.array_equal(joined, whole)
 
 
 def test_replay_of_a_fleet_with_the_per_key_detector(tmp_path):

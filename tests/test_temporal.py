@@ -22,6 +22,7 @@ from streamad.records import Lane
 from streamad.sources import ArraySource
 from streamad.state import StateStore
 from streamad.temporal import FLAGGED_WEIGHT, GROUPS, STEP_CLIP, VOL_FLOOR, KeyStates, TemporalFeatures
+from tests.conftest import restart_halfway
 
 ALL = ("jump", "diff", "drift", "vol", "run", "gap")
 
@@ -200,21 +201,12 @@ def devices(n=1200, seed=0):
 def test_checkpoint_and_restart_continue_identically_with_temporal_state(tmp_path):
     """The lane's key table is checkpointed with the offset learned through: a restart
     skips what was learned and scores the rest exactly as one uninterrupted run."""
-    s = pipeline_settings()
     X, keys, ts = devices()
-    names = ["flow", "pressure"]
-    whole = Recorder()
-    Pipeline(s, MemorySink(), feature_names=names, observers=[whole]).run(ArraySource(X, keys=keys, timestamps=ts, chunk_rows=64))
-    store = StateStore(tmp_path)
-    first = Recorder()
-    Pipeline(s, MemorySink(), feature_names=names, observers=[first], store=store).run(ArraySource(X[:640], keys=keys[:640], timestamps=ts[:640], chunk_rows=64))
-    second = Recorder()
-    p2 = Pipeline(s, MemorySink(), feature_names=names, observers=[second], store=store)
-    assert p2.resume_offset(Lane("array")) == 641
-    assert p2.lanes[Lane("array")].model.temporal is not None and p2.lanes[Lane("array")].model.temporal.n_keys == 3
-    p2.run(ArraySource(X, keys=keys, timestamps=ts, chunk_rows=64))
-    assert p2.counts.skipped == 640 and p2.counts.scored == 560
-    assert np.array_equal(np.concatenate([first.array("scores"), second.array("scores")]), whole.array("scores"))
+    whole, joined, resumed = restart_halfway(pipeline_settings(), X, keys, ts, ["flow", "pressure"], tmp_path)
+    temporal = resumed.lanes[Lane("array")].model.temporal
+    assert temporal is not None and temporal.n_keys == 3
+    assert resumed.counts.skipped == 640 and resumed.counts.scored == 560
+    assert np.array_equal(joined, whole)
 
 
 def test_auto_is_on_for_records_with_event_times_and_a_checkpoint_keeps_its_choice(tmp_path):
