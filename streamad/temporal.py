@@ -488,7 +488,9 @@ class TemporalFeatures:
         """The ``k`` source features contributing most to each of ``rows``' scores:
         (feature, share, behaviour, description). ``contrib`` holds the rows'
         contributions per column (``scaled``: the rows as the detector saw them);
-        ``center``/``spread`` the usual level of each source.
+        ``center``/``spread`` the usual level of each source, the lane's. With more than
+        one key in the table, a level is worded against its own key's long-run mean
+        instead (the lane's pools devices that may run in different regimes).
 
         The behaviour is that of the source's column contributing most, except for a
         source unchanged for an unusually long run (its run length at least
@@ -513,8 +515,11 @@ class TemporalFeatures:
         total = per_source.sum(axis=1, keepdims=True)
         share = np.divide(per_source, total, out=np.zeros_like(per_source), where=total > 0)
         order = np.argsort(-share, axis=1, kind="stable")[:, : min(k, len(sources))]
+        keyed = self.n_keys > 1
         out = []
         for i, row in enumerate(np.asarray(rows).tolist()):
+            if keyed:  # the key's long mean before the window; no spread is kept per key
+                center, spread = ctx.means[1][ctx.groups[row]], None
             entries = []
             for s in order[i].tolist():
                 if share[i, s] <= 0:
@@ -554,8 +559,11 @@ class TemporalFeatures:
         run = int(ctx.run[row, j]) if j >= 0 else 0
         kind = col.kind
         if kind == "level":
-            if center is not None and spread is not None and math.isfinite(center[j]) and spread[j] > 0:
-                return "level", f"{name}: {value:.4g}, usually {center[j]:.4g} ± {spread[j]:.2g}"
+            if center is not None and math.isfinite(center[j]):
+                if spread is not None and spread[j] > 0:
+                    return "level", f"{name}: {value:.4g}, usually {center[j]:.4g} ± {spread[j]:.2g}"
+                if spread is None:
+                    return "level", f"{name}: {value:.4g}, usually about {center[j]:.4g}"
             return "level", f"{name}: {value:.4g}, off its usual level"
         if kind in ("jump", "diff"):
             return "jump", f"{name}: {value:.4g}, a jump of {derived:+.4g}"

@@ -118,6 +118,9 @@ def test_a_fault_inside_one_device_of_a_fleet_is_caught_and_named():
     assert alarms[~y].sum() <= 16  # of 1,900 normal ones (8, most while the keys' estimates are young)
     named = out.loc[alarms & y, "top_features"]
     assert sum(bool(f) and f[0][0] == "pressure" for f in named) > len(named) / 2  # (source, share, behaviour, text)
+    # A level is worded against pump-3's own (8), not the fleet's pooled one (about 6.5).
+    usual = [float(t.split("usually about ")[1]) for f in named for src, _, b, t in f if src == "pressure" and b == "level" and "usually about" in t]
+    assert usual and all(7.5 < u < 8.5 for u in usual)
 
 
 def test_checkpoint_and_restart_continue_identically(tmp_path):
