@@ -207,10 +207,14 @@ class Model:
             if ctx is not None and self.temporal is not None and self.temporal.scaler is not None:
                 self.temporal.scaler.learn_moments(nb, mb[d:], m2b[d:])
             self.stats.learn_moments(nb, mb, m2b)
-        if self.detector.learns_alarmed:
+        wants = self.detector.learns_alarmed_rows(self._keys(keys), len(X)) if keep is not None else False
+        if wants is True or keep is None:
             report = self.detector.learn(self._scale(F, d), self._keys(keys))
         else:
-            report = self.detector.learn(self._scale(Fk, d), self._keys(keys if keep is None or keys is None else keys[keep]))
+            # The detector takes the records the model keeps, and those it asks for (a
+            # key's detector in its warm-up learns its key's records, alarmed or not).
+            mine = keep if wants is False else keep | np.asarray(wants, dtype=bool)
+            report = self.detector.learn(self._scale(F[mine], d), self._keys(keys if keys is None else keys[mine]))
         if ctx is not None and self.temporal is not None:
             if flagged.any():
                 # Flagged records count little in their keys' long means.

@@ -108,6 +108,12 @@ class Detector(abc.ABC):
     #: Records in the first mini-batch of ``learn_one``; each next one doubles.
     first_minibatch: ClassVar[int] = 8
 
+    def learns_alarmed_rows(self, keys: Keys, n: int) -> np.ndarray | bool:
+        """Which of a window's ``n`` records (with ``keys``) this detector learns even when
+        the model flagged them: ``learns_alarmed`` for all of them, unless the detector
+        decides per record (``per-key``: each key's detector as it would alone)."""
+        return bool(self.learns_alarmed)
+
 
     # -- parameters ---------------------------------------------------------------------
 

@@ -96,7 +96,7 @@ class PerKey(Detector):
         self._inner = dict(DEFAULT_INNER.get(resolve(detector), {}) if inner is None else inner)
         if seed is not None and accepts(detector, "seed"):
             self._inner.setdefault("seed", seed)
-        self._template = self._make()  # checks ``inner`` now, not at the first record
+        self._template = self._make()  # checks ``inner`` now; a new key's detector as it starts
         self.models: OrderedDict[Any, Detector] = OrderedDict()  # least recently learned first
         self.evictions = 0
         self.grown = False  # some key's detector has finished its warm-up
@@ -137,6 +137,15 @@ class PerKey(Detector):
         # learns grown-up scores (Threshold.update), a new key's young ones among them
         # (``gaussian`` puts those on the grown-up scale).
         return LearnReport(n_learned=n_learned, warmup=not self.grown, extra={"keys": float(len(self.models)), "evicted": float(self.evictions - evicted)})
+
+    def learns_alarmed_rows(self, keys: Keys, n: int) -> np.ndarray | bool:
+        # Each key's detector decides for its key's records as it would alone (``gaussian``
+        # with ``early`` learns every record of its warm-up: its young estimate's rough
+        # scores decide alarms, not what it learns). A key not seen yet gets a new one's.
+        out = np.zeros(n, dtype=bool)
+        for k, rows in _groups(keys, n):
+            out[rows] = self.models.get(k, self._template).learns_alarmed
+        return out
 
     def contributions(self, X: np.ndarray, keys: Keys = None) -> np.ndarray | None:
         X = np.asarray(X, dtype=np.float64)
