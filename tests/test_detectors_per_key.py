@@ -67,6 +67,18 @@ def test_the_key_table_is_bounded_and_forgets_the_least_recently_seen():
     assert report.extra["keys"] == 2 and list(det.models) == ["c", "d"]
 
 
+def test_a_key_in_its_warm_up_learns_its_flagged_records_too():
+    """As a key's detector would alone: ``gaussian`` with ``early`` learns every record of
+    its warm-up, and after it only what the model keeps."""
+    X, keys = regimes()
+    det = PerKey(inner={"warmup": 100, "early": True, "trim": 0.95})
+    det.learn(X[:450], keys[:450])  # 150 records of each key: past their warm-up
+    asked = det.learns_alarmed_rows(np.array(["a", "new", "b", "new"], dtype=object), 4)
+    assert asked.tolist() == [False, True, False, True]
+    assert PerKey(inner={"early": False}).learns_alarmed_rows(None, 3).tolist() == [False] * 3
+    assert make_detector("gaussian", early=True).learns_alarmed_rows(None, 3) is True  # the others: one answer
+
+
 def test_state_survives_the_checkpoint_format_and_refuses_other_parameters():
     X, keys = regimes()
     det = PerKey(max_keys=8)

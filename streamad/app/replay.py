@@ -323,7 +323,7 @@ def keys_notes(pipeline: Pipeline) -> list[str]:
     """When many keys shared a model that ignores keys, the detectors that do not: on
     SKAB's 35 pumps in one stream one loe-ae (temporal stage on) raises no alarm and ranks
     each pump's anomalies at chance, where a Gaussian per pump (``per-key``) reaches F1
-    0.51 (benchmarks/results/hgad_devices.md)."""
+    0.59 (benchmarks/results/hgad_devices.md)."""
     counts = [lm.model.temporal.n_keys for lm in pipeline.lanes.values() if lm.model.temporal is not None and not lm.detector.uses_keys]
     keys = max(counts, default=0)
     if keys < 2:

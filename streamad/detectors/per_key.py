@@ -16,7 +16,9 @@ should mean the same on every key: the ``gaussian`` detector's squared distances
 (``max_keys``): a new key beyond it replaces the one seen least recently, whose detector
 is forgotten (``evictions``). A key's first records are scored 0 until its detector has
 learned enough to speak (the inner detector's own warm-up; ``gaussian`` with ``early``
-speaks after five records per column).
+speaks after five records per column), and each key's detector learns the records the
+lane model flagged as it would alone (``learns_alarmed_rows``: that Gaussian learns
+every record of its warm-up, one flagged record in ten after it).
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
