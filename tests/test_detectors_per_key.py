@@ -153,3 +153,7 @@ def test_replay_of_a_fleet_with_the_per_key_detector(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "shared one" not in r.stdout  # the many-keys note is for detectors that ignore keys
     assert (tmp_path / "d.jsonl").read_text().count('"is_anomaly":true') >= 20
+    # a table too small for the fleet says so, and how to keep more
+    r = run_cli("replay", str(path), "--key", "device", "--detector", "per-key", "--param", "max_keys=2", "--out", str(tmp_path / "e.jsonl"))
+    assert r.returncode == 0, r.stderr
+    assert "per-key forgot" in r.stdout and "max_keys=2" in r.stdout and "--param max_keys=N" in r.stdout

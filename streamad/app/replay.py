@@ -324,6 +324,13 @@ def keys_notes(pipeline: Pipeline) -> list[str]:
     SKAB's 35 pumps in one stream one loe-ae (temporal stage on) raises no alarm and ranks
     each pump's anomalies at chance, where a Gaussian per pump (``per-key``) reaches F1
     0.59 (benchmarks/results/hgad_devices.md)."""
+    forgot = sum(int(getattr(lm.detector, "evictions", 0)) for lm in pipeline.lanes.values() if lm.detector.name == "per-key")
+    if forgot:
+        limit = max(int(getattr(lm.detector, "max_keys", 0)) for lm in pipeline.lanes.values())
+        return [
+            f"per-key forgot {forgot:,} keys' models to stay within max_keys={limit:,} (the least recently seen first; a key that "
+            "comes back starts afresh): --param max_keys=N keeps more"
+        ]
     counts = [lm.model.temporal.n_keys for lm in pipeline.lanes.values() if lm.model.temporal is not None and not lm.detector.uses_keys]
     keys = max(counts, default=0)
     if keys < 2:
