@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamad import checkpoint
 from streamad.config import load_settings
@@ -43,6 +45,42 @@ def test_a_key_is_judged_against_its_own_records_only():
     assert np.array_equal(det.score(X[:30][keys[:30] != "c"], keys[:30][keys[:30] != "c"]), before[keys[:30] != "c"])
     # a key never learned scores 0: nothing to compare it with
     assert det.score(b_normal, np.array(["new"], dtype=object)).tolist() == [0.0]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 5), st.lists(st.integers(1, 40), min_size=1, max_size=8), st.integers(2, 6), st.integers(0, 2**31))
+def test_it_is_one_inner_detector_per_key_fed_its_keys_records_in_order(n_keys, windows, max_keys, seed):
+    """The definition: each key's scores are those of a detector of its own, fed only its
+    key's records, window by window; a key forgotten starts afresh."""
+    rng = np.random.default_rng(seed)
+    inner = {"warmup": 16, "early": True, "trim": 0.9}
+    det = PerKey(inner=inner, max_keys=max_keys)
+    alone: dict[str, object] = {}
+    for size in windows:
+        X = rng.normal(size=(size, 2)) + rng.integers(0, 3, size)[:, None]
+        keys = np.array([f"k{i}" for i in rng.integers(0, n_keys, size)], dtype=object)
+        got = det.score(X, keys)
+        for k in dict.fromkeys(keys.tolist()):
+            rows = keys == k
+            m = alone.get(k)
+            want = np.zeros(rows.sum()) if m is None else m.score(X[rows])
+            assert np.array_equal(got[rows], want)
+        before = dict(det.models)
+        det.learn(X, keys)
+        for k in dict.fromkeys(keys.tolist()):
+            now = det.models.get(k)
+            if now is None:  # learned, then forgotten in the same window (more keys than the table holds)
+                alone.pop(k, None)
+                continue
+            if now is not before.get(k):  # a new model for the key: it starts afresh
+                alone[k] = make_detector("gaussian", **inner)
+            alone[k].learn(X[keys == k])  # type: ignore[attr-defined]
+        for k in list(alone):
+            if k not in det.models:  # forgotten
+                del alone[k]
+        assert det.n_keys <= max_keys
+        if len(set(keys.tolist())) <= max_keys:  # the window's keys all stay
+            assert set(keys.tolist()) <= set(det.models)
 
 
 def test_without_keys_it_is_one_inner_detector():

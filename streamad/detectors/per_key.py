@@ -13,8 +13,8 @@ same parameters), learning only its key's records, so a device is compared with 
 The scores of all the keys share the lane's threshold, so the inner detector's scores
 should mean the same on every key: the ``gaussian`` detector's squared distances do
 (each under its own key's estimate, on the same columns). The number of keys is bounded
-(``max_keys``): a new key beyond it replaces the one seen least recently, whose detector
-is forgotten (``evictions``). A key's first records are scored 0 until its detector has
+(``max_keys``): a new key beyond it replaces the one seen least recently (not one of the
+same window's keys, while there are others), whose detector is forgotten (``evictions``). A key's first records are scored 0 until its detector has
 learned enough to speak (the inner detector's own warm-up; ``gaussian`` with ``early``
 speaks after five records per column), and each key's detector learns the records the
 lane model flagged as it would alone (``learns_alarmed_rows``: that Gaussian learns
@@ -124,13 +124,14 @@ class PerKey(Detector):
     def learn(self, X: np.ndarray, keys: Keys = None) -> LearnReport:
         X = np.asarray(X, dtype=np.float64)
         n_learned, evicted = 0, self.evictions
-        for k, rows in _groups(keys, len(X)):
+        groups = _groups(keys, len(X))
+        window = {k for k, _ in groups}
+        for k, rows in groups:
             m = self.models.pop(k, None)
             if m is None:
                 m = self._make()
                 while len(self.models) >= self.max_keys:
-                    self.models.popitem(last=False)
-                    self.evictions += 1
+                    self._evict(window)
             self.models[k] = m  # now the most recently learned
             report = m.learn(X[rows])
             n_learned += report.n_learned
@@ -148,6 +149,13 @@ class PerKey(Detector):
         for k, rows in _groups(keys, n):
             out[rows] = self.models.get(k, self._template).learns_alarmed
         return out
+
+    def _evict(self, window: set[Any]) -> None:
+        """Forget the least recently learned key that is not in this window (a window
+        with more keys than the table holds: the least recently learned of all)."""
+        victim = next((k for k in self.models if k not in window), next(iter(self.models)))
+        del self.models[victim]
+        self.evictions += 1
 
     def contributions(self, X: np.ndarray, keys: Keys = None) -> np.ndarray | None:
         X = np.asarray(X, dtype=np.float64)
