@@ -207,14 +207,15 @@ class Model:
             if ctx is not None and self.temporal is not None and self.temporal.scaler is not None:
                 self.temporal.scaler.learn_moments(nb, mb[d:], m2b[d:])
             self.stats.learn_moments(nb, mb, m2b)
-        wants = self.detector.learns_alarmed_rows(self._keys(keys), len(X)) if keep is not None else False
-        if wants is True or keep is None:
-            report = self.detector.learn(self._scale(F, d), self._keys(keys))
-        else:
-            # The detector takes the records the model keeps, and those it asks for (a
-            # key's detector in its warm-up learns its key's records, alarmed or not).
-            mine = keep if wants is False else keep | np.asarray(wants, dtype=bool)
-            report = self.detector.learn(self._scale(F[mine], d), self._keys(keys if keys is None else keys[mine]))
+        # The detector takes the records the model keeps, and those it asks for (a key's
+        # detector in its warm-up learns its key's records, alarmed or not).
+        rows, Fd = keep, Fk
+        if keep is not None:
+            wants = self.detector.learns_alarmed_rows(self._keys(keys), len(X))
+            if wants is not False:
+                rows = None if wants is True else keep | np.asarray(wants, dtype=bool)
+                Fd = F if rows is None else F[rows]
+        report = self.detector.learn(self._scale(Fd, d), self._keys(keys if rows is None or keys is None else keys[rows]))
         if ctx is not None and self.temporal is not None:
             if flagged.any():
                 # Flagged records count little in their keys' long means.

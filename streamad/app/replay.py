@@ -324,9 +324,12 @@ def keys_notes(pipeline: Pipeline) -> list[str]:
     SKAB's 35 pumps in one stream one loe-ae (temporal stage on) raises no alarm and ranks
     each pump's anomalies at chance, where a Gaussian per pump (``per-key``) reaches F1
     0.59 (benchmarks/results/hgad_devices.md)."""
-    forgot = sum(int(getattr(lm.detector, "evictions", 0)) for lm in pipeline.lanes.values() if lm.detector.name == "per-key")
+    from streamad.detectors.per_key import PerKey
+
+    tables = [lm.detector for lm in pipeline.lanes.values() if isinstance(lm.detector, PerKey)]
+    forgot = sum(t.evictions for t in tables)
     if forgot:
-        limit = max(int(getattr(lm.detector, "max_keys", 0)) for lm in pipeline.lanes.values())
+        limit = max(t.max_keys for t in tables)
         return [
             f"per-key forgot {forgot:,} keys' models to stay within max_keys={limit:,} (the least recently seen first; a key that "
             "comes back starts afresh): --param max_keys=N keeps more"
