@@ -36,7 +36,7 @@ gaps; what ``auto`` gives a replay of these timestamped CSVs). Rows:
 - ``hgad``: one model, keys as classes (streamad/detectors/hgad.py);
 - ``loe-ae per key``: one model (scaler, default detector, threshold) per key, each
   fed its key's records of every window;
-- ``loe-ae``: today's default, one model ignoring keys;
+- ``loe-ae``: one model ignoring keys (the default on streams with event times until 2026-12-02);
 - ``flow, one Gaussian``: hgad with one class and one centre (keys ignored): the
   single-Gaussian flow that falls into HGAD's "homogeneous mapping";
 - ``flow, one class``: the same flow with one class of ``centres_per_class`` centres
@@ -246,7 +246,7 @@ class Spec:
 SPECS: dict[str, Spec] = {
     "hgad": Spec("hgad", "single", "hgad"),
     "loe-ae-per-key": Spec("loe-ae per key", "per-key", "loe-ae"),
-    "loe-ae": Spec("loe-ae (keys ignored: today's default)", "single", "loe-ae"),
+    "loe-ae": Spec("loe-ae (keys ignored: the default until 2026-12-02)", "single", "loe-ae"),
     "flow-1g": Spec("flow, one Gaussian (keys ignored)", "single", "hgad", {"max_classes": 1, "centres_per_class": 1}),
     "flow-1c": Spec("flow, one class (keys ignored)", "single", "hgad", {"max_classes": 1}),
     "hgad-learn-all": Spec("hgad, model learns every record", "single", "hgad", learn_all=True),

@@ -34,8 +34,12 @@ labelled records, the false-alarm rate the share of normal records alarmed on. E
 run is deterministic under its seeds.
 
 Temporal stage (``features.temporal``, streamad/temporal.py): the rows measured before
-it existed keep it off (pinned, so they stay comparable); ``... + temporal`` rows turn
-it on, with the records' event times (the demo's, SKAB's ``datetime``). ``--ablation``
+it existed keep it off (pinned, so they stay comparable: ``default`` is then
+``loe-ae``); ``... + temporal`` rows turn it on, with the records' event times (the
+demo's, SKAB's ``datetime``). With the stage on, the default detector is the sensor
+default (``default + temporal``: the trimmed Gaussian of examples/sensor-streams.yaml,
+no scaler, windows of 32); ``loe-ae + temporal`` was the default there until
+2026-12-02. ``--ablation``
 adds the default detector with each group of temporal columns left out, with each
 alone, and with the groups that are off by default added (a table of its own).
 
@@ -56,19 +60,16 @@ from benchmarks.odds import _deep_merge, parse_sets, publish, run_meta, single_t
 
 DEMO_KINDS = ("spike", "level shift", "stuck sensor")
 SKAB_DIRS = ("valve1", "valve2", "other")
-#: the row of examples/sensor-streams.yaml (the label names its settings; no commas:
-#: ``--detectors`` is a comma-separated list)
-SENSOR_ROW = "gaussian trim 0.95 early (no scaler; windows of 32) + temporal"
+#: labels hold no commas: ``--detectors`` is a comma-separated list
 DEFAULT_DETECTORS = (
     "default", "default (train_share 0.25)=default", "gaussian", "loe-ae v2 (old default)=loe-ae",
-    "default + temporal=default", "gaussian + temporal=gaussian", f"{SENSOR_ROW}=gaussian",
+    "default + temporal=default", "loe-ae + temporal=loe-ae", "gaussian + temporal=gaussian",
 )  # fmt: skip
 #: parameters pinned per row: the previous default's, so the row stays comparable after the
 #: default changes, and the faster training schedule's
 PINNED: dict[str, dict[str, Any]] = {
     "loe-ae v2 (old default)": {"gauss": False, "score_warmup": 256},
     "default (train_share 0.25)": {"train_share": 0.25},
-    SENSOR_ROW: {"trim": 0.95, "early": True},
 }
 #: settings pinned per row: the rows from before the temporal stage keep it off
 OFF = {"features": {"temporal": "off"}}
@@ -78,10 +79,11 @@ PINNED_SETTINGS: dict[str, dict[str, Any]] = {
     "default (train_share 0.25)": OFF,
     "gaussian": OFF,
     "loe-ae v2 (old default)": OFF,
+    # the sensor default (streamad.factory.SENSOR_DEFAULT, examples/sensor-streams.yaml)
     "default + temporal": ON,
+    # the default on streams with event times until 2026-12-02
+    "loe-ae + temporal": ON,
     "gaussian + temporal": ON,
-    # examples/sensor-streams.yaml: the trimmed Gaussian scoring early, windows of 32 (ANALYSIS.md)
-    SENSOR_ROW: {**ON, "window": {"size": 32}, "scaler": {"kind": "none"}},
 }
 
 
@@ -148,7 +150,8 @@ def replay_arrays(X: np.ndarray, overrides: Mapping[str, Any], timestamps: np.nd
             self.parts.append((r.window.offsets.copy(), r.scores.copy(), r.alarms.copy(), np.full(len(r.scores), r.threshold)))
 
     seen = Collect()
-    pipeline = Pipeline(settings, NullSink(), observers=[seen])
+    # As a replay of a file would: records with event times get the sensor default.
+    pipeline = Pipeline(settings, NullSink(), observers=[seen], temporal=timestamps is not None)
     pipeline.run(ArraySource(X, stream="sensor", timestamps=timestamps))
     idx = np.concatenate([p[0] for p in seen.parts]).astype(np.int64) - 1
     return {

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from streamad.detectors import Detector, accepts, make_detector, resolve
+from streamad.errors import ConfigError
 from streamad.learning.runtime import set_threads
 from streamad.scaling import Scaler, make_scaler
 from streamad.threshold import Threshold, make_threshold
@@ -19,6 +20,48 @@ def apply_threads(settings: Settings) -> None:
     Windows of a few hundred records through a network this small are dominated by
     thread hand-offs when torch spreads them over every core."""
     set_threads(settings.threads)
+
+
+#: What ``detector.name: default`` runs on a stream the temporal stage runs on (sensor
+#: readings with event times): the online Gaussian over the values and their context,
+#: trimmed at its scores' 95% quantile (LOE's hard E-step), scoring from its first
+#: windows, refitted every 32 records, without an online scaler. The same settings as
+#: examples/sensor-streams.yaml; why they are the default there: README, "Sensor
+#: streams", and benchmarks/results/ANALYSIS.md (eighth round). Tables keep ``loe-ae``.
+SENSOR_DEFAULT: dict[str, Any] = {"detector": "gaussian", "params": {"trim": 0.95, "early": True}, "scaler": "none", "window": 32}
+
+
+def for_stream(settings: Settings, timed: bool | None) -> Settings:
+    """The settings a pipeline runs: ``detector.name: default`` made concrete for the
+    stream. On a stream the temporal stage runs on (``features.temporal: on``, or
+    ``auto`` and ``timed``: its records carry event times) it is ``SENSOR_DEFAULT``,
+    with its window size and scaler unless those are set; elsewhere (tables, or
+    ``timed`` unknown) ``loe-ae``. A named detector is left as it is.
+
+    >>> from streamad.config import Settings
+    >>> s = for_stream(Settings(), timed=True)
+    >>> s.detector.name, s.detector.params, s.window.size, s.scaler.kind
+    ('gaussian', {'trim': 0.95, 'early': True}, 32, 'none')
+    >>> for_stream(Settings(), timed=False).detector.name
+    'default'
+    """
+    d, f = settings.detector, settings.features.temporal
+    if d.name != "default" or not (f == "on" or (f == "auto" and bool(timed))):
+        return settings
+    if d.params:
+        names = ", ".join(sorted(d.params))
+        raise ConfigError(
+            f"detector.params ({names}): on records with event times the default detector is {SENSOR_DEFAULT['detector']}; "
+            "name the detector whose parameters these are (detector.name, --detector loe-ae)"
+        )
+    update: dict[str, Any] = {"detector": d.model_copy(update={"name": SENSOR_DEFAULT["detector"], "params": dict(SENSOR_DEFAULT["params"])})}
+    if settings.scaler.kind == "auto":
+        update["scaler"] = settings.scaler.model_copy(update={"kind": SENSOR_DEFAULT["scaler"]})
+    w = settings.window
+    if "size" not in w.model_fields_set:
+        size = SENSOR_DEFAULT["window"]
+        update["window"] = w.model_copy(update={"size": size, "initial_size": None if w.initial_size is None else min(w.initial_size, size)})
+    return settings.model_copy(update=update)
 
 
 def detector_name(settings: Settings) -> str:

@@ -24,7 +24,7 @@ from streamad.config import Settings
 from streamad.detection import DetectionBatch
 from streamad.detectors import Detector, LearnReport
 from streamad.drift import DriftEvent, DriftMonitor, DriftStatus
-from streamad.factory import apply_threads, detector_name
+from streamad.factory import apply_threads, detector_name, for_stream
 from streamad.model import Explanation, Model, Verdict
 from streamad.records import Batch, Lane, Reject
 from streamad.scaling import Scaler, StandardScaler
@@ -260,7 +260,12 @@ class Pipeline:
         """``model`` builds a lane's model (default: ``Model.from_settings``).
         ``temporal`` is what ``features.temporal: auto`` means for a lane without a
         checkpoint (a checkpoint keeps the choice it was made with): on or off, or
-        ``None`` to decide by the lane's first batch (on when it carries event times)."""
+        ``None`` to decide by the lane's first batch (on when it carries event times).
+        The same choice says what ``detector.name: default`` runs on the lane
+        (``factory.for_stream``: the sensor default when the stage is on, ``loe-ae``
+        otherwise); ``settings`` is what a lane runs when ``temporal`` is known."""
+        self.requested = settings  # as configured: ``default`` is made concrete per lane
+        settings = for_stream(settings, temporal)
         self.settings = settings
         self._new_model = model
         self.temporal = temporal
@@ -290,16 +295,30 @@ class Pipeline:
                 raise ValueError("feature names are unknown")
             self.feature_names = tuple(f"x{i}" for i in range(n_features))
         state = self.store.load(lane) if self.store is not None else None
+        settings = self.settings
         if self._new_model is not None:
             model = self._new_model(lane)
         else:
-            model = Model.from_settings(self.settings, temporal=self._temporal(state, batch))
-        lm = LaneModel(lane, self.settings, self.feature_names, self.clock, model)
+            timed = self._temporal(state, batch)
+            settings = self._lane_settings(state, timed)
+            model = Model.from_settings(settings, temporal=timed)
+        lm = LaneModel(lane, settings, self.feature_names, self.clock, model)
+        self.model_name = lm.detector.name
         if state is not None:
             lm.load_state_dict(state)
             log.info("restored %s from checkpoint: learned %d records, next offset %s", lane, lm.learned, lm.next_offset)
         self.lanes[lane] = lm
         return lm
+
+    def _lane_settings(self, state: Mapping[str, Any] | None, timed: bool) -> Settings:
+        """What a lane runs: ``detector.name: default`` made concrete for it. A checkpoint
+        keeps the detector it was made with, as it keeps the temporal stage (one made by
+        ``default`` before that meant the sensor default on streams with event times
+        holds ``loe-ae``, and goes on with it)."""
+        settings = for_stream(self.requested, timed)
+        if state is not None and settings is not self.requested and state.get("detector_name") != settings.detector.name:
+            return self.requested
+        return settings
 
     def _temporal(self, state: Mapping[str, Any] | None, batch: Batch | None) -> bool:
         """What ``features.temporal: auto`` means for a new lane."""

@@ -81,19 +81,25 @@ def test_a_trimmed_gaussian_learns_a_new_regime_after_a_drift_and_resumes_from_i
     assert det.learn(nxt).n_learned == 200
 
 
-def test_the_sensor_streams_settings_file_is_the_one_the_benchmarks_measure():
+def test_the_sensor_streams_settings_file_is_the_sensor_default_the_benchmarks_measure():
     from pathlib import Path
 
-    from benchmarks.sensor_streams import DEFAULT_DETECTORS, PINNED, PINNED_SETTINGS, SENSOR_ROW
+    from benchmarks.sensor_streams import DEFAULT_DETECTORS, PINNED, PINNED_SETTINGS
     from benchmarks.skab import SENSOR_PRESET
-    from streamad.config import load_settings
-    from streamad.factory import detector_name
+    from streamad.config import Settings, load_settings
+    from streamad.factory import detector_name, for_stream
 
     path = Path(__file__).resolve().parents[1] / "examples" / "sensor-streams.yaml"
     s = load_settings(str(path), env={})
     assert detector_name(s) == "gaussian" and s.detector.params == {"trim": 0.95, "early": True} and s.window.size == 32 and s.scaler.kind == "none"
     assert load_settings(None, SENSOR_PRESET, env={}).model_dump() == s.model_dump()
-    assert PINNED[SENSOR_ROW] == s.detector.params and PINNED_SETTINGS[SENSOR_ROW]["window"] == {"size": 32}
+    # The default on a stream with event times is that file's settings; on a table, loe-ae.
+    sensor = for_stream(Settings(), timed=True)
+    assert sensor.model_dump() == s.model_dump()
+    assert detector_name(for_stream(Settings(), timed=False)) == "loe-ae"
+    # The benchmark's "default + temporal" row runs the default, unpinned.
+    assert "default + temporal=default" in DEFAULT_DETECTORS and "default + temporal" not in PINNED
+    assert PINNED_SETTINGS["default + temporal"] == {"features": {"temporal": "on"}}
     assert not any("," in row for row in DEFAULT_DETECTORS)  # --detectors is a comma-separated list
 
 

@@ -323,10 +323,11 @@ def _run_replay(
     from streamad.app.heap import SettleHeap
     from streamad.app.outputs import is_stdout
     from streamad.app.pacing import paced
-    from streamad.app.replay import end_offset
+    from streamad.app.replay import end_offset, event_times
     from streamad.app.replay import replay as run
     from streamad.connectors.sinks import DriftEventsFile, RejectsFile, StdoutSink, detection_sink
     from streamad.drift import DriftLog
+    from streamad.factory import for_stream
     from streamad.metrics import start_metrics
 
     det_path, rej_path, drift_path = _check_outputs(
@@ -336,6 +337,7 @@ def _run_replay(
     json_to_stdout = summary_json is not None and is_stdout(summary_json)
 
     source, notes = open_source(file, settings, delimiter, permute, limit)
+    settings = for_stream(settings, event_times(source))
     show = progress and sys.stderr.isatty()
 
     def batches(src: Any) -> Iterable[Any]:
@@ -505,7 +507,7 @@ def run(
 
     kafka_app = KafkaApp(settings)
     kafka_app.observers.append(SettleHeap())
-    metrics = start_metrics(settings, lag=kafka_app.lag)
+    metrics = start_metrics(kafka_app.runs, lag=kafka_app.lag)
     if metrics is not None:
         kafka_app.observers.append(metrics)
     try:

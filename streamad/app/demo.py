@@ -152,6 +152,7 @@ def run_demo(
     from streamad.app.replay import Recorder, replay
     from streamad.connectors.odds import ArraySource
     from streamad.connectors.sinks import JsonlSink, RejectsFile
+    from streamad.factory import for_stream
 
     tell = say or (lambda message: None)
     stream = generate(n=n, seed=seed)
@@ -166,7 +167,9 @@ def run_demo(
     except BaseException:
         sink.close()
         raise
-    tell(f"scoring it with {settings.detector.name if settings.detector.name != 'default' else 'the default detector'} (score first, then learn, window by window)...")
+    named = settings.detector.name != "default"
+    settings = for_stream(settings, timed=True)  # the stream carries event times
+    tell(f"scoring it with {settings.detector.name}{'' if named else ' (the default for sensor streams)'}: score first, then learn, window by window...")
     try:
         summary, recorder = replay(
             source, settings, sink, stream.feature_names, rejects=rejects, observers=observers, batches=batches,

@@ -29,6 +29,7 @@ from streamad.connectors.kafka.source import KafkaSource, TopicIds
 from streamad.connectors.sinks import DriftEventsFile, FanoutSink
 from streamad.drift import DriftLog, DriftSink
 from streamad.errors import ConfigError, StreamadError
+from streamad.factory import for_stream
 from streamad.pipeline import Counts, ObserverLike, Pipeline
 from streamad.records import Lane
 from streamad.state import StateStore
@@ -76,6 +77,9 @@ class KafkaApp:
             raise ConfigError(f"record.features: {', '.join(clash)} is also the record's key, timestamp or label field")
         self.settings = settings
         self.kafka = settings.kafka
+        # What a partition without a checkpoint runs: Kafka records always carry an event
+        # time, so ``features.temporal: auto`` is on and the default detector is the sensor one.
+        self.runs: Settings = for_stream(settings, settings.features.temporal != "off")
         self.consumer_options, self.producer_options = client_options(self.kafka)
         for opts in (self.consumer_options, self.producer_options):
             opts.setdefault("bootstrap_timeout_ms", BOOTSTRAP_TIMEOUT_MS)
@@ -168,7 +172,7 @@ class KafkaApp:
             k.output_topic,
             k.dead_letter_topic,
             pipeline.model_name,
-            s.window.size,
+            pipeline.settings.window.size,
             s.window.max_wait_seconds,
             s.state.dir or "not kept",
         )

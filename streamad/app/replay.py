@@ -252,6 +252,7 @@ def replay(
     recorder = Recorder(keep)
     timed = event_times(source)
     pipeline = Pipeline(settings, sink, feature_names=feature_names, rejects=rejects, observers=[recorder, *observers], temporal=timed)
+    settings = pipeline.settings  # what it runs: detector.name default made concrete for this stream
     stop_reason: str | None = None
 
     def stop() -> bool:

@@ -161,6 +161,7 @@ class Gaussian(Detector):
         if self.g is None:
             self.g = self._estimate(X.shape[1])
         self.seen += len(X)
+        flag_rate: float | None = None
         if self.trim < 1.0 and not warm and self.g.ready:
             z = np.log1p(self.g.score(X))
             # The bar comes from grown-up scores only (a young estimate's are high), read
@@ -168,10 +169,12 @@ class Gaussian(Detector):
             # raise the bar it is judged against. Until it holds 64 scores, all is learned.
             level = float(self.judged.quantile(self.trim)) if self.judged.ready else np.inf
             self.judged.update(z)
-            X = X[z <= level]
+            normal = z <= level
+            flag_rate = 1.0 - float(normal.mean())  # LOE's hard labels: the share left unlearned
+            X = X[normal]
         if len(X):
             self.g.update(X)
-        return LearnReport(n_learned=len(X), warmup=warm)
+        return LearnReport(n_learned=len(X), loe_flag_rate=flag_rate, warmup=warm)
 
     def on_drift(self, kind: str) -> None:
         # Forget faster than the half-life would: keep the estimate, shrink its weight so
