@@ -226,7 +226,12 @@ def test_the_replay_notes_name_the_setting_that_held_alarms_back():
     young = Pipeline(load_settings(env={}), NullSink())  # the default detector: 1,024 records of warm-up
     young.run(ArraySource(X))
     (note,) = warming_notes(young)
-    assert "provisional" in note and "(1,024 records)" in note and "detector.params.score_warmup" in note
+    assert "provisional" in note and "(1,024 records)" in note and "--detector loe-ae --param score_warmup=N" in note
+    # The Gaussian's warm-up goes by its own parameter's name.
+    gauss = Pipeline(load_settings(overrides={"detector": {"name": "gaussian", "params": {"warmup": 1000, "early": True}}}, env={}), NullSink())
+    gauss.run(ArraySource(X[:500]))
+    (note,) = warming_notes(gauss)
+    assert "provisional" in note and "(1,000 records)" in note and "--detector gaussian --param warmup=N" in note
 
 
 

@@ -390,11 +390,14 @@ def warming_notes(pipeline: Pipeline) -> list[str]:
         )
     provisional = [lm for lm in lanes if not lm.threshold.warming_up and not lm.threshold.early and lm.threshold.provisional]
     if provisional:
-        records = getattr(provisional[0].detector, "score_warmup", None)
-        span = f" ({records:,} records)" if isinstance(records, int) else ""
+        det = provisional[0].detector
+        # The detector's own name for its warm-up (the neural ones score_warmup, the Gaussian warmup).
+        param = next((p for p in ("score_warmup", "warmup") if isinstance(getattr(det, p, None), int)), None)
+        span = f" ({getattr(det, param):,} records)" if param else ""
+        how = f"--detector {det.name} --param {param}=N (detector.params.{param}) shortens that warm-up" if param else "a detector with a shorter warm-up alarms sooner"
         notes.append(
             f"{_which(provisional, lanes)} was still the provisional one at the end, fitted to the scores of a detector in its warm-up{span}, "
-            "which run high (fewer alarms): --param score_warmup=N (detector.params.score_warmup) shortens that warm-up"
+            f"which run high (fewer alarms): {how}"
         )
     return notes
 
