@@ -140,12 +140,15 @@ class Model:
     @classmethod
     def from_settings(cls, settings: Settings, temporal: bool | None = None) -> Model:
         """The model a pipeline lane runs for these settings; ``temporal`` decides the
-        temporal stage when ``features.temporal`` is ``auto`` (default: off)."""
-        from streamad.factory import build_detector, build_scaler, build_threshold
+        temporal stage when ``features.temporal`` is ``auto`` (default: off), and with it
+        what ``detector.name: default`` is (``factory.for_stream``: the sensor default
+        with the stage, ``loe-ae`` without)."""
+        from streamad.factory import build_detector, build_scaler, build_threshold, for_stream
 
-        detector = build_detector(settings)
         f = settings.features
         on = f.temporal == "on" or (f.temporal == "auto" and bool(temporal))
+        settings = for_stream(settings, on)
+        detector = build_detector(settings)
         stage = TemporalFeatures(f.groups, f.max_keys, f.short_span, f.long_span, f.history) if on else None
         return cls(detector, build_scaler(settings, detector), build_threshold(settings.threshold), stage)
 

@@ -316,8 +316,10 @@ class Pipeline:
         ``default`` before that meant the sensor default on streams with event times
         holds ``loe-ae``, and goes on with it)."""
         settings = for_stream(self.requested, timed)
-        if state is not None and settings is not self.requested and state.get("detector_name") != settings.detector.name:
-            return self.requested
+        held = None if state is None else state.get("detector_name")
+        if settings is not self.requested and held is not None and held != settings.detector.name:
+            d = self.requested.detector
+            return self.requested.model_copy(update={"detector": d.model_copy(update={"name": held})})
         return settings
 
     def _temporal(self, state: Mapping[str, Any] | None, batch: Batch | None) -> bool:
