@@ -128,5 +128,7 @@ def test_help_and_detectors():
     assert r.returncode == 0 and "replay" in r.stdout
     r = run_cli("detectors")
     assert r.returncode == 0
-    default = [line for line in r.stdout.splitlines() if "(default)" in line]
-    assert len(default) == 1 and default[0].startswith("loe-ae") and "v3: An autoencoder trained with LOE" in default[0]
+    default = [line for line in r.stdout.splitlines() if "(default: " in line]
+    assert len(default) == 2
+    assert default[0].startswith("gaussian  (default: sensor streams)") and "v1: An online multivariate Gaussian" in default[0]
+    assert default[1].startswith("loe-ae  (default: tables)") and "v3: An autoencoder trained with LOE" in default[1]

@@ -521,12 +521,15 @@ def run(
 def detectors() -> None:
     """List the available detectors."""
     from streamad.detectors import DEFAULT_DETECTOR, available, describe
+    from streamad.factory import SENSOR_DEFAULT
 
     names = available()
-    width = max(len(n) for n in names) + len("  (default)")
+    marks = {DEFAULT_DETECTOR: "  (default: tables)", SENSOR_DEFAULT["detector"]: "  (default: sensor streams)"}
+    width = max(len(n) for n in names) + max(map(len, marks.values()))
     for name in names:
-        label = name + ("  (default)" if name == DEFAULT_DETECTOR else "")
+        label = name + marks.get(name, "")
         typer.echo(f"{label:<{width}}  {describe(name)}")
+    typer.echo("\nsensor streams: records with event times (a timestamp column, Kafka); the sensor default is gaussian with trim 0.95 and early scoring, windows of 32")
 
 
 @app.command()
