@@ -145,3 +145,13 @@ def test_early_scores_during_the_warm_up_scaled_for_the_young_estimate():
     back = Gaussian(warmup=256, early=True)
     back.load_state_dict(state)
     np.testing.assert_array_equal(back.score(probe), late.score(probe))
+
+
+def test_a_trimmed_gaussian_reports_the_share_it_left_unlearned():
+    # The LOE flag-rate metric: the share of a window the trimming kept out.
+    rng = np.random.default_rng(3)
+    det = Gaussian(trim=0.9, warmup=256)
+    reports = [det.learn(rng.normal(size=(256, 3))) for _ in range(8)]
+    assert reports[0].loe_flag_rate is None  # its warm-up learns every record
+    assert 0.03 < reports[-1].loe_flag_rate < 0.2 and reports[-1].n_learned == round(256 * (1 - reports[-1].loe_flag_rate))
+    assert Gaussian().learn(rng.normal(size=(300, 3))).loe_flag_rate is None  # trim 1.0: nothing left out

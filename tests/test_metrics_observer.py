@@ -93,7 +93,7 @@ def test_counts_reconcile_with_the_pipeline() -> None:
     kinds = {k[1] for k in samples(reg) if k[0] == "streamad_drift_events_total"}
     assert {dict(k)["kind"] for k in kinds} == {"feature", "score"}
     assert value(reg, "streamad_feature_drift_statistic", **lv, feature="temperature") is not None
-    # The Gaussian reports no learning state: those gauges are simply not set.
+    # An untrimmed Gaussian reports no learning state: those gauges are simply not set.
     names = {k[0] for k in samples(reg)}
     assert not names & {"streamad_loe_flag_ratio", "streamad_importance_weight_ess_ratio", "streamad_training_loss"}
     assert value(reg, "streamad_detector_warmup", **lv) == 0.0
