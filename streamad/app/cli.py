@@ -529,7 +529,11 @@ def detectors() -> None:
     for name in names:
         label = name + marks.get(name, "")
         typer.echo(f"{label:<{width}}  {describe(name)}")
-    typer.echo("\nsensor streams: records with event times (a timestamp column, Kafka); the sensor default is gaussian with trim 0.95 and early scoring, windows of 32")
+    params = ", ".join(f"{k}={v}" for k, v in SENSOR_DEFAULT["params"].items())
+    typer.echo(
+        f"\nsensor streams: records with event times (a timestamp column, Kafka); "
+        f"the sensor default is {SENSOR_DEFAULT['detector']} ({params}), windows of {SENSOR_DEFAULT['window']}, scaler {SENSOR_DEFAULT['scaler']}"
+    )
 
 
 @app.command()
