@@ -227,6 +227,11 @@ def test_the_replay_notes_name_the_setting_that_held_alarms_back():
     young.run(ArraySource(X))
     (note,) = warming_notes(young)
     assert "provisional" in note and "(1,024 records)" in note and "--detector loe-ae --param score_warmup=N" in note
+    # Its scores in, but too few of them above the tail fit's level yet: said so, not "104 of the 100".
+    timed = Pipeline(load_settings(env={}), NullSink(), temporal=True)
+    timed.run(ArraySource(X[:256], timestamps=np.arange(256.0)))
+    (note,) = warming_notes(timed)
+    assert "104 scores, too few of them yet above their 90% quantile" in note and "of the 100" not in note
     # The Gaussian's warm-up goes by its own parameter's name.
     gauss = Pipeline(load_settings(overrides={"detector": {"name": "gaussian", "params": {"warmup": 1000, "early": True}}}, env={}), NullSink())
     gauss.run(ArraySource(X[:500]))

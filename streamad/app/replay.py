@@ -382,10 +382,17 @@ def warming_notes(pipeline: Pipeline) -> list[str]:
         )
     early = [lm for lm in lanes if lm.threshold.early]
     if early:
-        seen = min(lm.threshold.learned for lm in early)
-        need = early[0].threshold.min_records
+        th = early[0].threshold
+        seen, need = min(lm.threshold.learned for lm in early), th.min_records
+        level = getattr(th, "level", None)
+        # With its scores in, the tail fit may still lack excesses above its level.
+        count = (
+            f"{seen:,} of the {need:,} scores the threshold proper needs"
+            if seen < need or level is None
+            else f"{seen:,} scores, too few of them yet above their {level:.0%} quantile for the threshold proper's tail"
+        )
         notes.append(
-            f"{_which(early, lanes)} was still the small-sample estimate at the end ({seen:,} of the {need:,} scores the threshold proper needs), "
+            f"{_which(early, lanes)} was still the small-sample estimate at the end ({count}), "
             "high while the model is young: only what stands far out raised alarms; --warmup (threshold.warmup_records) sets that number"
         )
     provisional = [lm for lm in lanes if not lm.threshold.warming_up and not lm.threshold.early and lm.threshold.provisional]
