@@ -188,3 +188,19 @@ def test_windows_grow_from_their_initial_size_and_the_size_survives_a_checkpoint
     p2 = Pipeline(s, MemorySink(), feature_names=list("abcd"), observers=[spy2], store=store)
     p2.run(ArraySource(stream(400), stream="g"))
     assert [len(r.window) for r in spy2.windows][:2] == [64, 64]  # grown already: no restart at 4
+
+
+def test_the_recorder_joins_small_windows_into_blocks_and_keeps_every_record():
+    # Windows of 8: one array per window would cost more in headers than in records.
+    class Unjoined(Recorder):
+        BLOCK = 10**9
+
+    rng = np.random.default_rng(4)
+    X, y = rng.normal(size=(6000, 3)), (rng.random(6000) < 0.01).astype(int)
+    joined, plain = Recorder(Recorder.QUALITY), Unjoined(Recorder.QUALITY)
+    s = load_settings(overrides={"window": {"size": 8}, "detector": {"name": "gaussian"}}, env={})
+    Pipeline(s, MemorySink(), observers=[joined, plain]).run(ArraySource(X, y))
+    assert len(plain._parts["scores"]) == 750 and len(joined._parts["scores"]) < 256 + 750 // 256 + 1
+    for k in Recorder.QUALITY:
+        np.testing.assert_array_equal(joined.array(k), plain.array(k))
+    assert joined.quality() == plain.quality() and len(joined.array("labels")) == 6000

@@ -35,10 +35,15 @@ class Recorder(Observer):
 
     ALL = ("offsets", "scores", "thresholds", "alarms", "labels")
     QUALITY = ("scores", "alarms", "labels")
+    #: windows' arrays joined into one block: an array's header (~100 bytes) outweighs a
+    #: window of 32 records' 6 bytes each, and held a labelled replay's memory growing
+    #: three times as fast (benchmarks/results/soak.md)
+    BLOCK = 256
 
     def __init__(self, keep: tuple[str, ...] = ALL) -> None:
         self.keep = keep
         self._parts: dict[str, list[np.ndarray]] = {k: [] for k in self.ALL}
+        self._joined: dict[str, int] = dict.fromkeys(self.ALL, 0)  # parts before this index are blocks
         self.has_labels = True
         self._compact = keep == self.QUALITY
 
@@ -47,6 +52,7 @@ class Recorder(Observer):
             self.has_labels = False
             if self._compact:  # nothing to compute metrics from: keep nothing
                 self._parts = {k: [] for k in self.ALL}
+                self._joined = dict.fromkeys(self.ALL, 0)
         if self._compact and not self.has_labels:
             return
         parts = self._parts
@@ -58,6 +64,11 @@ class Recorder(Observer):
         parts["alarms"].append(r.alarms)
         if r.window.labels is not None:
             parts["labels"].append(r.window.labels)
+        for k, p in parts.items():
+            j = self._joined[k]
+            if len(p) - j >= self.BLOCK:
+                p[j:] = [np.concatenate(p[j:])]
+                self._joined[k] = j + 1
 
     def array(self, name: str) -> np.ndarray:
         parts = self._parts[name]
