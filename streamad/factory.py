@@ -31,6 +31,13 @@ def apply_threads(settings: Settings) -> None:
 SENSOR_DEFAULT: dict[str, Any] = {"detector": "gaussian", "params": {"trim": 0.95, "early": True}, "scaler": "none", "window": 32}
 
 
+def temporal_on(settings: Settings, timed: bool | None) -> bool:
+    """Whether the temporal stage runs: ``features.temporal: on``, or ``auto`` and
+    ``timed`` (the records carry event times)."""
+    f = settings.features.temporal
+    return f == "on" or (f == "auto" and bool(timed))
+
+
 def for_stream(settings: Settings, timed: bool | None) -> Settings:
     """The settings a pipeline runs: ``detector.name: default`` made concrete for the
     stream. On a stream the temporal stage runs on (``features.temporal: on``, or
@@ -45,8 +52,8 @@ def for_stream(settings: Settings, timed: bool | None) -> Settings:
     >>> for_stream(Settings(), timed=False).detector.name
     'default'
     """
-    d, f = settings.detector, settings.features.temporal
-    if d.name != "default" or not (f == "on" or (f == "auto" and bool(timed))):
+    d = settings.detector
+    if d.name != "default" or not temporal_on(settings, timed):
         return settings
     if d.params:
         names = ", ".join(sorted(d.params))

@@ -143,10 +143,10 @@ class Model:
         temporal stage when ``features.temporal`` is ``auto`` (default: off), and with it
         what ``detector.name: default`` is (``factory.for_stream``: the sensor default
         with the stage, ``loe-ae`` without)."""
-        from streamad.factory import build_detector, build_scaler, build_threshold, for_stream
+        from streamad.factory import build_detector, build_scaler, build_threshold, for_stream, temporal_on
 
         f = settings.features
-        on = f.temporal == "on" or (f.temporal == "auto" and bool(temporal))
+        on = temporal_on(settings, temporal)
         settings = for_stream(settings, on)
         detector = build_detector(settings)
         stage = TemporalFeatures(f.groups, f.max_keys, f.short_span, f.long_span, f.history) if on else None

@@ -317,7 +317,7 @@ class Pipeline:
         holds ``loe-ae``, and goes on with it)."""
         settings = for_stream(self.requested, timed)
         held = None if state is None else state.get("detector_name")
-        if settings is not self.requested and held is not None and held != settings.detector.name:
+        if self.requested.detector.name == "default" and held is not None and held != settings.detector.name:
             d = self.requested.detector
             return self.requested.model_copy(update={"detector": d.model_copy(update={"name": held})})
         return settings

@@ -79,7 +79,7 @@ class KafkaApp:
         self.kafka = settings.kafka
         # What a partition without a checkpoint runs: Kafka records always carry an event
         # time, so ``features.temporal: auto`` is on and the default detector is the sensor one.
-        self.runs: Settings = for_stream(settings, settings.features.temporal != "off")
+        self.runs: Settings = for_stream(settings, timed=True)
         self.consumer_options, self.producer_options = client_options(self.kafka)
         for opts in (self.consumer_options, self.producer_options):
             opts.setdefault("bootstrap_timeout_ms", BOOTSTRAP_TIMEOUT_MS)

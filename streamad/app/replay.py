@@ -409,8 +409,7 @@ def warming_notes(pipeline: Pipeline) -> list[str]:
     provisional = [lm for lm in lanes if not lm.threshold.warming_up and not lm.threshold.early and lm.threshold.provisional]
     if provisional:
         det = provisional[0].detector
-        # The detector's own name for its warm-up (the neural ones score_warmup, the Gaussian warmup).
-        param = next((p for p in ("score_warmup", "warmup") if isinstance(getattr(det, p, None), int)), None)
+        param = det.warmup_param
         span = f" ({getattr(det, param):,} records)" if param else ""
         how = f"--detector {det.name} --param {param}=N (detector.params.{param}) shortens that warm-up" if param else "a detector with a shorter warm-up alarms sooner"
         notes.append(

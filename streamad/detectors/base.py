@@ -107,6 +107,9 @@ class Detector(abc.ABC):
     learns_alarmed: ClassVar[bool] = False
     #: Records in the first mini-batch of ``learn_one``; each next one doubles.
     first_minibatch: ClassVar[int] = 8
+    #: The parameter holding the records of the detector's warm-up, whose scores make a
+    #: provisional threshold (None: no warm-up to shorten); the replay's notes name it.
+    warmup_param: ClassVar[str | None] = None
 
     def learns_alarmed_rows(self, keys: Keys, n: int) -> np.ndarray | bool:
         """Which of a window's ``n`` records (with ``keys``) this detector learns even when

@@ -95,6 +95,7 @@ class Gaussian(Detector):
 
     name = "gaussian"
     preferred_scaler = "standard"
+    warmup_param = "warmup"
     #: records per column learned before ``early`` scores: with 4 the provisional
     #: threshold, set from the first young scores, alarmed twice as often on normal
     #: records of 300-record streams (benchmarks/results/ANALYSIS.md, fifth round)

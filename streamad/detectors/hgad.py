@@ -153,6 +153,7 @@ class HGAD(Detector):
     name = "hgad"
     version = "2"  # 2: smoothing 0.005 and the running E-step by default
     preferred_scaler = "standard"
+    warmup_param = "score_warmup"
     uses_keys = True
     learns_alarmed = True  # LOE per class screens it; a flow fed only sub-threshold records alarms more
 

@@ -76,6 +76,7 @@ class NeuralDetector(Detector):
     """
 
     preferred_scaler = "standard"
+    warmup_param = "score_warmup"
     #: flat parameters of older states, and the values this detector computes (see ``LEGACY_PARAMS``)
     legacy_params: ClassVar[dict[str, Any]] = LEGACY_PARAMS
 
