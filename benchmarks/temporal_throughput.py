@@ -14,8 +14,8 @@ settings but ``features.temporal``), loading and parsing inside the clock:
 - ``skab``: SKAB's 35 runs (34 experiments and the anomaly-free one) interleaved by
   their order in the file, the file as the key: 35 devices on one stream (8 sensors).
 
-With the stage on, ``detector.name: default`` is the sensor default (the trimmed
-Gaussian of ``examples/sensor-streams.yaml``, no scaler, windows of 32); off, it is
+With the stage on, ``detector.name: default`` is the sensor default (a trimmed
+Gaussian per key, ``examples/sensor-streams.yaml``, no scaler, windows of 32); off, it is
 ``loe-ae``. So ``on ÷ off`` is what a user gets with and without event times. A third
 run per repeat replays the same file with ``loe-ae`` named and the stage on (the default
 there until 2026-12-02): ``loe-ae on ÷ off`` is the stage's own cost under one detector.
@@ -141,7 +141,7 @@ def render(results: dict[str, list[dict[str, Any]]], meta: dict[str, Any]) -> st
         "but the temporal stage, one thread, each in a fresh process; off, then on, repeated. "
         "**stage**: seconds inside the temporal stage (transform, reweigh, explain) in a separate profiled run with it on, "
         "as a share of that run (profiling inflates small calls alike). "
-        "With the stage on the default detector is the sensor default (the trimmed Gaussian of `examples/sensor-streams.yaml`, no scaler, windows of 32), "
+        "With the stage on the default detector is the sensor default (a trimmed Gaussian per key: `examples/sensor-streams.yaml`, no scaler, windows of 32), "
         "off it is loe-ae: **on ÷ off** is what a replay gets with and without event times. "
         "**loe-ae on**: the same file with loe-ae named and the stage on (the default there until 2026-12-02): its ratio to off is the stage's own cost under one detector.",
         "",

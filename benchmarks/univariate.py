@@ -32,8 +32,8 @@ Detectors, each on every stream, prequentially from the first record:
 - ours: the replay pipeline with default settings and the records' event times
   (``features.temporal: auto`` is on: the value, its jump, drift, step ratio, run
   length and the gap between records; the default detector is then the sensor one,
-  the trimmed online Gaussian of examples/sensor-streams.yaml, no scaler, windows of
-  32); ``loe-ae`` named (the tables' default, the sensor streams' until 2026-12-02);
+  a trimmed online Gaussian per key (one here) of examples/sensor-streams.yaml, no
+  scaler, windows of 32); ``loe-ae`` named (the tables' default, the sensor streams' until 2026-12-02);
   and ``loe-ae`` with ``detector.params.tail: 0.99`` (each component's score read
   against the 99% quantile of its own normal scores instead of as a robust z-score);
 - windowed Gaussian: the baseline of the Numenta Anomaly Benchmark, each value's

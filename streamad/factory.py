@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Any
 
 from streamad.detectors import Detector, accepts, make_detector, resolve
@@ -23,12 +24,22 @@ def apply_threads(settings: Settings) -> None:
 
 
 #: What ``detector.name: default`` runs on a stream the temporal stage runs on (sensor
-#: readings with event times): the online Gaussian over the values and their context,
-#: trimmed at its scores' 95% quantile (LOE's hard E-step), scoring from its first
-#: windows, refitted every 32 records, without an online scaler. The same settings as
-#: examples/sensor-streams.yaml; why they are the default there: README, "Sensor
-#: streams", and benchmarks/results/ANALYSIS.md (eighth round). Tables keep ``loe-ae``.
-SENSOR_DEFAULT: dict[str, Any] = {"detector": "gaussian", "params": {"trim": 0.95, "early": True}, "scaler": "none", "window": 32}
+#: readings with event times): an online Gaussian per key (``per-key``: each device
+#: judged against its own past; a stream without keys is one) over the values and
+#: their context, trimmed at its scores' 95% quantile (LOE's hard E-step), scoring from
+#: its first windows, refitted every 32 records, without an online scaler. On one
+#: device it is the Gaussian of examples/sensor-streams.yaml, record for record; why it
+#: is the default there: README, "Sensor streams", and benchmarks/results/ANALYSIS.md
+#: (eighth and ninth rounds). Tables keep ``loe-ae``.
+SENSOR_DEFAULT: dict[str, Any] = {"detector": "per-key", "params": {"detector": "gaussian", "inner": {"trim": 0.95, "early": True}}, "scaler": "none", "window": 32}
+#: What ``default`` ran on streams with event times before: a lane checkpointed then
+#: goes on with it (``for_stream``'s ``held``). Until 2026-12-02 ``loe-ae`` (a table's
+#: default: its scaler and windows), then the one Gaussian for all keys until
+#: ``per-key`` took its place.
+FORMER_SENSOR_DEFAULTS: dict[str, dict[str, Any]] = {
+    "loe-ae": {"detector": "loe-ae", "params": {}, "scaler": None, "window": None},
+    "gaussian": {"detector": "gaussian", "params": {"trim": 0.95, "early": True}, "scaler": "none", "window": 32},
+}
 
 
 def temporal_on(settings: Settings, timed: bool | None) -> bool:
@@ -38,19 +49,22 @@ def temporal_on(settings: Settings, timed: bool | None) -> bool:
     return f == "on" or (f == "auto" and bool(timed))
 
 
-def for_stream(settings: Settings, timed: bool | None) -> Settings:
+def for_stream(settings: Settings, timed: bool | None, held: str | None = None) -> Settings:
     """The settings a pipeline runs: ``detector.name: default`` made concrete for the
     stream. On a stream the temporal stage runs on (``features.temporal: on``, or
     ``auto`` and ``timed``: its records carry event times) it is ``SENSOR_DEFAULT``,
     with its window size and scaler unless those are set; elsewhere (tables, or
-    ``timed`` unknown) ``loe-ae``. A named detector is left as it is.
+    ``timed`` unknown) ``loe-ae``. A named detector is left as it is. ``held``: the
+    detector a lane's checkpoint holds; one of ``FORMER_SENSOR_DEFAULTS`` stays.
 
     >>> from streamad.config import Settings
     >>> s = for_stream(Settings(), timed=True)
-    >>> s.detector.name, s.detector.params, s.window.size, s.scaler.kind
-    ('gaussian', {'trim': 0.95, 'early': True}, 32, 'none')
+    >>> s.detector.name, s.detector.params["detector"], s.window.size, s.scaler.kind
+    ('per-key', 'gaussian', 32, 'none')
     >>> for_stream(Settings(), timed=False).detector.name
     'default'
+    >>> for_stream(Settings(), timed=True, held="gaussian").detector.params
+    {'trim': 0.95, 'early': True}
     """
     d = settings.detector
     if d.name != "default" or not temporal_on(settings, timed):
@@ -61,12 +75,14 @@ def for_stream(settings: Settings, timed: bool | None) -> Settings:
             f"detector.params ({names}): on records with event times the default detector is {SENSOR_DEFAULT['detector']}; "
             "name the detector whose parameters these are (detector.name, --detector loe-ae)"
         )
-    update: dict[str, Any] = {"detector": d.model_copy(update={"name": SENSOR_DEFAULT["detector"], "params": dict(SENSOR_DEFAULT["params"])})}
-    if settings.scaler.kind == "auto":
-        update["scaler"] = settings.scaler.model_copy(update={"kind": SENSOR_DEFAULT["scaler"]})
+    spec = FORMER_SENSOR_DEFAULTS.get(held or "", SENSOR_DEFAULT)
+    params = copy.deepcopy(spec["params"])
+    update: dict[str, Any] = {"detector": d.model_copy(update={"name": spec["detector"], "params": params})}
+    if spec["scaler"] is not None and settings.scaler.kind == "auto":
+        update["scaler"] = settings.scaler.model_copy(update={"kind": spec["scaler"]})
     w = settings.window
-    if "size" not in w.model_fields_set:
-        size = SENSOR_DEFAULT["window"]
+    if spec["window"] is not None and "size" not in w.model_fields_set:
+        size = spec["window"]
         update["window"] = w.model_copy(update={"size": size, "initial_size": None if w.initial_size is None else min(w.initial_size, size)})
     return settings.model_copy(update=update)
 

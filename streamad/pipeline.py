@@ -313,14 +313,10 @@ class Pipeline:
     def _lane_settings(self, state: Mapping[str, Any] | None, timed: bool) -> Settings:
         """What a lane runs: ``detector.name: default`` made concrete for it. A checkpoint
         keeps the detector it was made with, as it keeps the temporal stage (one made by
-        ``default`` before that meant the sensor default on streams with event times
-        holds ``loe-ae``, and goes on with it)."""
-        settings = for_stream(self.requested, timed)
+        an earlier sensor default holds ``loe-ae`` or ``gaussian``, and goes on with it:
+        ``factory.FORMER_SENSOR_DEFAULTS``)."""
         held = None if state is None else state.get("detector_name")
-        if self.requested.detector.name == "default" and held is not None and held != settings.detector.name:
-            d = self.requested.detector
-            return self.requested.model_copy(update={"detector": d.model_copy(update={"name": held})})
-        return settings
+        return for_stream(self.requested, timed, held=held)
 
     def _temporal(self, state: Mapping[str, Any] | None, batch: Batch | None) -> bool:
         """What ``features.temporal: auto`` means for a new lane."""

@@ -130,5 +130,6 @@ def test_help_and_detectors():
     assert r.returncode == 0
     default = [line for line in r.stdout.splitlines() if "(default: " in line]
     assert len(default) == 2
-    assert default[0].startswith("gaussian  (default: sensor streams)") and "v1: An online multivariate Gaussian" in default[0]
-    assert default[1].startswith("loe-ae  (default: tables)") and "v3: An autoencoder trained with LOE" in default[1]
+    assert default[0].startswith("loe-ae  (default: tables)") and "v3: An autoencoder trained with LOE" in default[0]
+    assert default[1].startswith("per-key  (default: sensor streams)") and "v1: One detector per key" in default[1]
+    assert "a gaussian (trim=0.95, early=True) per record key" in r.stdout

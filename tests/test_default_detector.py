@@ -1,5 +1,5 @@
-"""``detector.name: default`` per stream: the sensor default (a trimmed online Gaussian,
-windows of 32, no scaler) where the temporal stage runs, ``loe-ae`` on tables."""
+"""``detector.name: default`` per stream: the sensor default (a trimmed online Gaussian
+per key, windows of 32, no scaler) where the temporal stage runs, ``loe-ae`` on tables."""
 
 import numpy as np
 import pytest
@@ -22,28 +22,28 @@ def settings(**over):
 @pytest.mark.parametrize(
     "over, timed, expected",
     [
-        ({}, True, ("gaussian", 32, 8, "none")),
+        ({}, True, ("per-key", 32, 8, "none")),
         ({}, False, ("default", 256, 8, "auto")),
         ({}, None, ("default", 256, 8, "auto")),  # unknown before the first batch: the pipeline decides per lane
-        ({"features": {"temporal": "on"}}, False, ("gaussian", 32, 8, "none")),
+        ({"features": {"temporal": "on"}}, False, ("per-key", 32, 8, "none")),
         ({"features": {"temporal": "off"}}, True, ("default", 256, 8, "auto")),
         # What is set stays set.
-        ({"window": {"size": 128}}, True, ("gaussian", 128, 8, "none")),
-        ({"window": {"initial_size": 64}}, True, ("gaussian", 32, 32, "none")),
-        ({"scaler": {"kind": "standard"}}, True, ("gaussian", 32, 8, "standard")),
+        ({"window": {"size": 128}}, True, ("per-key", 128, 8, "none")),
+        ({"window": {"initial_size": 64}}, True, ("per-key", 32, 32, "none")),
+        ({"scaler": {"kind": "standard"}}, True, ("per-key", 32, 8, "standard")),
         ({"detector": {"name": "loe-ae"}}, True, ("loe-ae", 256, 8, "auto")),
     ],
 )
 def test_for_stream(over, timed, expected):
     s = for_stream(settings(**over), timed)
     assert (s.detector.name, s.window.size, s.window.initial_size, s.scaler.kind) == expected
-    if expected[0] == "gaussian" and "detector" not in over:
+    if expected[0] == "per-key" and "detector" not in over:
         assert s.detector.params == SENSOR_DEFAULT["params"]
     assert for_stream(s, timed) is s  # made concrete once
 
 
 def test_parameters_for_the_default_on_a_timed_stream_are_refused_by_name():
-    with pytest.raises(ConfigError, match=r"detector.params \(alpha\).*default detector is gaussian.*--detector loe-ae"):
+    with pytest.raises(ConfigError, match=r"detector.params \(alpha\).*default detector is per-key.*--detector loe-ae"):
         for_stream(settings(detector={"params": {"alpha": 0.2}}), timed=True)
     # On a table they are the default's (loe-ae's), as before.
     assert for_stream(settings(detector={"params": {"alpha": 0.2}}), timed=False).detector.params == {"alpha": 0.2}
@@ -59,8 +59,8 @@ def test_a_pipeline_runs_the_sensor_default_on_records_with_event_times_and_loe_
     timed = Pipeline(settings(), MemorySink())  # decided by the lane's first batch
     timed.run(ArraySource(X, timestamps=ts))
     lm = timed.lanes[Lane("array")]
-    assert lm.detector.name == "gaussian" and lm.buffer.max_size == 32 and lm.model.temporal is not None
-    assert timed.model_name == "gaussian"
+    assert lm.detector.name == "per-key" and lm.buffer.max_size == 32 and lm.model.temporal is not None
+    assert timed.model_name == "per-key"
     table = Pipeline(settings(), MemorySink())
     table.run(ArraySource(X))
     lm = table.lanes[Lane("array")]
@@ -83,7 +83,7 @@ def test_a_checkpoint_made_by_loe_ae_under_the_default_goes_on_with_loe_ae(tmp_p
     # A new lane in the same pipeline gets the sensor default.
     fresh = Pipeline(settings(), MemorySink(), store=StateStore(tmp_path / "new"), temporal=True)
     fresh.run(ArraySource(X, timestamps=ts))
-    assert fresh.lanes[Lane("array")].detector.name == "gaussian"
+    assert fresh.lanes[Lane("array")].detector.name == "per-key"
 
 
 def test_replay_names_the_default_it_ran_and_refuses_its_parameters_in_one_line(tmp_path):
@@ -93,11 +93,92 @@ def test_replay_names_the_default_it_ran_and_refuses_its_parameters_in_one_line(
     csv.write_text("timestamp,a,b,c\n" + "\n".join(rows) + "\n")
     r = run_cli("replay", str(csv), "--out-dir", str(tmp_path / "o"), "--no-progress")
     assert r.returncode == 0, r.stderr
-    assert "gaussian (windows of 8 doubling to 32)" in r.stdout
+    assert "per-key (windows of 8 doubling to 32)" in r.stdout
     r = run_cli("replay", str(csv), "--out-dir", str(tmp_path / "o"), "--no-progress", "--param", "alpha=0.2")
     assert r.returncode == 2
     err = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(err) == 1 and "default detector is gaussian" in err[0] and "Traceback" not in r.stderr, r.stderr
+    assert len(err) == 1 and "default detector is per-key" in err[0] and "Traceback" not in r.stderr, r.stderr
     r = run_cli("replay", str(csv), "--out-dir", str(tmp_path / "o"), "--no-progress", "--detector", "loe-ae", "--param", "alpha=0.2")
     assert r.returncode == 0, r.stderr
     assert "loe-ae (windows of 8 doubling to 256)" in r.stdout
+
+
+SETTINGS_FILE_GAUSSIAN = {"detector": {"name": "gaussian", "params": {"trim": 0.95, "early": True}}, "scaler": {"kind": "none"}, "window": {"size": 32}}
+
+
+def test_a_checkpoint_made_by_the_one_gaussian_under_the_default_goes_on_with_it(tmp_path):
+    """From 2026-12-02 until per-key took its place, ``default`` on records with event
+    times was one trimmed Gaussian for all keys: a lane checkpointed then goes on with it,
+    its parameters, scaler and windows, scoring as if it had never stopped."""
+    X, ts = _stream()
+    keys = np.array(["pump"] * len(X), dtype=object)
+    former = settings(**SETTINGS_FILE_GAUSSIAN, features={"temporal": "on"})
+    whole, joined, resumed = restart_halfway_upgraded(former, settings(features={"temporal": "on"}), X, keys, ts, tmp_path)
+    lm = resumed.lanes[Lane("array")]
+    assert lm.detector.name == "gaussian" and lm.detector.trim == 0.95 and lm.detector.early
+    assert lm.buffer.max_size == 32 and lm.model.scaler.name == "none" and lm.learned == len(X)
+    assert np.array_equal(joined, whole)
+
+
+def restart_halfway_upgraded(before, after, X, keys, ts, state_dir, cut=312):
+    """``restart_halfway`` where the resumed pipeline is configured with ``after`` (the
+    cut at a window boundary: 8 + 16 + 9 x 32 records)."""
+    from streamad.app.replay import Recorder
+
+    def source(n):
+        return ArraySource(X[:n], keys=keys[:n], timestamps=ts[:n], chunk_rows=64)
+
+    names = [f"x{i}" for i in range(X.shape[1])]
+    whole, first, second = Recorder(), Recorder(), Recorder()
+    Pipeline(before, MemorySink(), feature_names=names, observers=[whole]).run(source(len(X)))
+    store = StateStore(state_dir)
+    Pipeline(before, MemorySink(), feature_names=names, observers=[first], store=store).run(source(cut))
+    resumed = Pipeline(after, MemorySink(), feature_names=names, observers=[second], store=store)
+    resumed.run(source(len(X)))
+    return whole.array("scores"), np.concatenate([first.array("scores"), second.array("scores")]), resumed
+
+
+def _scores(s, X, ts, keys=None):
+    from streamad.app.replay import Recorder
+
+    rec = Recorder()
+    Pipeline(s, MemorySink(), observers=[rec], temporal=True).run(ArraySource(X, keys=keys, timestamps=ts))
+    return rec.array("scores"), rec.array("alarms")
+
+
+def test_on_one_device_the_sensor_default_is_the_settings_files_gaussian_record_for_record():
+    from streamad.app.demo import generate
+
+    demo = generate(n=3000, seed=3)
+    keep = np.isfinite(demo.X).all(axis=1)
+    X, ts = demo.X[keep], demo.timestamps[keep]
+    default, alarms = _scores(settings(), X, ts)
+    gaussian, g_alarms = _scores(settings(**SETTINGS_FILE_GAUSSIAN), X, ts)
+    assert np.array_equal(default, gaussian) and np.array_equal(alarms, g_alarms) and alarms.sum() > 10
+
+
+def quiet_and_noisy(n_per_key=1500, seed=0, spike=1.5):
+    """Two pumps on one stream: pump-q reads its two sensors to within 0.1, pump-n to
+    within 3. Every 50th record from the 600th on, pump-q's pressure reads ``spike`` high
+    for one record: fifteen of its spreads, well within pump-n's."""
+    rng = np.random.default_rng(seed)
+    X, keys, ts, y = [], [], [], []
+    for i in range(n_per_key):
+        for p, noise in (("pump-q", 0.1), ("pump-n", 3.0)):
+            flow = 5.0 + noise * rng.normal()
+            fault = p == "pump-q" and i >= 600 and i % 50 == 0
+            X.append((flow, flow + noise * rng.normal() + (spike if fault else 0.0)))
+            keys.append(p), ts.append(1.7e9 + i), y.append(fault)
+    return np.array(X), np.array(keys, dtype=object), np.array(ts, dtype=np.float64), np.array(y)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_on_a_fleet_the_default_judges_each_device_against_its_own_past(seed):
+    """The sensor default keeps a Gaussian per key: a spike that is far out for the quiet
+    pump is caught, though it lies within what the fleet's pooled records call normal,
+    where one Gaussian for all keys misses it."""
+    X, keys, ts, y = quiet_and_noisy(seed=seed)
+    _, alarms = _scores(settings(), X, ts, keys)
+    _, pooled = _scores(settings(**SETTINGS_FILE_GAUSSIAN), X, ts, keys)
+    assert alarms[y].sum() >= 15 and alarms[~y].sum() <= 15  # of 18 spikes and 2,982 normal readings (18 and 5-7 when written)
+    assert pooled[y].sum() <= 3  # (0 when written)

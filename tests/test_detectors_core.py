@@ -91,7 +91,8 @@ def test_the_sensor_streams_settings_file_is_the_sensor_default_the_benchmarks_m
 
     path = Path(__file__).resolve().parents[1] / "examples" / "sensor-streams.yaml"
     s = load_settings(str(path), env={})
-    assert detector_name(s) == "gaussian" and s.detector.params == {"trim": 0.95, "early": True} and s.window.size == 32 and s.scaler.kind == "none"
+    assert detector_name(s) == "per-key" and s.detector.params == {"detector": "gaussian", "inner": {"trim": 0.95, "early": True}}
+    assert s.window.size == 32 and s.scaler.kind == "none"
     assert load_settings(None, SENSOR_PRESET, env={}).model_dump() == s.model_dump()
     # The default on a stream with event times is that file's settings; on a table, loe-ae.
     sensor = for_stream(Settings(), timed=True)

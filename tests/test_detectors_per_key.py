@@ -51,11 +51,15 @@ def test_a_key_is_judged_against_its_own_records_only():
 @given(st.integers(1, 5), st.lists(st.integers(1, 40), min_size=1, max_size=8), st.integers(2, 6), st.integers(0, 2**31))
 def test_it_is_one_inner_detector_per_key_fed_its_keys_records_in_order(n_keys, windows, max_keys, seed):
     """The definition: each key's scores are those of a detector of its own, fed only its
-    key's records, window by window; a key forgotten starts afresh."""
+    key's records, in order, window by window, except that once grown (past its warm-up)
+    a key's fewer than ``BATCH`` records of a window that holds other keys too wait for
+    its next ones; a key forgotten starts afresh."""
     rng = np.random.default_rng(seed)
     inner = {"warmup": 16, "early": True, "trim": 0.9}
     det = PerKey(inner=inner, max_keys=max_keys)
     alone: dict[str, object] = {}
+    waiting: dict[str, np.ndarray] = {}
+    grown: set[str] = set()
     for size in windows:
         X = rng.normal(size=(size, 2)) + rng.integers(0, 3, size)[:, None]
         keys = np.array([f"k{i}" for i in rng.integers(0, n_keys, size)], dtype=object)
@@ -67,17 +71,30 @@ def test_it_is_one_inner_detector_per_key_fed_its_keys_records_in_order(n_keys, 
             assert np.array_equal(got[rows], want)
         before = dict(det.models)
         det.learn(X, keys)
-        for k in dict.fromkeys(keys.tolist()):
+        present = list(dict.fromkeys(keys.tolist()))
+        for k in present:
             now = det.models.get(k)
             if now is None:  # learned, then forgotten in the same window (more keys than the table holds)
                 alone.pop(k, None)
                 continue
             if now is not before.get(k):  # a new model for the key: it starts afresh
                 alone[k] = make_detector("gaussian", **inner)
-            alone[k].learn(X[keys == k])  # type: ignore[attr-defined]
+                waiting.pop(k, None)
+                grown.discard(k)
+            rows = X[keys == k]
+            if k in waiting:
+                rows = np.concatenate([waiting.pop(k), rows])
+            if k in grown and len(rows) < PerKey.BATCH and len(present) > 1:
+                waiting[k] = rows
+                continue
+            if not alone[k].learn(rows).warmup:  # type: ignore[attr-defined]
+                grown.add(k)
         for k in list(alone):
             if k not in det.models:  # forgotten
                 del alone[k]
+                waiting.pop(k, None)
+                grown.discard(k)
+        assert {k: v.tolist() for k, v in det.pending.items()} == {k: v.tolist() for k, v in waiting.items()}
         assert det.n_keys <= max_keys
         if len(set(keys.tolist())) <= max_keys:  # the window's keys all stay
             assert set(keys.tolist()) <= set(det.models)
@@ -117,18 +134,42 @@ def test_a_key_in_its_warm_up_learns_its_flagged_records_too():
     assert make_detector("gaussian", early=True).learns_alarmed_rows(None, 3) is True  # the others: one answer
 
 
+def test_a_grown_keys_few_records_wait_for_its_next_ones():
+    """On a stream of many devices a window holds one or two records of each: a grown
+    key's detector learns them eight or more at a time (one inverse of its covariance per
+    batch, not per record); the only key of a window learns it at once."""
+    X, keys = regimes(keys=tuple("abcdefgh"))
+    det = PerKey(inner={"warmup": 64, "early": True, "trim": 0.95})
+    det.learn(X[:800], keys[:800]), det.learn(X[800:1600], keys[800:1600])  # 200 records of each key: past their warm-up
+    assert det.grown_keys == set("abcdefgh") and not det.pending
+    seen = {k: m.seen for k, m in det.models.items()}
+    det.learn(X[1600:1616], keys[1600:1616])  # two records of each key
+    assert {k: len(v) for k, v in det.pending.items()} == dict.fromkeys("abcdefgh", 2)
+    assert {k: m.seen for k, m in det.models.items()} == seen  # nothing learned yet
+    for start in (1616, 1632, 1648):
+        det.learn(X[start : start + 16], keys[start : start + 16])
+    assert not det.pending and all(m.seen == seen[k] + 8 for k, m in det.models.items())
+    # The only key of a window: learned at once, however few its records.
+    det.learn(X[1664:1665], keys[1664:1665])
+    assert not det.pending and det.models[keys[1664]].seen == seen[keys[1664]] + 9
+
+
 def test_state_survives_the_checkpoint_format_and_refuses_other_parameters():
     X, keys = regimes()
-    det = PerKey(max_keys=8)
-    det.learn(X[:600], keys[:600])
-    back = PerKey(max_keys=8)
+    inner = {"warmup": 64, "early": True, "trim": 0.95}
+    det = PerKey(max_keys=8, inner=inner)
+    det.learn(X[:300], keys[:300]), det.learn(X[300:600], keys[300:600])
+    det.learn(X[600:606], keys[600:606])  # two records of each grown key wait for more
+    assert {k: len(v) for k, v in det.pending.items()} == {"a": 2, "b": 2, "c": 2}
+    back = PerKey(max_keys=8, inner=inner)
     back.load_state_dict(checkpoint.loads(checkpoint.dumps(det.state_dict())))
     assert list(back.models) == list(det.models) and back.grown == det.grown
+    assert back.grown_keys == det.grown_keys and {k: v.tolist() for k, v in back.pending.items()} == {k: v.tolist() for k, v in det.pending.items()}
     assert np.array_equal(back.score(X[600:], keys[600:]), det.score(X[600:], keys[600:]))
     det.learn(X[600:], keys[600:]), back.learn(X[600:], keys[600:])
     assert np.array_equal(back.score(X, keys), det.score(X, keys))
     with pytest.raises(ValueError, match="max_keys"):
-        PerKey(max_keys=4).load_state_dict(det.state_dict())
+        PerKey(max_keys=4, inner=inner).load_state_dict(det.state_dict())
     with pytest.raises(ValueError, match="inner"):
         PerKey(inner={"trim": 0.9}).load_state_dict(det.state_dict())
 

@@ -237,6 +237,11 @@ def test_the_replay_notes_name_the_setting_that_held_alarms_back():
     gauss.run(ArraySource(X[:500]))
     (note,) = warming_notes(gauss)
     assert "provisional" in note and "(1,000 records)" in note and "--detector gaussian --param warmup=N" in note
+    # A Gaussian per key (the sensor default) warms up by its keys' detectors' parameter.
+    per_key = Pipeline(load_settings(overrides={"detector": {"name": "per-key", "params": {"inner": {"warmup": 1000}}}}, env={}), NullSink())
+    per_key.run(ArraySource(X[:500]))
+    (note,) = warming_notes(per_key)
+    assert "(1,000 records)" in note and "--detector per-key --param 'inner={warmup: N}' (detector.params.inner.warmup)" in note
 
 
 

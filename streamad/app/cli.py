@@ -529,10 +529,12 @@ def detectors() -> None:
     for name in names:
         label = name + marks.get(name, "")
         typer.echo(f"{label:<{width}}  {describe(name)}")
-    params = ", ".join(f"{k}={v}" for k, v in SENSOR_DEFAULT["params"].items())
+    p = SENSOR_DEFAULT["params"]
+    inner = ", ".join(f"{k}={v}" for k, v in p["inner"].items())
     typer.echo(
-        f"\nsensor streams: records with event times (a timestamp column, Kafka); "
-        f"the sensor default is {SENSOR_DEFAULT['detector']} ({params}), windows of {SENSOR_DEFAULT['window']}, scaler {SENSOR_DEFAULT['scaler']}"
+        f"\nsensor streams: records with event times (a timestamp column, Kafka); the sensor default is "
+        f"{SENSOR_DEFAULT['detector']}: a {p['detector']} ({inner}) per record key (one for a stream without keys), "
+        f"windows of {SENSOR_DEFAULT['window']}, scaler {SENSOR_DEFAULT['scaler']}"
     )
 
 

@@ -169,7 +169,8 @@ def run_demo(
         raise
     named = settings.detector.name != "default"
     settings = for_stream(settings, timed=True)  # the stream carries event times
-    tell(f"scoring it with {settings.detector.name}{'' if named else ' (the default for sensor streams)'}: score first, then learn, window by window...")
+    what = settings.detector.name + ("" if named else " (the default for sensor streams: an online Gaussian per device, one here)")
+    tell(f"scoring it with {what}: score first, then learn, window by window...")
     try:
         summary, recorder = replay(
             source, settings, sink, stream.feature_names, rejects=rejects, observers=observers, batches=batches,

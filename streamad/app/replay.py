@@ -334,8 +334,8 @@ def temporal_notes(settings: Settings, pipeline: Pipeline, timed: bool | None) -
 def keys_notes(pipeline: Pipeline) -> list[str]:
     """When many keys shared a model that ignores keys, the detectors that do not: on
     SKAB's 35 pumps in one stream one loe-ae (temporal stage on) raises no alarm and ranks
-    each pump's anomalies at chance, where a Gaussian per pump (``per-key``) reaches F1
-    0.59 (benchmarks/results/hgad_devices.md)."""
+    each pump's anomalies at chance, where a Gaussian per pump (``per-key``, the sensor
+    default) finds them (benchmarks/results/hgad_devices.md)."""
     from streamad.detectors.per_key import PerKey
 
     tables = [lm.detector for lm in pipeline.lanes.values() if isinstance(lm.detector, PerKey)]
@@ -344,7 +344,7 @@ def keys_notes(pipeline: Pipeline) -> list[str]:
         limit = max(t.max_keys for t in tables)
         return [
             f"per-key forgot {forgot:,} keys' models to stay within max_keys={limit:,} (the least recently seen first; a key that "
-            "comes back starts afresh): --param max_keys=N keeps more"
+            "comes back starts afresh): --detector per-key --param max_keys=N keeps more"
         ]
     counts = [lm.model.temporal.n_keys for lm in pipeline.lanes.values() if lm.model.temporal is not None and not lm.detector.uses_keys]
     keys = max(counts, default=0)
@@ -409,9 +409,9 @@ def warming_notes(pipeline: Pipeline) -> list[str]:
     provisional = [lm for lm in lanes if not lm.threshold.warming_up and not lm.threshold.early and lm.threshold.provisional]
     if provisional:
         det = provisional[0].detector
-        param = det.warmup_param
-        span = f" ({getattr(det, param):,} records)" if param else ""
-        how = f"--detector {det.name} --param {param}=N (detector.params.{param}) shortens that warm-up" if param else "a detector with a shorter warm-up alarms sooner"
+        setting = det.warmup_setting()
+        span = f" ({setting[0]:,} records)" if setting else ""
+        how = f"--detector {det.name} --param {setting[1]} ({setting[2]}) shortens that warm-up" if setting else "a detector with a shorter warm-up alarms sooner"
         notes.append(
             f"{_which(provisional, lanes)} was still the provisional one at the end, fitted to the scores of a detector in its warm-up{span}, "
             f"which run high (fewer alarms): {how}"

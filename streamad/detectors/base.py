@@ -111,6 +111,13 @@ class Detector(abc.ABC):
     #: provisional threshold (None: no warm-up to shorten); the replay's notes name it.
     warmup_param: ClassVar[str | None] = None
 
+    def warmup_setting(self) -> tuple[int, str, str] | None:
+        """The records of this detector's warm-up, the ``--param`` that sets them (its
+        value shown as ``N``) and the settings key: what the replay's notes name. None:
+        no warm-up to shorten."""
+        p = self.warmup_param
+        return None if p is None else (int(getattr(self, p)), f"{p}=N", f"detector.params.{p}")
+
     def learns_alarmed_rows(self, keys: Keys, n: int) -> np.ndarray | bool:
         """Which of a window's ``n`` records (with ``keys``) this detector learns even when
         the model flagged them: ``learns_alarmed`` for all of them, unless the detector

@@ -61,8 +61,9 @@ class PerKey(Detector):
     detector : str, default "gaussian"
         The registered detector each key gets.
     inner : dict, optional
-        Its parameters, the same for every key (default: ``DEFAULT_INNER`` for that
-        detector, else its own defaults).
+        Its parameters, the same for every key, over ``DEFAULT_INNER`` for that detector
+        (``{"warmup": 64}`` keeps the trimming; ``{"trim": 1.0, "early": False}`` is the
+        plain Gaussian), else over its own defaults.
     max_keys : int, default 1024
         Keys kept at once; a new key beyond them replaces the least recently seen.
     seed : int, optional
@@ -71,6 +72,12 @@ class PerKey(Detector):
 
     name = "per-key"
     version = "1"
+    #: A grown key's detector learns its records this many or more at a time: on a stream
+    #: of many devices a window holds one or two records of each, and a detector's learn
+    #: (for ``gaussian``: an inverse of its covariance) per record was most of the time.
+    #: While a key's detector warms up it learns every window's records at once, and so
+    #: does the only key of a window (the window is its batch).
+    BATCH = 8
     uses_keys = True
     #: A scaler shared by the keys would move every key's units with the other keys'
     #: records, under estimates that each hold one key's: each key's detector keeps its
@@ -95,13 +102,25 @@ class PerKey(Detector):
 
         if resolve(detector) == self.name:
             raise ValueError("per-key: the inner detector cannot be per-key itself")
-        self._inner = dict(DEFAULT_INNER.get(resolve(detector), {}) if inner is None else inner)
+        # ``inner`` changes the defaults it names (``{warmup: 64}`` keeps the trimming).
+        self._inner = {**DEFAULT_INNER.get(resolve(detector), {}), **(inner or {})}
         if seed is not None and accepts(detector, "seed"):
             self._inner.setdefault("seed", seed)
         self._template = self._make()  # checks ``inner`` now; a new key's detector as it starts
         self.models: OrderedDict[Any, Detector] = OrderedDict()  # least recently learned first
         self.evictions = 0
         self.grown = False  # some key's detector has finished its warm-up
+        # A grown key's records not learned yet (fewer than ``BATCH``), and which keys are grown.
+        self.pending: dict[Any, np.ndarray] = {}
+        self.grown_keys: set[Any] = set()
+
+    def warmup_setting(self) -> tuple[int, str, str] | None:
+        # Each key's detector warms up on its own records, by its own parameter.
+        inner = self._template.warmup_setting()
+        if inner is None:
+            return None
+        name = inner[1].split("=")[0]
+        return inner[0], f"'inner={{{name}: N}}'", f"detector.params.inner.{name}"
 
     def _make(self) -> Detector:
         from streamad.detectors import make_detector
@@ -124,6 +143,7 @@ class PerKey(Detector):
     def learn(self, X: np.ndarray, keys: Keys = None) -> LearnReport:
         X = np.asarray(X, dtype=np.float64)
         n_learned, evicted = 0, self.evictions
+        flagged, judged = 0.0, 0  # the keys' LOE labels, pooled (records judged, records flagged)
         groups = _groups(keys, len(X))
         window = {k for k, _ in groups}
         for k, rows in groups:
@@ -133,13 +153,26 @@ class PerKey(Detector):
                 while len(self.models) >= self.max_keys:
                     self._evict(window)
             self.models[k] = m  # now the most recently learned
-            report = m.learn(X[rows])
+            Xk = X[rows]
+            held = self.pending.pop(k, None)
+            if held is not None:
+                Xk = np.concatenate([held, Xk])
+            if k in self.grown_keys and len(Xk) < self.BATCH and len(groups) > 1:
+                self.pending[k] = Xk
+                continue
+            report = m.learn(Xk)
             n_learned += report.n_learned
+            if report.loe_flag_rate is not None:
+                flagged += report.loe_flag_rate * len(Xk)
+                judged += len(Xk)
+            if not report.warmup:
+                self.grown_keys.add(k)
             self.grown = self.grown or not report.warmup
         # Young until some key's detector has grown up; from then on the lane's threshold
         # learns grown-up scores (Threshold.update), a new key's young ones among them
         # (``gaussian`` puts those on the grown-up scale).
-        return LearnReport(n_learned=n_learned, warmup=not self.grown, extra={"keys": float(len(self.models)), "evicted": float(self.evictions - evicted)})
+        flag_rate = flagged / judged if judged else None
+        return LearnReport(n_learned=n_learned, loe_flag_rate=flag_rate, warmup=not self.grown, extra={"keys": float(len(self.models)), "evicted": float(self.evictions - evicted)})
 
     def learns_alarmed_rows(self, keys: Keys, n: int) -> np.ndarray | bool:
         # Each key's detector decides for its key's records as it would alone (``gaussian``
@@ -155,6 +188,8 @@ class PerKey(Detector):
         with more keys than the table holds: the least recently learned of all)."""
         victim = next((k for k in self.models if k not in window), next(iter(self.models)))
         del self.models[victim]
+        self.pending.pop(victim, None)
+        self.grown_keys.discard(victim)
         self.evictions += 1
 
     def contributions(self, X: np.ndarray, keys: Keys = None) -> np.ndarray | None:
@@ -182,16 +217,28 @@ class PerKey(Detector):
             "models": [m.state_dict() for m in self.models.values()],
             "evictions": self.evictions,
             "grown": self.grown,
+            "grown_keys": [k in self.grown_keys for k in self.models],
+            "pending": [self.pending.get(k) for k in self.models],
             "one": self._one_state(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self._check_params(state["params"])
         self.models = OrderedDict()
-        for k, s in zip(state["keys"], state["models"]):
+        self.pending, self.grown_keys = {}, set()
+        n = len(state["keys"])
+        # Checkpoints before ``BATCH`` hold neither: every key learns its next window at once.
+        grown = state.get("grown_keys") or [False] * n
+        pending = state.get("pending") or [None] * n
+        for k, s, g, p in zip(state["keys"], state["models"], grown, pending):
             m = self._make()
             m.load_state_dict(s)
-            self.models[tuple(k) if isinstance(k, list) else k] = m
+            key = tuple(k) if isinstance(k, list) else k
+            self.models[key] = m
+            if g:
+                self.grown_keys.add(key)
+            if p is not None:
+                self.pending[key] = np.asarray(p, dtype=np.float64)
         self.evictions = int(state.get("evictions", 0))
         self.grown = bool(state.get("grown", False))
         self._load_one_state(state.get("one"))

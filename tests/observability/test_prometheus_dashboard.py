@@ -320,5 +320,5 @@ def test_learning_state_is_exported(stack: dict[str, Any]) -> None:
         assert len(values) == n and all(0.0 <= v <= 1.0 for v in values), (name, values)
     assert len(api.values("streamad_training_loss")) == 1
     info = api.query("streamad_build_info")
-    assert {r["metric"]["detector"] for r in info} == {"gaussian", "loe-ae"}  # the sensor default, and loe-ae named
+    assert {r["metric"]["detector"] for r in info} == {"per-key", "loe-ae"}  # the sensor default, and loe-ae named
     assert np.isfinite([float(r["value"][1]) for r in info]).all()
