@@ -178,6 +178,8 @@ class PerKey(Detector):
         # Each key's detector decides for its key's records as it would alone (``gaussian``
         # with ``early`` learns every record of its warm-up: its young estimate's rough
         # scores decide alarms, not what it learns). A key not seen yet gets a new one's.
+        if keys is None:  # one key: its detector's one answer
+            return self.models.get(None, self._template).learns_alarmed_rows(None, n)
         out = np.zeros(n, dtype=bool)
         for k, rows in _groups(keys, n):
             out[rows] = self.models.get(k, self._template).learns_alarmed
@@ -244,10 +246,11 @@ class PerKey(Detector):
         self._load_one_state(state.get("one"))
 
 
-def _groups(keys: Keys, n: int) -> list[tuple[Any, np.ndarray]]:
-    """Each key of a window with its rows, in order of first appearance."""
+def _groups(keys: Keys, n: int) -> list[tuple[Any, np.ndarray | slice]]:
+    """Each key of a window with its rows, in order of first appearance (a stream
+    without keys: all of them, as a slice, so that no row is copied)."""
     if keys is None:
-        return [(None, np.arange(n))] if n else []
+        return [(None, slice(None))] if n else []
     index: dict[Any, list[int]] = {}
     for i, k in enumerate(keys.tolist() if isinstance(keys, np.ndarray) else list(keys)):
         index.setdefault(k, []).append(i)
