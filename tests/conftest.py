@@ -76,10 +76,13 @@ def assert_resumes_exactly(det: Any, back: Any, probe: Any, nxt: Any) -> None:
     assert np.array_equal(back.contributions(probe), det.contributions(probe))
 
 
-def restart_halfway(settings: Any, X: Any, keys: Any, ts: Any, names: list[str], state_dir: Path, cut: int = 640) -> tuple[Any, Any, Any]:
+def restart_halfway(
+    settings: Any, X: Any, keys: Any, ts: Any, names: list[str], state_dir: Path, cut: int = 640, after: Any = None
+) -> tuple[Any, Any, Any]:
     """The stream through one pipeline, and through one that stops after ``cut`` records
-    (its lane state checkpointed) and a second that resumes from that state: the
-    uninterrupted run's scores, the two halves' joined, and the resumed pipeline."""
+    (its lane state checkpointed) and a second that resumes from that state (configured
+    with ``after``: an upgrade's settings; default the same): the uninterrupted run's
+    scores, the two halves' joined, and the resumed pipeline."""
     import numpy as np
 
     from streamad.app.replay import Recorder
@@ -95,6 +98,6 @@ def restart_halfway(settings: Any, X: Any, keys: Any, ts: Any, names: list[str],
     Pipeline(settings, MemorySink(), feature_names=names, observers=[whole]).run(source(len(X)))
     store = StateStore(state_dir)
     Pipeline(settings, MemorySink(), feature_names=names, observers=[first], store=store).run(source(cut))
-    resumed = Pipeline(settings, MemorySink(), feature_names=names, observers=[second], store=store)
+    resumed = Pipeline(settings if after is None else after, MemorySink(), feature_names=names, observers=[second], store=store)
     resumed.run(source(len(X)))
     return whole.array("scores"), np.concatenate([first.array("scores"), second.array("scores")]), resumed

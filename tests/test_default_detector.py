@@ -12,7 +12,7 @@ from streamad.factory import SENSOR_DEFAULT, for_stream
 from streamad.pipeline import Pipeline
 from streamad.records import Lane
 from streamad.state import StateStore
-from tests.conftest import run_cli
+from tests.conftest import restart_halfway, run_cli
 
 
 def settings(**over):
@@ -113,29 +113,13 @@ def test_a_checkpoint_made_by_the_one_gaussian_under_the_default_goes_on_with_it
     X, ts = _stream()
     keys = np.array(["pump"] * len(X), dtype=object)
     former = settings(**SETTINGS_FILE_GAUSSIAN, features={"temporal": "on"})
-    whole, joined, resumed = restart_halfway_upgraded(former, settings(features={"temporal": "on"}), X, keys, ts, tmp_path)
+    names = [f"x{i}" for i in range(X.shape[1])]
+    # The cut at a window boundary (8 + 16 + 9 x 32 records).
+    whole, joined, resumed = restart_halfway(former, X, keys, ts, names, tmp_path, cut=312, after=settings(features={"temporal": "on"}))
     lm = resumed.lanes[Lane("array")]
     assert lm.detector.name == "gaussian" and lm.detector.trim == 0.95 and lm.detector.early
     assert lm.buffer.max_size == 32 and lm.model.scaler.name == "none" and lm.learned == len(X)
     assert np.array_equal(joined, whole)
-
-
-def restart_halfway_upgraded(before, after, X, keys, ts, state_dir, cut=312):
-    """``restart_halfway`` where the resumed pipeline is configured with ``after`` (the
-    cut at a window boundary: 8 + 16 + 9 x 32 records)."""
-    from streamad.app.replay import Recorder
-
-    def source(n):
-        return ArraySource(X[:n], keys=keys[:n], timestamps=ts[:n], chunk_rows=64)
-
-    names = [f"x{i}" for i in range(X.shape[1])]
-    whole, first, second = Recorder(), Recorder(), Recorder()
-    Pipeline(before, MemorySink(), feature_names=names, observers=[whole]).run(source(len(X)))
-    store = StateStore(state_dir)
-    Pipeline(before, MemorySink(), feature_names=names, observers=[first], store=store).run(source(cut))
-    resumed = Pipeline(after, MemorySink(), feature_names=names, observers=[second], store=store)
-    resumed.run(source(len(X)))
-    return whole.array("scores"), np.concatenate([first.array("scores"), second.array("scores")]), resumed
 
 
 def _scores(s, X, ts, keys=None):

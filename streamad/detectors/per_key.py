@@ -116,11 +116,8 @@ class PerKey(Detector):
 
     def warmup_setting(self) -> tuple[int, str, str] | None:
         # Each key's detector warms up on its own records, by its own parameter.
-        inner = self._template.warmup_setting()
-        if inner is None:
-            return None
-        name = inner[1].split("=")[0]
-        return inner[0], f"'inner={{{name}: N}}'", f"detector.params.inner.{name}"
+        p = self._template.warmup_param
+        return None if p is None else (int(getattr(self._template, p)), f"'inner={{{p}: N}}'", f"detector.params.inner.{p}")
 
     def _make(self) -> Detector:
         from streamad.detectors import make_detector
