@@ -237,3 +237,25 @@ def test_replay_of_a_fleet_with_the_per_key_detector(tmp_path):
     r = run_cli("replay", str(path), "--key", "device", "--detector", "per-key", "--param", "max_keys=2", "--out", str(tmp_path / "e.jsonl"))
     assert r.returncode == 0, r.stderr
     assert "per-key forgot" in r.stdout and "max_keys=2" in r.stdout and "--param max_keys=N" in r.stdout
+
+
+def test_a_worker_says_once_per_lane_when_its_key_tables_forget_devices(caplog):
+    """The Kafka worker's log: more devices on a partition than the tables keep is said
+    once per lane and table, at the first key forgotten (the counters keep counting)."""
+    import logging
+
+    from streamad.app.keys_log import KeyEvictionLog
+    from streamad.connectors.sinks import NullSink
+    from streamad.pipeline import Pipeline
+    from streamad.sources import ArraySource
+
+    X, keys = regimes(n_per_key=100, keys=("a", "b", "c", "d"))
+    ts = 1.7e9 + np.arange(len(X), dtype=np.float64)
+    s = load_settings(overrides={"detector": {"name": "per-key", "params": {"max_keys": 2}}, "features": {"temporal": "on", "max_keys": 3}}, env={})
+    with caplog.at_level(logging.WARNING, logger="streamad.keys"):
+        Pipeline(s, NullSink(), observers=[KeyEvictionLog()]).run(ArraySource(X, keys=keys, timestamps=ts))
+    lines = [r.getMessage() for r in caplog.records if r.name == "streamad.keys"]
+    assert len(lines) == 2, lines
+    (detector,) = [line for line in lines if "per-key detector keeps models for (2)" in line]
+    assert detector.startswith("array[0]: ") and "detector.params.max_keys" in detector
+    assert any("temporal stage keeps histories for (3, features.max_keys)" in line for line in lines)

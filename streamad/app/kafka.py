@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from streamad.app.keys_log import KeyEvictionLog
 from streamad.app.signals import StopSignals, main_thread
 from streamad.config import Settings
 from streamad.connectors.kafka.decoder import JsonDecoder
@@ -150,7 +151,7 @@ class KafkaApp:
         detections = KafkaDetectionSink(producer, k.output_topic, k.retry, self._give_up, self.on_ack)
         dead = KafkaDeadLetterSink(producer, k.dead_letter_topic, k.retry, self._give_up)
         drift_log = self._drift_log(producer)
-        observers: list[ObserverLike] = [*self.observers, drift_log] if drift_log is not None else self.observers
+        observers: list[ObserverLike] = [*self.observers, KeyEvictionLog(), *([drift_log] if drift_log is not None else [])]
         # features.temporal auto: on for a partition without a checkpoint (Kafka records
         # always carry an event time); a checkpoint keeps the choice it was made with.
         self.pipeline = pipeline = Pipeline(
