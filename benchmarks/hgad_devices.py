@@ -216,7 +216,7 @@ class Single(Runner):
         return verdict.scores, verdict.alarms
 
 
-class Default(Runner):
+class Default(Single):
     """What a replay of these timestamped records runs with default settings: the lane
     model ``Model.from_settings`` makes (with the temporal stage the sensor default, a
     Gaussian per key in windows of 32; without it ``loe-ae`` in windows of 256)."""
@@ -227,13 +227,9 @@ class Default(Runner):
         from streamad.model import Model
 
         over = {"detector": {"seed": params["seed"]}} if "seed" in params else {}
-        settings = load_settings(overrides=over, env={})
+        settings = for_stream(load_settings(overrides=over, env={}), temporal)
         self.model = Model.from_settings(settings, temporal=temporal)
-        self.window = for_stream(settings, temporal).window.size
-
-    def step(self, X: np.ndarray, keys: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        verdict, _ = self.model.process(X, keys, t)
-        return verdict.scores, verdict.alarms
+        self.window = settings.window.size
 
 
 class PerKey(Runner):

@@ -133,8 +133,9 @@ def _auc_ap(y: np.ndarray, s: np.ndarray) -> tuple[float, float]:
     return float(roc_auc_score(y, s)), float(average_precision_score(y, s))
 
 
-def replay_arrays(X: np.ndarray, overrides: Mapping[str, Any], timestamps: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Scores and alarms of every scored row of ``X`` (row index = offset - 1)."""
+def replay_arrays(X: np.ndarray, overrides: Mapping[str, Any], timestamps: np.ndarray | None = None, keys: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Scores and alarms of every scored row of ``X`` (row index = offset - 1), with the
+    records' event times and keys when given."""
     from streamad.config import load_settings
     from streamad.connectors.odds import ArraySource
     from streamad.connectors.sinks import NullSink
@@ -152,7 +153,7 @@ def replay_arrays(X: np.ndarray, overrides: Mapping[str, Any], timestamps: np.nd
     seen = Collect()
     # As a replay of a file would: records with event times get the sensor default.
     pipeline = Pipeline(settings, NullSink(), observers=[seen], temporal=timestamps is not None)
-    pipeline.run(ArraySource(X, stream="sensor", timestamps=timestamps))
+    pipeline.run(ArraySource(X, stream="sensor", timestamps=timestamps, keys=keys))
     idx = np.concatenate([p[0] for p in seen.parts]).astype(np.int64) - 1
     return {
         "index": idx,

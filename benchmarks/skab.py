@@ -48,6 +48,7 @@ import numpy as np
 
 from benchmarks.odds import publish, run_meta, single_thread
 from benchmarks.sensor_streams import SKAB_DIRS, SKAB_TRAIN_ROWS, _read_csv, _skab_dir, replay_arrays
+from streamad.factory import SENSOR_DEFAULT
 
 #: rows after the end of a labelled anomaly counted apart among the false alarms
 RECOVERY = 60
@@ -68,9 +69,9 @@ PUBLISHED = {
 #: records' own units (no online scaler), windows of 32 records, scoring during its warm-up
 #: (``early``)
 SENSOR_PRESET: dict[str, Any] = {
-    "detector": {"name": "per-key", "params": {"detector": "gaussian", "inner": {"trim": 0.95, "early": True}}},
-    "window": {"size": 32},
-    "scaler": {"kind": "none"},
+    "detector": {"name": SENSOR_DEFAULT["detector"], "params": SENSOR_DEFAULT["params"]},
+    "window": {"size": SENSOR_DEFAULT["window"]},
+    "scaler": {"kind": SENSOR_DEFAULT["scaler"]},
 }
 #: the table default, named: the default for sensor streams too until 2026-12-02
 LOE_AE: dict[str, Any] = {"detector": {"name": "loe-ae"}}

@@ -6,6 +6,7 @@ import copy
 from typing import TYPE_CHECKING, Any
 
 from streamad.detectors import Detector, accepts, make_detector, resolve
+from streamad.detectors.per_key import DEFAULT_INNER
 from streamad.errors import ConfigError
 from streamad.learning.runtime import set_threads
 from streamad.scaling import Scaler, make_scaler
@@ -31,14 +32,14 @@ def apply_threads(settings: Settings) -> None:
 #: device it is the Gaussian of examples/sensor-streams.yaml, record for record; why it
 #: is the default there: README, "Sensor streams", and benchmarks/results/ANALYSIS.md
 #: (eighth and ninth rounds). Tables keep ``loe-ae``.
-SENSOR_DEFAULT: dict[str, Any] = {"detector": "per-key", "params": {"detector": "gaussian", "inner": {"trim": 0.95, "early": True}}, "scaler": "none", "window": 32}
+SENSOR_DEFAULT: dict[str, Any] = {"detector": "per-key", "params": {"detector": "gaussian", "inner": DEFAULT_INNER["gaussian"]}, "scaler": "none", "window": 32}
 #: What ``default`` ran on streams with event times before: a lane checkpointed then
 #: goes on with it (``for_stream``'s ``held``). Until 2026-12-02 ``loe-ae`` (a table's
 #: default: its scaler and windows), then the one Gaussian for all keys until
 #: ``per-key`` took its place.
 FORMER_SENSOR_DEFAULTS: dict[str, dict[str, Any]] = {
     "loe-ae": {"detector": "loe-ae", "params": {}, "scaler": None, "window": None},
-    "gaussian": {"detector": "gaussian", "params": {"trim": 0.95, "early": True}, "scaler": "none", "window": 32},
+    "gaussian": {"detector": "gaussian", "params": DEFAULT_INNER["gaussian"], "scaler": "none", "window": 32},
 }
 
 

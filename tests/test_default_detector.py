@@ -122,12 +122,11 @@ def test_a_checkpoint_made_by_the_one_gaussian_under_the_default_goes_on_with_it
     assert np.array_equal(joined, whole)
 
 
-def _scores(s, X, ts, keys=None):
-    from streamad.app.replay import Recorder
+def _scores(overrides, X, ts, keys=None):
+    from benchmarks.sensor_streams import replay_arrays
 
-    rec = Recorder()
-    Pipeline(s, MemorySink(), observers=[rec], temporal=True).run(ArraySource(X, keys=keys, timestamps=ts))
-    return rec.array("scores"), rec.array("alarms")
+    out = replay_arrays(X, overrides, ts, keys)
+    return out["scores"], out["alarms"]
 
 
 def test_on_one_device_the_sensor_default_is_the_settings_files_gaussian_record_for_record():
@@ -136,8 +135,8 @@ def test_on_one_device_the_sensor_default_is_the_settings_files_gaussian_record_
     demo = generate(n=3000, seed=3)
     keep = np.isfinite(demo.X).all(axis=1)
     X, ts = demo.X[keep], demo.timestamps[keep]
-    default, alarms = _scores(settings(), X, ts)
-    gaussian, g_alarms = _scores(settings(**SETTINGS_FILE_GAUSSIAN), X, ts)
+    default, alarms = _scores({}, X, ts)
+    gaussian, g_alarms = _scores(SETTINGS_FILE_GAUSSIAN, X, ts)
     assert np.array_equal(default, gaussian) and np.array_equal(alarms, g_alarms) and alarms.sum() > 10
 
 
@@ -162,7 +161,7 @@ def test_on_a_fleet_the_default_judges_each_device_against_its_own_past(seed):
     pump is caught, though it lies within what the fleet's pooled records call normal,
     where one Gaussian for all keys misses it."""
     X, keys, ts, y = quiet_and_noisy(seed=seed)
-    _, alarms = _scores(settings(), X, ts, keys)
-    _, pooled = _scores(settings(**SETTINGS_FILE_GAUSSIAN), X, ts, keys)
+    _, alarms = _scores({}, X, ts, keys)
+    _, pooled = _scores(SETTINGS_FILE_GAUSSIAN, X, ts, keys)
     assert alarms[y].sum() >= 15 and alarms[~y].sum() <= 15  # of 18 spikes and 2,982 normal readings (18 and 5-7 when written)
     assert pooled[y].sum() <= 3  # (0 when written)

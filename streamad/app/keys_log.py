@@ -35,22 +35,26 @@ class KeyEvictionLog(Observer):
         self.warned: set[tuple[Lane, str]] = set()
 
     def on_window(self, result: WindowResult) -> None:
-        extra = result.report.extra
-        if extra.get("evicted") and (result.lane, "detector") not in self.warned:
-            self.warned.add((result.lane, "detector"))
-            log.warning(
-                "%s: more devices than the per-key detector keeps models for (%d): the least recently seen key's model was forgotten, "
+        extra, t = result.report.extra, result.temporal
+        if extra.get("evicted"):
+            self._once(
+                result.lane,
+                "detector",
+                "more devices than the per-key detector keeps models for (%d): the least recently seen key's model was forgotten, "
                 "and a key that comes back starts afresh (it scores 0 until its model has learned enough). detector.params.max_keys "
                 "keeps more (streamad_detector_key_evictions_total counts them)",
-                result.lane,
                 int(extra.get("keys", 0)),
             )
-        t = result.temporal
-        if t is not None and t.evictions and (result.lane, "temporal") not in self.warned:
-            self.warned.add((result.lane, "temporal"))
-            log.warning(
-                "%s: more devices than the temporal stage keeps histories for (%d, features.max_keys): the least recently seen "
-                "key's history was forgotten (streamad_temporal_evictions_total counts them)",
+        if t is not None and t.evictions:
+            self._once(
                 result.lane,
+                "temporal",
+                "more devices than the temporal stage keeps histories for (%d, features.max_keys): the least recently seen "
+                "key's history was forgotten (streamad_temporal_evictions_total counts them)",
                 t.keys,
             )
+
+    def _once(self, lane: Lane, table: str, message: str, keys: int) -> None:
+        if (lane, table) not in self.warned:
+            self.warned.add((lane, table))
+            log.warning("%s: " + message, lane, keys)
