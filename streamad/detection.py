@@ -55,7 +55,7 @@ class DetectionBatch:
     keys: np.ndarray | None
     timestamps: np.ndarray | None
     scores: np.ndarray
-    threshold: float
+    threshold: float | np.ndarray  # per record with a threshold per key
     is_anomaly: np.ndarray
     tail_probability: np.ndarray
     top_features: Sequence[Sequence[tuple[str, float] | tuple[str, float, str, str]]]
@@ -69,13 +69,15 @@ class DetectionBatch:
         lane = self.lane
         stream, partition = lane.stream, lane.partition
         prefix = f"{stream}/{partition}/"
-        thr = self.threshold if math.isfinite(self.threshold) else None
+        n = len(self.offsets)
+        thr: list[float | None] = (
+            [self.threshold if math.isfinite(self.threshold) else None] * n if isinstance(self.threshold, float) else [t if math.isfinite(t) else None for t in self.threshold.tolist()]
+        )
         model = {"name": self.model, "version": self.model_version}
         offsets = self.offsets.tolist()
         scores = self.scores.tolist()
         flags = self.is_anomaly.tolist()
         probs = self.tail_probability.tolist()
-        n = len(offsets)
         stamps: list[float | None] = [None] * n if self.timestamps is None else [None if t != t else t for t in self.timestamps.tolist()]
         events: list[str | None] = [None] * n if self.timestamps is None else event_times(self.timestamps)
         keys = [None] * n if self.keys is None else self.keys.tolist()
@@ -88,7 +90,7 @@ class DetectionBatch:
                 "timestamp": stamps[i],
                 "event_time": events[i],
                 "score": scores[i],
-                "threshold": thr,
+                "threshold": thr[i],
                 "is_anomaly": flags[i],
                 "tail_probability": probs[i],
                 "features": [_feature(f) for f in self.top_features[i]],

@@ -192,7 +192,7 @@ class MetricsObserver:
             (*L, "reason"),
             registry=reg,
         )
-        self.threshold = Gauge("streamad_threshold", "Alarm threshold in force for the last window (set once finite).", L, registry=reg)
+        self.threshold = Gauge("streamad_threshold", "Alarm threshold in force for the last window (set once finite; with a threshold per key, the median over the window's records).", L, registry=reg)
         self.warmup = Gauge("streamad_detector_warmup", "1 while the detector is still warming up, else 0.", L, registry=reg)
         self.loe_flag = Gauge("streamad_loe_flag_ratio", "Share of the last window that latent outlier exposure labelled anomalous.", L, registry=reg)
         self.ess = Gauge("streamad_importance_weight_ess_ratio", "Effective sample size of the importance weights, as a share of the window.", L, registry=reg)
@@ -344,11 +344,17 @@ class MetricsObserver:
         if self.event_latency and window.timestamps is not None:
             self.event_latency_hist.observe(stream, np.maximum(self.wall_clock() - window.timestamps, 0.0))
         self.score.observe(stream, scores)
-        thr = float(r.threshold)
-        if math.isfinite(thr):
-            self.threshold.labels(*lv).set(thr)
-            if thr > 0:
-                self.score_ratio.observe(stream, scores / thr)
+        if isinstance(r.threshold, float):
+            if math.isfinite(r.threshold):
+                self.threshold.labels(*lv).set(r.threshold)
+                if r.threshold > 0:
+                    self.score_ratio.observe(stream, scores / r.threshold)
+        else:  # a threshold per key: the gauge shows the middle one of the window's records
+            thr = np.asarray(r.threshold, dtype=np.float64)
+            ok = np.isfinite(thr) & (thr > 0)
+            if ok.any():
+                self.threshold.labels(*lv).set(float(np.median(thr[ok])))
+                self.score_ratio.observe(stream, scores[ok] / thr[ok])
         rep = r.report
         self.warmup.labels(*lv).set(1.0 if rep.warmup else 0.0)
         for gauge, value in ((self.loe_flag, rep.loe_flag_rate), (self.ess, rep.ess), (self.loss, rep.loss)):

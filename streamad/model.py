@@ -22,7 +22,6 @@ True
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from streamad.detectors import Detector, LearnReport, make_detector
+from streamad.judging import Judging, PerKeyJudging
 from streamad.minibatch import MiniBatches, Record
 from streamad.scaling import Scaler, StandardScaler, make_scaler, moments
 from streamad.temporal import Context, TemporalFeatures
@@ -42,10 +42,6 @@ if TYPE_CHECKING:
 #: of the records the model flagged (alarmed on, or suspects), it learns one in this
 #: many (``Model.learn``)
 FLAGGED_EVERY = 10
-#: a record scoring above this top share of the scores the threshold has learned is
-#: suspect: flagged like an alarm while the model learns (robust to long anomalies that
-#: never reach the threshold; benchmarks/results/skab.md)
-SUSPECT_SHARE = 0.01
 
 
 #: what ``explain`` lists per record: (feature, share) or, with temporal context,
@@ -59,7 +55,7 @@ class Verdict:
 
     scaled: np.ndarray  # the records as the detector saw them
     scores: np.ndarray
-    threshold: float  # inf while the threshold warms up
+    threshold: float | np.ndarray  # inf while the threshold warms up; per record with a threshold per key
     alarms: np.ndarray  # bool: score above the threshold
     features: np.ndarray | None = None  # the model's columns before scaling (with temporal context: values + derived)
     context: Context | None = None  # the temporal context (None without the temporal stage)
@@ -113,10 +109,8 @@ class Model:
             from streamad.factory import build_threshold
 
             threshold = build_threshold(ThresholdSettings())
-        self.threshold: Threshold = threshold
-        # The suspect level while the detector warms up (``flagged``): the same
-        # threshold, learning every score, the first windows' too.
-        self._warmup_twin: Threshold | None = _learning_all(threshold)
+        # A detector with a model per key gets a threshold per key (streamad/judging.py).
+        self.judging: Judging | PerKeyJudging = PerKeyJudging(threshold, getattr(self.detector, "max_keys", 1024)) if self.detector.scores_per_key else Judging(threshold)
         # Independent of the detector's scaler: z-scores for the attribution of detectors
         # that cannot say which features made a score.
         self.stats = StandardScaler(half_life=10_000)
@@ -127,6 +121,12 @@ class Model:
         self._held_ctx: tuple[list[np.ndarray], int, Context] | None = None
         # score_one's last: (the held records' context it continued, the record, its context)
         self._next_ctx: tuple[Context | None, np.ndarray, Context] | None = None
+
+    @property
+    def threshold(self) -> Threshold:
+        """The lane's threshold (with a threshold per key: the one of the key that has
+        learned the most scores)."""
+        return self.judging.threshold
 
     @property
     def feature_names(self) -> tuple[str, ...] | None:
@@ -174,9 +174,9 @@ class Model:
         """The model's columns ``F`` (the ``d`` features, then any derived ones) scaled,
         scored and held against the threshold."""
         scaled = self._scale(F, d)
-        scores = np.asarray(self.detector.score(scaled, self._keys(keys)), dtype=np.float64)
-        thr = float(self.threshold.value)
-        return Verdict(scaled, scores, thr, self.threshold.alarms(scores), F, ctx, keys)
+        k = self._keys(keys)
+        scores = np.asarray(self.detector.score(scaled, k), dtype=np.float64)
+        return Verdict(scaled, scores, self.judging.values(k, len(scores)), self.judging.alarms(scores, k), F, ctx, keys)
 
     def learn(self, X: np.ndarray, scores: np.ndarray, keys: np.ndarray | None = None, timestamps: np.ndarray | None = None, *, verdict: Verdict | None = None) -> LearnReport:
         """Learn ``X`` after it was judged; ``scores`` are what ``judge`` gave it (and
@@ -196,7 +196,7 @@ class Model:
         # flagged it learns one in ``FLAGGED_EVERY``, so that a long anomaly does not
         # become normal (to the scaler, the detector, the temporal means) before it
         # ends, while a lasting change is still learned, slower.
-        flagged = self.flagged(np.asarray(scores, dtype=np.float64))
+        flagged = self.flagged(np.asarray(scores, dtype=np.float64), keys)
         keep = ~flagged | (np.arange(len(X)) % FLAGGED_EVERY == 0) if flagged.any() else None
         Xk, Fk = (X, F) if keep is None else (X[keep], F[keep])
         if len(Fk):
@@ -225,37 +225,15 @@ class Model:
                 ctx = self.temporal.reweigh(ctx, X, flagged)
             self.temporal.commit(ctx)
         # Scores of a detector in its warm-up give a provisional threshold, which the
-        # grown-up scores replace (streamad/threshold.py).
-        self.threshold.update(scores, young=report.warmup)
-        if self._warmup_twin is not None:
-            if self.threshold.grown:
-                self._warmup_twin = None  # grown-up scores: the alarm threshold flags
-            else:
-                self._warmup_twin.update(scores, young=report.warmup)
+        # grown-up scores replace (streamad/threshold.py); a key's, while its own
+        # detector warms up.
+        self.judging.update(scores, self._keys(keys), self.detector.key_young if self.detector.scores_per_key else report.warmup)
         return report
 
-    def flagged(self, scores: np.ndarray) -> np.ndarray:
-        """Records that ``learn`` learns only one in ``FLAGGED_EVERY`` of: those above
-        the threshold, and, once it can alarm, those in the top ``SUSPECT_SHARE`` of the
-        scores it learned. A long anomaly that scores high but under the threshold (a
-        pump running in a wrong state for minutes) would otherwise be learned as normal
-        within a few hundred records; the top share of normal records is learned less,
-        which costs the threshold nothing (it learns every score).
-
-        While the detector warms up, the suspect level comes from a copy of the
-        threshold that learns every score, the first windows' too (which the alarm
-        threshold skips: ``threshold.skip_first_records``): those high first scores keep
-        the young model's suspect level high, so it learns most of what it sees while it
-        knows little. A suspect level from the alarm threshold's scores kept normal
-        records from the model (on the demo, spikes missed later; ODDS AP fell:
-        benchmarks/results/ANALYSIS.md). Alarms are flagged whichever level is lower."""
-        ref = self.threshold if self._warmup_twin is None else self._warmup_twin
-        level = float(ref.value)
-        if math.isfinite(level) and ref.hist.ready:
-            suspect = float(ref.hist.quantile(1.0 - SUSPECT_SHARE))
-            if suspect == suspect:
-                level = min(level, suspect)
-        return scores > min(level, float(self.threshold.value))  # an alarm is flagged, whichever level
+    def flagged(self, scores: np.ndarray, keys: np.ndarray | None = None) -> np.ndarray:
+        """Records that ``learn`` learns only one in ``FLAGGED_EVERY`` of: alarms and
+        suspects (``Judging.flagged``)."""
+        return self.judging.flagged(np.asarray(scores, dtype=np.float64), self._keys(keys))
 
     def process(self, X: np.ndarray, keys: np.ndarray | None = None, timestamps: np.ndarray | None = None) -> tuple[Verdict, LearnReport]:
         """Judge ``X``, then learn it: one prequential step."""
@@ -321,9 +299,10 @@ class Model:
         center = None if self.stats.mean is None else self.stats.mean[:d]
         return self.temporal.explain(contrib, ctx, rows, k, center, None if spread is None else spread[:d], verdict.scaled[rows])  # type: ignore[return-value]
 
-    def tail_probability(self, scores: np.ndarray) -> np.ndarray:
-        """Estimated share of normal records scoring at least this high."""
-        return self.threshold.tail_probability(np.asarray(scores, dtype=np.float64))
+    def tail_probability(self, scores: np.ndarray, keys: np.ndarray | None = None) -> np.ndarray:
+        """Estimated share of normal records (of each record's key, with a threshold per
+        key) scoring at least this high."""
+        return self.judging.tail_probability(np.asarray(scores, dtype=np.float64), self._keys(keys))
 
     @property
     def warming_up(self) -> bool:
@@ -354,7 +333,7 @@ class Model:
 
     def predict_one(self, x: Record) -> bool:
         """Whether one record is an alarm, by the model as of the last learned batch."""
-        return self.score_one(x) > self.threshold.value
+        return bool(self.judging.alarms(np.array([self.score_one(x)]))[0])
 
     def explain_one(self, x: Record, k: int = 3) -> list[Explanation]:
         """The ``k`` features contributing most to the record's score, with their share
@@ -430,8 +409,7 @@ class Model:
             "detector": self.detector.state_dict(),
             "scaler": self.scaler.state_dict(),
             "stats": self.stats.state_dict(),
-            "threshold": self.threshold.state_dict(),
-            "warmup_twin": None if self._warmup_twin is None else self._warmup_twin.state_dict(),
+            **self.judging.state_dict(),  # threshold, warmup_twin
             "one": self._batches.state_dict(),
             "temporal": None if self.temporal is None else self.temporal.state_dict(),
         }
@@ -441,25 +419,10 @@ class Model:
         self.detector.load_state_dict(state["detector"])
         self.scaler.load_state_dict(state["scaler"])
         self.stats.load_state_dict(state["stats"])
-        self.threshold.load_state_dict(state["threshold"])
-        self._warmup_twin = None  # absent from checkpoints of before the skip, and once grown
-        twin_state = state.get("warmup_twin")
-        if twin_state is not None:
-            self._warmup_twin = _learning_all(self.threshold)
-            if self._warmup_twin is not None:
-                self._warmup_twin.load_state_dict(twin_state)
+        self.judging.load_state_dict(state)
         self._batches.load_state_dict(state.get("one"))
         if self.temporal is not None and state.get("temporal") is not None:
             self.temporal.load_state_dict(state["temporal"])
-
-
-def _learning_all(threshold: Threshold) -> Threshold | None:
-    """A fresh copy of ``threshold`` that skips no window (None: it skips none itself)."""
-    if not getattr(threshold, "skip_first", 0):
-        return None
-    twin = copy.deepcopy(threshold)
-    twin.skip_first = 0
-    return twin
 
 
 def _finite(X: np.ndarray) -> np.ndarray:

@@ -93,7 +93,7 @@ class WindowResult:
     window: Batch
     scaled: np.ndarray
     scores: np.ndarray
-    threshold: float
+    threshold: float | np.ndarray  # per record with a threshold per key
     alarms: np.ndarray
     report: LearnReport
     seconds: float
@@ -222,7 +222,7 @@ class LaneModel:
             if action in ("reopen_warmup", "reopen_warmup_and_reset_threshold"):
                 self.detector.on_drift(kind)
             if action in ("reset_threshold", "reopen_warmup_and_reset_threshold"):
-                self.threshold.reset()
+                self.model.judging.reset()
 
 
 # -- the pipeline --------------------------------------------------------------------------------
@@ -432,9 +432,9 @@ class Pipeline:
             keys=None if window.keys is None else window.keys[idx],
             timestamps=None if window.timestamps is None else window.timestamps[idx],
             scores=scores[idx],
-            threshold=thr,
+            threshold=thr if isinstance(thr, float) else thr[idx],
             is_anomaly=alarms[idx],
-            tail_probability=lm.model.tail_probability(scores[idx]),
+            tail_probability=lm.model.tail_probability(scores[idx], None if window.keys is None else window.keys[idx]),
             top_features=top,
             model=self.model_name,
             model_version=lm.detector.version,

@@ -130,7 +130,8 @@ def test_records_above_the_threshold_or_in_the_top_share_of_its_scores_are_learn
     """A long anomaly that scores high but under the threshold must not be learned as
     normal at once: the model learns one in FLAGGED_EVERY of the records in the top
     SUSPECT_SHARE of the scores its threshold learned (and of the alarms); the rest in full."""
-    from streamad.model import FLAGGED_EVERY, SUSPECT_SHARE
+    from streamad.judging import SUSPECT_SHARE
+    from streamad.model import FLAGGED_EVERY
 
     m = Model("gaussian")
     X = sensors(4000)
@@ -185,7 +186,7 @@ def test_while_the_detector_warms_up_an_alarm_is_flagged_whatever_the_suspect_le
     """The copy that learns every score holds a high suspect level while the first
     windows' scores are in it; a record above the (lower) alarm threshold is flagged
     all the same: what the model alarmed on counts little in what it learns."""
-    from streamad.model import SUSPECT_SHARE
+    from streamad.judging import SUSPECT_SHARE
 
     rng = np.random.default_rng(6)
     m = Model()
@@ -194,7 +195,7 @@ def test_while_the_detector_warms_up_an_alarm_is_flagged_whatever_the_suspect_le
     X = sensors(760)
     for i, j in zip(bounds, bounds[1:]):
         assert m.learn(X[i:j], scores[i:j]).warmup
-    twin = m._warmup_twin
+    twin = m.judging.twin
     assert twin is not None and not m.threshold.grown
     suspect = min(twin.value, float(twin.hist.quantile(1.0 - SUSPECT_SHARE)))
     assert m.threshold.value < suspect

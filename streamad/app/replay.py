@@ -60,7 +60,7 @@ class Recorder(Observer):
             parts["offsets"].append(r.window.offsets)
         parts["scores"].append(r.scores.astype(np.float32) if self._compact else r.scores)
         if "thresholds" in self.keep:
-            parts["thresholds"].append(np.full(len(r.scores), r.threshold))
+            parts["thresholds"].append(np.broadcast_to(r.threshold, len(r.scores)))
         parts["alarms"].append(r.alarms)
         if r.window.labels is not None:
             parts["labels"].append(r.window.labels)

@@ -100,6 +100,10 @@ class Detector(abc.ABC):
     preferred_scaler: ClassVar[str] = "standard"
     #: Whether the records' keys change what the detector computes (see "Keys" above).
     uses_keys: ClassVar[bool] = False
+    #: Whether each key's scores come from a model of that key alone (``per-key``), so
+    #: that they mean something only beside the same key's: the model then keeps a
+    #: threshold per key (streamad/judging.py), young while ``key_young(key)``.
+    scores_per_key: ClassVar[bool] = False
     #: Whether the detector learns every record of a window, alarms included: one that
     #: screens its own contamination (hgad's LOE on per-class scores) and whose density
     #: would grow too thin a tail without them. Others get one alarmed record in ten
@@ -123,6 +127,11 @@ class Detector(abc.ABC):
         the model flagged them: ``learns_alarmed`` for all of them, unless the detector
         decides per record (``per-key``: each key's detector as it would alone)."""
         return bool(self.learns_alarmed)
+
+    def key_young(self, key: Any) -> bool:
+        """Whether ``key``'s scores are still those of a warm-up (``scores_per_key``
+        detectors; the others answer for the whole stream in ``LearnReport.warmup``)."""
+        raise NotImplementedError(f"{self.name} does not keep a model per key")
 
 
     # -- parameters ---------------------------------------------------------------------

@@ -10,9 +10,10 @@ scores ranked its anomalies no better than chance (benchmarks/results/ANALYSIS.m
 seventh round). Here each key gets a detector of its own (any registered one, with the
 same parameters), learning only its key's records, so a device is compared with itself.
 
-The scores of all the keys share the lane's threshold, so the inner detector's scores
-should mean the same on every key: the ``gaussian`` detector's squared distances do
-(each under its own key's estimate, on the same columns). The number of keys is bounded
+Each key's scores are also judged against its own threshold (``scores_per_key``: the
+model keeps one per key, streamad/judging.py), so a quiet pump's moderate fault is not
+held to the tail of a rough pump beside it, and the configured risk is each device's
+false-alarm rate. The number of keys is bounded
 (``max_keys``): a new key beyond it replaces the one seen least recently (not one of the
 same window's keys, while there are others), whose detector is forgotten (``evictions``). A key's first records are scored 0 until its detector has
 learned enough to speak (the inner detector's own warm-up; ``gaussian`` with ``early``
@@ -44,7 +45,7 @@ import numpy as np
 from pydantic import Field
 
 from streamad.detectors.base import Detector, LearnReport
-from streamad.minibatch import Keys
+from streamad.minibatch import Keys, key_groups
 
 #: The inner detector's parameters when ``inner`` is not given: for ``gaussian``, those
 #: of ``examples/sensor-streams.yaml`` (trimmed at its scores' 95% quantile, so a fault
@@ -79,6 +80,7 @@ class PerKey(Detector):
     #: does the only key of a window (the window is its batch).
     BATCH = 8
     uses_keys = True
+    scores_per_key = True
     #: A scaler shared by the keys would move every key's units with the other keys'
     #: records, under estimates that each hold one key's: each key's detector keeps its
     #: own scale (``gaussian``: its covariance). The temporal stage's derived columns,
@@ -131,7 +133,7 @@ class PerKey(Detector):
     def score(self, X: np.ndarray, keys: Keys = None) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
         out = np.zeros(len(X))
-        for k, rows in _groups(keys, len(X)):
+        for k, rows in key_groups(keys, len(X)):
             m = self.models.get(k)
             if m is not None:  # a key not learned yet scores 0: nothing to compare it with
                 out[rows] = m.score(X[rows])
@@ -141,7 +143,7 @@ class PerKey(Detector):
         X = np.asarray(X, dtype=np.float64)
         n_learned, evicted = 0, self.evictions
         flagged, judged = 0.0, 0  # the keys' LOE labels, pooled (records judged, records flagged)
-        groups = _groups(keys, len(X))
+        groups = key_groups(keys, len(X))
         window = {k for k, _ in groups}
         for k, rows in groups:
             m = self.models.pop(k, None)
@@ -165,11 +167,13 @@ class PerKey(Detector):
             if not report.warmup:
                 self.grown_keys.add(k)
             self.grown = self.grown or not report.warmup
-        # Young until some key's detector has grown up; from then on the lane's threshold
-        # learns grown-up scores (Threshold.update), a new key's young ones among them
-        # (``gaussian`` puts those on the grown-up scale).
+        # Young until some key's detector has grown up (the lane's drift tests and
+        # metrics read it); each key's threshold asks ``key_young``.
         flag_rate = flagged / judged if judged else None
         return LearnReport(n_learned=n_learned, loe_flag_rate=flag_rate, warmup=not self.grown, extra={"keys": float(len(self.models)), "evicted": float(self.evictions - evicted)})
+
+    def key_young(self, key: Any) -> bool:
+        return key not in self.grown_keys
 
     def learns_alarmed_rows(self, keys: Keys, n: int) -> np.ndarray | bool:
         # Each key's detector decides for its key's records as it would alone (``gaussian``
@@ -178,7 +182,7 @@ class PerKey(Detector):
         if keys is None:  # one key: its detector's one answer
             return self.models.get(None, self._template).learns_alarmed_rows(None, n)
         out = np.zeros(n, dtype=bool)
-        for k, rows in _groups(keys, n):
+        for k, rows in key_groups(keys, n):
             out[rows] = self.models.get(k, self._template).learns_alarmed
         return out
 
@@ -194,7 +198,7 @@ class PerKey(Detector):
     def contributions(self, X: np.ndarray, keys: Keys = None) -> np.ndarray | None:
         X = np.asarray(X, dtype=np.float64)
         out = np.zeros(X.shape)  # a key not learned yet: nothing stands out
-        for k, rows in _groups(keys, len(X)):
+        for k, rows in key_groups(keys, len(X)):
             m = self.models.get(k)
             c = None if m is None else m.contributions(X[rows])
             if m is not None and c is None:
@@ -241,17 +245,6 @@ class PerKey(Detector):
         self.evictions = int(state.get("evictions", 0))
         self.grown = bool(state.get("grown", False))
         self._load_one_state(state.get("one"))
-
-
-def _groups(keys: Keys, n: int) -> list[tuple[Any, np.ndarray | slice]]:
-    """Each key of a window with its rows, in order of first appearance (a stream
-    without keys: all of them, as a slice, so that no row is copied)."""
-    if keys is None:
-        return [(None, slice(None))] if n else []
-    index: dict[Any, list[int]] = {}
-    for i, k in enumerate(keys.tolist() if isinstance(keys, np.ndarray) else list(keys)):
-        index.setdefault(k, []).append(i)
-    return [(k, np.asarray(rows, dtype=np.int64)) for k, rows in index.items()]
 
 
 __all__: Sequence[str] = ("PerKey",)

@@ -1,0 +1,262 @@
+"""What turns a lane's scores into alarms, and into the records the model learns less of:
+its threshold (with, while the detector warms up, a twin that sets the suspect level),
+one for the whole lane or one per key.
+
+A lane whose detector keeps a model per key (``per-key``: a device judged against its
+own past) has scores that mean something only beside the same key's: a steady pump's 30
+is far out, a rough pump's is Tuesday. One threshold for all of them is fitted to their
+mixture, so the steady pump's faults stay under the rough pump's tail, and a fault of one
+key that enters the tail fit while it is young lifts the threshold of every key (on
+SKAB's 35 runs as one stream, F1 swung from 0.18 to 0.54 with the window size).
+``PerKeyJudging`` gives each key the threshold it would have alone: its own warm-up,
+small-sample estimate, calibration and tail, so the configured risk is each device's
+false-alarm rate (benchmarks/results/ANALYSIS.md, tenth round). The price: a key's
+threshold is young for its own first ~1,100 records, not the lane's.
+
+>>> import numpy as np
+>>> from streamad.threshold import QuantileThreshold
+>>> judging = PerKeyJudging(QuantileThreshold(q=0.99, min_records=200))
+>>> rng = np.random.default_rng(0)
+>>> keys = np.array(["quiet", "noisy"] * 500, dtype=object)
+>>> scores = rng.exponential(size=1000) * np.where(keys == "quiet", 1.0, 10.0)
+>>> judging.update(scores, keys, young=False)
+>>> judging.alarms(np.array([8.0, 8.0]), np.array(["quiet", "noisy"], dtype=object)).tolist()
+[True, False]
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from streamad.minibatch import key_groups
+from streamad.threshold import SpotThreshold, Threshold
+
+#: a record scoring above this top share of the scores the threshold has learned is
+#: suspect: flagged like an alarm while the model learns (robust to long anomalies that
+#: never reach the threshold; benchmarks/results/skab.md)
+SUSPECT_SHARE = 0.01
+
+#: whether a key's scores are a young detector's (a key, or None for the lane)
+Young = bool | Callable[[Any], bool]
+
+
+class Judging:
+    """A threshold, and while its detector warms up a twin of it that learns every
+    score (the first windows' too, which the threshold skips: ``skip_first``) and
+    sets the suspect level (``flagged``). Keys are accepted and ignored: one threshold
+    for the lane."""
+
+    def __init__(self, threshold: Threshold) -> None:
+        self.threshold = threshold
+        self.twin: Threshold | None = _learning_all(threshold)
+
+    def values(self, keys: np.ndarray | None, n: int) -> float:
+        """The threshold in force for each of ``n`` records (here one for all)."""
+        return float(self.threshold.value)
+
+    def alarms(self, scores: np.ndarray, keys: np.ndarray | None = None) -> np.ndarray:
+        return self.threshold.alarms(scores)
+
+    def tail_probability(self, scores: np.ndarray, keys: np.ndarray | None = None) -> np.ndarray:
+        return self.threshold.tail_probability(np.asarray(scores, dtype=np.float64))
+
+    def flagged(self, scores: np.ndarray, keys: np.ndarray | None = None) -> np.ndarray:
+        """Records the model learns only one in ``FLAGGED_EVERY`` of: those above the
+        threshold, and, once it can alarm, those in the top ``SUSPECT_SHARE`` of the
+        scores it learned. A long anomaly that scores high but under the threshold (a
+        pump running in a wrong state for minutes) would otherwise be learned as normal
+        within a few hundred records; the top share of normal records is learned less,
+        which costs the threshold nothing (it learns every score).
+
+        While the detector warms up, the suspect level comes from the twin, which
+        learns every score, the first windows' too: those high first scores keep the
+        young model's suspect level high, so it learns most of what it sees while it
+        knows little. A suspect level from the alarm threshold's scores kept normal
+        records from the model (on the demo, spikes missed later; ODDS AP fell:
+        benchmarks/results/ANALYSIS.md). Alarms are flagged whichever level is lower."""
+        ref = self.threshold if self.twin is None else self.twin
+        level = float(ref.value)
+        if math.isfinite(level) and ref.hist.ready:
+            suspect = float(ref.hist.quantile(1.0 - SUSPECT_SHARE))
+            if suspect == suspect:
+                level = min(level, suspect)
+        return np.asarray(scores, dtype=np.float64) > min(level, float(self.threshold.value))
+
+    def update(self, scores: np.ndarray, keys: np.ndarray | None = None, young: Young = False) -> None:
+        """Learn a window's scores; ``young``: they are a detector's in its warm-up
+        (which give a provisional threshold: streamad/threshold.py)."""
+        self._update(scores, young if isinstance(young, bool) else young(None))
+
+    def _update(self, scores: np.ndarray, young: bool) -> None:
+        self.threshold.update(scores, young=young)
+        if self.twin is not None:
+            if self.threshold.grown:
+                self.twin = None  # grown-up scores: the alarm threshold flags
+            else:
+                self.twin.update(scores, young=young)
+
+    def reset(self) -> None:
+        self.threshold.reset()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"threshold": self.threshold.state_dict(), "warmup_twin": None if self.twin is None else self.twin.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.threshold.load_state_dict(state["threshold"])
+        self.twin = None  # absent from checkpoints of before the skip, and once grown
+        twin_state = state.get("warmup_twin")
+        if twin_state is not None:
+            self.twin = _learning_all(self.threshold)
+            if self.twin is not None:
+                self.twin.load_state_dict(twin_state)
+
+
+class PerKeyJudging:
+    """A ``Judging`` per key (each a fresh copy of ``threshold`` when its key first
+    comes), at most ``max_keys`` of them, the least recently seen forgotten first.
+
+    A key's scores are learned as its own threshold would learn them alone: when it is
+    the only key of a window, at once; on a window of many keys, eight or more at a time
+    (``BATCH``, as the ``per-key`` detector learns a grown key's records), so that a
+    stream of many devices does not refit a histogram per record. Without keys it is
+    one ``Judging``, record for record."""
+
+    BATCH = 8
+    #: A key's threshold keeps at most this many peaks (its tail fit: the last ~20,000
+    #: of its records, at SPOT's level 0.9): 34 KB a key in memory and in checkpoints
+    #: instead of 83 KB, for up to ``max_keys`` keys a lane (the demo's one-device
+    #: streams of 20,000 records are judged as with 5,000).
+    MAX_PEAKS = 2000
+
+    def __init__(self, threshold: Threshold, max_keys: int = 1024) -> None:
+        self.template = copy.deepcopy(threshold)
+        if isinstance(self.template, SpotThreshold):
+            self.template.max_peaks = min(self.template.max_peaks, self.MAX_PEAKS)
+        self.max_keys = max_keys
+        self.judges: OrderedDict[Any, Judging] = OrderedDict()  # least recently seen first
+        self.pending: dict[Any, tuple[np.ndarray, bool]] = {}  # scores not learned yet, young
+        self.evictions = 0
+        # A lane checkpointed with one threshold for its keys: a new key starts from it.
+        self._seed: Mapping[str, Any] | None = None
+        self._blank = self._new()  # what a key not seen yet is judged by
+
+    def _new(self) -> Judging:
+        judging = Judging(copy.deepcopy(self.template))
+        if self._seed is not None:
+            judging.load_state_dict(self._seed)
+        return judging
+
+    @property
+    def threshold(self) -> Threshold:
+        """The threshold of the key that has learned the most scores (a fresh one
+        before any key): what the replay's notes about a lane's warm-up read."""
+        if not self.judges:
+            return self._blank.threshold
+        return max((j.threshold for j in self.judges.values()), key=lambda t: t.offered)
+
+    def _judge(self, key: Any) -> Judging:
+        """``key``'s, or for a key not seen yet what it will start from."""
+        return self.judges.get(key, self._blank)
+
+    def values(self, keys: np.ndarray | None, n: int) -> np.ndarray:
+        out = np.full(n, math.inf)
+        for k, rows in key_groups(keys, n):
+            out[rows] = self._judge(k).threshold.value
+        return out
+
+    def alarms(self, scores: np.ndarray, keys: np.ndarray | None = None) -> np.ndarray:
+        scores = np.asarray(scores, dtype=np.float64)
+        out = np.zeros(len(scores), dtype=bool)
+        for k, rows in key_groups(keys, len(scores)):
+            out[rows] = self._judge(k).alarms(scores[rows])
+        return out
+
+    def tail_probability(self, scores: np.ndarray, keys: np.ndarray | None = None) -> np.ndarray:
+        scores = np.asarray(scores, dtype=np.float64)
+        out = np.ones(len(scores))
+        for k, rows in key_groups(keys, len(scores)):
+            out[rows] = self._judge(k).tail_probability(scores[rows])
+        return out
+
+    def flagged(self, scores: np.ndarray, keys: np.ndarray | None = None) -> np.ndarray:
+        scores = np.asarray(scores, dtype=np.float64)
+        out = np.zeros(len(scores), dtype=bool)
+        for k, rows in key_groups(keys, len(scores)):
+            out[rows] = self._judge(k).flagged(scores[rows])
+        return out
+
+    def update(self, scores: np.ndarray, keys: np.ndarray | None = None, young: Young = False) -> None:
+        scores = np.asarray(scores, dtype=np.float64)
+        groups = key_groups(keys, len(scores))
+        window = {k for k, _ in groups}
+        for k, rows in groups:
+            j = self.judges.pop(k, None)
+            if j is None:
+                j = self._new()
+                while len(self.judges) >= self.max_keys:
+                    self._evict(window)
+            self.judges[k] = j  # now the most recently seen
+            s = scores[rows]
+            held = self.pending.pop(k, None)
+            if held is not None:
+                s = np.concatenate([held[0], s])
+            y = young if isinstance(young, bool) else young(k)
+            if len(s) < self.BATCH and len(groups) > 1:
+                self.pending[k] = (s, y)
+                continue
+            j._update(s, y)
+
+    def _evict(self, window: set[Any]) -> None:
+        victim = next((k for k in self.judges if k not in window), next(iter(self.judges)))
+        del self.judges[victim]
+        self.pending.pop(victim, None)
+        self.evictions += 1
+
+    def reset(self) -> None:
+        for j in self.judges.values():
+            j.reset()
+
+    def state_dict(self) -> dict[str, Any]:
+        # In a model's checkpoint where a lane's one threshold is (``threshold``).
+        keys = {
+            "keys": list(self.judges),
+            "judges": [j.state_dict() for j in self.judges.values()],
+            "pending": [None if (p := self.pending.get(k)) is None else {"scores": p[0], "young": p[1]} for k in self.judges],
+            "evictions": self.evictions,
+            "seed": self._seed,
+        }
+        return {"threshold": {"per_key": keys}, "warmup_twin": None}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.judges, self.pending, self.evictions = OrderedDict(), {}, 0
+        keys = state["threshold"].get("per_key")
+        if keys is None:
+            # One threshold for all the keys (a checkpoint from before thresholds per
+            # key): every key starts from it, so alarms go on through the upgrade.
+            self._seed = {"threshold": state["threshold"], "warmup_twin": state.get("warmup_twin")}
+        else:
+            self._seed = keys["seed"]
+            for k, s, p in zip(keys["keys"], keys["judges"], keys["pending"]):
+                key = tuple(k) if isinstance(k, list) else k
+                j = Judging(copy.deepcopy(self.template))
+                j.load_state_dict(s)
+                self.judges[key] = j
+                if p is not None:
+                    self.pending[key] = (np.asarray(p["scores"], dtype=np.float64), bool(p["young"]))
+            self.evictions = int(keys["evictions"])
+        self._blank = self._new()
+
+
+def _learning_all(threshold: Threshold) -> Threshold | None:
+    """A fresh copy of ``threshold`` that skips no window (None: it skips none itself)."""
+    if not getattr(threshold, "skip_first", 0):
+        return None
+    twin = copy.deepcopy(threshold)
+    twin.skip_first = 0
+    return twin
