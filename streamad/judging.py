@@ -28,14 +28,14 @@ from __future__ import annotations
 
 import copy
 import math
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from streamad.minibatch import key_groups
-from streamad.threshold import SpotThreshold, Threshold
+from streamad.threshold import EARLY_WINDOW, SpotThreshold, Threshold
 
 #: a record scoring above this top share of the scores the threshold has learned is
 #: suspect: flagged like an alarm while the model learns (robust to long anomalies that
@@ -55,6 +55,7 @@ class Judging:
     def __init__(self, threshold: Threshold) -> None:
         self.threshold = threshold
         self.twin: Threshold | None = _learning_all(threshold)
+        self._level, self._level_seen = math.inf, (-1, math.nan, -1)  # flag_level's, and when
 
     def values(self, keys: np.ndarray | None, n: int) -> float:
         """The threshold in force for each of ``n`` records (here one for all)."""
@@ -80,13 +81,21 @@ class Judging:
         knows little. A suspect level from the alarm threshold's scores kept normal
         records from the model (on the demo, spikes missed later; ODDS AP fell:
         benchmarks/results/ANALYSIS.md). Alarms are flagged whichever level is lower."""
+        return np.asarray(scores, dtype=np.float64) > self.flag_level()
+
+    def flag_level(self) -> float:
+        """The score above which ``flagged`` flags (kept until the thresholds learn:
+        a lane of many keys asks every key's at every window)."""
         ref = self.threshold if self.twin is None else self.twin
-        level = float(ref.value)
-        if math.isfinite(level) and ref.hist.ready:
-            suspect = float(ref.hist.quantile(1.0 - SUSPECT_SHARE))
-            if suspect == suspect:
-                level = min(level, suspect)
-        return np.asarray(scores, dtype=np.float64) > min(level, float(self.threshold.value))
+        seen = (self.threshold.offered, self.threshold.value, ref.offered)
+        if seen != self._level_seen:
+            level = float(ref.value)
+            if math.isfinite(level) and ref.hist.ready:
+                suspect = float(ref.hist.quantile(1.0 - SUSPECT_SHARE))
+                if suspect == suspect:
+                    level = min(level, suspect)
+            self._level, self._level_seen = min(level, float(self.threshold.value)), seen
+        return self._level
 
     def update(self, scores: np.ndarray, keys: np.ndarray | None = None, young: Young = False) -> None:
         """Learn a window's scores; ``young``: they are a detector's in its warm-up
@@ -164,17 +173,29 @@ class PerKeyJudging:
         """``key``'s, or for a key not seen yet what it will start from."""
         return self.judges.get(key, self._blank)
 
+    def _rows(self, keys: np.ndarray | None, n: int) -> list[Judging]:
+        """Each record's judge (on a stream of many devices a window holds a record or
+        two of each key: per record beats per key)."""
+        if keys is None:
+            return [self._judge(None)] * n
+        return [self.judges.get(k, self._blank) for k in _listed(keys)]
+
     def values(self, keys: np.ndarray | None, n: int) -> np.ndarray:
-        out = np.full(n, math.inf)
-        for k, rows in key_groups(keys, n):
-            out[rows] = self._judge(k).threshold.value
-        return out
+        return np.array([j.threshold.value for j in self._rows(keys, n)], dtype=np.float64)
 
     def alarms(self, scores: np.ndarray, keys: np.ndarray | None = None) -> np.ndarray:
         scores = np.asarray(scores, dtype=np.float64)
-        out = np.zeros(len(scores), dtype=bool)
-        for k, rows in key_groups(keys, len(scores)):
-            out[rows] = self._judge(k).alarms(scores[rows])
+        if keys is None:
+            return self._judge(None).alarms(scores)
+        out = scores > self.values(keys, len(scores))
+        if len(scores) >= EARLY_WINDOW:
+            # A key with enough records in the window for Threshold.alarms' rule about
+            # a young estimate (a window that moved as a whole raises no alarm).
+            listed = _listed(keys)
+            for k, c in Counter(listed).items():
+                if c >= EARLY_WINDOW and self._judge(k).threshold.early:
+                    rows = np.array([i for i, key in enumerate(listed) if key == k])
+                    out[rows] = self._judge(k).alarms(scores[rows])
         return out
 
     def tail_probability(self, scores: np.ndarray, keys: np.ndarray | None = None) -> np.ndarray:
@@ -186,10 +207,7 @@ class PerKeyJudging:
 
     def flagged(self, scores: np.ndarray, keys: np.ndarray | None = None) -> np.ndarray:
         scores = np.asarray(scores, dtype=np.float64)
-        out = np.zeros(len(scores), dtype=bool)
-        for k, rows in key_groups(keys, len(scores)):
-            out[rows] = self._judge(k).flagged(scores[rows])
-        return out
+        return scores > np.array([j.flag_level() for j in self._rows(keys, len(scores))], dtype=np.float64)
 
     def update(self, scores: np.ndarray, keys: np.ndarray | None = None, young: Young = False) -> None:
         scores = np.asarray(scores, dtype=np.float64)
@@ -260,3 +278,7 @@ def _learning_all(threshold: Threshold) -> Threshold | None:
     twin = copy.deepcopy(threshold)
     twin.skip_first = 0
     return twin
+
+
+def _listed(keys: np.ndarray | Sequence[Any]) -> list[Any]:
+    return keys.tolist() if isinstance(keys, np.ndarray) else list(keys)

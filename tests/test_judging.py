@@ -97,3 +97,25 @@ def test_a_lane_checkpointed_with_one_threshold_gives_it_to_every_key():
     k = np.array(["new", "other"], dtype=object)
     assert np.array_equal(keyed.values(k, 2), np.full(2, lane.threshold.value))
     assert keyed.alarms(np.array([lane.threshold.value * 2, 0.1]), k).tolist() == [True, False]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.lists(st.sampled_from("abc"), min_size=8, max_size=40), min_size=5, max_size=30), st.integers(0, 2**31 - 1))
+def test_the_keys_verdicts_are_each_keys_own_thresholds(windows, seed):
+    """Alarms, flags and thresholds worked out per record equal each key's own judge's
+    on its records (Threshold.alarms' rule for a young estimate included)."""
+    from streamad.minibatch import key_groups
+
+    rng = np.random.default_rng(seed)
+    keyed = PerKeyJudging(SpotThreshold(min_records=300, skip_first=16))
+    for i, w in enumerate(windows):
+        keys = np.array(w, dtype=object)
+        # now and then a window that moved as a whole: the young estimate's rule
+        s = rng.exponential(size=len(keys)) * np.where(keys == "a", 5.0, 1.0) * (50.0 if i >= 4 and rng.random() < 0.4 else 1.0)
+        alarms, flagged, values = keyed.alarms(s, keys), keyed.flagged(s, keys), keyed.values(keys, len(keys))
+        for k, rows in key_groups(keys, len(keys)):
+            judge = keyed._judge(k)
+            assert np.array_equal(alarms[rows], judge.alarms(s[rows]))
+            assert np.array_equal(flagged[rows], judge.flagged(s[rows]))
+            assert np.array_equal(values[rows], np.full(len(rows), judge.threshold.value))
+        keyed.update(s, keys, young=i < 4)
