@@ -73,10 +73,12 @@ class Threshold(abc.ABC):
     what stands far out (a spike, the start of a shift), while the threshold proper
     waits for scores that mean something. Windows of
     identical scores (a detector that says nothing yet) teach it nothing. When a quarter
-    or more of a window rises above it, the score level moved, not a few records: a
-    young model on ground it has not seen yet (the other half of a slow cycle, a
-    temperature climbing), which it cannot tell from an anomaly, and that window raises
-    no alarm (``alarms``).
+    or more of a window rises above it while the detector still warms up, the score level
+    moved, not a few records: a young model on ground it has not seen yet (the other half
+    of a slow cycle, a temperature climbing), which it cannot tell from an anomaly, and
+    that window raises no alarm (``alarms``). Once the detector's warm-up is over such a
+    window alarms: a fault that shifts every record (a pump's pressure reading 15 of its
+    spreads off from its record 400) is what its grown model has not seen.
 
     From 64 scores of Exp(1), whose 0.001 point is 6.9, an estimate on the high side:
 
@@ -96,6 +98,7 @@ class Threshold(abc.ABC):
         self.offered = 0  # scores offered to ``update`` since the stream began (never reset)
         self.grown = False  # learned scores of a detector past its warm-up
         self.provisional = False  # ``value`` comes from a young detector's scores
+        self.detector_young = True  # the last scores offered were a detector's in its warm-up
         self.hist = DecayedHistogram(bins=bins, half_life=half_life, min_init=min(256, max(16, min_records // 4)))
         self.value = math.inf
         self._early_scores = np.empty(0)  # the scores the small-sample estimate comes from
@@ -114,18 +117,19 @@ class Threshold(abc.ABC):
     def alarms(self, scores: np.ndarray) -> np.ndarray:
         """Which of a window's scores raise an alarm: those above ``value``, but none of
         a window that the small-sample estimate would alarm on for a quarter or more of
-        its records (a slowly cycling process seen for half a cycle: 228 false alarms in
-        10 streams of 1,000 records without this, 1 with it; benchmarks/results/ANALYSIS.md).
+        its records while the detector warms up (its last scores were ``young``: a slowly
+        cycling process seen for half a cycle, 228 false alarms in 10 streams of 1,000
+        records without this, 1 with it; benchmarks/results/ANALYSIS.md).
 
         >>> thr = QuantileThreshold(q=0.999, min_records=1000)
-        >>> thr.update(np.random.default_rng(1).exponential(size=64))
+        >>> thr.update(np.random.default_rng(1).exponential(size=64), young=True)
         >>> thr.alarms(np.array([0.5, 1.0, 40.0, 0.2, 0.1, 0.3, 0.9, 1.1])).tolist()
         [False, False, True, False, False, False, False, False]
         >>> bool(thr.alarms(np.full(8, 40.0)).any())  # the whole window moved
         False
         """
         above = np.asarray(scores, dtype=np.float64) > self.value
-        if self.early and len(above) >= EARLY_WINDOW and above.mean() >= EARLY_MAX_SHARE:
+        if self.early and self.detector_young and len(above) >= EARLY_WINDOW and above.mean() >= EARLY_MAX_SHARE:
             return np.zeros_like(above)
         return above
 
@@ -168,6 +172,7 @@ class Threshold(abc.ABC):
         anomalies of a short stream (benchmarks/results/ANALYSIS.md, SKAB)."""
         first = self.offered
         self.offered += len(scores)
+        self.detector_young = young
         # A warm-up reopened (drift.action) after grown-up scores: its scores teach nothing.
         if first >= self.skip_first and not (young and self.grown):
             self._learn(scores, young)
@@ -266,6 +271,7 @@ class Threshold(abc.ABC):
             "value": self.value,
             "grown": self.grown,
             "provisional": self.provisional,
+            "detector_young": self.detector_young,
             "offered": self.offered,
             "early_scores": self._early_scores,
             "early_tail": list(self._early_tail),
@@ -276,6 +282,7 @@ class Threshold(abc.ABC):
         self.value = float(state["value"])
         self.grown = bool(state.get("grown", True))
         self.provisional = bool(state.get("provisional", False))
+        self.detector_young = bool(state.get("detector_young", True))
         self._early_scores = np.asarray(state.get("early_scores", ()), dtype=np.float64)
         self._early_tail = tuple(float(v) for v in state.get("early_tail", (math.nan, math.nan)))  # type: ignore[assignment]
         # A checkpoint from before the count was kept is of a stream past its first records.

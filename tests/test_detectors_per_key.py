@@ -186,13 +186,11 @@ def test_parameters_are_checked_when_it_is_built():
         make_detector("per-key", max_keys=0)
 
 
-def fleet(n_per_key=1300, start=1200, seed=2):
+def fleet(n_per_key=500, start=400, seed=1):
     """Four pumps on one stream in two regimes: on pump-0 and pump-1 pressure reads as
     the flow, on pump-2 and pump-3 three above it. From record ``start`` of its own
     pump-3's pressure reads as the flow: fifteen of its spreads off, and exactly what
-    the other regime's pumps read. (Each pump has its own threshold, which needs ~1,100
-    of its records before it is more than a small-sample estimate: a fault that moves
-    every record of its windows before then raises no alarm, as on one pump alone.)"""
+    the other regime's pumps read."""
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n_per_key):
@@ -209,12 +207,28 @@ def test_a_fault_inside_one_device_of_a_fleet_is_caught_and_named():
     y = df["fault"].to_numpy() == 1
     alarms = out["is_anomaly"].to_numpy()
     assert alarms[y].sum() >= 90  # of 100 faulty readings (100 when written)
-    assert alarms[~y].sum() <= 30  # of 5,100 normal ones (13, most while the keys' estimates are young)
+    assert alarms[~y].sum() <= 16  # of 1,900 normal ones (4, most while the keys' estimates are young)
     named = out.loc[alarms & y, "top_features"]
     assert sum(bool(f) and f[0][0] == "pressure" for f in named) > len(named) / 2  # (source, share, behaviour, text)
     # A level is worded against pump-3's own (8), not the fleet's pooled one (about 6.5).
     usual = [float(t.split("usually about ")[1]) for f in named for src, _, b, t in f if src == "pressure" and b == "level" and "usually about" in t]
     assert usual and all(7.5 < u < 8.5 for u in usual)
+
+
+def test_a_fault_at_a_pumps_record_400_is_caught_on_most_seeds():
+    """Each pump's threshold is young at its record 400 (its small-sample estimate, or a
+    tail fitted to a few dozen peaks), and alarms through the fault: seeds 1-4 catch
+    100, 46, 100 and 100 of its records (on seed 2 the pump's young tail took the fault
+    in). Before a grown detector's window that moved as a whole could alarm, one shared
+    threshold caught 46 on every seed. (One threshold for these four pumps now catches
+    all 400: their scores share one scale and its tail has four times the scores. A
+    threshold per key pays where devices differ: tests/test_judging.py, SKAB's 35.)"""
+    caught = 0
+    for seed in (1, 2, 3, 4):
+        df = fleet(seed=seed)
+        y = df["fault"].to_numpy() == 1
+        caught += int(detect(df.drop(columns="fault"), Model("per-key", temporal=True), key="device", timestamp="ts")["is_anomaly"].to_numpy()[y].sum())
+    assert caught >= 300  # of 400 faulty readings (346 when written)
 
 
 def test_checkpoint_and_restart_continue_identically(tmp_path):

@@ -340,3 +340,21 @@ def test_histogram_counts_and_quantiles_are_those_of_the_numpy_expressions(seed:
             qs = np.concatenate([[0.0, 1.0], rng.random(7), [0.5]])
             assert np.array_equal(h.quantile(qs), _numpy_quantile(h, qs))
             assert h.quantile(0.5) == float(_numpy_quantile(h, np.array(0.5)))
+
+
+def test_a_window_that_moved_as_a_whole_alarms_once_the_detector_is_grown():
+    """The young estimate keeps quiet on a window a quarter or more of which it would
+    alarm on while the detector warms up (a young model on new ground); scores of a
+    grown detector that all rise are a change it has not seen, and they alarm. The
+    detector's state travels in the checkpoint."""
+    from streamad.threshold import QuantileThreshold
+
+    scores = np.random.default_rng(1).exponential(size=64)
+    moved = np.full(8, 40.0)
+    for young, alarms in ((True, False), (False, True)):
+        thr = QuantileThreshold(q=0.999, min_records=1000)
+        thr.update(scores, young=young)
+        assert thr.early and bool(thr.alarms(moved).all()) is alarms
+        again = QuantileThreshold(q=0.999, min_records=1000)
+        again.load_state_dict(thr.state_dict())
+        assert np.array_equal(again.alarms(moved), thr.alarms(moved))
