@@ -11,7 +11,9 @@ SKAB's 35 runs as one stream, F1 swung from 0.18 to 0.54 with the window size).
 ``PerKeyJudging`` gives each key the threshold it would have alone: its own warm-up,
 small-sample estimate, calibration and tail, so the configured risk is each device's
 false-alarm rate (benchmarks/results/ANALYSIS.md, tenth round). The price: a key's
-threshold is young for its own first ~1,100 records, not the lane's.
+threshold grows up on its key's records alone (a small-sample estimate until its
+detector's warm-up and ``min_records`` grown scores; a tail of few peaks after), not on
+the lane's.
 
 >>> import numpy as np
 >>> from streamad.threshold import QuantileThreshold
@@ -34,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from streamad.key_table import KeyTable
 from streamad.minibatch import key_groups
 from streamad.threshold import EARLY_WINDOW, SpotThreshold, Threshold
 
@@ -148,9 +151,8 @@ class PerKeyJudging:
         if isinstance(self.template, SpotThreshold):
             self.template.max_peaks = min(self.template.max_peaks, self.MAX_PEAKS)
         self.max_keys = max_keys
-        self.judges: OrderedDict[Any, Judging] = OrderedDict()  # least recently seen first
-        self.pending: dict[Any, tuple[np.ndarray, bool]] = {}  # scores not learned yet, young
-        self.evictions = 0
+        # Each key's judge, least recently seen first, and its scores not learned yet.
+        self.table: KeyTable[Judging] = KeyTable(max_keys, self.BATCH)
         # A lane checkpointed with one threshold for its keys: a new key starts from it.
         self._seed: Mapping[str, Any] | None = None
         self._blank = self._new()  # what a key not seen yet is judged by
@@ -160,6 +162,14 @@ class PerKeyJudging:
         if self._seed is not None:
             judging.load_state_dict(self._seed)
         return judging
+
+    @property
+    def judges(self) -> OrderedDict[Any, Judging]:
+        return self.table.items
+
+    @property
+    def evictions(self) -> int:
+        return self.table.evictions
 
     @property
     def threshold(self) -> Threshold:
@@ -212,29 +222,10 @@ class PerKeyJudging:
     def update(self, scores: np.ndarray, keys: np.ndarray | None = None, young: Young = False) -> None:
         scores = np.asarray(scores, dtype=np.float64)
         groups = key_groups(keys, len(scores))
-        window = {k for k, _ in groups}
-        for k, rows in groups:
-            j = self.judges.pop(k, None)
-            if j is None:
-                j = self._new()
-                while len(self.judges) >= self.max_keys:
-                    self._evict(window)
-            self.judges[k] = j  # now the most recently seen
-            s = scores[rows]
-            held = self.pending.pop(k, None)
-            if held is not None:
-                s = np.concatenate([held[0], s])
-            y = young if isinstance(young, bool) else young(k)
-            if len(s) < self.BATCH and len(groups) > 1:
-                self.pending[k] = (s, y)
-                continue
-            j._update(s, y)
-
-    def _evict(self, window: set[Any]) -> None:
-        victim = next((k for k in self.judges if k not in window), next(iter(self.judges)))
-        del self.judges[victim]
-        self.pending.pop(victim, None)
-        self.evictions += 1
+        for k, j, rows in self.table.take(groups, self._new):
+            s = self.table.batch(k, scores[rows], hold=len(groups) > 1)
+            if s is not None:
+                j._update(s, young if isinstance(young, bool) else young(k))
 
     def reset(self) -> None:
         for j in self.judges.values():
@@ -245,14 +236,14 @@ class PerKeyJudging:
         keys = {
             "keys": list(self.judges),
             "judges": [j.state_dict() for j in self.judges.values()],
-            "pending": [None if (p := self.pending.get(k)) is None else {"scores": p[0], "young": p[1]} for k in self.judges],
+            "pending": [self.table.pending.get(k) for k in self.judges],
             "evictions": self.evictions,
             "seed": self._seed,
         }
         return {"threshold": {"per_key": keys}, "warmup_twin": None}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.judges, self.pending, self.evictions = OrderedDict(), {}, 0
+        self.table = KeyTable(self.max_keys, self.BATCH)
         keys = state["threshold"].get("per_key")
         if keys is None:
             # One threshold for all the keys (a checkpoint from before thresholds per
@@ -266,8 +257,8 @@ class PerKeyJudging:
                 j.load_state_dict(s)
                 self.judges[key] = j
                 if p is not None:
-                    self.pending[key] = (np.asarray(p["scores"], dtype=np.float64), bool(p["young"]))
-            self.evictions = int(keys["evictions"])
+                    self.table.pending[key] = np.asarray(p, dtype=np.float64)
+            self.table.evictions = int(keys["evictions"])
         self._blank = self._new()
 
 

@@ -78,7 +78,7 @@ def test_keys_thresholds_checkpoint_with_their_pending_scores_and_stay_bounded()
     state = keyed.state_dict()
     again = PerKeyJudging(SpotThreshold(min_records=100), max_keys=3)
     again.load_state_dict(state)
-    assert list(again.judges) == list(keyed.judges) and again.pending.keys() == keyed.pending.keys()
+    assert list(again.judges) == list(keyed.judges) and again.table.pending.keys() == keyed.table.pending.keys()
     s, k = rng.exponential(size=40) * 2, keys[:40]
     for j in (keyed, again):
         j.update(s, k, young=False)

@@ -45,6 +45,7 @@ import numpy as np
 from pydantic import Field
 
 from streamad.detectors.base import Detector, LearnReport
+from streamad.key_table import KeyTable
 from streamad.minibatch import Keys, key_groups
 
 #: The inner detector's parameters when ``inner`` is not given: for ``gaussian``, those
@@ -109,12 +110,26 @@ class PerKey(Detector):
         if seed is not None and accepts(detector, "seed"):
             self._inner.setdefault("seed", seed)
         self._template = self._make()  # checks ``inner`` now; a new key's detector as it starts
-        self.models: OrderedDict[Any, Detector] = OrderedDict()  # least recently learned first
-        self.evictions = 0
+        # Each key's detector, least recently learned first, and a grown key's records
+        # not learned yet (fewer than ``BATCH``).
+        self.table: KeyTable[Detector] = KeyTable(max_keys, self.BATCH, forget=self._forget)
         self.grown = False  # some key's detector has finished its warm-up
-        # A grown key's records not learned yet (fewer than ``BATCH``), and which keys are grown.
-        self.pending: dict[Any, np.ndarray] = {}
         self.grown_keys: set[Any] = set()
+
+    @property
+    def models(self) -> OrderedDict[Any, Detector]:
+        return self.table.items
+
+    @property
+    def pending(self) -> dict[Any, np.ndarray]:
+        return self.table.pending
+
+    @property
+    def evictions(self) -> int:
+        return self.table.evictions
+
+    def _forget(self, key: Any) -> None:
+        self.grown_keys.discard(key)
 
     def warmup_setting(self) -> tuple[int, str, str] | None:
         # Each key's detector warms up on its own records, by its own parameter.
@@ -144,20 +159,9 @@ class PerKey(Detector):
         n_learned, evicted = 0, self.evictions
         flagged, judged = 0.0, 0  # the keys' LOE labels, pooled (records judged, records flagged)
         groups = key_groups(keys, len(X))
-        window = {k for k, _ in groups}
-        for k, rows in groups:
-            m = self.models.pop(k, None)
-            if m is None:
-                m = self._make()
-                while len(self.models) >= self.max_keys:
-                    self._evict(window)
-            self.models[k] = m  # now the most recently learned
-            Xk = X[rows]
-            held = self.pending.pop(k, None)
-            if held is not None:
-                Xk = np.concatenate([held, Xk])
-            if k in self.grown_keys and len(Xk) < self.BATCH and len(groups) > 1:
-                self.pending[k] = Xk
+        for k, m, rows in self.table.take(groups, self._make):
+            Xk = self.table.batch(k, X[rows], hold=k in self.grown_keys and len(groups) > 1)
+            if Xk is None:
                 continue
             report = m.learn(Xk)
             n_learned += report.n_learned
@@ -185,15 +189,6 @@ class PerKey(Detector):
         for k, rows in key_groups(keys, n):
             out[rows] = self.models.get(k, self._template).learns_alarmed
         return out
-
-    def _evict(self, window: set[Any]) -> None:
-        """Forget the least recently learned key that is not in this window (a window
-        with more keys than the table holds: the least recently learned of all)."""
-        victim = next((k for k in self.models if k not in window), next(iter(self.models)))
-        del self.models[victim]
-        self.pending.pop(victim, None)
-        self.grown_keys.discard(victim)
-        self.evictions += 1
 
     def contributions(self, X: np.ndarray, keys: Keys = None) -> np.ndarray | None:
         X = np.asarray(X, dtype=np.float64)
@@ -227,8 +222,8 @@ class PerKey(Detector):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self._check_params(state["params"])
-        self.models = OrderedDict()
-        self.pending, self.grown_keys = {}, set()
+        self.table = KeyTable(self.max_keys, self.BATCH, forget=self._forget)
+        self.grown_keys = set()
         n = len(state["keys"])
         # Checkpoints before ``BATCH`` hold neither: every key learns its next window at once.
         grown = state.get("grown_keys") or [False] * n
@@ -242,7 +237,7 @@ class PerKey(Detector):
                 self.grown_keys.add(key)
             if p is not None:
                 self.pending[key] = np.asarray(p, dtype=np.float64)
-        self.evictions = int(state.get("evictions", 0))
+        self.table.evictions = int(state.get("evictions", 0))
         self.grown = bool(state.get("grown", False))
         self._load_one_state(state.get("one"))
 
