@@ -119,3 +119,15 @@ def test_the_keys_verdicts_are_each_keys_own_thresholds(windows, seed):
             assert np.array_equal(flagged[rows], judge.flagged(s[rows]))
             assert np.array_equal(values[rows], np.full(len(rows), judge.threshold.value))
         keyed.update(s, keys, young=i < 4)
+
+
+def test_a_short_replay_of_several_devices_says_every_keys_threshold_was_young(tmp_path):
+    from tests.conftest import run_cli
+    from tests.test_short_streams import pump
+
+    one = pump(3, anomalies=True)
+    both = pd.concat([one.assign(dev="a"), one.assign(dev="b")]).sort_values("ts", kind="stable")
+    both.to_csv(tmp_path / "two.csv", index=False)
+    r = run_cli("replay", str(tmp_path / "two.csv"), "--timestamp", "ts", "--key", "dev", "--out", str(tmp_path / "d.jsonl"))
+    assert r.returncode == 0, r.stderr
+    assert "every key's threshold was still the small-sample estimate at the end" in r.stdout

@@ -21,6 +21,7 @@ import numpy as np
 from streamad.app.outputs import default_drift_path, default_output_paths, output_prefix  # noqa: F401 (where they were)
 from streamad.config import Settings
 from streamad.evaluation import quality
+from streamad.judging import PerKeyJudging
 from streamad.pipeline import Counts, Observer, ObserverLike, Pipeline, RejectSink, Sink, Source, WindowResult
 from streamad.records import Lane
 
@@ -420,7 +421,13 @@ def warming_notes(pipeline: Pipeline) -> list[str]:
 
 
 def _which(some: list[Any], lanes: list[Any]) -> str:
-    return "the stream's threshold" if len(lanes) == 1 else f"{len(some)} of {len(lanes)} lanes' thresholds"
+    # A lane with a threshold per key (the sensor default) is described by its most
+    # advanced key's (``PerKeyJudging.threshold``): every key's is at most as far.
+    judging = some[0].model.judging
+    keyed = isinstance(judging, PerKeyJudging) and len(judging.judges) > 1
+    if len(lanes) == 1:
+        return "every key's threshold" if keyed else "the stream's threshold"
+    return f"{len(some)} of {len(lanes)} lanes' thresholds" + (" (every key's)" if keyed else "")
 
 
 def window_description(settings: Settings) -> str:
