@@ -26,7 +26,7 @@ def apply_threads(settings: Settings) -> None:
 
 #: What ``detector.name: default`` runs on a stream the temporal stage runs on (sensor
 #: readings with event times): an online Gaussian per key (``per-key``: each device
-#: judged against its own past; a stream without keys is one) over the values and
+#: judged against its own past, by its own threshold; a stream without keys is one) over the values and
 #: their context, trimmed at its scores' 95% quantile (LOE's hard E-step), scoring from
 #: its first windows, refitted every 32 records, without an online scaler. On one
 #: device it is the Gaussian of examples/sensor-streams.yaml, record for record; why it

@@ -132,4 +132,4 @@ def test_help_and_detectors():
     assert len(default) == 2
     assert default[0].startswith("loe-ae  (default: tables)") and "v3: An autoencoder trained with LOE" in default[0]
     assert default[1].startswith("per-key  (default: sensor streams)") and "v1: One detector per key" in default[1]
-    assert "a gaussian (trim=0.95, early=True) per record key" in r.stdout
+    assert "a gaussian (trim=0.95, early=True) and a threshold per record key" in r.stdout

@@ -533,8 +533,8 @@ def detectors() -> None:
     inner = ", ".join(f"{k}={v}" for k, v in p["inner"].items())
     typer.echo(
         f"\nsensor streams: records with event times (a timestamp column, Kafka); the sensor default is "
-        f"{SENSOR_DEFAULT['detector']}: a {p['detector']} ({inner}) per record key (one for a stream without keys), "
-        f"windows of {SENSOR_DEFAULT['window']}, scaler {SENSOR_DEFAULT['scaler']}"
+        f"{SENSOR_DEFAULT['detector']}: a {p['detector']} ({inner}) and a threshold per record key (one for a stream "
+        f"without keys), windows of {SENSOR_DEFAULT['window']}, scaler {SENSOR_DEFAULT['scaler']}"
     )
 
 
