@@ -70,9 +70,7 @@ class DetectionBatch:
         stream, partition = lane.stream, lane.partition
         prefix = f"{stream}/{partition}/"
         n = len(self.offsets)
-        thr: list[float | None] = (
-            [self.threshold if math.isfinite(self.threshold) else None] * n if isinstance(self.threshold, float) else [t if math.isfinite(t) else None for t in self.threshold.tolist()]
-        )
+        thr = [t if math.isfinite(t) else None for t in np.broadcast_to(self.threshold, n).tolist()]
         model = {"name": self.model, "version": self.model_version}
         offsets = self.offsets.tolist()
         scores = self.scores.tolist()

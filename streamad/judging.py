@@ -31,13 +31,13 @@ from __future__ import annotations
 import copy
 import math
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
 from streamad.key_table import KeyTable
-from streamad.minibatch import key_groups
+from streamad.minibatch import key_groups, listed_keys
 from streamad.threshold import EARLY_WINDOW, SpotThreshold, Threshold
 
 #: a record scoring above this top share of the scores the threshold has learned is
@@ -66,6 +66,10 @@ class Judging:
 
     def alarms(self, scores: np.ndarray, keys: np.ndarray | None = None) -> np.ndarray:
         return self.threshold.alarms(scores)
+
+    def verdict(self, scores: np.ndarray, keys: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+        """The threshold in force and which records alarm."""
+        return float(self.threshold.value), self.threshold.alarms(scores)
 
     def tail_probability(self, scores: np.ndarray, keys: np.ndarray | None = None) -> np.ndarray:
         return self.threshold.tail_probability(np.asarray(scores, dtype=np.float64))
@@ -188,25 +192,31 @@ class PerKeyJudging:
         two of each key: per record beats per key)."""
         if keys is None:
             return [self._judge(None)] * n
-        return [self.judges.get(k, self._blank) for k in _listed(keys)]
+        return [self.judges.get(k, self._blank) for k in listed_keys(keys)]
 
     def values(self, keys: np.ndarray | None, n: int) -> np.ndarray:
         return np.array([j.threshold.value for j in self._rows(keys, n)], dtype=np.float64)
 
     def alarms(self, scores: np.ndarray, keys: np.ndarray | None = None) -> np.ndarray:
+        return self.verdict(scores, keys)[1]
+
+    def verdict(self, scores: np.ndarray, keys: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Each record's threshold and whether it alarms, in one pass over the window."""
         scores = np.asarray(scores, dtype=np.float64)
         if keys is None:
-            return self._judge(None).alarms(scores)
-        out = scores > self.values(keys, len(scores))
+            judge = self._judge(None)
+            return np.full(len(scores), judge.threshold.value), judge.alarms(scores)
+        listed = listed_keys(keys)
+        thr = np.array([self.judges.get(k, self._blank).threshold.value for k in listed], dtype=np.float64)
+        out = scores > thr
         if len(scores) >= EARLY_WINDOW:
             # A key with enough records in the window for Threshold.alarms' rule about
             # a young estimate (a window that moved as a whole raises no alarm).
-            listed = _listed(keys)
             for k, c in Counter(listed).items():
                 if c >= EARLY_WINDOW and self._judge(k).threshold.early:
                     rows = np.array([i for i, key in enumerate(listed) if key == k])
                     out[rows] = self._judge(k).alarms(scores[rows])
-        return out
+        return thr, out
 
     def tail_probability(self, scores: np.ndarray, keys: np.ndarray | None = None) -> np.ndarray:
         scores = np.asarray(scores, dtype=np.float64)
@@ -269,7 +279,3 @@ def _learning_all(threshold: Threshold) -> Threshold | None:
     twin = copy.deepcopy(threshold)
     twin.skip_first = 0
     return twin
-
-
-def _listed(keys: np.ndarray | Sequence[Any]) -> list[Any]:
-    return keys.tolist() if isinstance(keys, np.ndarray) else list(keys)

@@ -344,17 +344,15 @@ class MetricsObserver:
         if self.event_latency and window.timestamps is not None:
             self.event_latency_hist.observe(stream, np.maximum(self.wall_clock() - window.timestamps, 0.0))
         self.score.observe(stream, scores)
-        if isinstance(r.threshold, float):
-            if math.isfinite(r.threshold):
-                self.threshold.labels(*lv).set(r.threshold)
-                if r.threshold > 0:
-                    self.score_ratio.observe(stream, scores / r.threshold)
-        else:  # a threshold per key: the gauge shows the middle one of the window's records
-            thr = np.asarray(r.threshold, dtype=np.float64)
-            ok = np.isfinite(thr) & (thr > 0)
-            if ok.any():
-                self.threshold.labels(*lv).set(float(np.median(thr[ok])))
-                self.score_ratio.observe(stream, scores[ok] / thr[ok])
+        # One threshold for the window, or one per record (a threshold per key): the gauge
+        # shows the middle one of the window's records.
+        thr = np.broadcast_to(np.asarray(r.threshold, dtype=np.float64), scores.shape)
+        known = np.isfinite(thr)
+        if known.any():
+            self.threshold.labels(*lv).set(float(np.median(thr[known])))
+            ratio = known & (thr > 0)
+            if ratio.any():
+                self.score_ratio.observe(stream, scores[ratio] / thr[ratio])
         rep = r.report
         self.warmup.labels(*lv).set(1.0 if rep.warmup else 0.0)
         for gauge, value in ((self.loe_flag, rep.loe_flag_rate), (self.ess, rep.ess), (self.loss, rep.loss)):

@@ -37,13 +37,18 @@ Record = Mapping[str, float] | Sequence[float] | np.ndarray
 Keys = Sequence[str | None] | np.ndarray | None
 
 
+def listed_keys(keys: np.ndarray | Sequence[Any]) -> list[Any]:
+    """A window's keys as a list of Python objects (an array's ``tolist``)."""
+    return keys.tolist() if isinstance(keys, np.ndarray) else list(keys)
+
+
 def key_groups(keys: Keys, n: int) -> list[tuple[Any, np.ndarray | slice]]:
     """Each key of a window with its rows, in order of first appearance (a stream
     without keys: all of them, as a slice, so that no row is copied)."""
     if keys is None:
         return [(None, slice(None))] if n else []
     index: dict[Any, list[int]] = {}
-    for i, k in enumerate(keys.tolist() if isinstance(keys, np.ndarray) else list(keys)):
+    for i, k in enumerate(listed_keys(keys)):
         index.setdefault(k, []).append(i)
     return [(k, np.asarray(rows, dtype=np.int64)) for k, rows in index.items()]
 

@@ -176,7 +176,8 @@ class Model:
         scaled = self._scale(F, d)
         k = self._keys(keys)
         scores = np.asarray(self.detector.score(scaled, k), dtype=np.float64)
-        return Verdict(scaled, scores, self.judging.values(k, len(scores)), self.judging.alarms(scores, k), F, ctx, keys)
+        thr, alarms = self.judging.verdict(scores, k)
+        return Verdict(scaled, scores, thr, alarms, F, ctx, keys)
 
     def learn(self, X: np.ndarray, scores: np.ndarray, keys: np.ndarray | None = None, timestamps: np.ndarray | None = None, *, verdict: Verdict | None = None) -> LearnReport:
         """Learn ``X`` after it was judged; ``scores`` are what ``judge`` gave it (and
