@@ -219,7 +219,8 @@ class Single(Runner):
 class Default(Single):
     """What a replay of these timestamped records runs with default settings: the lane
     model ``Model.from_settings`` makes (with the temporal stage the sensor default, a
-    Gaussian per key in windows of 32; without it ``loe-ae`` in windows of 256)."""
+    Gaussian per key in windows of up to 32 records of a key and 256 in all; without it
+    ``loe-ae`` in windows of 256), in the windows a replay cuts (``WindowBuffer``)."""
 
     def __init__(self, params: Mapping[str, Any], temporal: bool) -> None:
         from streamad.config import load_settings
@@ -229,7 +230,18 @@ class Default(Single):
         over = {"detector": {"seed": params["seed"]}} if "seed" in params else {}
         settings = for_stream(load_settings(overrides=over, env={}), temporal)
         self.model = Model.from_settings(settings, temporal=temporal)
-        self.window = settings.window.size
+        self.settings = settings.window
+
+    def windows(self, keys: np.ndarray) -> list[slice]:
+        from streamad.records import Batch, Lane
+        from streamad.window import WindowBuffer
+
+        w = self.settings
+        buf = WindowBuffer(w.size, initial_size=w.initial_size, max_records=w.max_records)
+        cut = buf.add(Batch(Lane("devices"), np.zeros((len(keys), 0)), np.arange(len(keys)), keys=keys))
+        if len(buf):
+            cut.append(buf.flush())
+        return [slice(int(b.offsets[0]), int(b.offsets[-1]) + 1) for b in cut]
 
 
 class PerKey(Runner):
@@ -317,10 +329,9 @@ def run_one(spec: Spec, stream_kind: str, order: str, root: str, temporal: bool)
     n = len(stream.X)
     scores = np.empty(n)
     alarms = np.zeros(n, dtype=bool)
-    window = getattr(runner, "window", WINDOW)
+    cut = runner.windows(keys) if isinstance(runner, Default) else [slice(i, min(i + WINDOW, n)) for i in range(0, n, WINDOW)]
     t0, c0 = time.perf_counter(), time.process_time()
-    for i in range(0, n, window):
-        sl = slice(i, min(i + window, n))
+    for sl in cut:
         scores[sl], alarms[sl] = runner.step(stream.X[sl], keys[sl], stream.t[sl])
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {

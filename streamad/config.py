@@ -72,6 +72,12 @@ class WindowSettings(_Section):
     size: int = Field(256, gt=0, le=1_000_000)
     initial_size: int | None = Field(8, gt=0, description="first window of a lane; each next one doubles, up to size (null: size from the start)")
     max_wait_seconds: float = Field(1.0, gt=0, description="a partial window waits at most this long on a live source")
+    max_records: int | None = Field(
+        256,
+        gt=0,
+        le=1_000_000,
+        description="records with keys: a window closes when one key has size records in it, or at this many in all (never fewer than size; null: size)",
+    )
 
     @model_validator(mode="after")
     def _initial_below_size(self) -> WindowSettings:

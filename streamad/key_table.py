@@ -1,7 +1,7 @@
 """A bounded table of something per key (a device's detector, its threshold), and the
 few rows of a key that wait to be learned together.
 
-On a stream of many devices a window of 32 records holds a record or two of each key:
+On a stream of many devices a window of 256 records holds a few records of each key:
 learning each key's share of every window would refit a model (or a tail) per record.
 A key whose rows may wait (``hold``) keeps them until it has ``batch`` of them; the
 only key of a window learns them at once (the window is its batch).

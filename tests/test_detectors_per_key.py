@@ -234,7 +234,9 @@ def test_a_fault_at_a_pumps_record_400_is_caught_on_most_seeds():
 def test_checkpoint_and_restart_continue_identically(tmp_path):
     df = fleet(n_per_key=300)
     X, keys, ts = df[["flow", "pressure"]].to_numpy(), df["device"].to_numpy(dtype=object), df["ts"].to_numpy()
-    s = load_settings(overrides={"detector": {"name": "per-key"}, "features": {"temporal": "on"}, "window": {"size": 64, "initial_size": None}}, env={})
+    # Windows of 64 records whatever their keys, so that the cut after 640 falls between two.
+    window = {"size": 64, "initial_size": None, "max_records": None}
+    s = load_settings(overrides={"detector": {"name": "per-key"}, "features": {"temporal": "on"}, "window": window}, env={})
     whole, joined, resumed = restart_halfway(s, X, keys, ts, ["flow", "pressure"], tmp_path)
     assert resumed.counts.skipped == 640 and resumed.lanes[Lane("array")].detector.n_keys == 4
     assert np.array_equal(joined, whole)

@@ -183,7 +183,8 @@ def test_state_survives_the_checkpoint_format():
 
 
 def pipeline_settings(temporal="on", **over):
-    o = {"features": {"temporal": temporal}, "window": {"size": 64, "initial_size": None}, "threshold": {"warmup_records": 200}}
+    # Windows of 64 records whatever their keys (the restart tests cut between two).
+    o = {"features": {"temporal": temporal}, "window": {"size": 64, "initial_size": None, "max_records": None}, "threshold": {"warmup_records": 200}}
     for k, v in over.items():
         o.setdefault(k, {}).update(v)
     return load_settings(overrides=o, env={})

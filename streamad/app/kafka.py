@@ -167,13 +167,14 @@ class KafkaApp:
         source.time_left = self._time_left
         source.topic_ids = TopicIds(s.state.dir)
         log.info(
-            "streamad run: group %s reads %s; detections to %s, dead letters to %s; detector %s, window %d records or %.3g s; state %s",
+            "streamad run: group %s reads %s; detections to %s, dead letters to %s; detector %s, window %d records of a key (%d in all) or %.3g s; state %s",
             k.group_id,
             ", ".join(k.topics),
             k.output_topic,
             k.dead_letter_topic,
             pipeline.model_name,
             pipeline.settings.window.size,
+            max(pipeline.settings.window.size, pipeline.settings.window.max_records or 0),
             s.window.max_wait_seconds,
             s.state.dir or "not kept",
         )

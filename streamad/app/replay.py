@@ -433,7 +433,11 @@ def _which(some: list[Any], lanes: list[Any]) -> str:
 def window_description(settings: Settings) -> str:
     w = settings.window
     grows = w.initial_size is not None and w.initial_size < w.size
-    return f"{w.initial_size} doubling to {w.size}" if grows else str(w.size)
+    size = f"{w.initial_size} doubling to {w.size}" if grows else str(w.size)
+    if settings.record.key is not None and w.max_records is not None and w.max_records > w.size:
+        # streamad/window.py: records with keys are counted per key.
+        return f"{size} records of a key, at most {w.max_records} in all"
+    return size
 
 
 def end_offset(source: Any, path: Path) -> int | None:
