@@ -452,7 +452,7 @@ Machine: {r['machine']}. The broker, the clients and streamad share its cores
 each contender ran {len(r['rounds']['streamad_all'])} times, interleaved, on the same records; the table shows medians.
 Stream: {r['records']:,} demo pump-sensor records (6 features, JSON of ~190 bytes), {r['partitions']} partitions.
 Detector: `{r['detector']}` (the default detector; on Kafka, whose records carry event times, the sensor default),
-windows of up to {lat['window_size']} records or {lat['window_max_wait_ms']:.0f} ms. Both contenders flush and commit every {COMMIT_INTERVAL:g} s.
+windows of up to {lat['window_size']} records of a key or {lat['window_max_wait_ms']:.0f} ms. Both contenders flush and commit every {COMMIT_INTERVAL:g} s.
 Each run is timed from its first record read to the moment every input offset is committed.
 
 ## Throughput
