@@ -5,7 +5,8 @@ has ``size`` records in it, or when it holds ``max_records`` in all. A device is
 judged in windows of up to ``size`` of its own records whether it streams alone or
 beside a hundred others, and a lane of many devices is not cut into windows of a record
 or two each, whose per-key bookkeeping was most of the time (SKAB's 35 runs on one
-stream: 3x the records per second, the same F1; benchmarks/results/ANALYSIS.md).
+stream: about 2.5 times the records per second, F1 0.55 against 0.50;
+benchmarks/results/ANALYSIS.md, eleventh round).
 
 >>> import numpy as np
 >>> from streamad.records import Batch, Lane
