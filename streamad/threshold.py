@@ -218,7 +218,10 @@ class Threshold(abc.ABC):
             return None
         t = float(np.quantile(pooled, EARLY_LEVEL))
         excess = pooled[pooled > t] - t
-        if not len(excess) or excess.mean() <= 0.0:
+        # Excesses at the float resolution of the scores (or subnormal) are no spread:
+        # a tail scaled by them would put the threshold where rounding, not the scores,
+        # decides (a window of zeros and one 5e-324 gave a tail probability off by 1%).
+        if not len(excess) or excess.mean() <= max(16.0 * float(np.spacing(abs(t))), TINY):
             return None
         # The scale's upper confidence bound, not its estimate: from a dozen excesses the
         # mean is rough, and a young model's scores move (they fall as it learns, rise on

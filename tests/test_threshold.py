@@ -2,7 +2,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from streamad import checkpoint
@@ -290,6 +290,8 @@ def test_the_small_sample_estimate_needs_scores_that_vary_and_survives_a_checkpo
     st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=32, max_size=400),
     st.sampled_from([1e-4, 1e-3, 1e-2]),
 )
+@example([0.0] * 31 + [5e-324], 1e-4)  # a subnormal excess: no spread, no estimate
+@example([1e6] * 31 + [1e6 + 1e-9], 1e-3)  # an excess below the scores' float resolution
 def test_the_small_sample_estimate_lies_above_the_bulk_and_its_probability_there_is_the_risk(scores, risk):
     thr = SpotThreshold(risk=risk, min_records=1000)
     s = np.array(scores)
