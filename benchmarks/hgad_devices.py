@@ -197,6 +197,11 @@ def get_stream(kind: str, root: Path, order: str) -> Stream:
 class Runner:
     """One row of the table: judges a window (state before it), then learns it."""
 
+    def windows(self, keys: np.ndarray) -> list[slice]:
+        """The windows the stream is cut into: ``WINDOW`` records each."""
+        n = len(keys)
+        return [slice(i, min(i + WINDOW, n)) for i in range(0, n, WINDOW)]
+
     def step(self, X: np.ndarray, keys: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
@@ -230,13 +235,13 @@ class Default(Single):
         over = {"detector": {"seed": params["seed"]}} if "seed" in params else {}
         settings = for_stream(load_settings(overrides=over, env={}), temporal)
         self.model = Model.from_settings(settings, temporal=temporal)
-        self.settings = settings.window
+        self.window = settings.window
 
     def windows(self, keys: np.ndarray) -> list[slice]:
         from streamad.records import Batch, Lane
         from streamad.window import WindowBuffer
 
-        w = self.settings
+        w = self.window
         buf = WindowBuffer(w.size, initial_size=w.initial_size, max_records=w.max_records)
         cut = buf.add(Batch(Lane("devices"), np.zeros((len(keys), 0)), np.arange(len(keys)), keys=keys))
         if len(buf):
@@ -329,7 +334,7 @@ def run_one(spec: Spec, stream_kind: str, order: str, root: str, temporal: bool)
     n = len(stream.X)
     scores = np.empty(n)
     alarms = np.zeros(n, dtype=bool)
-    cut = runner.windows(keys) if isinstance(runner, Default) else [slice(i, min(i + WINDOW, n)) for i in range(0, n, WINDOW)]
+    cut = runner.windows(keys)
     t0, c0 = time.perf_counter(), time.process_time()
     for sl in cut:
         scores[sl], alarms[sl] = runner.step(stream.X[sl], keys[sl], stream.t[sl])

@@ -124,6 +124,7 @@ class Sampler:
         self.samples: list[dict[str, Any]] = []
         self.last: dict[str, float] = dict.fromkeys(COUNTERS, 0.0)
         self.peak_mb = 0.0
+        self.keys_max = {"streamad_detector_keys": 0.0, "streamad_temporal_keys": 0.0}
         self.status: int | None = None
         self.wall: float | None = None
 
@@ -135,6 +136,8 @@ class Sampler:
         counters = scrape(self.port, COUNTERS + KEY_TABLES)
         if counters is not None:
             self.last = counters
+            for k in self.keys_max:
+                self.keys_max[k] = max(self.keys_max[k], counters[k])
         self.peak_mb = max(self.peak_mb, mem.get("VmHWM", 0.0))
         s: dict[str, Any] = {
             "t": round(t, 3),
@@ -144,7 +147,6 @@ class Sampler:
             "scored": int(self.last["streamad_records_scored_total"]),
             "rejected": int(self.last["streamad_records_rejected_total"]),
             "scraped": counters is not None,
-            "keys": {k: self.last.get(k, 0.0) for k in KEY_TABLES},
         }
         if self.broker_pid is not None:
             b = proc_mem(self.broker_pid)
@@ -154,10 +156,7 @@ class Sampler:
 
     def last_keys(self) -> dict[str, float]:
         """The key tables: each table's largest size sampled, and its evictions at the end."""
-        out = {k: self.last.get(k, 0.0) for k in KEY_TABLES}
-        for k in ("streamad_detector_keys", "streamad_temporal_keys"):
-            out[f"{k}_max"] = max((s["keys"][k] for s in self.samples), default=0.0)
-        return out
+        return {**{k: self.last.get(k, 0.0) for k in KEY_TABLES}, **{f"{k}_max": v for k, v in self.keys_max.items()}}
 
     def reap(self) -> bool:
         """True once the worker has exited; its peak RSS then comes from the kernel."""

@@ -79,6 +79,12 @@ class WindowSettings(_Section):
         description="records with keys: a window closes when one key has size records in it, or at this many in all (never fewer than size; null: size)",
     )
 
+    @property
+    def keyed_max(self) -> int:
+        """The most records a window of records with keys holds (``max_records``, never
+        fewer than ``size``)."""
+        return max(self.size, self.max_records or self.size)
+
     @model_validator(mode="after")
     def _initial_below_size(self) -> WindowSettings:
         if self.initial_size is not None and self.initial_size > self.size:

@@ -158,7 +158,7 @@ class LaneModel:
         self.model = model if model is not None else Model.from_settings(settings)
         self.model.feature_names = self.feature_names
         w = settings.window
-        self.buffer = WindowBuffer(w.size, w.max_wait_seconds, clock=clock, initial_size=w.initial_size, max_records=w.max_records)
+        self.buffer = WindowBuffer(w.size, w.max_wait_seconds, clock=clock, initial_size=w.initial_size, max_records=w.keyed_max)
         self.drift = DriftMonitor(lane, self.feature_names, settings.drift) if settings.drift.enabled else None
         self.next_offset: int | None = None  # first offset not yet learned
         self.read_offset: int | None = None  # one past the highest offset seen

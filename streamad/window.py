@@ -103,11 +103,11 @@ class WindowBuffer:
     def _take(self, batch: Batch, start: int) -> tuple[int, bool]:
         """How many of ``batch``'s records from ``start`` join the open window, and
         whether the window is then full."""
-        n = len(batch)
         if batch.keys is None or self.max_records == self.max_size:
-            take = min(self.size - self._count, n - start)
+            take = min(self.size - self._count, len(batch) - start)
             return take, self._count + take == self.size
-        room = min(self.max_records, self.size * self.max_records // self.max_size) - self._count
+        # The cap doubles with the window's size while the lane's first windows grow.
+        room = self.size * self.max_records // self.max_size - self._count
         counts = self._per_key
         keys = batch.keys[start : start + room].tolist()
         for i, k in enumerate(keys):

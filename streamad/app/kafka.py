@@ -174,7 +174,7 @@ class KafkaApp:
             k.dead_letter_topic,
             pipeline.model_name,
             pipeline.settings.window.size,
-            max(pipeline.settings.window.size, pipeline.settings.window.max_records or 0),
+            pipeline.settings.window.keyed_max,
             s.window.max_wait_seconds,
             s.state.dir or "not kept",
         )

@@ -434,9 +434,9 @@ def window_description(settings: Settings) -> str:
     w = settings.window
     grows = w.initial_size is not None and w.initial_size < w.size
     size = f"{w.initial_size} doubling to {w.size}" if grows else str(w.size)
-    if settings.record.key is not None and w.max_records is not None and w.max_records > w.size:
+    if settings.record.key is not None and w.keyed_max > w.size:
         # streamad/window.py: records with keys are counted per key.
-        return f"{size} records of a key, at most {w.max_records} in all"
+        return f"{size} records of a key, at most {w.keyed_max} in all"
     return size
 
 
