@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import pytest
@@ -35,7 +36,7 @@ class Watch(Observer):
         self.lags.append(self.app.lag())
 
 
-def test_observers_and_lag(bootstrap, tmp_path):
+def test_observers_and_lag(bootstrap, tmp_path, caplog):
     parts = 3
     topic, group = create_topic(bootstrap, parts), unique("g")
     sent = produce(bootstrap, topic, messages(20_000, seed=6, partitions=parts, malformed_every=211))
@@ -45,6 +46,7 @@ def test_observers_and_lag(bootstrap, tmp_path):
     app = KafkaApp(load_settings(cfg, env={}), observers=[watch])
     watch.app = app
     runner = threading.Thread(target=app.run)
+    caplog.set_level(logging.INFO, logger="streamad")
     runner.start()
     try:
         wait_for(lambda: committed(bootstrap, group, topic, parts) == end, 60, "every offset to be committed")
@@ -57,3 +59,7 @@ def test_observers_and_lag(bootstrap, tmp_path):
     assert watch.rejected == sum(1 for *_, v in sent if expected_code(v))
     assert any(sum(lag.values()) > 0 for lag in watch.lags), "a backlog shows as lag before it is processed"
     assert app.pipeline.counts.pending == 0
+    # The start-up line says what a partition runs: the sensor default, in windows
+    # counted per key, not the settings' ``detector.name: default`` and window as given.
+    started = [r.getMessage() for r in caplog.records if r.getMessage().startswith("streamad run: group")]
+    assert len(started) == 1 and "detector per-key, window 32 records of a key (256 in all) or 0.2 s" in started[0], started
