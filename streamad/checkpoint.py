@@ -2,8 +2,15 @@
 
 State dicts of detectors, scalers and thresholds are nested dicts, lists and tuples
 of numbers, strings, None, numpy arrays and torch tensors. They are written as one
-``.npz`` archive holding a JSON manifest plus one array entry per array, and read
-back with ``allow_pickle=False``: a checkpoint from an untrusted place cannot run code.
+``.npz`` archive holding a JSON manifest and, for each dtype, one array with every
+array of that dtype laid end to end (the manifest says where each one starts and its
+shape), and read back with ``allow_pickle=False``: a checkpoint from an untrusted place
+cannot run code.
+
+One entry per dtype, not per array: a lane of 1,024 devices holds about 23,000 small
+arrays (each key's Gaussian, threshold and temporal state), and a zip entry apiece made
+the checkpoint, written every ``state.checkpoint_interval_seconds``, cost 1.2 s to write
+and 2.8 s to read. Checkpoints of the first format (an entry per array) still load.
 
 >>> import numpy as np
 >>> state = {"n": 3, "w": np.arange(3.0), "opt": {0: (1, "a")}}
@@ -15,6 +22,7 @@ back with ``allow_pickle=False``: a checkpoint from an untrusted place cannot ru
 from __future__ import annotations
 
 import io
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -23,7 +31,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-FORMAT = "streamad-checkpoint/1"
+FORMAT = "streamad-checkpoint/2"
+#: the first format: one ``.npz`` entry per array (read, no longer written)
+FORMAT_1 = "streamad-checkpoint/1"
 
 
 def _encode(obj: Any, arrays: dict[str, np.ndarray]) -> Any:
@@ -88,20 +98,51 @@ def _decode_key(k: Any) -> Any:
 
 def dumps(state: Any) -> bytes:
     arrays: dict[str, np.ndarray] = {}
-    manifest = {"format": FORMAT, "state": _encode(state, arrays)}
+    encoded = _encode(state, arrays)
+    # Arrays of one dtype laid end to end in one entry; ``index`` says where each is.
+    parts: dict[str, list[np.ndarray]] = {}
+    filled: dict[str, int] = {}
+    index: dict[str, list[Any]] = {}
+    for name, a in arrays.items():
+        a = np.asarray(a)
+        kind = a.dtype.str
+        start = filled.get(kind, 0)
+        parts.setdefault(kind, []).append(a.reshape(-1))
+        filled[kind] = start + a.size
+        index[name] = [kind, start, list(a.shape)]
+    blobs = {f"b{i}": np.concatenate(p) for i, p in enumerate(parts.values())}
+    manifest = {"format": FORMAT, "state": encoded, "arrays": index, "blobs": {kind: f"b{i}" for i, kind in enumerate(parts)}}
     buf = io.BytesIO()
-    # The array names are a0, a1, ...: none can be taken for savez's allow_pickle.
-    np.savez(buf, __manifest__=np.frombuffer(orjson.dumps(manifest), dtype=np.uint8), **arrays)  # type: ignore[arg-type]
+    # The entry names are b0, b1, ...: none can be taken for savez's allow_pickle.
+    np.savez(buf, __manifest__=np.frombuffer(orjson.dumps(manifest), dtype=np.uint8), **blobs)  # type: ignore[arg-type]
     return buf.getvalue()
 
 
 def loads(data: bytes) -> Any:
     with np.load(io.BytesIO(data), allow_pickle=False) as npz:
         manifest = orjson.loads(npz["__manifest__"].tobytes())
-        if manifest.get("format") != FORMAT:
-            raise ValueError(f"not a streamad checkpoint (format {manifest.get('format')!r})")
-        arrays = {k: npz[k] for k in npz.files if k != "__manifest__"}
+        fmt = manifest.get("format")
+        if fmt == FORMAT_1:
+            arrays = {k: npz[k] for k in npz.files if k != "__manifest__"}
+        elif fmt == FORMAT:
+            arrays = _unpack(manifest, {kind: npz[name] for kind, name in manifest["blobs"].items()})
+        elif isinstance(fmt, str) and fmt.startswith("streamad-checkpoint/"):
+            raise ValueError(f"a checkpoint of a newer streamad (format {fmt!r}; this one reads {FORMAT_1!r} and {FORMAT!r})")
+        else:
+            raise ValueError(f"not a streamad checkpoint (format {fmt!r})")
     return _decode(manifest["state"], arrays)
+
+
+def _unpack(manifest: dict[str, Any], blobs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    arrays: dict[str, np.ndarray] = {}
+    for name, (kind, start, shape) in manifest["arrays"].items():
+        blob = blobs.get(kind)
+        size = math.prod(shape)
+        if blob is None or blob.dtype.str != kind or not 0 <= start <= start + size <= len(blob):
+            raise ValueError(f"corrupt streamad checkpoint: array {name} ({kind}, {start}, {shape}) is not in its entry")
+        # A copy: each array of the state is its own, writable, as the first format's were.
+        arrays[name] = blob[start : start + size].reshape(shape).copy()
+    return arrays
 
 
 def save(path: str | os.PathLike[str], state: Any) -> None:

@@ -4,6 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamad import checkpoint
 from streamad.detectors import make_detector
@@ -49,6 +51,81 @@ def test_atomic_write_leaves_no_temporary_files(tmp_path):
         checkpoint.save(tmp_path / "s.ckpt", {"i": i})
     assert [p.name for p in tmp_path.iterdir()] == ["s.ckpt"]
     assert checkpoint.load(tmp_path / "s.ckpt") == {"i": 2}
+
+
+_DTYPES = st.sampled_from([np.float64, np.float32, np.int64, np.int32, np.bool_, np.uint8, "<U3"])
+
+
+@st.composite
+def _arrays(draw: st.DrawFn) -> np.ndarray:
+    dtype = np.dtype(draw(_DTYPES))
+    shape = draw(st.lists(st.integers(0, 4), min_size=0, max_size=3))
+    a = np.asarray(draw(st.lists(st.integers(-(2**20), 2**20), min_size=int(np.prod(shape)), max_size=int(np.prod(shape))))).astype(dtype).reshape(shape)
+    layout = draw(st.sampled_from(["c", "fortran", "strided"]))
+    if layout == "fortran":
+        a = np.asfortranarray(a)
+    elif layout == "strided" and a.ndim:
+        a = np.repeat(a, 2, axis=0)[::2]  # a view with steps: not contiguous
+    return a
+
+
+_STATES = st.recursive(
+    _arrays() | st.floats(allow_nan=False) | st.integers(-(2**40), 2**40) | st.text(max_size=3) | st.none(),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text("abcxyz", min_size=1, max_size=3), kids, max_size=4),
+    max_leaves=30,
+)
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+@settings(max_examples=200, deadline=None)
+@given(_STATES)
+def test_any_state_comes_back_the_same_with_one_entry_per_dtype(state):
+    data = checkpoint.dumps(state)
+    back = checkpoint.loads(data)
+    assert _same(state, back)
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        entries = [f for f in npz.files if f != "__manifest__"]
+        dtypes = [npz[f].dtype for f in entries]
+    assert len(dtypes) == len(set(dtypes)), "one entry per dtype"
+
+
+def test_loaded_arrays_are_each_their_own_and_writable():
+    back = checkpoint.loads(checkpoint.dumps({"a": np.zeros(3), "b": np.ones(3)}))
+    back["a"] += 5.0
+    assert back["b"].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_a_lane_of_many_keys_is_a_few_entries():
+    states = {f"dev{i}": {"mean": np.full(4, float(i)), "n": np.array(i), "seen": np.arange(i % 5)} for i in range(500)}
+    data = checkpoint.dumps(states)
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        assert len(npz.files) == 3  # the manifest, the float64 arrays, the int64 arrays
+    assert checkpoint.loads(data)["dev321"]["mean"].tolist() == [321.0] * 4
+
+
+def test_an_array_outside_its_entry_is_refused():
+    buf = io.BytesIO()
+    manifest = b'{"format": "streamad-checkpoint/2", "state": {"__array__": "a0"}, "arrays": {"a0": ["<f8", 2, [3]]}, "blobs": {"<f8": "b0"}}'
+    np.savez(buf, __manifest__=np.frombuffer(manifest, dtype=np.uint8), b0=np.zeros(4))
+    with pytest.raises(ValueError, match="corrupt"):
+        checkpoint.loads(buf.getvalue())
+
+
+def test_a_checkpoint_of_the_first_format_still_loads():
+    buf = io.BytesIO()
+    manifest = b'{"format": "streamad-checkpoint/1", "state": {"w": {"__array__": "a0"}, "k": {"__array__": "a1"}}}'
+    np.savez(buf, __manifest__=np.frombuffer(manifest, dtype=np.uint8), a0=np.arange(3.0), a1=np.array([True, False]))
+    back = checkpoint.loads(buf.getvalue())
+    assert back["w"].tolist() == [0.0, 1.0, 2.0] and back["k"].tolist() == [True, False]
 
 
 # -- detector states ---------------------------------------------------------------------------
