@@ -165,3 +165,26 @@ def test_a_matrix_that_is_not_positive_definite_is_left_to_numpy() -> None:
     # Above COMPILED_MAX_COLUMNS the LU inverse does the work (LAPACK's blocked code is faster there).
     big = np.eye(MAX_COLUMNS + 1) * 4.0
     assert np.allclose(symmetric_inverse(big), np.eye(MAX_COLUMNS + 1) / 4.0)
+
+
+def _numpy_precision(g: OnlineGaussian) -> np.ndarray:
+    """``OnlineGaussian._derive`` as numpy computes it (its code above 48 columns)."""
+    diag = np.arange(g.d)
+    cov = g.scatter + g.scatter.T
+    cov[diag, diag] += 2.0 * g.prior
+    cov *= 0.5 / (g.n + g.prior)
+    target = max(float(np.trace(cov)) / g.d, 1e-6)
+    cov *= 1.0 - g.shrink
+    cov[diag, diag] += g.shrink * target + 1e-9
+    return symmetric_inverse(cov)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_compiled_precision_is_numpys_to_the_bit(seed):
+    # Detections are reproducible across the change: same matrix, same bits.
+    rng = np.random.default_rng(seed)
+    d = int(rng.integers(1, 49))
+    g = OnlineGaussian(d, half_life=float(rng.choice([1000.0, 20000.0])), shrink=float(rng.choice([1e-3, 0.05])), prior=float(rng.choice([0.0, 64.0])), min_weight=1.0 + 1e-9)
+    for _ in range(int(rng.integers(1, 5))):
+        g.update(rng.normal(size=(int(rng.integers(2, 40)), d)) * rng.uniform(0.1, 10.0, size=d))
+    assert np.array_equal(g._prec, _numpy_precision(g))

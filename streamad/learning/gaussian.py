@@ -110,6 +110,14 @@ class OnlineGaussian:
         # The records arrive scaled online (zero mean, unit variance per feature), so the
         # identity is the natural prior covariance: ``prior`` pseudo-records of it keep
         # a young estimate from calling every record of the second window an outlier.
+        if self.d <= COMPILED_MAX_COLUMNS:
+            # The same arithmetic in one compiled call (learning/gaussian_kernel.py).
+            cov, prec = np.empty((self.d, self.d)), np.empty((self.d, self.d))
+            if _shrunk_precision()(self.scatter, float(self.n), float(self.prior), float(self.shrink), cov, prec):
+                self._prec = prec
+            else:
+                self._prec = symmetric_inverse(cov)
+            return
         diag = np.arange(self.d)
         cov = self.scatter + self.scatter.T
         cov[diag, diag] += 2.0 * self.prior
@@ -167,6 +175,13 @@ def symmetric_inverse(a: np.ndarray) -> np.ndarray:
     if not np.isfinite(inv).all():
         return np.linalg.pinv(a, hermitian=True)
     return (inv + inv.T) / 2
+
+
+@functools.cache
+def _shrunk_precision() -> Any:
+    from streamad.learning.gaussian_kernel import shrunk_precision
+
+    return shrunk_precision
 
 
 @functools.cache
