@@ -9,6 +9,7 @@ top of the window API: records are learned in mini-batches.
 from __future__ import annotations
 
 import abc
+import functools
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -139,22 +140,14 @@ class Detector(abc.ABC):
     def _set_params(self, owner: type, values: Mapping[str, Any]) -> None:
         """Check the arguments of ``owner.__init__`` (``values``: its ``locals()``) and
         keep each one as an attribute of the same name."""
-        names = [n for n in inspect.signature(owner).parameters if n in values]
+        names = [n for n in _init_names(owner) if n in values]
         checked = check_params(owner, {n: values[n] for n in names}, getattr(owner, "name", owner.__name__))
         for n in names:
             setattr(self, n, checked.get(n, values[n]))
 
     @classmethod
     def _param_names(cls) -> list[str]:
-        names: list[str] = []
-        for klass in cls.__mro__:
-            init = klass.__dict__.get("__init__")
-            if init is None or klass is Detector:
-                continue
-            for p in inspect.signature(init).parameters.values():
-                if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name not in names:
-                    names.append(p.name)
-        return names
+        return list(_param_names(cls))
 
     def get_params(self) -> dict[str, Any]:
         """The parameters this detector was made with."""
@@ -315,3 +308,23 @@ def _plain(v: Any) -> Any:
     if isinstance(v, (list, tuple)):
         return [_plain(x) for x in v]
     return v
+
+
+# Signatures are read once per class: a lane of 1,024 devices builds and restores a
+# detector per device, and inspect.signature took most of a restore's time.
+@functools.cache
+def _init_names(owner: type) -> tuple[str, ...]:
+    return tuple(inspect.signature(owner).parameters)
+
+
+@functools.cache
+def _param_names(cls: type) -> tuple[str, ...]:
+    names: list[str] = []
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is Detector:
+            continue
+        for p in inspect.signature(init).parameters.values():
+            if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name not in names:
+                names.append(p.name)
+    return tuple(names)
