@@ -68,7 +68,7 @@ class OnlineGaussian:
         self.n = 0.0
         self.mean = np.zeros(self.d)
         self.scatter = np.zeros((self.d, self.d))
-        self._derive()
+        self._prec: np.ndarray | None = None  # computed when first read (``precision``)
 
     @property
     def ready(self) -> bool:
@@ -79,6 +79,21 @@ class OnlineGaussian:
         X = np.asarray(X, dtype=np.float64)
         nb = float(len(X))
         if nb == 0:
+            return
+        if self.d <= COMPILED_MAX_COLUMNS:
+            # One compiled call, the same arithmetic (learning/gaussian_kernel.py); the
+            # records' own scatter by BLAS, as below (a single record has none).
+            if len(X) > 1:
+                mb = X.mean(axis=0)
+                c = X - mb
+                spread = c.T @ c
+            else:
+                mb, spread = X[0].copy(), np.zeros((self.d, self.d))
+            keep = 0.5 ** (nb / self.half_life) if self.half_life else 1.0
+            mean = self.mean.copy()  # a new array, as below: a reader holding the old one keeps it
+            self.n = _fold()(len(X), mb, spread, mean, self.scatter, float(self.n), keep, bool(self.half_life))
+            self.mean = mean
+            self._prec = None
             return
         if self.half_life:
             keep = 0.5 ** (nb / self.half_life)
@@ -91,7 +106,7 @@ class OnlineGaussian:
         self.scatter += c.T @ c + np.outer(delta, delta) * (self.n * nb / tot)
         self.mean = self.mean + delta * (nb / tot)
         self.n = tot
-        self._derive()
+        self._prec = None
 
     def forget(self, weight: float) -> None:
         """Keep the estimate but let it weigh no more than ``weight`` records, so the
@@ -99,14 +114,22 @@ class OnlineGaussian:
         if self.n > weight > 0:
             self.scatter *= weight / self.n
             self.n = float(weight)
-            self._derive()
+            self._prec = None
 
-    def _derive(self) -> None:
-        # What score() reads, once per update: score() only computes.
+    @property
+    def precision(self) -> np.ndarray:
+        """``P``, computed on the first read after the estimate changed: once per update
+        when scores are read between updates, never for an estimate that is only
+        learning (on a fleet, a device's detector learns about 150 records before it
+        scores: a refit per record, nearly all of a new device's cost)."""
+        if self._prec is None:
+            self._prec = self._derive()
+        return self._prec
+
+    def _derive(self) -> np.ndarray:
         if not self.ready:
             # Unit covariance around the running mean: the scaled record's squared norm.
-            self._prec = np.eye(self.d)
-            return
+            return np.eye(self.d)
         # The records arrive scaled online (zero mean, unit variance per feature), so the
         # identity is the natural prior covariance: ``prior`` pseudo-records of it keep
         # a young estimate from calling every record of the second window an outlier.
@@ -114,10 +137,8 @@ class OnlineGaussian:
             # The same arithmetic in one compiled call (learning/gaussian_kernel.py).
             cov, prec = np.empty((self.d, self.d)), np.empty((self.d, self.d))
             if _shrunk_precision()(self.scatter, float(self.n), float(self.prior), float(self.shrink), cov, prec):
-                self._prec = prec
-            else:
-                self._prec = symmetric_inverse(cov)
-            return
+                return prec
+            return symmetric_inverse(cov)
         diag = np.arange(self.d)
         cov = self.scatter + self.scatter.T
         cov[diag, diag] += 2.0 * self.prior
@@ -125,16 +146,16 @@ class OnlineGaussian:
         target = max(float(np.trace(cov)) / self.d, 1e-6)
         cov *= 1.0 - self.shrink
         cov[diag, diag] += self.shrink * target + 1e-9
-        self._prec = symmetric_inverse(cov)
+        return symmetric_inverse(cov)
 
     def score(self, X: np.ndarray) -> np.ndarray:
         """Squared Mahalanobis distances (n,); no state changes."""
         diff = np.asarray(X, dtype=np.float64) - self.mean
-        return np.maximum(np.einsum("ij,ij->i", diff @ self._prec, diff), 0.0)
+        return np.maximum(np.einsum("ij,ij->i", diff @ self.precision, diff), 0.0)
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         diff = np.asarray(X, dtype=np.float64) - self.mean
-        return np.maximum(diff * (diff @ self._prec), 0.0)
+        return np.maximum(diff * (diff @ self.precision), 0.0)
 
     def state_dict(self) -> dict[str, Any]:
         return {"n": self.n, "mean": self.mean.copy(), "scatter": self.scatter.copy()}
@@ -143,7 +164,7 @@ class OnlineGaussian:
         self.n = float(state["n"])
         self.mean = np.asarray(state["mean"], dtype=np.float64).reshape(self.d).copy()
         self.scatter = np.asarray(state["scatter"], dtype=np.float64).reshape(self.d, self.d).copy()
-        self._derive()
+        self._prec = None
 
 
 #: the largest matrix ``symmetric_inverse`` inverts by its compiled kernel: above it
@@ -175,6 +196,13 @@ def symmetric_inverse(a: np.ndarray) -> np.ndarray:
     if not np.isfinite(inv).all():
         return np.linalg.pinv(a, hermitian=True)
     return (inv + inv.T) / 2
+
+
+@functools.cache
+def _fold() -> Any:
+    from streamad.learning.gaussian_kernel import fold
+
+    return fold
 
 
 @functools.cache

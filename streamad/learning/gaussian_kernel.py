@@ -128,7 +128,36 @@ def shrunk_precision(scatter: np.ndarray, n: float, prior: float, shrink: float,
     return spd_inverse(cov, out)
 
 
+@numba.njit(cache=True)
+def fold(nb: int, mb: np.ndarray, spread: np.ndarray, mean: np.ndarray, scatter: np.ndarray, n: float, keep: float, forgets: bool) -> float:
+    """``OnlineGaussian.update``'s arithmetic in numpy's order, to the bit: ``scatter``
+    (decayed by ``keep`` when ``forgets``) and ``mean`` move in place to include ``nb``
+    records whose mean is ``mb`` and whose scatter about it is ``spread`` (numpy's
+    ``X.mean(axis=0)`` and ``c.T @ c``; the record itself and zeros for one record);
+    returns the new weight. On a fleet a device's estimate learns a record or two a
+    window, where the numpy code's dozen calls cost many times the arithmetic."""
+    d = mb.shape[0]
+    if forgets:
+        n = n * keep
+        for a in range(d):
+            for b in range(d):
+                scatter[a, b] *= keep
+    delta = np.empty(d)
+    for j in range(d):
+        delta[j] = mb[j] - mean[j]
+    tot = n + float(nb)
+    w = n * float(nb) / tot
+    for a in range(d):
+        for b in range(d):
+            scatter[a, b] += spread[a, b] + (delta[a] * delta[b]) * w
+    f = float(nb) / tot
+    for j in range(d):
+        mean[j] = mean[j] + delta[j] * f
+    return tot
+
+
 def warm() -> None:
     """Load the compiled functions (from numba's cache, or compile them)."""
     spd_inverse(np.eye(2), np.empty((2, 2)))
     shrunk_precision(np.eye(2), 1.0, 0.0, 0.5, np.empty((2, 2)), np.empty((2, 2)))
+    fold(1, np.zeros(2), np.zeros((2, 2)), np.zeros(2), np.zeros((2, 2)), 0.0, 1.0, True)

@@ -272,7 +272,7 @@ class WindowTrainer:
             inv_var=None if head is None else head._inv_var64,
             nu=0.0 if head is None else float(head.nu),
             latent=(float(head.latent_weight), head._mu64, head._prec64) if head is not None and head._latent else None,
-            gauss=None if g is None else (g.model.mean, g.model._prec),
+            gauss=None if g is None else (g.model.mean, g.model.precision),
             loss_cap=float(LOSS_CAP),
         )
 
