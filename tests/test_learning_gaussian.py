@@ -13,7 +13,7 @@ from streamad.detectors import make_detector
 from streamad.learning.components import Calibration, Combiner, GaussianSpec
 from streamad.learning.gaussian import COMPILED_MAX_COLUMNS as MAX_COLUMNS
 from streamad.learning.gaussian import Calibrator, OnlineGaussian, chi2_log_prior, symmetric_inverse
-from streamad.learning.gaussian_kernel import spd_inverse
+from streamad.learning.gaussian_kernel import shrunk_precision, spd_inverse
 from tests.conftest import assert_resumes_exactly
 
 W = np.array([1.0, 0.8, -0.6, 0.5, 1.2, -0.9])
@@ -167,27 +167,19 @@ def test_a_matrix_that_is_not_positive_definite_is_left_to_numpy() -> None:
     assert np.allclose(symmetric_inverse(big), np.eye(MAX_COLUMNS + 1) / 4.0)
 
 
-def _numpy_precision(g: OnlineGaussian) -> np.ndarray:
-    """``OnlineGaussian._derive`` as numpy computes it (its code above 48 columns)."""
-    diag = np.arange(g.d)
-    cov = g.scatter + g.scatter.T
-    cov[diag, diag] += 2.0 * g.prior
-    cov *= 0.5 / (g.n + g.prior)
-    target = max(float(np.trace(cov)) / g.d, 1e-6)
-    cov *= 1.0 - g.shrink
-    cov[diag, diag] += g.shrink * target + 1e-9
-    return symmetric_inverse(cov)
-
-
 @pytest.mark.parametrize("seed", range(40))
 def test_the_compiled_precision_is_numpys_to_the_bit(seed):
-    # Detections are reproducible across the change: same matrix, same bits.
+    # The compiled covariance against the numpy code (used above 48 columns): the same
+    # matrix, bit for bit, so detections are what they were before it was compiled.
     rng = np.random.default_rng(seed)
     d = int(rng.integers(1, 49))
     g = OnlineGaussian(d, half_life=float(rng.choice([1000.0, 20000.0])), shrink=float(rng.choice([1e-3, 0.05])), prior=float(rng.choice([0.0, 64.0])), min_weight=1.0 + 1e-9)
     for _ in range(int(rng.integers(1, 5))):
         g.update(rng.normal(size=(int(rng.integers(2, 40)), d)) * rng.uniform(0.1, 10.0, size=d))
-    assert np.array_equal(g.precision, _numpy_precision(g))
+    cov, prec = np.empty((d, d)), np.empty((d, d))
+    assert shrunk_precision(g.scatter, g.n, g.prior, g.shrink, cov, prec)
+    assert np.array_equal(cov, g.shrunk_covariance())
+    assert np.array_equal(g.precision, prec) and np.array_equal(prec, symmetric_inverse(g.shrunk_covariance()))
 
 
 @pytest.mark.parametrize("seed", range(30))

@@ -130,15 +130,20 @@ class OnlineGaussian:
         if not self.ready:
             # Unit covariance around the running mean: the scaled record's squared norm.
             return np.eye(self.d)
-        # The records arrive scaled online (zero mean, unit variance per feature), so the
-        # identity is the natural prior covariance: ``prior`` pseudo-records of it keep
-        # a young estimate from calling every record of the second window an outlier.
         if self.d <= COMPILED_MAX_COLUMNS:
-            # The same arithmetic in one compiled call (learning/gaussian_kernel.py).
+            # ``shrunk_covariance``'s arithmetic and the inverse in one compiled call
+            # (learning/gaussian_kernel.py).
             cov, prec = np.empty((self.d, self.d)), np.empty((self.d, self.d))
             if _shrunk_precision()(self.scatter, float(self.n), float(self.prior), float(self.shrink), cov, prec):
                 return prec
             return symmetric_inverse(cov)
+        return symmetric_inverse(self.shrunk_covariance())
+
+    def shrunk_covariance(self) -> np.ndarray:
+        """The covariance ``P`` inverts. The records arrive scaled online (zero mean, unit
+        variance per feature), so the identity is the natural prior covariance: ``prior``
+        pseudo-records of it keep a young estimate from calling every record of the
+        second window an outlier."""
         diag = np.arange(self.d)
         cov = self.scatter + self.scatter.T
         cov[diag, diag] += 2.0 * self.prior
@@ -146,7 +151,7 @@ class OnlineGaussian:
         target = max(float(np.trace(cov)) / self.d, 1e-6)
         cov *= 1.0 - self.shrink
         cov[diag, diag] += self.shrink * target + 1e-9
-        return symmetric_inverse(cov)
+        return cov
 
     def score(self, X: np.ndarray) -> np.ndarray:
         """Squared Mahalanobis distances (n,); no state changes."""
