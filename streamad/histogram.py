@@ -14,6 +14,7 @@ underflow and an overflow bin, and re-fitted when too much mass falls outside it
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -173,7 +174,7 @@ class DecayedHistogram:
             pooled = np.concatenate(self._pending) if self._pending else np.empty(0)
             if len(pooled) == 0:
                 return np.nan if np.ndim(q) == 0 else np.full(np.shape(q), np.nan)
-            return np.quantile(pooled, q)
+            return linear_quantile(pooled, float(q)) if np.ndim(q) == 0 else np.quantile(pooled, q)
         # Within a bin the mass is uniform; runs of empty bins hold none (their edges are
         # left out of the interpolation).
         from streamad.histogram_kernel import quantiles  # numba: imported on first use
@@ -264,3 +265,28 @@ class DecayedHistogram:
         self.n_seen = int(state["n_seen"])
         pending = np.asarray(state["pending"], dtype=np.float64)
         self._pending = [pending] if len(pending) else []
+
+
+def linear_quantile(a: np.ndarray, q: float) -> float:
+    """``np.quantile(a, q)`` (its default, linear method) for a 1-d float array without
+    NaN and one ``q`` in [0, 1], to the bit: numpy's steps (the same partition, the same
+    neighbours, its ``_lerp``, which interpolates from the upper neighbour when ``q``
+    lands in the upper half) without its generality, which costs about 20 us a call
+    whatever the size. A fleet's young thresholds ask it for a handful of scores on
+    every update.
+
+    >>> x = np.array([3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0])
+    >>> all(linear_quantile(x, q) == np.quantile(x, q) for q in (0.0, 0.1, 0.5, 0.9, 1.0))
+    True
+    """
+    n = len(a)
+    v = (n - 1) * q
+    below = math.floor(v)
+    above = below + 1
+    if v >= n - 1:  # numpy's index of the largest value, for both neighbours
+        below = above = -1
+    part = np.partition(a, np.unique([0, -1, below, above]))
+    lo, hi = part[below], part[above]
+    t = v - below
+    d = hi - lo
+    return float(hi - d * (1.0 - t) if t >= 0.5 else lo + d * t)

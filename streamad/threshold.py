@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from streamad.histogram import DecayedHistogram
+from streamad.histogram import DecayedHistogram, linear_quantile
 from streamad.learning.gaussian import chi2_quantile
 
 #: the shortest half-life of a young threshold's memory (scores)
@@ -216,7 +216,7 @@ class Threshold(abc.ABC):
         """Threshold, tail start and tail scale from ``pooled``, or None."""
         if len(pooled) < EARLY_MIN:
             return None
-        t = float(np.quantile(pooled, EARLY_LEVEL))
+        t = linear_quantile(pooled, EARLY_LEVEL)
         excess = pooled[pooled > t] - t
         # Excesses at the float resolution of the scores (or subnormal) are no spread:
         # a tail scaled by them would put the threshold where rounding, not the scores,
@@ -385,7 +385,7 @@ class SpotThreshold(Threshold):
     def _after_update(self, scores: np.ndarray) -> None:
         t = float(self.hist.quantile(self.level))
         if not t == t:  # nothing learned yet: the window's own quantile
-            t = float(np.quantile(scores, self.level)) if len(scores) else math.inf
+            t = linear_quantile(scores, self.level) if len(scores) else math.inf
         keep = scores[(scores > t) & (scores <= self.exclude_above)]
         if len(keep):
             self.peaks = np.concatenate([self.peaks, keep])[-self.max_peaks :]

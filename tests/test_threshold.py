@@ -360,3 +360,20 @@ def test_a_window_that_moved_as_a_whole_alarms_once_the_detector_is_grown():
         again = QuantileThreshold(q=0.999, min_records=1000)
         again.load_state_dict(thr.state_dict())
         assert np.array_equal(again.alarms(moved), thr.alarms(moved))
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.floats(-1e12, 1e12, allow_nan=False, allow_subnormal=True) | st.sampled_from([0.0, -0.0, 1.0, 1.0 + 2**-52]), min_size=1, max_size=80),
+    st.floats(0.0, 1.0) | st.sampled_from([0.0, 0.5, 0.9, 0.95, 1.0]),
+)
+def test_linear_quantile_is_numpys_to_the_bit(values, q):
+    # The thresholds' young estimates read it where they read np.quantile: the same
+    # thresholds, so the same alarms.
+    from streamad.histogram import linear_quantile
+
+    a = np.array(values)
+    want = np.quantile(a, q)
+    got = linear_quantile(a.copy(), q)
+    assert got == want or (np.isnan(got) and np.isnan(want)), (got, float(want))
+    assert np.signbit(got) == np.signbit(want)
