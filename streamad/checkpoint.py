@@ -104,7 +104,6 @@ def dumps(state: Any) -> bytes:
     filled: dict[str, int] = {}
     index: dict[str, list[Any]] = {}
     for name, a in arrays.items():
-        a = np.asarray(a)
         kind = a.dtype.str
         start = filled.get(kind, 0)
         parts.setdefault(kind, []).append(a.reshape(-1))

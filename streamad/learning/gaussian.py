@@ -80,32 +80,30 @@ class OnlineGaussian:
         nb = float(len(X))
         if nb == 0:
             return
+        # The records' own mean and scatter about it, by BLAS (a single record has none).
+        if len(X) > 1:
+            mb = X.mean(axis=0)
+            c = X - mb
+            spread = c.T @ c
+        else:
+            mb, spread = X[0].copy(), np.zeros((self.d, self.d))
         if self.d <= COMPILED_MAX_COLUMNS:
-            # One compiled call, the same arithmetic (learning/gaussian_kernel.py); the
-            # records' own scatter by BLAS, as below (a single record has none).
-            if len(X) > 1:
-                mb = X.mean(axis=0)
-                c = X - mb
-                spread = c.T @ c
-            else:
-                mb, spread = X[0].copy(), np.zeros((self.d, self.d))
+            # The rest in one compiled call, the arithmetic below in its order
+            # (learning/gaussian_kernel.py).
             keep = 0.5 ** (nb / self.half_life) if self.half_life else 1.0
             mean = self.mean.copy()  # a new array, as below: a reader holding the old one keeps it
             self.n = _fold()(len(X), mb, spread, mean, self.scatter, float(self.n), keep, bool(self.half_life))
             self.mean = mean
-            self._prec = None
-            return
-        if self.half_life:
-            keep = 0.5 ** (nb / self.half_life)
-            self.n *= keep
-            self.scatter *= keep
-        mb = X.mean(axis=0)
-        c = X - mb
-        delta = mb - self.mean
-        tot = self.n + nb
-        self.scatter += c.T @ c + np.outer(delta, delta) * (self.n * nb / tot)
-        self.mean = self.mean + delta * (nb / tot)
-        self.n = tot
+        else:
+            if self.half_life:
+                keep = 0.5 ** (nb / self.half_life)
+                self.n *= keep
+                self.scatter *= keep
+            delta = mb - self.mean
+            tot = self.n + nb
+            self.scatter += spread + np.outer(delta, delta) * (self.n * nb / tot)
+            self.mean = self.mean + delta * (nb / tot)
+            self.n = tot
         self._prec = None
 
     def forget(self, weight: float) -> None:
