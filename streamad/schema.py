@@ -184,23 +184,33 @@ class Schema:
         labels: list[int] = []
         rejects = list(rejects or [])
         offsets = np.asarray(offsets, dtype=np.int64)
+        good: list[Mapping[str, Any]] = []
         for i, rec in enumerate(records):
             code, reason, fld, row = _parse_mapping(rec, feats)
-            ts = math.nan
-            if code is None and self.timestamp is not None:
-                ts = _timestamp_scalar(rec.get(self.timestamp))
-                if math.isnan(ts):
-                    code, fld = "bad_timestamp", self.timestamp
-                    reason = f"missing or unparseable timestamp in field '{self.timestamp}'"
             if code is not None:
                 rejects.append(Reject(lane, int(offsets[i]), code, str(reason), None if raws is None else raws[i], fld))
                 continue
             rows.append(row)
             kept.append(i)
+            good.append(rec)
+        if self.timestamp is not None and good:
+            # All the records' times in one parse: a date parser's call costs about a
+            # millisecond however few texts it is given.
+            times = timestamp_values([rec.get(self.timestamp) for rec in good])
+            late = np.isnan(times)
+            if late.any():
+                for j in np.flatnonzero(late).tolist():
+                    i = kept[j]
+                    reason = f"missing or unparseable timestamp in field '{self.timestamp}'"
+                    rejects.append(Reject(lane, int(offsets[i]), "bad_timestamp", reason, None if raws is None else raws[i], self.timestamp))
+                rejects.sort(key=lambda r: r.offset)
+                fine = np.flatnonzero(~late).tolist()
+                rows, kept, good, times = [rows[j] for j in fine], [kept[j] for j in fine], [good[j] for j in fine], times[~late]
+            stamps = times.tolist()
+        for rec in good:
             if self.key is not None:
                 k = rec.get(self.key)
                 keys.append(None if k is None else str(k))
-            stamps.append(ts)
             if self.label is not None:
                 labels.append(_label_scalar(rec.get(self.label)))
         idx = np.asarray(kept, dtype=np.int64)
@@ -306,12 +316,12 @@ def parse_timestamps(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
 
 def _numbers(values: Sequence[Any]) -> np.ndarray:
     """Each value as a float, NaN where it is not a number."""
-    import pandas as pd
-
     try:
         return np.asarray(values, dtype=np.float64).reshape(len(values))
     except (ValueError, TypeError, OverflowError):
         pass
+    import pandas as pd
+
     try:
         num = pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce").to_numpy(dtype=np.float64)
         if num.shape == (len(values),):
@@ -331,11 +341,55 @@ def _numbers(values: Sequence[Any]) -> np.ndarray:
 
 def _text_timestamps(texts: list[str]) -> np.ndarray:
     """Epoch seconds of date texts, NaN where there is none."""
+    same = _uniform_iso(texts)
+    if same is not None:
+        return same
     out = _to_seconds(texts, "ISO8601")
     rest = [i for i in np.flatnonzero(np.isnan(out)) if _has_date(texts[i])]
     if rest:
         out[rest] = _to_seconds([texts[i] for i in rest], "mixed")
     return out
+
+
+# ISO 8601 as machines write it: a date, or a date and a time to the minute, second or
+# microsecond, with or without a zone.
+_PLAIN_ISO = re.compile(r"\d{4}-\d\d-\d\d(?:[T ]\d\d:\d\d(?::\d\d(?:\.\d{1,6})?)?(Z|([+-])([01]\d|2[0-3]):?([0-5]\d))?)?")
+
+
+def _uniform_iso(texts: list[str]) -> np.ndarray | None:
+    """Epoch seconds of texts that are all plain ISO 8601 laid out as the first one
+    (its length, digits where it has digits, its separators and its zone), as a
+    timestamp column of a file or a producer's batch is; None otherwise.
+
+    numpy's parser reads them, about 40 times as fast as pandas' (which the others go
+    through, and whose import alone took half a second of every replay), to the same
+    microsecond. An impossible date among them (30 February, 24:00) leaves them all to
+    pandas, which judges each."""
+    if not texts:
+        return None
+    first = texts[0]
+    m = _PLAIN_ISO.fullmatch(first)
+    if m is None or set(map(len, texts)) != {len(first)}:
+        return None
+    try:
+        raw = "".join(texts).encode("ascii")
+    except UnicodeEncodeError:
+        return None
+    grid = np.frombuffer(raw, dtype=np.uint8).reshape(len(texts), len(first))
+    layout = grid[0]
+    zone = m.start(1) if m.group(1) else len(first)
+    digit = (layout >= ord("0")) & (layout <= ord("9"))
+    digit[zone:] = False  # the zone's digits too must be the same in every text
+    cells = grid[:, digit]
+    if ((cells < ord("0")) | (cells > ord("9"))).any() or (grid[:, ~digit] != layout[~digit]).any():
+        return None
+    try:
+        us = np.array(texts if zone == len(first) else [t[:zone] for t in texts], dtype="datetime64[us]").astype(np.int64)
+    except ValueError:
+        return None
+    if m.group(2):  # local time at an offset east (+) or west (-) of UTC
+        us -= (1 if m.group(2) == "+" else -1) * (int(m.group(3)) * 3600 + int(m.group(4)) * 60) * 1_000_000
+    return us / 1e6
 
 
 def _to_seconds(texts: list[str], fmt: str) -> np.ndarray:
@@ -375,6 +429,24 @@ def _has_date(text: str) -> bool:
     if any(len(n) >= 6 for n in numbers):
         return True
     return len(numbers) + len(_MONTH.findall(rest)) >= 3
+
+
+def timestamp_values(values: Sequence[Any]) -> np.ndarray:
+    """Event times of decoded values (JSON's): epoch seconds, NaN where a value is
+    missing, unparseable or out of range. Numbers are read each alone, as
+    ``parse_timestamps`` reads them but for booleans, which are no time; texts go
+    through ``parse_timestamps`` together."""
+    out = np.empty(len(values))
+    texts: list[int] = []
+    for i, v in enumerate(values):
+        if isinstance(v, str):
+            texts.append(i)
+        else:
+            out[i] = _timestamp_scalar(v)
+    if texts:
+        ts, bad = parse_timestamps([values[i] for i in texts])
+        out[texts] = np.where(bad, np.nan, ts)
+    return out
 
 
 def _timestamp_scalar(v: Any) -> float:

@@ -107,3 +107,84 @@ def test_timestamps_with_a_colon_skip_the_number_parser_and_mean_the_same(values
         alone, alone_bad = parse_timestamps([v for v, k in zip(values, part) if k])
         np.testing.assert_array_equal(got[part], alone)
         assert np.array_equal(bad[part], alone_bad)
+
+
+# -- event times of a whole column, and of a batch of decoded records ----------------------
+
+_LAYOUTS = ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%d %H:%M:%S.%f")
+_ZONES = ("", "Z", "+00:00", "+05:30", "-0800", "+14:00", "-23:59")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.datetimes(), min_size=1, max_size=12),
+    st.sampled_from(_LAYOUTS),
+    st.sampled_from(_ZONES),
+    st.sampled_from(["", "3", "123"]),
+)
+def test_a_uniform_iso_column_reads_as_pandas_reads_each_text(moments, layout, zone, cut) -> None:
+    """The column path (numpy's parser) gives each text what pandas gives it alone,
+    to the bit, in years 1 to 9999 (a batch through pandas loses those outside
+    1677-2262, which it holds in nanoseconds)."""
+    from streamad.schema import _to_seconds, _uniform_iso
+
+    texts = [f"{m.year:04d}" + m.strftime(layout[2:]) for m in moments]  # strftime's %Y drops a small year's zeros
+    if layout.endswith("%f"):
+        texts = [t[: len(t) - len(cut)] for t in texts]  # fewer decimals, all alike
+    texts = [t + zone for t in texts]
+    got = _uniform_iso(texts)
+    if zone and layout == "%Y-%m-%d":
+        assert got is None  # a zone needs a time (pandas reads none)
+        return
+    assert got is not None
+    want = np.array([_to_seconds([t], "ISO8601")[0] for t in texts])
+    np.testing.assert_array_equal(got, want)
+    ts, bad = parse_timestamps(texts)
+    np.testing.assert_array_equal(ts[~bad], want[~bad])
+
+
+def test_a_column_that_is_not_uniform_iso_goes_to_pandas() -> None:
+    from streamad.schema import _uniform_iso
+
+    for texts in (
+        ["2020-03-09T10:14:33", "2020-03-09 10:14:33"],  # separators differ
+        ["2020-03-09T10:14:33+01:00", "2020-03-09T10:14:33+02:00"],  # zones differ
+        ["2020-02-30T10:14:33"],  # no such day: pandas judges it
+        ["2020-03-09T24:00:00"],
+        ["2020-03-09T10:14:33.1234567"],  # beyond microseconds
+        ["2020-03-09t10:14:33"],
+        [" 2020-03-09T10:14:3"],
+        ["2020-03-0910:14:33x"],
+        ["now"],
+        [],
+    ):
+        assert _uniform_iso(texts) is None, texts
+    ts, bad = parse_timestamps(["2020-03-09T10:14:33", "2020-03-09 10:14:34", "2020-02-30T00:00:00", "2020-03-09T10:14:35+01:00"])
+    assert bad.tolist() == [False, False, True, False] and ts[1] - ts[0] == 1.0 and ts[3] - ts[0] == 2.0 - 3600.0
+
+
+_JSON_TIMES = st.one_of(
+    st.sampled_from(["2020-03-09T10:14:33Z", "2020-03-09 10:14:34", "2020-03-09T10:14:35+02:00", "garbage", "", "12:30:00", "1583748873", "Mar 9 2020 12:30"]),
+    st.integers(-(10**13), 10**13),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.none(),
+    st.booleans(),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(_JSON_TIMES, st.sampled_from([1.0, "x", None])), max_size=25))
+def test_a_batch_of_records_gets_the_times_each_record_gets_alone(rows) -> None:
+    """parse_mappings parses a batch's event times together (one date parser call, not
+    one a record): each record is kept or rejected, with the same time and reason,
+    as it is alone, and the rejects stay in offset order."""
+    s = Schema(features=("a",), timestamp="ts", key="k").resolve(["a", "ts", "k"])
+    recs = [{"a": a, "ts": t, "k": f"d{i % 3}"} if t is not None or i % 2 else {"a": a, "k": "d"} for i, (t, a) in enumerate(rows)]
+    whole = s.parse_mappings(recs, offsets=list(range(len(recs))), lane=LANE)
+    alone = [s.parse_mappings([r], offsets=[i], lane=LANE) for i, r in enumerate(recs)]
+    assert whole.offsets.tolist() == [i for i, b in enumerate(alone) if len(b)]
+    np.testing.assert_array_equal(whole.timestamps, np.array([b.timestamps[0] for b in alone if len(b)]))
+    assert whole.keys.tolist() == [b.keys[0] for b in alone if len(b)]
+    assert [(r.offset, r.code, r.reason, r.field) for r in whole.rejects] == [(r.offset, r.code, r.reason, r.field) for b in alone for r in b.rejects]
+    assert len(whole) + len(whole.rejects) == len(recs)
