@@ -187,15 +187,17 @@ class PerKeyJudging:
         """``key``'s, or for a key not seen yet what it will start from."""
         return self.judges.get(key, self._blank)
 
-    def _rows(self, keys: np.ndarray | None, n: int) -> list[Judging]:
-        """Each record's judge (on a stream of many devices a window holds a record or
-        two of each key: per record beats per key)."""
+    def _per_record(self, keys: np.ndarray | list[Any] | None, n: int, of: Callable[[Judging], float]) -> np.ndarray:
+        """``of`` each record's judge, asked once a key (a window of one device asks
+        its judge once, not once a record)."""
         if keys is None:
-            return [self._judge(None)] * n
-        return [self.judges.get(k, self._blank) for k in listed_keys(keys)]
+            return np.full(n, of(self._judge(None)), dtype=np.float64)
+        listed = listed_keys(keys)
+        asked = {k: of(self._judge(k)) for k in dict.fromkeys(listed)}
+        return np.fromiter(map(asked.__getitem__, listed), dtype=np.float64, count=len(listed))
 
     def values(self, keys: np.ndarray | None, n: int) -> np.ndarray:
-        return np.array([j.threshold.value for j in self._rows(keys, n)], dtype=np.float64)
+        return self._per_record(keys, n, _value)
 
     def alarms(self, scores: np.ndarray, keys: np.ndarray | None = None) -> np.ndarray:
         return self.verdict(scores, keys)[1]
@@ -207,7 +209,7 @@ class PerKeyJudging:
             judge = self._judge(None)
             return np.full(len(scores), judge.threshold.value), judge.alarms(scores)
         listed = listed_keys(keys)
-        thr = np.array([self.judges.get(k, self._blank).threshold.value for k in listed], dtype=np.float64)
+        thr = self._per_record(listed, len(listed), _value)
         out = scores > thr
         if len(scores) >= EARLY_WINDOW:
             # A key with enough records in the window for Threshold.alarms' rule about
@@ -227,7 +229,7 @@ class PerKeyJudging:
 
     def flagged(self, scores: np.ndarray, keys: np.ndarray | None = None) -> np.ndarray:
         scores = np.asarray(scores, dtype=np.float64)
-        return scores > np.array([j.flag_level() for j in self._rows(keys, len(scores))], dtype=np.float64)
+        return scores > self._per_record(keys, len(scores), Judging.flag_level)
 
     def update(self, scores: np.ndarray, keys: np.ndarray | None = None, young: Young = False) -> None:
         scores = np.asarray(scores, dtype=np.float64)
@@ -270,6 +272,10 @@ class PerKeyJudging:
                     self.table.pending[key] = np.asarray(p, dtype=np.float64)
             self.table.evictions = int(keys["evictions"])
         self._blank = self._new()
+
+
+def _value(judge: Judging) -> float:
+    return float(judge.threshold.value)
 
 
 def _learning_all(threshold: Threshold) -> Threshold | None:
