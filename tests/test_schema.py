@@ -1,3 +1,6 @@
+import datetime as dt
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -188,3 +191,51 @@ def test_a_batch_of_records_gets_the_times_each_record_gets_alone(rows) -> None:
     assert whole.keys.tolist() == [b.keys[0] for b in alone if len(b)]
     assert [(r.offset, r.code, r.reason, r.field) for r in whole.rejects] == [(r.offset, r.code, r.reason, r.field) for b in alone for r in b.rejects]
     assert len(whole) + len(whole.rejects) == len(recs)
+
+
+_OTHER_LAYOUTS = ("%m/%d/%Y %H:%M:%S", "%d/%m/%Y %H:%M", "%d.%m.%Y %H:%M:%S", "%m/%d/%Y %I:%M:%S %p", "%a, %d %b %Y %H:%M:%S", "%b %d %Y %H:%M", "%d %b %Y %H:%M:%S", "%Y/%m/%d %H:%M")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.datetimes(min_value=dt.datetime(1980, 1, 1), max_value=dt.datetime(2100, 1, 1)), min_size=1, max_size=15),
+    st.sampled_from(_OTHER_LAYOUTS),
+    st.lists(st.sampled_from(["12:30", "Jan 5", "garbage", "2020-03-09T10:14:33"]), max_size=3),
+)
+def test_dates_in_another_layout_are_read_in_the_columns_layout(moments, layout, odd) -> None:
+    """A column of dates that are not ISO 8601 is read in the layout guessed from its
+    first text, all at once: each text gets what dateutil gives it alone, but where
+    the first text can only be day first, which makes the column day first. Texts
+    without a full date stay bad; ISO texts among them are read as ISO."""
+    from pandas.tseries.api import guess_datetime_format
+
+    from streamad.schema import _to_seconds
+
+    texts = [m.replace(microsecond=0).strftime(layout) for m in moments]
+    texts = texts[:1] + odd + texts[1:]
+    got, bad = parse_timestamps(texts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        guess = guess_datetime_format(texts[0]) or ""
+    day_first = guess.find("%d") < guess.find("%m") and "%m" in guess
+    truth = {t: dt.datetime.strptime(t, layout).replace(tzinfo=dt.timezone.utc).timestamp() for t in texts[:1] + texts[1 + len(odd) :]}
+    for t, g, b in zip(texts, got, bad):
+        if t in ("12:30", "Jan 5", "garbage"):
+            assert b
+        elif t == "2020-03-09T10:14:33":
+            assert g == 1583748873.0
+        elif day_first:
+            assert g == truth[t]  # the column's layout
+        else:
+            alone = _to_seconds([t], "mixed")[0]
+            assert g == alone or (np.isnan(alone) and b)
+            if "%d/%m" not in layout and "%d.%m" not in layout:
+                assert g == truth[t]  # month first, or a month's name: no doubt
+
+
+def test_a_column_that_starts_day_first_stays_day_first() -> None:
+    ts, bad = parse_timestamps(["13/09/2020 10:00", "03/10/2020 10:00", "garbage", "12:30"])
+    assert bad.tolist() == [False, False, True, True]
+    assert dt.datetime.fromtimestamp(ts[1], dt.timezone.utc).date() == dt.date(2020, 10, 3)
+    ts, _ = parse_timestamps(["03/10/2020 10:00", "13/09/2020 10:00"])  # month first, as dateutil reads it, until it cannot be
+    assert [dt.datetime.fromtimestamp(t, dt.timezone.utc).date() for t in ts] == [dt.date(2020, 3, 10), dt.date(2020, 9, 13)]

@@ -139,7 +139,7 @@ def replay(
     features: str | None = typer.Option(None, help="Comma-separated feature columns (default: every column not given another role)."),
     exclude: str | None = typer.Option(None, help="Comma-separated columns to ignore."),
     key: str | None = typer.Option(None, help="Column holding the record key."),
-    timestamp: str | None = typer.Option(None, help="Column holding the event time (ISO 8601 or epoch s/ms)."),
+    timestamp: str | None = typer.Option(None, help="Column holding the event time (ISO 8601, another date layout, or epoch s/ms)."),
     label: str | None = typer.Option(None, help="Column holding the 0/1 label, used only for the final metrics."),
     no_guess: bool = typer.Option(False, "--no-guess", help="Do not pick up timestamp/label columns by their names."),
     delimiter: str | None = typer.Option(None, help="Field delimiter: one character, or 'tab' / '\\t' (default: sniffed among , ; tab |)."),
