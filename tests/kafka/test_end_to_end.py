@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from tests.kafka.conftest import Worker, committed, create_topic, produce, read_topic, unique, wait_for, worker_config
-from tests.kafka.streams import dead_letters_by_offset, detections_by_offset, expected_code, messages
+from tests.kafka.streams import dead_letters_by_offset, detections_by_offset, expected_code, messages, sensor_values
 
 pytestmark = pytest.mark.kafka
 
@@ -72,3 +72,49 @@ def test_records_come_back_as_detections_and_bad_ones_as_dead_letters(bootstrap,
         assert h["streamad.error.reason"]
         assert h["streamad.source.topic"].decode() == topic
         assert m.value == value and m.key == key
+
+
+def test_event_times_written_as_text_in_the_records_are_the_detections_times(bootstrap, tmp_path, workers):
+    """A producer that writes its event times as ISO 8601 text (as most do), in one
+    layout or in several: each detection carries its record's time, and a record whose
+    time is no time is dead-lettered as such (the rest of its batch is not)."""
+    import datetime as dt
+
+    topic = create_topic(bootstrap, 1)
+    group = unique("g")
+    start = dt.datetime(2026, 12, 2, 8, 0, tzinfo=dt.timezone.utc)
+    layouts = [
+        lambda t: t.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        lambda t: t.isoformat(),  # +00:00, and no decimals when they are zero
+        lambda t: t.astimezone(dt.timezone(dt.timedelta(hours=-5))).strftime("%Y-%m-%d %H:%M:%S%z"),
+        lambda t: t.strftime("%m/%d/%Y %I:%M:%S %p"),
+    ]
+    recs, want, bad = [], {}, set()
+    for i, rec in enumerate(sensor_values(900, seed=3)):
+        when = start + dt.timedelta(seconds=i, microseconds=(i * 7919) % 1_000_000 if i % 4 else 0)
+        layout = layouts[0] if i < 300 else layouts[i % len(layouts)]  # one layout, then mixed
+        rec["timestamp"] = "half past noon" if i % 101 == 100 else layout(when)
+        if i % 101 == 100:
+            bad.add(i)
+        else:
+            want[i] = (when if layout in layouts[:2] else when.replace(microsecond=0)).timestamp()  # the last two write whole seconds
+        recs.append((rec["device"].encode(), orjson.dumps(rec), 0))
+    sent = produce(bootstrap, topic, recs)
+    cfg = worker_config(tmp_path / "streamad.yaml", bootstrap, topic, group, tmp_path / "state")
+    w = Worker(cfg, tmp_path / "worker.log")
+    workers.append(w)
+    wait_for(lambda: committed(bootstrap, group, topic, 1) == {0: len(sent)}, 90, "every input offset to be committed")
+    assert w.stop() == 0
+    assert "event time: field 'timestamp'" in w.text() and "Traceback" not in w.text()
+    out = read_topic(bootstrap, f"{topic}.detections", lambda m: len(m) >= len(want))
+    dlq = read_topic(bootstrap, f"{topic}.dead-letter", lambda m: len(m) >= len(bad))
+    by_offset, _ = detections_by_offset(out)
+    dead = dead_letters_by_offset(dlq)
+    offset_of = {i: o for i, (_, o, _, _) in enumerate(sent)}
+    assert {po[1] for po in dead} == {offset_of[i] for i in bad}
+    assert all(dict(m.headers)["streamad.error.code"] == b"bad_timestamp" for (m,) in dead.values())
+    assert {po[1] for po in by_offset} == {offset_of[i] for i in want}
+    for i, t in want.items():
+        d = by_offset[(0, offset_of[i])][0]
+        assert abs(d["timestamp"] - t) < 1e-6, (i, recs[i][1], d["timestamp"], t)
+        assert dt.datetime.fromisoformat(d["event_time"]) == dt.datetime.fromtimestamp(d["timestamp"], dt.timezone.utc)
