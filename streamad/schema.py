@@ -381,8 +381,8 @@ def _other_dates(texts: list[str]) -> np.ndarray:
 
 
 def _guess_layout(text: str) -> str | None:
-    """The strftime layout pandas guesses for a date text, if it names a year, a month
-    and a day (None otherwise)."""
+    """The strftime layout pandas guesses for a date text, if it names a four-digit
+    year, a month and a day (None otherwise)."""
     import warnings
 
     from pandas.tseries.api import guess_datetime_format
@@ -393,7 +393,9 @@ def _guess_layout(text: str) -> str | None:
             layout = guess_datetime_format(text)
         except Exception:  # noqa: BLE001 - no guess is an answer
             return None
-    if layout is None or not ("%Y" in layout or "%y" in layout) or "%d" not in layout or not any(m in layout for m in ("%m", "%b", "%B")):
+    # A two-digit year is left to dateutil, whose century (within 50 years of today)
+    # differs from strptime's (1969-2068).
+    if layout is None or "%Y" not in layout or "%d" not in layout or not any(m in layout for m in ("%m", "%b", "%B")):
         return None
     return layout
 

@@ -233,9 +233,17 @@ def test_dates_in_another_layout_are_read_in_the_columns_layout(moments, layout,
                 assert g == truth[t]  # month first, or a month's name: no doubt
 
 
+def dateutil_year(yy: int) -> int:
+    from dateutil.parser import parse
+
+    return parse(f"01/01/{yy:02d}").year
+
+
 def test_a_column_that_starts_day_first_stays_day_first() -> None:
     ts, bad = parse_timestamps(["13/09/2020 10:00", "03/10/2020 10:00", "garbage", "12:30"])
     assert bad.tolist() == [False, False, True, True]
     assert dt.datetime.fromtimestamp(ts[1], dt.timezone.utc).date() == dt.date(2020, 10, 3)
+    ts, _ = parse_timestamps(["03/09/75 10:00", "03/09/20 10:00"])  # two-digit years: dateutil's century, as before
+    assert [dt.datetime.fromtimestamp(t, dt.timezone.utc).year for t in ts] == [dateutil_year(75), 2020]
     ts, _ = parse_timestamps(["03/10/2020 10:00", "13/09/2020 10:00"])  # month first, as dateutil reads it, until it cannot be
     assert [dt.datetime.fromtimestamp(t, dt.timezone.utc).date() for t in ts] == [dt.date(2020, 3, 10), dt.date(2020, 9, 13)]
