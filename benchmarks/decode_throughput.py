@@ -40,7 +40,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 
-from benchmarks.odds import _commit, _machine, _versions, publish  # noqa: E402
+from benchmarks.odds import _versions, publish, run_meta  # noqa: E402
 from streamad.connectors.kafka.decoder import JsonDecoder  # noqa: E402
 
 #: how each kind of message carries its event time
@@ -158,16 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("streamad: error: --records must be at least 2, --batch and --repeats at least 1", file=sys.stderr)
         return 2
     results = run(args.records, args.batch, args.repeats)
-    meta = {
-        "command": "python -m benchmarks.decode_throughput " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": _commit(),
-        "machine": _machine(),
-        "versions": _versions(),
-        "records": args.records,
-        "batch": args.batch,
-        "repeats": args.repeats,
-    }
+    meta = run_meta("benchmarks.decode_throughput", argv, versions=_versions(), records=args.records, batch=args.batch, repeats=args.repeats)
     text = render(results, meta)
     print(text)
     if not args.no_write:
