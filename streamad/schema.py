@@ -312,7 +312,11 @@ def parse_timestamps(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     num = np.full(len(values), np.nan)
     rest = np.flatnonzero(~timed)
     if len(rest):
-        num[rest] = _numbers([values[i] for i in rest.tolist()])
+        undated = [values[i] for i in rest.tolist()]
+        # A column of dates without times (2026-01-01) holds no number: the date parser
+        # reads it, and pandas' number parser need not be imported for it.
+        days = _uniform_iso(undated) if all(type(v) is str for v in undated) else None
+        num[rest] = _numbers(undated) if days is None else np.nan
     out = np.where(np.abs(num) > 1e11, num / 1000.0, num)
     # Not numbers: text to parse as a date (numbers that are inf or out of range stay bad).
     text = np.flatnonzero(np.isnan(num))
