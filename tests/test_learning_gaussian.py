@@ -201,3 +201,35 @@ def test_the_compiled_update_is_numpys_to_the_bit(seed, monkeypatch):
             plain.update(X)
     assert compiled.n == plain.n
     assert np.array_equal(compiled.mean, plain.mean) and np.array_equal(compiled.scatter, plain.scatter)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(MAX_COLUMNS + 1, 140), st.integers(1, 40), st.integers(0, 10_000), st.sampled_from([0.001, 0.05, 0.5]))
+def test_above_the_compiled_size_scores_go_through_the_cholesky_factor(d: int, n: int, seed: int, shrink: float) -> None:
+    """Wide Gaussians (the temporal stage gives five columns a sensor) score through the
+    factor of their shrunk covariance, not its inverse: the same distances and
+    contributions as the precision gives, to rounding; each record's distance the
+    same to the bit whatever records are scored with it."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(3 * d, 3)) @ rng.normal(size=(3, d)) + 0.2 * rng.normal(size=(3 * d, d))
+    g = OnlineGaussian(d, half_life=500.0, shrink=shrink, prior=0.0)
+    g.update(X[: 2 * d])
+    Y = X[2 * d : 2 * d + n] + rng.normal(size=(n, d))
+    diff = Y - g.mean
+    by_precision = np.einsum("ij,ij->i", diff @ g.precision, diff)
+    np.testing.assert_allclose(g.score(Y), by_precision, rtol=1e-8)
+    np.testing.assert_allclose(g.contributions(Y), np.maximum(diff * (diff @ g.precision), 0.0), rtol=1e-7, atol=1e-9 * by_precision.max())
+    assert np.array_equal(g.score(Y), np.concatenate([g.score(Y[i : i + 1]) for i in range(n)]))
+    g.update(Y)  # a change refits the factor
+    np.testing.assert_allclose(g.score(Y), np.einsum("ij,ij->i", (Y - g.mean) @ g.precision, Y - g.mean), rtol=1e-8)
+
+
+def test_a_wide_estimate_without_a_factor_scores_through_its_precision() -> None:
+    d = MAX_COLUMNS + 3
+    g = OnlineGaussian(d, half_life=None, shrink=0.05, prior=0.0)
+    x = np.ones((1, d))
+    assert g.score(x).tolist() == [float(d)]  # not ready: the unit covariance
+    g.update(np.random.default_rng(0).normal(size=(200, d)))
+    g.scatter[0, 0] = np.inf  # no Cholesky factor: the precision path (its pseudo-inverse) answers
+    g._prec = g._chol = None
+    assert g._factor() is None and g.score(x).shape == (1,)
