@@ -336,6 +336,12 @@ class SpotThreshold(Threshold):
     in false alarms (tests/test_threshold.py), about 1.1 times on the demo's normal
     records (benchmarks/results/calibration.md).
 
+    An alarm that follows an alarm (an episode: a stuck sensor, a valve left shut)
+    never enters the peaks, whatever the fit: before ``exclude_above`` is known, a long
+    episode's rising scores made up to 40% of a young tail's excesses, past what the
+    quartile fit withstands, and lifted the threshold a hundredfold for thousands of
+    records (benchmarks/results/wide_streams.md, ANALYSIS.md, thirteenth round).
+
     Before it has ``min_records`` scores it raises no alarm; with fewer than a few
     hundred excesses the fitted shape is pulled toward ``prior_shape`` (``shrink_shape``).
     """
@@ -381,12 +387,26 @@ class SpotThreshold(Threshold):
         self.shape = 0.0
         self.scale = math.nan
         self.fitted_max = math.inf  # the largest excess the tail was fitted to
+        self._alarmed_before = False  # the last score learned was an alarm
+
+    #: an episode's alarms stay out of the peaks (``_after_update``)
+    exclude_episodes = True
 
     def _after_update(self, scores: np.ndarray) -> None:
         t = float(self.hist.quantile(self.level))
         if not t == t:  # nothing learned yet: the window's own quantile
             t = linear_quantile(scores, self.level) if len(scores) else math.inf
-        keep = scores[(scores > t) & (scores <= self.exclude_above)]
+        admit = (scores > t) & (scores <= self.exclude_above)
+        if self.exclude_episodes and len(scores):
+            # An alarm right after an alarm is an episode (a stuck sensor, a valve left
+            # shut), not the tail: it stays out of the peaks, which a young tail (before
+            # ``exclude_above`` is known) would otherwise take in by the hundred. A lone
+            # alarm still enters, as a young tail needs; two in a row at a risk of 0.001
+            # are one normal pair in a million.
+            alarmed = scores > self.value if self.grown and not self.early else np.zeros(len(scores), dtype=bool)
+            admit &= ~(alarmed & np.r_[self._alarmed_before, alarmed[:-1]])
+            self._alarmed_before = bool(alarmed[-1])
+        keep = scores[admit]
         if len(keep):
             self.peaks = np.concatenate([self.peaks, keep])[-self.max_peaks :]
             self.born = np.concatenate([self.born, np.full(len(keep), float(self.hist.n_seen))])[-self.max_peaks :]
@@ -462,11 +482,13 @@ class SpotThreshold(Threshold):
         self.t, self.shape, self.scale = math.nan, 0.0, math.nan
         self.fitted_max = math.inf
         self.exclude_above = math.inf
+        self._alarmed_before = False
 
     def restart(self) -> None:
         super().restart()
         self.peaks, self.born = np.empty(0), np.empty(0)
         self._fitted_at = -(10**18)
+        self._alarmed_before = False
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -479,6 +501,7 @@ class SpotThreshold(Threshold):
             "fitted_max": self.fitted_max,
             "exclude_above": self.exclude_above,
             "fitted_at": self._fitted_at,
+            "alarmed_before": self._alarmed_before,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -489,6 +512,7 @@ class SpotThreshold(Threshold):
         self.fitted_max = float(state.get("fitted_max", math.inf))  # older states: the bounded tail as fitted
         self.exclude_above = float(state["exclude_above"])
         self._fitted_at = int(state["fitted_at"])
+        self._alarmed_before = bool(state.get("alarmed_before", False))  # older states: no episode open
 
 
 def fit_gpd_pwm(y: np.ndarray, w: np.ndarray | None = None) -> tuple[float, float]:

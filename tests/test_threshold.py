@@ -377,3 +377,36 @@ def test_linear_quantile_is_numpys_to_the_bit(values, q):
     got = linear_quantile(a.copy(), q)
     assert got == want or (np.isnan(got) and np.isnan(want)), (got, float(want))
     assert np.signbit(got) == np.signbit(want)
+
+
+def test_an_episode_of_alarms_stays_out_of_a_young_tail():
+    """A long episode (a stuck sensor's rising scores) while the tail is young, before
+    its exclusion level is known: after its first alarm the episode's scores stay out of
+    the peaks, and the threshold stays near the normal scores' tail instead of rising
+    to the episode's scale. A lone alarm still enters."""
+    rng = np.random.default_rng(3)
+
+    def run(exclude: bool) -> tuple[float, SpotThreshold]:
+        thr = SpotThreshold(risk=1e-3, min_peaks=1000)  # young: its exclusion level waits for 1,000 excesses
+        thr.exclude_episodes = exclude
+        for _ in range(8):
+            thr.update(rng.exponential(size=256))
+        assert thr.exclude_above == np.inf  # a young tail: no exclusion level yet
+        before = thr.value
+        for w in range(8):  # 256 records of a rising episode, then normal records again
+            thr.update(np.linspace(1.0, 400.0, 256)[w * 32 : (w + 1) * 32] * 50)
+        highest = 0.0
+        for _ in range(8):
+            thr.update(rng.exponential(size=256))
+            highest = max(highest, thr.value)
+        return highest / before, thr
+
+    kept_out, thr = run(True)
+    taken_in, _ = run(False)
+    assert kept_out < 2.0 < 10 * 2.0 < taken_in
+    # A lone alarm enters the peaks.
+    spike = thr.value * 1.5
+    thr.update(np.r_[rng.exponential(size=31), [spike]])
+    assert thr.peaks[-1] == spike
+    thr.update(np.r_[[spike, spike], rng.exponential(size=30)])  # after an alarm: the first of the two stays out too
+    assert np.count_nonzero(thr.peaks == spike) == 1
