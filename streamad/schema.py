@@ -311,15 +311,19 @@ def parse_timestamps(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     timed = np.fromiter((isinstance(v, str) and ":" in v for v in values), dtype=bool, count=len(values))
     num = np.full(len(values), np.nan)
     rest = np.flatnonzero(~timed)
+    days = None
     if len(rest):
         undated = [values[i] for i in rest.tolist()]
-        # A column of dates without times (2026-01-01) holds no number: the date parser
-        # reads it, and pandas' number parser need not be imported for it.
+        # A column of dates without times (2026-01-01) holds no number: read as dates at
+        # once, and pandas' number parser need not be imported for it.
         days = _uniform_iso(undated) if all(type(v) is str for v in undated) else None
-        num[rest] = _numbers(undated) if days is None else np.nan
+        if days is None:
+            num[rest] = _numbers(undated)
     out = np.where(np.abs(num) > 1e11, num / 1000.0, num)
+    if days is not None:
+        out[rest] = days
     # Not numbers: text to parse as a date (numbers that are inf or out of range stay bad).
-    text = np.flatnonzero(np.isnan(num))
+    text = np.flatnonzero(np.isnan(num) & timed) if days is not None else np.flatnonzero(np.isnan(num))
     if len(text):
         out[text] = _text_timestamps([v if isinstance(v, str) else str(v) for v in (values[i] for i in text.tolist())])
     with np.errstate(invalid="ignore"):

@@ -403,9 +403,12 @@ class SpotThreshold(Threshold):
             # ``exclude_above`` is known) would otherwise take in by the hundred. A lone
             # alarm still enters, as a young tail needs; two in a row at a risk of 0.001
             # are one normal pair in a million.
-            alarmed = scores > self.value if self.grown and not self.early else np.zeros(len(scores), dtype=bool)
-            admit &= ~(alarmed & np.r_[self._alarmed_before, alarmed[:-1]])
-            self._alarmed_before = bool(alarmed[-1])
+            if self.grown and not self.early:
+                alarmed = scores > self.value
+                admit &= ~(alarmed & np.r_[self._alarmed_before, alarmed[:-1]])
+                self._alarmed_before = bool(alarmed[-1])
+            else:
+                self._alarmed_before = False
         keep = scores[admit]
         if len(keep):
             self.peaks = np.concatenate([self.peaks, keep])[-self.max_peaks :]

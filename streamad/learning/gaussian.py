@@ -93,7 +93,7 @@ class OnlineGaussian:
             # (learning/gaussian_kernel.py).
             keep = 0.5 ** (nb / self.half_life) if self.half_life else 1.0
             mean = self.mean.copy()  # a new array, as below: a reader holding the old one keeps it
-            self.n = _fold()(len(X), mb, spread, mean, self.scatter, float(self.n), keep, bool(self.half_life))
+            self.n = _kernel().fold(len(X), mb, spread, mean, self.scatter, float(self.n), keep, bool(self.half_life))
             self.mean = mean
         else:
             if self.half_life:
@@ -133,7 +133,7 @@ class OnlineGaussian:
             # ``shrunk_covariance``'s arithmetic and the inverse in one compiled call
             # (learning/gaussian_kernel.py).
             cov, prec = np.empty((self.d, self.d)), np.empty((self.d, self.d))
-            if _shrunk_precision()(self.scatter, float(self.n), float(self.prior), float(self.shrink), cov, prec):
+            if _kernel().shrunk_precision(self.scatter, float(self.n), float(self.prior), float(self.shrink), cov, prec):
                 return prec
             return symmetric_inverse(cov)
         return symmetric_inverse(self.shrunk_covariance())
@@ -219,7 +219,7 @@ def symmetric_inverse(a: np.ndarray) -> np.ndarray:
     """
     if len(a) <= COMPILED_MAX_COLUMNS:
         out = np.empty_like(a, dtype=np.float64)
-        if _spd_inverse()(np.ascontiguousarray(a, dtype=np.float64), out):
+        if _kernel().spd_inverse(np.ascontiguousarray(a, dtype=np.float64), out):
             return out
     try:
         inv = np.linalg.inv(a)
@@ -232,32 +232,11 @@ def symmetric_inverse(a: np.ndarray) -> np.ndarray:
 
 @functools.cache
 def _kernel() -> Any:
+    # numba, and the compiled code, load on the first use (threshold.py imports this
+    # module for chi2_quantile alone).
     from streamad.learning import gaussian_kernel
 
     return gaussian_kernel
-
-
-@functools.cache
-def _fold() -> Any:
-    from streamad.learning.gaussian_kernel import fold
-
-    return fold
-
-
-@functools.cache
-def _shrunk_precision() -> Any:
-    from streamad.learning.gaussian_kernel import shrunk_precision
-
-    return shrunk_precision
-
-
-@functools.cache
-def _spd_inverse() -> Any:
-    # numba, and the compiled code, load on the first inverse (threshold.py imports this
-    # module for chi2_quantile alone).
-    from streamad.learning.gaussian_kernel import spd_inverse
-
-    return spd_inverse
 
 
 def chi2_quantile(d: float, p: float) -> float:

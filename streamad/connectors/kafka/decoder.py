@@ -181,10 +181,16 @@ class JsonDecoder:
     def _precheck(self, obj: Any) -> tuple[str | None, str | None]:
         if not isinstance(obj, dict):
             return "not_object", f"expected a JSON object, got {_json_type(obj)}"
-        # The inferred features are candidates: a number among them settles it.
-        if self._inferring and not (self.schema is not None and any(_is_number(obj.get(f)) for f in self.schema.features or ())) and not any(_is_number(obj[f]) for f in self._candidates(obj)):
+        if self._inferring and not self._has_number(obj):
             return "non_numeric", f"no number in any field (fields: {', '.join(map(str, obj))[:200]})"
         return None, None
+
+    def _has_number(self, obj: Mapping[str, Any]) -> bool:
+        """Whether a field that can be a feature holds a number."""
+        # The inferred features are candidates: a number among them settles it.
+        if self.schema is not None and any(_is_number(obj.get(f)) for f in self.schema.features or ()):
+            return True
+        return any(_is_number(obj[f]) for f in self._candidates(obj))
 
     def _roles(self, obj: Mapping[str, Any]) -> tuple[str | None, str | None]:
         """(timestamp, label) fields of an object: configured, else guessed by name."""
