@@ -77,6 +77,11 @@ class DecayedHistogram:
         return float(self.counts.sum())
 
     @property
+    def bin_width(self) -> float:
+        """The width of an inner bin (0 before the first range is fixed)."""
+        return (self.hi - self.lo) / self.bins
+
+    @property
     def pending(self) -> np.ndarray:
         """The values collected before the first range is fixed (empty once it is)."""
         return np.concatenate(self._pending) if self._pending else np.empty(0)

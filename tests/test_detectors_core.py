@@ -38,22 +38,25 @@ def test_gaussian_checkpoint_round_trip():
 
 def test_a_trimmed_gaussian_does_not_learn_a_long_shift_but_follows_slow_drift():
     rng = np.random.default_rng(2)
-    trimmed, plain = Gaussian(trim=0.7, half_life=None), Gaussian(half_life=None)
+    trimmed, plain = Gaussian(trim=0.95, half_life=None), Gaussian(half_life=None)
     base = rng.normal(size=(1024, 3))
     for det in (trimmed, plain):
         for i in range(0, 1024, 32):
             det.learn(base[i : i + 32])
-    # A valve left shut for 600 records: only its records that fall back near the core are learned.
+    # A valve left shut for 600 records. More than 5% of the scores soon come from it,
+    # and a bar read from scores as they are rose into it after about 100 records (192
+    # of the first 288 learned); scores over the bar count as one bin over it, so the
+    # bar climbs slowly (measured 32 of 288).
     shift = rng.normal(size=(600, 3)) + [0.0, 4.0, 0.0]
     learned = [det.learn(shift[i : i + 32]).n_learned for det in (trimmed, plain) for i in range(0, 600, 32)]
-    assert sum(learned[: len(learned) // 2]) < 150 and sum(learned[len(learned) // 2 :]) == 600
+    assert sum(learned[:9]) < 100 and sum(learned[len(learned) // 2 :]) == 600, learned
     probe = np.array([[0.0, 4.0, 0.0]])
-    assert trimmed.score(probe)[0] > 3 * plain.score(probe)[0], (trimmed.score(probe), plain.score(probe))  # measured 7.3 against 1.3: the plain one has learned it
+    assert trimmed.score(probe)[0] > 3 * plain.score(probe)[0], (trimmed.score(probe), plain.score(probe))  # measured 5.5 against 1.3: the plain one has learned it
     # A drift of 3 standard deviations over 6,000 records: each window is still mostly in
     # the core, so the trimmed estimate follows it, a little behind one that learns all
-    # (its leading edge is trimmed: measured 1.49 against 1.96).
+    # (its leading edge is trimmed: measured 1.86 against 1.96).
     means = []
-    for det in (Gaussian(trim=0.7, half_life=2000), Gaussian(half_life=2000)):
+    for det in (Gaussian(trim=0.95, half_life=2000), Gaussian(half_life=2000)):
         drift = np.random.default_rng(5)
         for _ in range(16):
             det.learn(drift.normal(size=(32, 3)))
@@ -62,7 +65,7 @@ def test_a_trimmed_gaussian_does_not_learn_a_long_shift_but_follows_slow_drift()
             det.learn(drift.normal(size=(32, 3)) + 3.0 * t / 6000 * np.array([1.0, 0.0, 0.0]))
         assert det.g is not None
         means.append(det.g.mean[0])
-    assert means[0] > 1.2 and means[1] - means[0] < 0.6, means
+    assert means[0] > 1.6 and means[1] - means[0] < 0.3, means
 
 
 def test_a_trimmed_gaussian_learns_a_new_regime_after_a_drift_and_resumes_from_its_state():
