@@ -165,3 +165,22 @@ def test_on_a_fleet_the_default_judges_each_device_against_its_own_past(seed):
     _, pooled = _scores(SETTINGS_FILE_GAUSSIAN, X, ts, keys)
     assert alarms[y].sum() >= 15 and alarms[~y].sum() <= 15  # of 18 spikes and 2,982 normal readings (18 and 5-7 when written)
     assert pooled[y].sum() <= 3  # (0 when written)
+
+
+def test_a_new_operating_point_that_lasts_stops_alarming():
+    """A pressure that steps up by ten deviations at record 600 and stays there: alarmed
+    at once, then learned as the new normal (the Gaussian's bar follows a state that has
+    been over it for 64 records in a row; measured: the last alarm 662-927 records after
+    the step; with the bar held one bin over its place whatever lasted, never)."""
+    n, at = 4000, 600
+    t = np.arange(n)
+    for seed in (1, 2, 3):
+        rng = np.random.default_rng(seed)
+        X = np.sin(2 * np.pi * t / 500)[:, None] * [1.0, 0.5, 0.2] + rng.normal(scale=0.3, size=(n, 3))
+        X[at:, 1] += 3.0
+        sink = MemorySink()
+        Pipeline(settings(), sink).run(ArraySource(X, timestamps=1_767_225_600.0 + t))
+        alarmed = np.array(sorted(r["source"]["offset"] for r in sink.records if r["is_anomaly"])) - 1  # offsets count from 1
+        assert len(alarmed) and alarmed.min() >= at, alarmed[:5]
+        assert np.sum((alarmed >= at) & (alarmed < at + 100)) >= 50
+        assert alarmed.max() < 2000, alarmed[-5:]
