@@ -36,7 +36,7 @@ def test_gaussian_checkpoint_round_trip():
     assert np.array_equal(det.score(x), det2.score(x))
 
 
-def test_a_trimmed_gaussian_does_not_learn_a_long_shift_but_follows_slow_drift():
+def test_a_trimmed_gaussian_keeps_a_young_bar_out_of_a_fault_learns_what_lasts_and_follows_drift():
     rng = np.random.default_rng(2)
     trimmed = Gaussian(trim=0.95, half_life=None)
     base = rng.normal(size=(416, 3))
