@@ -322,8 +322,9 @@ def parse_timestamps(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     out = np.where(np.abs(num) > 1e11, num / 1000.0, num)
     if days is not None:
         out[rest] = days
-    # Not numbers: text to parse as a date (numbers that are inf or out of range stay bad).
-    text = np.flatnonzero(np.isnan(num) & timed) if days is not None else np.flatnonzero(np.isnan(num))
+    # Neither numbers nor days: text to parse as a date (numbers that are inf or out of
+    # range stay bad).
+    text = np.flatnonzero(np.isnan(out))
     if len(text):
         out[text] = _text_timestamps([v if isinstance(v, str) else str(v) for v in (values[i] for i in text.tolist())])
     with np.errstate(invalid="ignore"):

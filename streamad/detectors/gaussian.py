@@ -179,16 +179,17 @@ class Gaussian(Detector):
             # raise the bar it is judged against. Until it holds 64 scores, all is learned.
             level = float(self.judged.quantile(self.trim)) if self.judged.ready else np.inf
             normal = z <= level
-            self.over_run = self.over_run + len(X) if 1.0 - normal.mean() > 1.0 - self.trim else 0
+            flag_rate = 1.0 - float(normal.mean())  # LOE's hard labels: the share left unlearned
+            self.over_run = self.over_run + len(X) if flag_rate > 1.0 - self.trim else 0
             # A score over the bar counts as just over it (one bin) until OVER_RUN records
             # in a row have been over it: a young bar, read from few scores, is otherwise
             # pulled into a fault once the fault holds 1 - trim of them, a few windows in
             # (SKAB: the last 200 rows of 400-row faults were learned). A state that lasts
             # (OVER_RUN records given to learn; the model gives it one in ten of those it
             # alarms on) raises the bar as before, so a new operating point is learned.
-            capped = self.judged.ready and self.over_run < self.OVER_RUN
+            # Before the bar exists the level is infinite, and nothing is capped.
+            capped = self.over_run < self.OVER_RUN
             self.judged.update(np.minimum(z, level + self.judged.bin_width) if capped else z)
-            flag_rate = 1.0 - float(normal.mean())  # LOE's hard labels: the share left unlearned
             X = X[normal]
         if len(X):
             self.g.update(X)
