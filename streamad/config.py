@@ -137,6 +137,15 @@ class ThresholdSettings(_Section):
     skip_first_records: int = Field(
         128, ge=0, description="the threshold does not learn the scores of windows that begin within a lane's first records (scored by a model that had learned fewer records than this)"
     )
+    adopt_after: int | None = Field(
+        1024,
+        gt=0,
+        description=(
+            "records of one key flagged in a row (more than half of each batch) after which their state is its new normal: "
+            "the key's detector forgets the old one and learns every record until the flags stop "
+            "(null: never; a lasting state is then learned one flagged record in ten)"
+        ),
+    )
 
 
 class OutputSettings(_Section):

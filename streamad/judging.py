@@ -21,7 +21,7 @@ the lane's.
 >>> rng = np.random.default_rng(0)
 >>> keys = np.array(["quiet", "noisy"] * 500, dtype=object)
 >>> scores = rng.exponential(size=1000) * np.where(keys == "quiet", 1.0, 10.0)
->>> judging.update(scores, keys, young=False)
+>>> _ = judging.update(scores, keys, young=False)
 >>> judging.alarms(np.array([8.0, 8.0]), np.array(["quiet", "noisy"], dtype=object)).tolist()
 [True, False]
 """
@@ -48,16 +48,43 @@ SUSPECT_SHARE = 0.01
 #: whether a key's scores are a young detector's (a key, or None for the lane)
 Young = bool | Callable[[Any], bool]
 
+#: records of one key (the lane, without keys) flagged, more than half of each batch its
+#: threshold learns, after which their state is taken as the key's new normal
+#: (``Judging.adopting``)
+ADOPT_AFTER = 1024
+
 
 class Judging:
     """A threshold, and while its detector warms up a twin of it that learns every
     score (the first windows' too, which the threshold skips: ``skip_first``) and
     sets the suspect level (``flagged``). Keys are accepted and ignored: one threshold
-    for the lane."""
+    for the lane.
 
-    def __init__(self, threshold: Threshold) -> None:
+    A state that lasts is adopted (``adopt_after``): once the records have been flagged,
+    more than half of each batch the threshold learns, for that many records in a row,
+    nothing is flagged until a batch is mostly under the flag level again, and
+    ``update`` says so, so that the model learns every record and its detector forgets
+    the old state. Without it a lasting change (a new set point) is learned one record
+    in ``FLAGGED_EVERY``, by an estimate holding the stream's whole history: a step
+    after 10,000 records alarmed on 7,000 of the next, one after 600 records on 650
+    (benchmarks/results/ANALYSIS.md, fifteenth round).
+
+    >>> judging = Judging(SpotThreshold(min_records=200), adopt_after=300)
+    >>> rng = np.random.default_rng(0)
+    >>> judging.update(rng.exponential(size=5000))
+    []
+    >>> stepped = rng.exponential(size=100) + 20.0
+    >>> [judging.update(stepped) for _ in range(4)]
+    [[], [], [None], []]
+    >>> judging.adopting, bool(judging.flagged(stepped).any())
+    (True, False)
+    """
+
+    def __init__(self, threshold: Threshold, adopt_after: int | None = ADOPT_AFTER) -> None:
         self.threshold = threshold
         self.twin: Threshold | None = _learning_all(threshold)
+        self.adopt_after = adopt_after
+        self.run = 0  # records flagged in a row (batch by batch): see ``adopting``
         self._level, self._level_seen = math.inf, (-1, math.nan, -1)  # flag_level's, and when
 
     def values(self, keys: np.ndarray | None, n: int) -> float:
@@ -87,12 +114,23 @@ class Judging:
         young model's suspect level high, so it learns most of what it sees while it
         knows little. A suspect level from the alarm threshold's scores kept normal
         records from the model (on the demo, spikes missed later; ODDS AP fell:
-        benchmarks/results/ANALYSIS.md). Alarms are flagged whichever level is lower."""
+        benchmarks/results/ANALYSIS.md). Alarms are flagged whichever level is lower.
+        While a lasting state is adopted (``adopting``), none."""
         return np.asarray(scores, dtype=np.float64) > self.flag_level()
 
+    @property
+    def adopting(self) -> bool:
+        """The records have been flagged for ``adopt_after`` records in a row: their state
+        is learned as the new normal (nothing flagged) until they are mostly under the
+        flag level again."""
+        return self.adopt_after is not None and self.run >= self.adopt_after
+
     def flag_level(self) -> float:
-        """The score above which ``flagged`` flags (kept until the thresholds learn:
-        a lane of many keys asks every key's at every window)."""
+        """The score above which ``flagged`` flags: infinite while ``adopting``."""
+        return math.inf if self.adopting else self._flag_level()
+
+    def _flag_level(self) -> float:
+        # Kept until the thresholds learn: a lane of many keys asks every key's at every window.
         ref = self.threshold if self.twin is None else self.twin
         seen = (self.threshold.offered, self.threshold.value, ref.offered)
         if seen != self._level_seen:
@@ -104,27 +142,40 @@ class Judging:
             self._level, self._level_seen = min(level, float(self.threshold.value)), seen
         return self._level
 
-    def update(self, scores: np.ndarray, keys: np.ndarray | None = None, young: Young = False) -> None:
+    def update(self, scores: np.ndarray, keys: np.ndarray | None = None, young: Young = False) -> list[Any]:
         """Learn a window's scores; ``young``: they are a detector's in its warm-up
-        (which give a provisional threshold: streamad/threshold.py)."""
-        self._update(scores, young if isinstance(young, bool) else young(None))
+        (which give a provisional threshold: streamad/threshold.py). ``[None]`` (the
+        lane) when a lasting state has just begun to be adopted (``adopting``), else
+        ``[]``: as ``PerKeyJudging.update`` lists keys."""
+        return [None] if self._update(scores, young if isinstance(young, bool) else young(None)) else []
 
-    def _update(self, scores: np.ndarray, young: bool) -> None:
+    def _update(self, scores: np.ndarray, young: bool) -> bool:
+        began = False
+        if self.adopt_after is not None and len(scores):
+            # Counted against the level the batch was flagged by (before the threshold
+            # learns it), and only on a grown detector's scores: a young one learns
+            # every record anyway.
+            was = self.adopting
+            lasting = not young and 2 * int(np.count_nonzero(scores > self._flag_level())) > len(scores)
+            self.run = self.run + len(scores) if lasting else 0
+            began = self.adopting and not was
         self.threshold.update(scores, young=young)
         if self.twin is not None:
             if self.threshold.grown:
                 self.twin = None  # grown-up scores: the alarm threshold flags
             else:
                 self.twin.update(scores, young=young)
+        return began
 
     def reset(self) -> None:
         self.threshold.reset()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"threshold": self.threshold.state_dict(), "warmup_twin": None if self.twin is None else self.twin.state_dict()}
+        return {"threshold": self.threshold.state_dict(), "warmup_twin": None if self.twin is None else self.twin.state_dict(), "flagged_run": self.run}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.threshold.load_state_dict(state["threshold"])
+        self.run = int(state.get("flagged_run", 0))  # states before adoption: none in a row
         self.twin = None  # absent from checkpoints of before the skip, and once grown
         twin_state = state.get("warmup_twin")
         if twin_state is not None:
@@ -150,8 +201,9 @@ class PerKeyJudging:
     #: streams of 20,000 records are judged as with 5,000).
     MAX_PEAKS = 2000
 
-    def __init__(self, threshold: Threshold, max_keys: int = 1024) -> None:
+    def __init__(self, threshold: Threshold, max_keys: int = 1024, adopt_after: int | None = ADOPT_AFTER) -> None:
         self.template = copy.deepcopy(threshold)
+        self.adopt_after = adopt_after
         if isinstance(self.template, SpotThreshold):
             self.template.max_peaks = min(self.template.max_peaks, self.MAX_PEAKS)
         self.max_keys = max_keys
@@ -162,7 +214,7 @@ class PerKeyJudging:
         self._blank = self._new()  # what a key not seen yet is judged by
 
     def _new(self) -> Judging:
-        judging = Judging(copy.deepcopy(self.template))
+        judging = Judging(copy.deepcopy(self.template), self.adopt_after)
         if self._seed is not None:
             judging.load_state_dict(self._seed)
         return judging
@@ -231,13 +283,17 @@ class PerKeyJudging:
         scores = np.asarray(scores, dtype=np.float64)
         return scores > self._per_record(keys, len(scores), Judging.flag_level)
 
-    def update(self, scores: np.ndarray, keys: np.ndarray | None = None, young: Young = False) -> None:
+    def update(self, scores: np.ndarray, keys: np.ndarray | None = None, young: Young = False) -> list[Any]:
+        """Learn a window's scores, each key's by its own judge; the keys whose lasting
+        state has just begun to be adopted (``Judging.adopting``)."""
         scores = np.asarray(scores, dtype=np.float64)
         groups = key_groups(keys, len(scores))
+        began = []
         for k, j, rows in self.table.take(groups, self._new):
             s = self.table.batch(k, scores[rows], hold=len(groups) > 1)
-            if s is not None:
-                j._update(s, young if isinstance(young, bool) else young(k))
+            if s is not None and j._update(s, young if isinstance(young, bool) else young(k)):
+                began.append(k)
+        return began
 
     def reset(self) -> None:
         for j in self.judges.values():
@@ -265,7 +321,7 @@ class PerKeyJudging:
             self._seed = keys["seed"]
             for k, s, p in zip(keys["keys"], keys["judges"], keys["pending"]):
                 key = tuple(k) if isinstance(k, list) else k
-                j = Judging(copy.deepcopy(self.template))
+                j = Judging(copy.deepcopy(self.template), self.adopt_after)
                 j.load_state_dict(s)
                 self.judges[key] = j
                 if p is not None:

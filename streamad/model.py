@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from streamad.detectors import Detector, LearnReport, make_detector
-from streamad.judging import Judging, PerKeyJudging
+from streamad.judging import ADOPT_AFTER, Judging, PerKeyJudging
 from streamad.minibatch import MiniBatches, Record
 from streamad.scaling import Scaler, StandardScaler, make_scaler, moments
 from streamad.temporal import Context, TemporalFeatures
@@ -84,6 +84,13 @@ class Model:
         drift, a flat or stuck sensor, gaps); ``True`` for the default stage. Keys and
         event times come with ``judge`` / ``learn`` (the pipeline passes the window's);
         records learned one at a time are one key. Off by default.
+    adopt_after : int or None, default 1024
+        Records of one key (of the stream, without keys) flagged in a row, more than
+        half of each batch, after which their state is taken as the key's new normal:
+        the detector forgets the old one (``Detector.on_lasting_state``) and the model
+        learns every record of the key until its records are mostly unflagged again
+        (``Judging.adopting``). None: a lasting state is learned one flagged record in
+        ``FLAGGED_EVERY``, as slowly as the estimate's memory is long.
 
     Notes
     -----
@@ -99,6 +106,7 @@ class Model:
         scaler: Scaler | str = "auto",
         threshold: Threshold | None = None,
         temporal: TemporalFeatures | bool | None = None,
+        adopt_after: int | None = ADOPT_AFTER,
     ) -> None:
         self.detector: Detector = make_detector(detector) if isinstance(detector, str) else detector
         if isinstance(scaler, str):
@@ -110,7 +118,9 @@ class Model:
 
             threshold = build_threshold(ThresholdSettings())
         # A detector with a model per key gets a threshold per key (streamad/judging.py).
-        self.judging: Judging | PerKeyJudging = PerKeyJudging(threshold, getattr(self.detector, "max_keys", 1024)) if self.detector.scores_per_key else Judging(threshold)
+        self.judging: Judging | PerKeyJudging = (
+            PerKeyJudging(threshold, getattr(self.detector, "max_keys", 1024), adopt_after) if self.detector.scores_per_key else Judging(threshold, adopt_after)
+        )
         # Independent of the detector's scaler: z-scores for the attribution of detectors
         # that cannot say which features made a score.
         self.stats = StandardScaler(half_life=10_000)
@@ -150,7 +160,7 @@ class Model:
         settings = for_stream(settings, on)
         detector = build_detector(settings)
         stage = TemporalFeatures(f.groups, f.max_keys, f.short_span, f.long_span, f.history) if on else None
-        return cls(detector, build_scaler(settings, detector), build_threshold(settings.threshold), stage)
+        return cls(detector, build_scaler(settings, detector), build_threshold(settings.threshold), stage, settings.threshold.adopt_after)
 
     @property
     def columns(self) -> tuple[str, ...] | None:
@@ -228,7 +238,9 @@ class Model:
         # Scores of a detector in its warm-up give a provisional threshold, which the
         # grown-up scores replace (streamad/threshold.py); a key's, while its own
         # detector warms up.
-        self.judging.update(scores, self._keys(keys), self.detector.key_young if self.detector.scores_per_key else report.warmup)
+        lasting = self.judging.update(scores, self._keys(keys), self.detector.key_young if self.detector.scores_per_key else report.warmup)
+        if lasting:
+            self.detector.on_lasting_state(lasting)
         return report
 
     def flagged(self, scores: np.ndarray, keys: np.ndarray | None = None) -> np.ndarray:

@@ -184,3 +184,56 @@ def test_a_new_operating_point_that_lasts_stops_alarming():
         assert len(alarmed) and alarmed.min() >= at, alarmed[:5]
         assert np.sum((alarmed >= at) & (alarmed < at + 100)) >= 50
         assert alarmed.max() < 2000, alarmed[-5:]
+
+
+def _two_devices(n: int, at: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Devices a and b interleaved on one stream, three sensors each; a's second sensor
+    steps up by ten noise deviations at a's record ``at`` and stays there."""
+    t = np.arange(n)
+    rng = np.random.default_rng(1)
+    X = np.empty((2 * n, 3))
+    for i in (0, 1):
+        X[i::2] = np.sin(2 * np.pi * t / 500)[:, None] * [1.0, 0.5, 0.2] + rng.normal(scale=0.3, size=(n, 3))
+    X[2 * at :: 2, 1] += 3.0
+    return X, np.array(["a", "b"] * n, dtype=object), 1_767_225_600.0 + np.repeat(t, 2)
+
+
+def test_a_new_set_point_on_a_mature_stream_is_adopted_however_long_the_history():
+    """The same lasting step, on a device with 8,000 records behind it: the Gaussian,
+    holding all of them (half-life 20,000), took it in one flagged record in ten and
+    alarmed on every one of the 4,000 records after it. Flagged for ``adopt_after``
+    records in a row, the device's state is adopted: its Gaussian forgets, it learns
+    every record, and the alarms stop (measured: 1,070 of a's 4,000 after the step,
+    6 of them 2,000 or more after; 4,000 without adoption). Device b, on the same
+    stream, is judged as before (19 alarms against 20)."""
+    n, at = 12_000, 8_000
+    X, keys, ts = _two_devices(n, at)
+    counts = {}
+    for adopt in (1024, None):
+        sink = MemorySink()
+        pipeline = Pipeline(settings(threshold={"adopt_after": adopt}), sink, temporal=True)
+        source = ArraySource(X, timestamps=ts, keys=keys)
+        pipeline.run(source)
+        offsets = np.array(sorted(r["source"]["offset"] for r in sink.records if r["is_anomaly"])) - 1
+        a, b = offsets[offsets % 2 == 0] // 2, offsets[offsets % 2 == 1] // 2
+        counts[adopt] = (int(np.sum((a >= at) & (a < at + 100))), int(np.sum(a >= at + 2000)), len(b))
+        judges = pipeline.lanes[source.lane].model.judging.judges
+        assert judges["b"].run == 0
+    (first_on, late_on, b_on), (first_off, late_off, b_off) = counts[1024], counts[None]
+    assert first_on == first_off == 100  # the step is alarmed at once either way
+    assert late_off == 2000 and late_on <= 20, counts
+    assert abs(b_on - b_off) <= 5, counts
+
+
+def test_a_checkpoint_carries_a_devices_run_of_flagged_records(tmp_path):
+    """Stopped 610 records into device a's step and resumed, the pipeline goes on
+    counting a's flagged run where it was, and adopts its new state when it would have
+    without the stop: the same scores. (Counted from 0 again, the run ended 610 records
+    later, and so did the alarms.)"""
+    X, keys, ts = _two_devices(4_000, 2_500)
+    s = settings(features={"temporal": "on"})
+    # The cut at a window boundary: windows of 63 records (one device has 32 in them).
+    whole, joined, resumed = restart_halfway(s, X, keys, ts, ["flow", "pressure", "current"], tmp_path, cut=6_220)
+    assert np.array_equal(joined, whole)
+    judges = resumed.lanes[Lane("array")].model.judging.judges
+    assert judges["b"].run == 0 and whole[2 * 3_000 :: 2].max() > 100 > whole[2 * 3_800 :: 2].max()

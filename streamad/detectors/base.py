@@ -226,6 +226,12 @@ class Detector(abc.ABC):
     def on_drift(self, kind: str) -> None:  # noqa: B027 (an optional hook: a no-op unless overridden)
         """Called when a drift detector fires; detectors that keep warm-up state may reopen it."""
 
+    def on_lasting_state(self, keys: Sequence[Any]) -> None:  # noqa: B027 (an optional hook: a no-op unless overridden)
+        """Called when the records of ``keys`` (None: records without a key) have been
+        flagged for the model's ``adopt_after`` records in a row: a state that lasts,
+        which the model now learns in full. Detectors that hold the old state for long
+        (a Gaussian with a long half-life) may forget it, so the new one is soon normal."""
+
     @abc.abstractmethod
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly where this detector is now."""

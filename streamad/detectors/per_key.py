@@ -208,6 +208,13 @@ class PerKey(Detector):
         # detector forgets on its own (``gaussian``: its half-life).
         return None
 
+    def on_lasting_state(self, keys: Sequence[Any]) -> None:
+        # Each key's own state: the other devices go on as they were.
+        for k in keys:
+            m = self.models.get(k)
+            if m is not None:
+                m.on_lasting_state([None])
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "params": {"detector": self.detector, "inner": None if self.inner is None else dict(self.inner), "max_keys": self.max_keys},
