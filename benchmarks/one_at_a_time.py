@@ -13,8 +13,10 @@ each, on the same records in the ODDS protocol's order (seed 0):
 - pysad's LODA, ``fit_score_partial`` on a NumPy row (its docs' test-then-train call).
 
 Then the same over a sensor stream (the demo's six sensors, as many records): streamad's
-``Model(temporal=True)``, each record scored with its temporal context (the records
-``learn_one`` holds count in it), beside the two peers on the values alone.
+``Model(temporal=True)`` (the sensor default, a trimmed Gaussian per key, as a replay of
+a timestamped file runs it; ``loe-ae`` with the stage before 2026-12-02's fifteenth
+round), each record scored with its temporal context (the records ``learn_one`` holds
+count in it), beside the two peers on the values alone.
 
 Throughput counts the records after the warm-up (the first ``--warmup`` records, where
 a young streamad model learns small batches often), median over the repeats, one thread.
@@ -118,7 +120,7 @@ LOOPS: list[tuple[str, str, Loop]] = [
 #: the same loops over a sensor stream: the demo's six sensors, the temporal stage on
 #: for streamad (its context from each record's past), the values alone for the peers
 SENSOR_LOOPS: list[tuple[str, str, Loop]] = [
-    ("sensor_streamad_temporal", "streamad Model(temporal=True), NumPy rows", streamad_temporal),
+    ("sensor_streamad_temporal", "streamad Model(temporal=True): the sensor default, NumPy rows", streamad_temporal),
     ("sensor_river_hst", "river HalfSpaceTrees + MinMaxScaler, dicts (values only)", river_hst),
     ("sensor_pysad_loda", "pysad LODA, NumPy rows (values only)", pysad_loda),
 ]

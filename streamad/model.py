@@ -22,6 +22,7 @@ True
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -68,8 +69,9 @@ class Model:
     Parameters
     ----------
     detector : Detector or str, default "default"
-        A detector, or the name of a registered one (``streamad detectors`` lists them;
-        ``"default"`` is ``loe-ae``).
+        A detector, or the name of a registered one (``streamad detectors`` lists them).
+        ``"default"`` is what a replay runs: with ``temporal``, the sensor default (a
+        trimmed online Gaussian per key, ``factory.SENSOR_DEFAULT``), else ``loe-ae``.
     scaler : Scaler or str, default "auto"
         ``"standard"``, ``"minmax"``, ``"none"``, a ``Scaler``, or ``"auto"``: the
         detector's preferred scaler.
@@ -108,6 +110,14 @@ class Model:
         temporal: TemporalFeatures | bool | None = None,
         adopt_after: int | None = ADOPT_AFTER,
     ) -> None:
+        #: the window ``streamad.detect`` runs this model in unless told: the sensor
+        #: default's 32 records of a key, else the pipeline's 256
+        self.window_size = 256
+        if detector == "default" and temporal:
+            from streamad.factory import SENSOR_DEFAULT
+
+            detector = make_detector(SENSOR_DEFAULT["detector"], **copy.deepcopy(SENSOR_DEFAULT["params"]))
+            self.window_size = SENSOR_DEFAULT["window"]
         self.detector: Detector = make_detector(detector) if isinstance(detector, str) else detector
         if isinstance(scaler, str):
             scaler = make_scaler(self.detector.preferred_scaler if scaler == "auto" else scaler)

@@ -544,14 +544,17 @@ class _Collected:
 def detect(
     data: Any,
     model: Model | None = None,
-    window: int = 256,
+    window: int | None = None,
     initial_window: int | None = 8,
     key: str | None = None,
     timestamp: str | None = None,
 ) -> pd.DataFrame:
     """Run ``data`` through a pipeline whose one lane runs ``model`` (default: a new
-    ``Model()``), prequentially: each window of records is scored by the model as it was
-    before the window, then learned.
+    ``Model()``, with the temporal stage when ``timestamp`` names event times, as a
+    replay would run), prequentially: each window of records is scored by the model as
+    it was before the window, then learned: windows of ``window`` records (of a key,
+    with keys), ``initial_window`` first and doubling; default the model's
+    (``Model.window_size``: 32 for the sensor default, else 256).
 
     ``data`` is a DataFrame (its numeric columns are the features, or the columns the
     model was first given), an array or a sequence of records. Returns one row per input
@@ -574,7 +577,8 @@ def detect(
 
     from streamad.sources import ArraySource
 
-    model = Model() if model is None else model
+    model = Model(temporal=timestamp is not None) if model is None else model
+    window = model.window_size if window is None else window
 
     keys: np.ndarray | None = None
     stamps: np.ndarray | None = None

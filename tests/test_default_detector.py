@@ -2,6 +2,7 @@
 per key, windows of 32, no scaler) where the temporal stage runs, ``loe-ae`` on tables."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from streamad.config import load_settings
@@ -237,3 +238,22 @@ def test_a_checkpoint_carries_a_devices_run_of_flagged_records(tmp_path):
     assert np.array_equal(joined, whole)
     judges = resumed.lanes[Lane("array")].model.judging.judges
     assert judges["b"].run == 0 and whole[2 * 3_000 :: 2].max() > 100 > whole[2 * 3_800 :: 2].max()
+
+
+def test_in_python_the_temporal_model_is_the_sensor_default_a_replay_runs():
+    """``Model(temporal=True)``, and ``detect`` given event times and no model, run what a
+    replay of the same timestamped records runs: the same scores, record for record."""
+    from streamad import Model, detect
+    from streamad.app.demo import generate
+    from streamad.detectors.per_key import PerKey
+
+    demo = generate(n=3000, seed=3)
+    keep = np.isfinite(demo.X).all(axis=1)
+    X, ts = demo.X[keep], demo.timestamps[keep]
+    replayed, _ = _scores({}, X, ts)
+    df = pd.DataFrame(X, columns=list(demo.feature_names)).assign(ts=ts)
+    model = Model(temporal=True)
+    assert isinstance(model.detector, PerKey) and model.window_size == 32
+    for out in (detect(df, timestamp="ts"), detect(df, model, timestamp="ts")):
+        assert np.array_equal(out["score"].to_numpy(), replayed)
+    assert isinstance(Model().detector, type(Model("loe-ae").detector))  # tables: loe-ae
