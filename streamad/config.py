@@ -142,7 +142,7 @@ class ThresholdSettings(_Section):
         gt=0,
         description=(
             "records of one key flagged in a row (more than half of each batch) after which their state is its new normal: "
-            "the key's detector forgets the old one and learns every record until the flags stop "
+            "the key's detector forgets the old one and learns every record until the flags stop; not a key with a stuck sensor "
             "(null: never; a lasting state is then learned one flagged record in ten)"
         ),
     )

@@ -167,6 +167,14 @@ class Judging:
                 self.twin.update(scores, young=young)
         return began
 
+    def flagged_run(self, key: Any = None) -> int:
+        """Records flagged in a row (``adopting``); keys are ignored."""
+        return self.run
+
+    def restart(self, key: Any = None) -> None:
+        """Count the records flagged in a row from 0 again: the state is not adopted."""
+        self.run = 0
+
     def reset(self) -> None:
         self.threshold.reset()
 
@@ -294,6 +302,16 @@ class PerKeyJudging:
             if s is not None and j._update(s, young if isinstance(young, bool) else young(k)):
                 began.append(k)
         return began
+
+    def flagged_run(self, key: Any) -> int:
+        """``key``'s records flagged in a row (``Judging.adopting``)."""
+        return self._judge(key).run
+
+    def restart(self, key: Any) -> None:
+        """Count ``key``'s records flagged in a row from 0 again."""
+        judge = self.judges.get(key)
+        if judge is not None:
+            judge.restart()
 
     def reset(self) -> None:
         for j in self.judges.values():

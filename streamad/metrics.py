@@ -200,7 +200,7 @@ class MetricsObserver:
         self.checkpoint_ts = Gauge(
             "streamad_last_checkpoint_timestamp_seconds", "Unix time of the last checkpoint (sinks flushed, lane state saved when a state dir is set).", L, registry=reg
         )
-        self.drift_events = Counter("streamad_drift_events_total", "Drift alarms, by kind (feature or score).", (*L, "kind"), registry=reg)
+        self.drift_events = Counter("streamad_drift_events_total", "Drift alarms, by kind (feature, score, or a key's lasting state adopted as normal).", (*L, "kind"), registry=reg)
         self.feature_drift = Gauge("streamad_feature_drift_statistic", "Drift statistic of each feature (PSI or KS), recent records against the reference.", (*L, "feature"), registry=reg)
         self.feature_drift_threshold = Gauge("streamad_feature_drift_threshold", "Alarm level of the feature drift statistic.", ("method",), registry=reg)
         self.score_drift = Gauge("streamad_score_drift_statistic", "Page-Hinkley statistic of the score stream's ranks (upward).", L, registry=reg)

@@ -91,8 +91,9 @@ class Model:
         half of each batch, after which their state is taken as the key's new normal:
         the detector forgets the old one (``Detector.on_lasting_state``) and the model
         learns every record of the key until its records are mostly unflagged again
-        (``Judging.adopting``). None: a lasting state is learned one flagged record in
-        ``FLAGGED_EVERY``, as slowly as the estimate's memory is long.
+        (``Judging.adopting``); not a key with a stuck sensor (``TemporalFeatures.stuck``).
+        None: a lasting state is learned one flagged record in ``FLAGGED_EVERY``, as slowly
+        as the estimate's memory is long.
 
     Notes
     -----
@@ -249,8 +250,18 @@ class Model:
         # grown-up scores replace (streamad/threshold.py); a key's, while its own
         # detector warms up.
         lasting = self.judging.update(scores, self._keys(keys), self.detector.key_young if self.detector.scores_per_key else report.warmup)
+        if lasting and ctx is not None and self.temporal is not None:
+            # A frozen sensor is a fault that lasts, not a new operating point: its key's
+            # run starts again, and it alarms until the sensor moves (on the demo scaled to
+            # a million records, a flow sensor stuck for 5,000 was otherwise adopted after
+            # 1,051 of them, and its repair alarmed on 1,076 records).
+            frozen = self.temporal.stuck(ctx, self._scale(F, d), lasting)
+            for k in frozen:
+                self.judging.restart(k)
+            lasting = [k for k in lasting if k not in frozen]
         if lasting:
             self.detector.on_lasting_state(lasting)
+            report.lasting = [(k, self.judging.flagged_run(k)) for k in lasting]
         return report
 
     def flagged(self, scores: np.ndarray, keys: np.ndarray | None = None) -> np.ndarray:

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import numpy as np
@@ -215,6 +215,14 @@ class LaneModel:
         if self.drift is not None and state.get("drift") is not None:
             self.drift.load_state_dict(state["drift"])
 
+    def lasting_states(self, lasting: Sequence[tuple[Any, int]], window: Batch) -> tuple[DriftEvent, ...]:
+        """The drift events of the keys whose lasting state the model began to adopt with
+        ``window`` (each with its records flagged in a row)."""
+        at = int(window.offsets[-1])
+        t = None if window.timestamps is None else float(window.timestamps[-1])
+        limit = float(self.settings.threshold.adopt_after or 0)
+        return tuple(DriftEvent(self.lane, "state", "adopted", float(run), limit, at, event_time=t, key=key) for key, run in lasting)
+
     def on_drift(self, events: Sequence[DriftEvent]) -> None:
         """Let the model react to drift as configured (``drift.action``)."""
         for kind in sorted({e.kind for e in events if e.action != "none"}):
@@ -408,6 +416,8 @@ class Pipeline:
         drift = None
         if lm.drift is not None:
             drift = lm.drift.update(window, scores, report.warmup)
+            if report.lasting:
+                drift = replace(drift, events=drift.events + lm.lasting_states(report.lasting, window))
             if drift.events:
                 lm.on_drift(drift.events)
         temporal = None if model.temporal is None else model.temporal.stats(evicted)

@@ -475,6 +475,19 @@ class TemporalFeatures:
 
     # -- words ----------------------------------------------------------------------------------
 
+    def stuck(self, ctx: Context, scaled: np.ndarray, keys: Sequence[Any]) -> list[Any]:
+        """Of ``keys``, those whose last record in the window has a source unchanged for
+        an unusually long run (its scaled run length, a row of ``scaled``, at least
+        ``STUCK_Z``: what ``explain`` calls stuck); the key None stands for all the
+        window's keys, any of them stuck."""
+        _, _, run_col = self._layout()
+        cols = run_col[run_col >= 0]
+        if not len(cols) or not len(ctx.keys):
+            return []
+        frozen = (np.asarray(scaled)[ctx.last_row][:, cols] >= STUCK_Z).any(axis=1)
+        at = {k: i for i, k in enumerate(ctx.keys)}
+        return [k for k in keys if (frozen[at[k]] if k in at else k is None and bool(frozen.any()))]
+
     def explain(
         self,
         contrib: np.ndarray,

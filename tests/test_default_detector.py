@@ -10,7 +10,7 @@ from streamad.connectors.odds import ArraySource
 from streamad.connectors.sinks import MemorySink
 from streamad.errors import ConfigError
 from streamad.factory import SENSOR_DEFAULT, for_stream
-from streamad.pipeline import Pipeline
+from streamad.pipeline import Observer, Pipeline
 from streamad.records import Lane
 from streamad.state import StateStore
 from tests.conftest import restart_halfway, run_cli
@@ -209,12 +209,14 @@ def test_a_new_set_point_on_a_mature_stream_is_adopted_however_long_the_history(
     stream, is judged as before (19 alarms against 20)."""
     n, at = 12_000, 8_000
     X, keys, ts = _two_devices(n, at)
-    counts = {}
+    counts, states = {}, {}
     for adopt in (1024, None):
         sink = MemorySink()
-        pipeline = Pipeline(settings(threshold={"adopt_after": adopt}), sink, temporal=True)
+        seen = StateEvents()
+        pipeline = Pipeline(settings(threshold={"adopt_after": adopt}), sink, temporal=True, observers=[seen])
         source = ArraySource(X, timestamps=ts, keys=keys)
         pipeline.run(source)
+        states[adopt] = seen.events
         offsets = np.array(sorted(r["source"]["offset"] for r in sink.records if r["is_anomaly"])) - 1
         a, b = offsets[offsets % 2 == 0] // 2, offsets[offsets % 2 == 1] // 2
         counts[adopt] = (int(np.sum((a >= at) & (a < at + 100))), int(np.sum(a >= at + 2000)), len(b))
@@ -224,6 +226,38 @@ def test_a_new_set_point_on_a_mature_stream_is_adopted_however_long_the_history(
     assert first_on == first_off == 100  # the step is alarmed at once either way
     assert late_off == 2000 and late_on <= 20, counts
     assert abs(b_on - b_off) <= 5, counts
+    # Each adoption is a drift event of kind "state", naming the device.
+    assert not states[None] and [e.key for e in states[1024]] == ["a"]
+    event = states[1024][0].as_dict()
+    assert event["key"] == "a" and event["method"] == "adopted" and event["statistic"] >= 1024
+    assert 2 * (at + 1024) < event["source"]["offset"] < 2 * (at + 1400)
+
+
+def test_a_sensor_stuck_for_long_is_a_fault_that_lasts_not_a_new_operating_point():
+    """Device a's second sensor freezes at its record 8,000 and stays frozen: flagged for
+    1,024 records in a row like a step, but a frozen value is never adopted (the temporal
+    stage reads it stuck), so it alarms until the end; device b is untouched."""
+    n, at = 12_000, 8_000
+    X, keys, ts = _two_devices(n, at)
+    X[2 * at :: 2, 1] = X[2 * at, 1] - 3.0  # back below the step _two_devices put there, and frozen
+    seen = StateEvents()
+    sink = MemorySink()
+    pipeline = Pipeline(settings(), sink, temporal=True, observers=[seen])
+    pipeline.run(ArraySource(X, timestamps=ts, keys=keys))
+    offsets = np.array(sorted(r["source"]["offset"] for r in sink.records if r["is_anomaly"])) - 1
+    a = offsets[offsets % 2 == 0] // 2
+    assert not seen.events
+    assert np.sum(a >= at + 2000) >= 1900, np.sum(a >= at)  # of 2,000 (all of them when written)
+    assert pipeline.lanes[Lane("array")].model.judging.judges["a"].run < 1024
+
+
+class StateEvents(Observer):
+    def __init__(self) -> None:
+        self.events: list = []
+
+    def on_window(self, result) -> None:
+        if result.drift is not None:
+            self.events += [e for e in result.drift.events if e.kind == "state"]
 
 
 def test_a_checkpoint_carries_a_devices_run_of_flagged_records(tmp_path):

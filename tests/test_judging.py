@@ -131,3 +131,38 @@ def test_a_short_replay_of_several_devices_says_every_keys_threshold_was_young(t
     r = run_cli("replay", str(tmp_path / "two.csv"), "--timestamp", "ts", "--key", "dev", "--out", str(tmp_path / "d.jsonl"))
     assert r.returncode == 0, r.stderr
     assert "every key's threshold was still the small-sample estimate at the end" in r.stdout
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 60), st.floats(0.0, 1.0), st.booleans()), min_size=1, max_size=60),
+    st.integers(1, 400),
+    st.integers(0, 2**31 - 1),
+)
+def test_a_state_is_adopted_after_so_many_records_flagged_in_a_row_and_only_then(batches, adopt_after, seed):
+    """The run counts the records of batches more than half flagged (at the level in force
+    before each batch is learned) and restarts at any other batch or a young one; from
+    ``adopt_after`` on nothing is flagged, and ``update`` names the lane once, when the
+    run crosses it. A key's judge counts as the lane's."""
+    rng = np.random.default_rng(seed)
+    one = Judging(SpotThreshold(min_records=50), adopt_after=adopt_after)
+    keyed = PerKeyJudging(SpotThreshold(min_records=50), adopt_after=adopt_after)
+    keys = None
+    run, adopting = 0, False
+    first = rng.exponential(size=300)
+    one.update(first)
+    keyed.update(first, keys)
+    for n, share, young in batches:
+        level = one._flag_level()
+        high = rng.random(n) < share
+        s = np.where(high, level + 1.0 + rng.exponential(size=n), rng.uniform(0.0, level, size=n) if np.isfinite(level) else 0.0)
+        flagged = one.flagged(s)
+        assert np.array_equal(flagged, keyed.flagged(s, keys))
+        assert not flagged.any() if adopting else np.array_equal(flagged, s > level)
+        lasting = not young and 2 * int((s > level).sum()) > n
+        run = run + n if lasting else 0
+        began = run >= adopt_after and not adopting
+        adopting = run >= adopt_after
+        assert one.update(s, None, young) == ([None] if began else [])
+        assert keyed.update(s, keys, young) == ([None] if began else [])
+        assert one.run == keyed.flagged_run(None) == run and one.adopting == adopting

@@ -91,7 +91,7 @@ def test_counts_reconcile_with_the_pipeline() -> None:
     assert thr is not None and np.isfinite(thr)
     # Drift counters exist from the start, at 0 for a kind that never fired.
     kinds = {k[1] for k in samples(reg) if k[0] == "streamad_drift_events_total"}
-    assert {dict(k)["kind"] for k in kinds} == {"feature", "score"}
+    assert {dict(k)["kind"] for k in kinds} == {"feature", "score", "state"}
     assert value(reg, "streamad_feature_drift_statistic", **lv, feature="temperature") is not None
     # An untrimmed Gaussian reports no learning state: those gauges are simply not set.
     names = {k[0] for k in samples(reg)}

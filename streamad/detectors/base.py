@@ -31,6 +31,9 @@ class LearnReport:
     ess: float | None = None  # effective sample size of the importance weights, as a share of the window
     warmup: bool = False
     extra: dict[str, float] = field(default_factory=dict)
+    #: set by the ``Model``: the keys (None: records without one) whose lasting state it
+    #: began to adopt with this window, each with its records flagged in a row
+    lasting: list[tuple[Any, int]] = field(default_factory=list)
 
 
 class Detector(abc.ABC):

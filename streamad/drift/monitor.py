@@ -18,7 +18,9 @@ from streamad.records import Batch, Lane
 
 log = logging.getLogger("streamad.drift")
 
-KINDS = ("feature", "score")
+#: what drifted: a feature's distribution, the score stream, or a key's state, which the
+#: model adopted as its new normal after it had lasted (``threshold.adopt_after``)
+KINDS = ("feature", "score", "state")
 
 
 @dataclass(frozen=True)
@@ -26,8 +28,8 @@ class DriftEvent:
     """One drift alarm: where, what, how strong, and what the pipeline did about it."""
 
     lane: Lane
-    kind: str  # "feature" or "score"
-    method: str  # "psi", "ks" or "page_hinkley"
+    kind: str  # "feature", "score" or "state"
+    method: str  # "psi", "ks" or "page_hinkley"; "adopted" for a state
     statistic: float
     threshold: float
     offset: int  # the last record of the window in which it was detected
@@ -35,6 +37,7 @@ class DriftEvent:
     event_time: float | None = None  # that record's event time, when it has one
     detected_at: float = field(default_factory=time.time)
     action: str = "none"
+    key: Any = None  # the record key whose state it is (kind "state"; None: the stream's)
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form (one line of the drift events file, one message of a drift topic).
@@ -44,10 +47,11 @@ class DriftEvent:
         ('pumps/1/4242/feature/temperature', 'temperature', '1970-01-01T00:00:00+00:00')
         """
         return {
-            "id": "/".join(str(p) for p in (self.lane.stream, self.lane.partition, self.offset, self.kind, self.feature) if p is not None),
+            "id": "/".join(str(p) for p in (self.lane.stream, self.lane.partition, self.offset, self.kind, self.feature, self.key) if p is not None),
             "type": "drift",
             "source": {"stream": self.lane.stream, "partition": self.lane.partition, "offset": self.offset},
             "kind": self.kind,
+            "key": None if self.key is None else str(self.key),
             "feature": self.feature,
             "method": self.method,
             "statistic": self.statistic if math.isfinite(self.statistic) else None,
@@ -62,7 +66,9 @@ class DriftEvent:
 
     @property
     def subject(self) -> str:
-        """What drifted, for a log line: ``feature 'x0'`` or ``score stream``."""
+        """What drifted, for a log line: ``feature 'x0'``, ``score stream`` or ``lasting states``."""
+        if self.kind == "state":
+            return "lasting states"
         return f"feature {self.feature!r}" if self.feature else "score stream"
 
     def describe(self) -> str:
@@ -70,7 +76,15 @@ class DriftEvent:
 
         >>> DriftEvent(Lane("s"), "feature", "psi", 1.0004, 1.0, 1024, "x0").describe()
         "drift in feature 'x0' of s[0] at offset 1,024: psi 1.0004 > 1"
+        >>> DriftEvent(Lane("s"), "state", "adopted", 1040, 1024, 9000, key="pump-7").describe()
+        "the lasting state of key 'pump-7' of s[0] is adopted as its normal at offset 9,000: flagged for 1,040 records in a row (threshold.adopt_after 1024)"
         """
+        if self.kind == "state":
+            whose = "the stream" if self.key is None else f"key {str(self.key)!r}"
+            return (
+                f"the lasting state of {whose} of {self.lane} is adopted as its normal at offset {self.offset:,}: "
+                f"flagged for {self.statistic:,.0f} records in a row (threshold.adopt_after {self.threshold:g})"
+            )
         return (
             f"drift in {self.subject} of {self.lane} at offset {self.offset:,}: {self.method} {exceeding(self.statistic, self.threshold)} > {self.threshold:g}"
             + (f"; action: {self.action}" if self.action != "none" else "")
