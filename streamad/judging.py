@@ -66,8 +66,8 @@ class Judging:
     ``update`` says so, so that the model learns every record and its detector forgets
     the old state. Without it a lasting change (a new set point) is learned one record
     in ``FLAGGED_EVERY``, by an estimate holding the stream's whole history: a step
-    after 10,000 records alarmed on 7,000 of the next, one after 600 records on 650
-    (benchmarks/results/ANALYSIS.md, fifteenth round).
+    after 10,000 records alarmed on 6,900-8,300 of the next, one after 30,000 on
+    14,000-15,700 (benchmarks/results/set_points.md).
 
     >>> judging = Judging(SpotThreshold(min_records=200), adopt_after=300)
     >>> rng = np.random.default_rng(0)

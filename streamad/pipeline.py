@@ -220,7 +220,7 @@ class LaneModel:
         ``window`` (each with its records flagged in a row)."""
         at = int(window.offsets[-1])
         t = None if window.timestamps is None else float(window.timestamps[-1])
-        limit = float(self.settings.threshold.adopt_after or 0)
+        limit = float(self.model.judging.adopt_after or 0)  # the model's own (a detect() model may set another)
         return tuple(DriftEvent(self.lane, "state", "adopted", float(run), limit, at, event_time=t, key=key) for key, run in lasting)
 
     def on_drift(self, events: Sequence[DriftEvent]) -> None:
