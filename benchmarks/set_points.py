@@ -98,17 +98,11 @@ def run_skab(job: Mapping[str, Any]) -> dict[str, Any]:
     single_thread()
     from pathlib import Path
 
-    from benchmarks.sensor_streams import SKAB_TRAIN_ROWS, _read_csv
-    from benchmarks.skab import in_order
+    from benchmarks.sensor_streams import _read_csv
+    from benchmarks.skab import counts, in_order
 
     X, y, ts = _read_csv(Path(job["path"]))
-    test = np.arange(len(X)) >= SKAB_TRAIN_ROWS
-    yt = y[test] == 1
-    out: dict[str, Any] = {"file": job["path"]}
-    for h in HORIZONS:
-        a = in_order(X, {"threshold": {"adopt_after": h}}, ts)[1][test]
-        out[str(h)] = {"tp": int((a & yt).sum()), "fp": int((a & ~yt).sum()), "fn": int((~a & yt).sum()), "tn": int((~a & ~yt).sum())}
-    return out
+    return {"file": job["path"], **{str(h): counts(y, *in_order(X, {"threshold": {"adopt_after": h}}, ts)) for h in HORIZONS}}
 
 
 def summarize(steps: Sequence[Mapping[str, Any]], skab: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -126,11 +120,9 @@ def summarize(steps: Sequence[Mapping[str, Any]], skab: Sequence[Mapping[str, An
                     "false_per_1000": float(np.mean([c["false_per_1000"] for c in cells])),
                 }
             rows.append(row)
-    horizons = {}
-    for h in HORIZONS:
-        tp, fp, fn, tn = (sum(r[str(h)][k] for r in skab) for k in ("tp", "fp", "fn", "tn"))
-        horizons[str(h)] = {"f1": 2 * tp / max(1, 2 * tp + fp + fn), "far": fp / max(1, fp + tn), "mar": fn / max(1, fn + tp)}
-    return {"steps": rows, "skab": horizons}
+    from benchmarks.skab import totals
+
+    return {"steps": rows, "skab": {str(h): totals(skab, str(h)) for h in HORIZONS}}
 
 
 def render(table: Mapping[str, Any], meta: Mapping[str, Any]) -> str:

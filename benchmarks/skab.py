@@ -141,21 +141,25 @@ def run_file(job: Mapping[str, Any]) -> dict[str, Any]:
         s = np.asarray(getattr(peers, fn)(F, job["seed"])[0], dtype=np.float64)
         s = np.nan_to_num(s, nan=0.0, posinf=np.finfo(np.float64).max)
         runs[label] = (s, threshold_alarms(s))
-    test = np.arange(len(X)) >= SKAB_TRAIN_ROWS
-    after_t = recovery_rows(y)[test]
-    yt = y[test] == 1
     for label, (s, a) in runs.items():
-        at = a[test]
-        out[label] = {
-            "tp": int((at & yt).sum()),
-            "fp": int((at & ~yt).sum()),
-            "fn": int((~at & yt).sum()),
-            "tn": int((~at & ~yt).sum()),
-            "fp_recovery": int((at & ~yt & after_t).sum()),
-            "auc": _auc(yt, s[test]),
-            "first_alarm": int(np.flatnonzero(a)[0]) if a.any() else None,
-        }
+        out[label] = counts(y, s, a)
     return out
+
+
+def counts(y: np.ndarray, scores: np.ndarray, alarms: np.ndarray) -> dict[str, Any]:
+    """One file's run as the leaderboard scores it (the rows after the first
+    ``SKAB_TRAIN_ROWS``): what ``totals`` sums over the files."""
+    test = np.arange(len(y)) >= SKAB_TRAIN_ROWS
+    yt, at = y[test] == 1, alarms[test]
+    return {
+        "tp": int((at & yt).sum()),
+        "fp": int((at & ~yt).sum()),
+        "fn": int((~at & yt).sum()),
+        "tn": int((~at & ~yt).sum()),
+        "fp_recovery": int((at & ~yt & recovery_rows(y)[test]).sum()),
+        "auc": _auc(yt, scores[test]),
+        "first_alarm": int(np.flatnonzero(alarms)[0]) if alarms.any() else None,
+    }
 
 
 def recovery_rows(y: np.ndarray, rows: int = RECOVERY) -> np.ndarray:

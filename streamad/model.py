@@ -22,7 +22,6 @@ True
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -115,10 +114,12 @@ class Model:
         #: default's 32 records of a key, else the pipeline's 256
         self.window_size = 256
         if detector == "default" and temporal:
-            from streamad.factory import SENSOR_DEFAULT
+            # What ``for_stream`` makes of the default on a stream with the temporal stage.
+            from streamad.config import Settings
+            from streamad.factory import build_detector, for_stream
 
-            detector = make_detector(SENSOR_DEFAULT["detector"], **copy.deepcopy(SENSOR_DEFAULT["params"]))
-            self.window_size = SENSOR_DEFAULT["window"]
+            sensor = for_stream(Settings(), timed=True)
+            detector, self.window_size = build_detector(sensor), sensor.window.size
         self.detector: Detector = make_detector(detector) if isinstance(detector, str) else detector
         if isinstance(scaler, str):
             scaler = make_scaler(self.detector.preferred_scaler if scaler == "auto" else scaler)
