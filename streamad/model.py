@@ -395,8 +395,10 @@ class Model:
         kept = self._held_ctx
         covered, ctx = (kept[1], kept[2]) if kept is not None and kept[0] is rows and kept[2].revision == revision else (0, None)
         nxt, self._next_ctx = self._next_ctx, None
-        if covered + 1 == len(rows) and nxt is not None and nxt[2].revision == revision and nxt[0] is ctx and np.array_equal(nxt[1], rows[-1]):
-            ctx = nxt[2]  # the record score_one saw last was learned next: its context is known
+        if covered + 1 == len(rows) and nxt is not None and nxt[2].revision == revision and nxt[0] is ctx and nxt[1].tobytes() == rows[-1].tobytes():
+            # The record score_one saw last was learned next: its context is known (compared
+            # as bytes: np.array_equal's checks cost a tenth of a record).
+            ctx = nxt[2]
         elif covered < len(rows):
             ctx = self.temporal.transform(np.stack(rows[covered:]), names=self.feature_names, after=ctx)
         assert ctx is not None
@@ -408,7 +410,12 @@ class Model:
         row = self._row(x)
         if self.temporal is None:
             return self.scaler.transform_one(row[0])
-        return self._scale(self._context_one(row).features, row.shape[1])[0]
+        f, d = self._context_one(row).features[0], row.shape[1]
+        tsc = self.temporal.scaler
+        if tsc is None or self.scaler.name == "minmax":
+            return self._scale(f.reshape(1, -1), d)[0]
+        # ``_scale`` of one row: the two scalers' compiled one-record transforms, the same values.
+        return np.concatenate((self.scaler.transform_one(f[:d]), tsc.transform_one(f[d:])))
 
     def _context_one(self, row: np.ndarray) -> Context:
         """The temporal context of one record (1 × d) after the records ``learn_one`` holds."""

@@ -60,7 +60,7 @@ def _layer(x: np.ndarray, w: np.ndarray, b: np.ndarray, act: int) -> np.ndarray:
 
 
 @numba.njit(cache=True)
-def _quadratic(v: np.ndarray, p: np.ndarray) -> float:
+def quadratic(v: np.ndarray, p: np.ndarray) -> float:
     """``v' P v``."""
     total = 0.0
     for i in range(v.shape[0]):
@@ -147,7 +147,7 @@ def record_scores(x: np.ndarray, clip: float, p: np.ndarray, sizes: np.ndarray) 
             o += k
             z_prec = p[o : o + k * k].reshape((k, k))
             o += k * k
-            m = _quadratic(z - z_mean, z_prec)
+            m = quadratic(z - z_mean, z_prec)
             raw += latent_weight * (math.log1p(m / nu) if nu > 0 else m)
         raw /= d
     else:
@@ -160,7 +160,7 @@ def record_scores(x: np.ndarray, clip: float, p: np.ndarray, sizes: np.ndarray) 
         g_mean = p[o : o + d]
         o += d
         g_prec = p[o : o + d * d].reshape((d, d))
-        dist = max(_quadratic(xc - g_mean, g_prec), 0.0)
+        dist = max(quadratic(xc - g_mean, g_prec), 0.0)
     return raw, dist
 
 
@@ -172,5 +172,6 @@ def compile_kernels() -> None:
     d, h, k = 2, 2, 1
     x = np.zeros(d)
     scale_record(x, x, np.ones(d), 10.0)
+    quadratic(x, np.eye(d))  # the Gaussian's one-record score (learning/gaussian.py)
     net = (np.zeros((d, h)), np.zeros(h), np.zeros((h, k)), np.zeros(k), np.zeros((k, h)), np.zeros(h), np.zeros((h, d)), np.zeros(d), np.ones(d))
     record_scores(x, 10.0, *pack(net, "tanh", inv_var=np.ones(d), nu=1.0, gauss=(np.zeros(d), np.eye(d))))

@@ -62,6 +62,7 @@ state (streamad/temporal_kernel.py).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -90,6 +91,7 @@ BEHAVIOURS = {"level": "level", "jump": "jump", "diff": "jump", "drift": "drift"
 #: order of its ``offsets`` argument; calendar columns need no state
 KERNEL_GROUPS = ("jump", "diff", "drift", "vol", "run", "gap")
 RUN_CAP = 1 << 40  # run lengths count up to here
+_NO_TIMES = np.zeros(0)  # the kernel's event times on a stream without them (never read)
 _SEG = 1 << 43  # offsets that keep a running maximum within its key's rows
 _NEG = -(1 << 41)
 VOL_FLOOR = 0.01  # a flat sensor's step ratio bottoms out near log(0.01)
@@ -103,6 +105,15 @@ STEP_CLIP = 3.0  # steps count at most this many usual steps in the short step m
 GAP_EPS = 0.1
 STUCK_Z = 2.0  # a run length this far above the usual (scaled) reads "stuck" in an attribution
 GAP_EPS_SECONDS = 1e-3
+
+
+@functools.cache
+def _kernel() -> Any:
+    # numba, and the compiled passes, load with the first window (an import statement
+    # per call cost a tenth of a one-record context).
+    from streamad import temporal_kernel
+
+    return temporal_kernel
 
 
 @dataclass(frozen=True)
@@ -148,7 +159,11 @@ class KeyStates:
         return KeyStates(*(getattr(self, f)[idx] for f in self.FIELDS))  # indexing by an array copies
 
     def copy(self) -> KeyStates:
-        return KeyStates(*(getattr(self, f).copy() for f in self.FIELDS))
+        # Field by field: a generator over FIELDS cost a third of a one-record context.
+        return KeyStates(
+            self.count.copy(), self.last.copy(), self.hist.copy(), self.ml.copy(), self.vs.copy(),
+            self.vl.copy(), self.run.copy(), self.ever.copy(), self.t_last.copy(), self.ghist.copy(),
+        )  # fmt: skip
 
     def put(self, idx: np.ndarray, other: KeyStates) -> None:
         at: Any = slice(int(idx[0]), int(idx[0]) + 1) if len(idx) == 1 else idx
@@ -313,17 +328,15 @@ class TemporalFeatures:
         else:
             if keys is not None or after.keys != [None] or after.revision != self.revision:
                 raise ValueError("only a window without keys, of the committed state, can be continued")
-            uniq, g, W, last_row = [None], np.zeros(n, dtype=np.int64), after.after.copy(), np.full(1, n - 1)
+            uniq, g, W, last_row = [None], np.zeros(n, dtype=np.int64), after.after.copy(), np.array([n - 1])
             means = after.means  # the window's start
-        F = np.empty((n, len(self.names)))
+        F = np.empty((n, len(self._names)))
         F[:, :d] = X
         run = np.zeros((n, d), dtype=np.int64)
         gap = np.zeros(n)
         w = np.ones(n) if flagged is None else np.where(np.asarray(flagged, dtype=bool), FLAGGED_WEIGHT, 1.0)
-        from streamad.temporal_kernel import run_rows
-
-        run_rows(
-            X, g, ts if ts is not None else np.zeros(0), ts is not None, w,
+        _kernel().run_rows(
+            X, g, ts if ts is not None else _NO_TIMES, ts is not None, w,
             *self._alphas, STEP_CLIP, VOL_FLOOR, GAP_EPS, GAP_EPS_SECONDS, RUN_CAP,
             self._offsets, F, run, gap,
             W.last, W.hist, W.ml, W.vs, W.vl, W.run, W.ever, W.t_last, W.ghist[:, :, 0], W.count, means[3],
@@ -394,9 +407,7 @@ class TemporalFeatures:
             raise ValueError(f"this context was made of {len(ctx.groups)} records, not {len(X)}")
         last, ml, vs, vl = (a.copy() for a in ctx.means)
         w = np.where(flagged, FLAGGED_WEIGHT, 1.0)
-        from streamad.temporal_kernel import running_means
-
-        running_means(X, ctx.groups, w, *self._alphas, STEP_CLIP, self._offsets[3] >= 0, last, ml, vs, vl)
+        _kernel().running_means(X, ctx.groups, w, *self._alphas, STEP_CLIP, self._offsets[3] >= 0, last, ml, vs, vl)
         a = ctx.after  # built field by field: copy.copy (or dataclasses.replace), twice, cost more than the rest of this
         after = KeyStates(a.count, a.last, a.hist, ml, vs, vl, a.run, a.ever, a.t_last, a.ghist)
         return Context(ctx.features, ctx.run, ctx.gap, ctx.keys, after, ctx.last_row, ctx.revision, ctx.means, ctx.groups)

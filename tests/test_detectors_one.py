@@ -80,6 +80,27 @@ def test_one_at_a_time_equals_the_batches_it_forms(name: str) -> None:
     assert np.array_equal(one.score_many(probe), s_batch)
 
 
+@pytest.mark.parametrize("early", [False, True])
+def test_the_gaussians_one_record_path_scores_what_its_batch_does(early: bool) -> None:
+    """``per-key`` over Gaussians (the sensor default) scores one record through each
+    key's compiled quadratic form: the batch's scores to rounding, through the warm-up
+    (0, then with ``early`` scaled by the estimate's weight) and for a key never seen."""
+    det = make_detector("per-key", detector="gaussian", inner={"trim": 0.95, "early": early})
+    X = stream(1200, d=4)
+    keys = np.array(["a", "b"])[np.arange(len(X)) % 2]
+    probe = stream(12, d=4, seed=1) * 2.0
+    phases = set()
+    for lo in range(0, len(X), 32):
+        det.learn(X[lo : lo + 32], keys[lo : lo + 32])
+        for k in ("a", "b", "never"):
+            batch = det.score(probe, np.array([k] * len(probe)))
+            one = np.array([det.score_one(p, k) for p in probe])
+            np.testing.assert_allclose(one, batch, rtol=1e-10, atol=0.0)
+            inner = det.models.get(k)
+            phases.add("none" if inner is None else "zero" if not batch.any() else "young" if inner.seen < inner.warmup else "grown")
+    assert phases == ({"none", "zero", "young", "grown"} if early else {"none", "zero", "grown"})
+
+
 def test_dicts_arrays_and_lists_are_the_same_records() -> None:
     X = stream(400)
     by_dict, by_array = make_detector("loe-ae"), make_detector("loe-ae")

@@ -358,14 +358,17 @@ def test_a_window_continued_piece_by_piece_is_the_window(n, d, decimals, cuts, h
         tf.transform(W[:1], np.array(["k"], dtype=object), T[:1], after=ctx)
 
 
-def test_score_one_sees_the_held_records_as_one_window_would():
+@pytest.mark.parametrize("detector", ["default", "loe-ae"])
+def test_score_one_sees_the_held_records_as_one_window_would(detector: str):
     """score_one extends the context of the records learn_one holds one record at a
     time; the record's context, and so its score, is what one window of the held
     records and it gives (its steps clipped by the usual step from before the window),
-    through the buffer's batches, a flush and a checkpoint's load."""
+    through the buffer's batches, a flush and a checkpoint's load. Scaled one record at
+    a time as the window's are (the sensor default scales only the derived columns,
+    ``loe-ae`` all of them)."""
     X, _ = frozen_sensor(1400, start=900, length=120)
     X[700] += 40.0  # a wild step: later steps of its window are clipped as before it
-    model = Model(temporal=True)
+    model = Model(detector, temporal=True)
     checks = 0
     for i, x in enumerate(X):
         if i % 7 == 0 or 700 <= i <= 705 or i == 1301:
@@ -383,7 +386,7 @@ def test_score_one_sees_the_held_records_as_one_window_would():
         if i == 1000:
             model.flush()
         if i == 1100:
-            back = Model(temporal=True)
+            back = Model(detector, temporal=True)
             back.load_state_dict(checkpoint.loads(checkpoint.dumps(model.state_dict())))
             assert back.score_one(X[1101]) == model.score_one(X[1101])
             model = back

@@ -22,7 +22,7 @@ from pydantic import Field
 from streamad.detectors.base import Detector, LearnReport
 from streamad.histogram import DecayedHistogram
 from streamad.learning.gaussian import OnlineGaussian
-from streamad.minibatch import Keys
+from streamad.minibatch import Keys, Record
 
 
 class Gaussian(Detector):
@@ -146,16 +146,32 @@ class Gaussian(Detector):
         return OnlineGaussian(d, half_life=self.half_life, shrink=self.ridge, prior=0.0, min_weight=1.0 + 1e-9)
 
     def score(self, X: np.ndarray, keys: Keys = None) -> np.ndarray:
-        if self.g is None or not self.g.ready:
+        factor = self._factor()
+        if factor == 0.0 or self.g is None:
             return np.zeros(len(X))
+        return self.g.score(X) if factor == 1.0 else self.g.score(X) * factor
+
+    def score_one(self, x: Record, key: str | None = None) -> float:
+        """``score`` of one record, its quadratic form in one compiled call (no numpy
+        call per record; equal to ``score`` up to rounding)."""
+        row = self._row(x)
+        factor = self._factor()
+        if factor == 0.0 or self.g is None or row.shape[1] != self.g.d:
+            return float(self.score(row)[0])
+        return self.g.score_one(row[0]) * factor
+
+    def _factor(self) -> float:
+        """What the estimate's scores are multiplied by now: 0 before it scores."""
+        if self.g is None or not self.g.ready:
+            return 0.0
         if self.seen < self.warmup:
             # Gated on the records learned; scaled by the estimate's weight (their
             # number, a little less with forgetting).
             n, d = self.g.n, self.g.d
             if not self.early or self.seen < self.EARLY_RECORDS * d:
-                return np.zeros(len(X))
-            return self.g.score(X) * ((n - d - 2.0) / (n + 1.0))
-        return self.g.score(X)
+                return 0.0
+            return (n - d - 2.0) / (n + 1.0)
+        return 1.0
 
     def contributions(self, X: np.ndarray, keys: Keys = None) -> np.ndarray | None:
         if self.g is None or not self.g.ready:

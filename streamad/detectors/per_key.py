@@ -46,7 +46,7 @@ from pydantic import Field
 
 from streamad.detectors.base import Detector, LearnReport
 from streamad.key_table import KeyTable
-from streamad.minibatch import Keys, key_groups
+from streamad.minibatch import Keys, Record, key_groups
 
 #: The inner detector's parameters when ``inner`` is not given: for ``gaussian``, those
 #: of ``examples/sensor-streams.yaml`` (trimmed at its scores' 95% quantile, so a fault
@@ -153,6 +153,11 @@ class PerKey(Detector):
             if m is not None:  # a key not learned yet scores 0: nothing to compare it with
                 out[rows] = m.score(X[rows])
         return out
+
+    def score_one(self, x: Record, key: str | None = None) -> float:
+        """``score`` of one record: its key's detector's one-record path."""
+        m = self.models.get(key)
+        return 0.0 if m is None else m.score_one(self._row(x), key)
 
     def learn(self, X: np.ndarray, keys: Keys = None) -> LearnReport:
         X = np.asarray(X, dtype=np.float64)

@@ -180,6 +180,13 @@ class OnlineGaussian:
             return out
         return np.maximum(np.einsum("ij,ij->i", diff @ self.precision, diff), 0.0)
 
+    def score_one(self, x: np.ndarray) -> float:
+        """``score`` of one record (d,): up to ``COMPILED_MAX_COLUMNS`` columns its
+        quadratic form in one compiled call, equal to ``score``'s up to rounding."""
+        if self.d > COMPILED_MAX_COLUMNS:
+            return float(self.score(x.reshape(1, -1))[0])
+        return max(_record_kernel().quadratic(np.asarray(x, dtype=np.float64) - self.mean, self.precision), 0.0)
+
     def contributions(self, X: np.ndarray) -> np.ndarray:
         diff = np.asarray(X, dtype=np.float64) - self.mean
         L = self._factor()
@@ -228,6 +235,13 @@ def symmetric_inverse(a: np.ndarray) -> np.ndarray:
     if not np.isfinite(inv).all():
         return np.linalg.pinv(a, hermitian=True)
     return (inv + inv.T) / 2
+
+
+@functools.cache
+def _record_kernel() -> Any:
+    from streamad import record_kernel  # numba: loaded on the first one-record score
+
+    return record_kernel
 
 
 @functools.cache
