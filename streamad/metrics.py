@@ -371,7 +371,8 @@ class MetricsObserver:
                 self.drift_events.labels(*lv, e.kind).inc()
             for feature, value in d.features.items():
                 self.feature_drift.labels(*lv, feature).set(value)
-            self.feature_drift_threshold.labels(d.method).set(d.feature_threshold)
+            if not math.isnan(d.feature_threshold):  # NaN: no monitor, only a lane's own events
+                self.feature_drift_threshold.labels(d.method).set(d.feature_threshold)
             if d.score is not None:
                 self.score_drift.labels(*lv).set(d.score)
             if d.score_threshold is not None:

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import numpy as np
@@ -413,13 +413,16 @@ class Pipeline:
         self.counts.scored += len(window)
         self.counts.alarms += n_alarms
         self.counts.windows += 1
+        lasting = lm.lasting_states(report.lasting, window) if report.lasting else ()
         drift = None
         if lm.drift is not None:
-            drift = lm.drift.update(window, scores, report.warmup)
-            if report.lasting:
-                drift = replace(drift, events=drift.events + lm.lasting_states(report.lasting, window))
+            drift = lm.drift.update(window, scores, report.warmup, also=lasting)
             if drift.events:
                 lm.on_drift(drift.events)
+        elif lasting:
+            # Without a drift monitor the model still adopts lasting states: a device's
+            # alarms stop, and the operator is told which (logged, counted, written).
+            drift = DriftStatus(events=lasting)
         temporal = None if model.temporal is None else model.temporal.stats(evicted)
         result = WindowResult(lm.lane, window, Xs, scores, thr, alarms, report, time.perf_counter() - t0, drift, temporal)
         for obs in self.observers:

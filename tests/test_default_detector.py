@@ -1,15 +1,20 @@
 """``detector.name: default`` per stream: the sensor default (a trimmed online Gaussian
 per key, windows of 32, no scaler) where the temporal stage runs, ``loe-ae`` on tables."""
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
+from prometheus_client import CollectorRegistry
 
 from streamad.config import load_settings
 from streamad.connectors.odds import ArraySource
 from streamad.connectors.sinks import MemorySink
+from streamad.drift import DriftLog
 from streamad.errors import ConfigError
 from streamad.factory import SENSOR_DEFAULT, for_stream
+from streamad.metrics import MetricsObserver
 from streamad.pipeline import Observer, Pipeline
 from streamad.records import Lane
 from streamad.state import StateStore
@@ -249,6 +254,28 @@ def test_a_sensor_stuck_for_long_is_a_fault_that_lasts_not_a_new_operating_point
     assert not seen.events
     assert np.sum(a >= at + 2000) >= 1900, np.sum(a >= at)  # of 2,000 (all of them when written)
     assert pipeline.lanes[Lane("array")].model.judging.judges["a"].run < 1024
+
+
+@pytest.mark.parametrize("drift", [True, False])
+def test_an_adopted_state_is_reported_with_or_without_drift_detection(drift, caplog):
+    """Drift detection on or off, the model adopts a lasting state, and the operator is
+    told: one event naming the device, counted in ``streamad_drift_events_total``
+    {kind="state"} and logged; with the monitor, it is also among the lane's drift
+    alarms (what a replay's summary adds up)."""
+    X, keys, ts = _two_devices(6_000, 4_000)
+    reg = CollectorRegistry()
+    seen = StateEvents()
+    over = {"threshold": {"adopt_after": 256}, "drift": {"enabled": drift}}
+    pipeline = Pipeline(settings(**over), MemorySink(), temporal=True, observers=[seen, MetricsObserver(registry=reg), DriftLog(None)])
+    with caplog.at_level(logging.WARNING, logger="streamad.drift"):
+        pipeline.run(ArraySource(X, timestamps=ts, keys=keys, stream="s"))
+    assert [e.key for e in seen.events] == ["a"]
+    assert reg.get_sample_value("streamad_drift_events_total", {"stream": "s", "partition": "0", "kind": "state"}) == 1
+    assert sum("state" in r.getMessage() and "'a'" in r.getMessage() for r in caplog.records) == 1, caplog.text
+    monitor = pipeline.lanes[Lane("s")].drift
+    assert (monitor is not None) == drift
+    if monitor is not None:
+        assert monitor.counts["state"] == 1
 
 
 class StateEvents(Observer):

@@ -361,7 +361,8 @@ def _run_replay(
             drift_log = DriftLog(DriftEventsFile(drift_path)) if drift_path is not None else None
             if drift_log is not None:
                 files.callback(drift_log.close)  # first to close: logs the per-feature drift summary
-                observers.append(drift_log)
+            # Without drift detection (or its file) a key's lasting state adopted is still logged.
+            observers.append(drift_log if drift_log is not None else DriftLog(None))
 
             def reader_gone() -> str | None:
                 return "stdout closed by its reader" if getattr(sink, "reader_gone", False) else None

@@ -151,7 +151,7 @@ class KafkaApp:
         detections = KafkaDetectionSink(producer, k.output_topic, k.retry, self._give_up, self.on_ack)
         dead = KafkaDeadLetterSink(producer, k.dead_letter_topic, k.retry, self._give_up)
         drift_log = self._drift_log(producer)
-        observers: list[ObserverLike] = [*self.observers, KeyEvictionLog(), *([drift_log] if drift_log is not None else [])]
+        observers: list[ObserverLike] = [*self.observers, KeyEvictionLog(), drift_log]
         # features.temporal auto: on for a partition without a checkpoint (Kafka records
         # always carry an event time); a checkpoint keeps the choice it was made with.
         self.pipeline = pipeline = Pipeline(
@@ -218,11 +218,10 @@ class KafkaApp:
         except Exception as e:  # noqa: BLE001
             log.warning("kafka: closing a client: %s", describe_error(e))
 
-    def _drift_log(self, producer: Producer) -> DriftLog | None:
-        """Drift events are logged, and sent to the drift topic and/or file when set."""
+    def _drift_log(self, producer: Producer) -> DriftLog:
+        """Drift events are logged, and sent to the drift topic and/or file when set; with
+        ``drift.enabled: false`` the only events are keys' lasting states adopted."""
         s, k = self.settings, self.kafka
-        if not s.drift.enabled:
-            return None
         sinks: list[DriftSink] = []
         if k.drift_topic is not None:
             sinks.append(KafkaDriftSink(producer, k.drift_topic, k.retry, self._give_up))

@@ -158,8 +158,10 @@ class DriftMonitor:
             self.score = ScoreDrift(reference=settings.reference_records, chunk=settings.score_chunk, delta=settings.score_delta, threshold=settings.score_threshold)
         self.counts = {k: 0 for k in KINDS}
 
-    def update(self, window: Batch, scores: np.ndarray, warmup: bool) -> DriftStatus:
-        """Feed one processed window; scores of a model still warming up are not watched."""
+    def update(self, window: Batch, scores: np.ndarray, warmup: bool, also: Sequence[DriftEvent] = ()) -> DriftStatus:
+        """Feed one processed window; scores of a model still warming up are not watched.
+        ``also``: events the lane raised itself with this window (a key's lasting state
+        adopted), reported and counted with the monitor's."""
         events: list[DriftEvent] = []
         if len(window):
             offset = int(window.offsets[-1])
@@ -171,6 +173,7 @@ class DriftMonitor:
                 events.append(DriftEvent(self.lane, "score", "page_hinkley", self.score.fired, self.score.threshold, offset, None, ts))
         act = self.settings.action
         events = [replace(e, action=act if e.kind in self.settings.act_on else "none") for e in events]
+        events += also
         for e in events:
             self.counts[e.kind] += 1
         return self.status(events)
