@@ -301,6 +301,28 @@ def test_a_checkpoint_carries_a_devices_run_of_flagged_records(tmp_path):
     assert judges["b"].run == 0 and whole[2 * 3_000 :: 2].max() > 100 > whole[2 * 3_800 :: 2].max()
 
 
+def test_in_python_many_devices_one_record_at_a_time_are_one_model_each():
+    """The README's way to run many devices one record at a time: a Model per device.
+    Device b's readings sit where device a's normal ones do; each model judges its
+    device against its own past, so b's model alarms on them and a's does not."""
+    from collections import defaultdict
+
+    from streamad import Model
+
+    rng = np.random.default_rng(3)
+    models: defaultdict[str, Model] = defaultdict(lambda: Model(temporal=True))
+    alarms = {"a": 0, "b": 0}
+    for i in range(3000):
+        for device, level in (("a", 5.0), ("b", 0.0)):
+            x = rng.normal(size=3) * 0.2 + level
+            if device == "b" and i >= 2900:
+                x = x + 5.0  # device a's level, never seen on b
+            m = models[device]
+            alarms[device] += i >= 2900 and m.predict_one(x)
+            m.learn_one(x)
+    assert alarms["a"] <= 2 and alarms["b"] >= 90, alarms
+
+
 def test_in_python_the_temporal_model_is_the_sensor_default_a_replay_runs():
     """``Model(temporal=True)``, and ``detect`` given event times and no model, run what a
     replay of the same timestamped records runs: the same scores, record for record."""
