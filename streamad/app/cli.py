@@ -358,11 +358,10 @@ def _run_replay(
             files.callback(sink.close)
             rejects = RejectsFile(rej_path)
             files.callback(rejects.close)
-            drift_log = DriftLog(DriftEventsFile(drift_path)) if drift_path is not None else None
-            if drift_log is not None:
-                files.callback(drift_log.close)  # first to close: logs the per-feature drift summary
-            # Without drift detection (or its file) a key's lasting state adopted is still logged.
-            observers.append(drift_log if drift_log is not None else DriftLog(None))
+            # Without drift detection a key's lasting state adopted is still logged.
+            drift_log = DriftLog(DriftEventsFile(drift_path) if drift_path is not None else None)
+            files.callback(drift_log.close)  # first to close: logs the per-feature drift summary
+            observers.append(drift_log)
 
             def reader_gone() -> str | None:
                 return "stdout closed by its reader" if getattr(sink, "reader_gone", False) else None
@@ -375,7 +374,7 @@ def _run_replay(
         if isinstance(sink, StdoutSink) and sink.reader_gone:
             summary.notes.append(f"stdout was closed by its reader after {sink.delivered:,} detections; later ones were not delivered")
         summary.outputs = {"detections": "stdout" if to_stdout else str(det_path), "rejects": f"{rej_path} ({rejects.written:,} rows)"}
-        if drift_log is not None:
+        if drift_path is not None:
             summary.outputs["drift events"] = str(drift_path)
         if metrics is not None:
             summary.outputs["metrics"] = f"http://{settings.metrics.host}:{metrics.port}/metrics"

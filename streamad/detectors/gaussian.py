@@ -146,21 +146,21 @@ class Gaussian(Detector):
         return OnlineGaussian(d, half_life=self.half_life, shrink=self.ridge, prior=0.0, min_weight=1.0 + 1e-9)
 
     def score(self, X: np.ndarray, keys: Keys = None) -> np.ndarray:
-        factor = self._factor()
-        if factor == 0.0 or self.g is None:
+        weight = self._weight()
+        if weight == 0.0 or self.g is None:
             return np.zeros(len(X))
-        return self.g.score(X) if factor == 1.0 else self.g.score(X) * factor
+        return self.g.score(X) if weight == 1.0 else self.g.score(X) * weight
 
     def score_one(self, x: Record, key: str | None = None) -> float:
         """``score`` of one record, its quadratic form in one compiled call (no numpy
         call per record; equal to ``score`` up to rounding)."""
         row = self._row(x)
-        factor = self._factor()
-        if factor == 0.0 or self.g is None or row.shape[1] != self.g.d:
+        weight = self._weight()
+        if weight == 0.0 or self.g is None or row.shape[1] != self.g.d:
             return float(self.score(row)[0])
-        return self.g.score_one(row[0]) * factor
+        return self.g.score_one(row[0]) * weight
 
-    def _factor(self) -> float:
+    def _weight(self) -> float:
         """What the estimate's scores are multiplied by now: 0 before it scores."""
         if self.g is None or not self.g.ready:
             return 0.0
