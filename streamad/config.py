@@ -95,6 +95,15 @@ class WindowSettings(_Section):
 class ScalerSettings(_Section):
     kind: Literal["auto", "standard", "minmax", "none"] = "auto"
     half_life: float | None = Field(None, gt=0, description="records after which old statistics count half")
+    constant_share: float | None = Field(
+        0.97,  # streamad.scaling.CONSTANT_SHARE (config imports no numpy; a test holds them equal)
+        gt=0.5,
+        le=1,
+        description=(
+            "standard: a feature holding one value in at least this share of the records learned scales to 0, "
+            "as a constant one does (its rare departures are not distances; null: only a feature that never moves)"
+        ),
+    )
 
 
 class DetectorSettings(_Section):

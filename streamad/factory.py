@@ -105,8 +105,10 @@ def build_scaler(settings: Settings, detector: Detector) -> Scaler:
     if kind == "auto":
         kind = detector.preferred_scaler
     params: dict[str, Any] = {}
-    if kind == "standard" and settings.scaler.half_life:
-        params["half_life"] = settings.scaler.half_life
+    if kind == "standard":
+        params["constant_share"] = settings.scaler.constant_share
+        if settings.scaler.half_life:
+            params["half_life"] = settings.scaler.half_life
     return make_scaler(kind, **params)
 
 

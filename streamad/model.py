@@ -135,7 +135,7 @@ class Model:
         )
         # Independent of the detector's scaler: z-scores for the attribution of detectors
         # that cannot say which features made a score.
-        self.stats = StandardScaler(half_life=10_000)
+        self.stats = StandardScaler(half_life=10_000, constant_share=None)
         self.temporal: TemporalFeatures | None = TemporalFeatures() if temporal is True else (temporal or None)
         self._batches = MiniBatches()  # what learn_one holds, and the feature names
         # (the buffer, how many of its records, their context: its revision is the
@@ -227,7 +227,7 @@ class Model:
             # are computed once.
             nb, mb, m2b = moments(Fk)
             if isinstance(self.scaler, StandardScaler):
-                self.scaler.learn_moments(nb, mb[:d], m2b[:d])
+                self.scaler.learn_moments(nb, mb[:d], m2b[:d], Xk)
             else:
                 self.scaler.learn(Xk)
             if ctx is not None and self.temporal is not None and self.temporal.scaler is not None:

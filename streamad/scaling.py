@@ -46,6 +46,12 @@ class Scaler:
         return None
 
 
+#: ``StandardScaler``'s ``constant_share``: a feature holding one value in at least this
+#: share of the records learned is constant to the scaler (benchmarks/results/ANALYSIS.md,
+#: sixteenth round)
+CONSTANT_SHARE = 0.97
+
+
 class StandardScaler(Scaler):
     """Running mean and variance (Chan et al.'s parallel update), optionally forgetting.
 
@@ -54,17 +60,46 @@ class StandardScaler(Scaler):
     wild record cannot blow up training. Constant features scale to 0. ``floors`` (one
     per feature) bound the deviation from below: a feature that barely moved so far
     is not blown up to ``±clip`` by its first small move.
+
+    ``constant_share``: a feature that holds one value in at least this share of the
+    records learned (a duration that is 0 in 99% of connections, a flag that is rarely
+    set) is constant too and scales to 0 (None: only a feature that never moves). Its
+    standard deviation is made of its rare departures alone, so each departure would be
+    many deviations out, and a record that merely takes one (0.6% of http.mat's normal
+    connections) would outrank every anomaly whose values move on features with a
+    spread. An isolation forest ignores such a feature the same way, in every sample
+    where it does not move.
+
+    >>> import numpy as np
+    >>> X = np.zeros((1000, 2)); X[:, 1] = np.random.default_rng(0).normal(size=1000)
+    >>> X[::100, 0] = 5.0  # feature 0 departs from 0 in 1% of the records
+    >>> sc = StandardScaler(); sc.learn(X)
+    >>> sc.transform(np.array([[5.0, 2.0]])).round(1).tolist()
+    [[0.0, 2.1]]
+    >>> every = StandardScaler(constant_share=None); every.learn(X)
+    >>> every.transform(np.array([[5.0, 2.0]])).round(1).tolist()  # 9.9 deviations out
+    [[9.9, 2.1]]
     """
 
     name = "standard"
 
-    def __init__(self, half_life: float | None = None, clip: float = 10.0, floors: np.ndarray | None = None) -> None:
+    def __init__(
+        self, half_life: float | None = None, clip: float = 10.0, floors: np.ndarray | None = None, constant_share: float | None = CONSTANT_SHARE
+    ) -> None:
+        if constant_share is not None and not 0.5 < constant_share <= 1.0:
+            raise ValueError("constant_share must be in (0.5, 1] (or None)")
         self.half_life = half_life
         self.clip = clip
         self.floors = None if floors is None else np.asarray(floors, dtype=np.float64)
+        self.constant_share = constant_share
         self.n = 0.0
         self.mean: np.ndarray | None = None
         self.m2: np.ndarray | None = None
+        # Per feature, the value it held most lately (a candidate: replaced by a window's
+        # first value when it held under half of that window) and the records that held
+        # it, forgetting as ``n`` does.
+        self.mode: np.ndarray | None = None
+        self.at_mode: np.ndarray | None = None
         self._cache: tuple[Any, Any, float, np.ndarray | None] | None = None
         self._kernel: Callable[..., np.ndarray] | None = None  # transform_one's
 
@@ -72,11 +107,12 @@ class StandardScaler(Scaler):
         X = np.asarray(X, dtype=np.float64)
         if len(X) == 0:
             return
-        self.learn_moments(*moments(X))
+        self.learn_moments(*moments(X), X)
 
-    def learn_moments(self, nb: float, mb: np.ndarray, m2b: np.ndarray) -> None:
+    def learn_moments(self, nb: float, mb: np.ndarray, m2b: np.ndarray, X: np.ndarray | None = None) -> None:
         """``learn`` of a window given its ``moments`` (one computation shared by the
-        scalers of overlapping columns)."""
+        scalers of overlapping columns); ``X``, the window itself, counts the values each
+        feature holds (``constant_share``; None: not counted)."""
         if nb <= 0:
             return
         if self.mean is None:
@@ -87,11 +123,32 @@ class StandardScaler(Scaler):
             keep = 0.5 ** (nb / self.half_life)
             self.n *= keep
             self.m2 *= keep
+            if self.at_mode is not None:
+                self.at_mode = self.at_mode * keep
+        if self.constant_share is not None and X is not None and len(X):
+            self._count_modes(np.asarray(X, dtype=np.float64))
         delta = mb - self.mean
         tot = self.n + nb
         self.mean = self.mean + delta * (nb / tot)
         self.m2 = self.m2 + m2b + delta**2 * (self.n * nb / tot)
         self.n = tot
+
+    def _count_modes(self, X: np.ndarray) -> None:
+        if self.mode is None or self.at_mode is None:
+            # A state from before the count (or a first window): counted from here, so
+            # the share of records already learned is unknown and reads as low.
+            self.mode, self.at_mode = np.full(X.shape[1], np.nan), np.zeros(X.shape[1])
+        held = (X == self.mode).sum(axis=0)
+        lost = 2 * held < len(X)
+        if lost.any():
+            # A value held by over half of the window is its median.
+            # (New arrays, not writes into them: a state_dict handed out holds them.)
+            cols = np.flatnonzero(lost)
+            self.mode = self.mode.copy()
+            self.mode[cols] = np.partition(X[:, cols], len(X) // 2, axis=0)[len(X) // 2]
+            self.at_mode = np.where(lost, 0.0, self.at_mode)
+            held[cols] = (X[:, cols] == self.mode[cols]).sum(axis=0)
+        self.at_mode = self.at_mode + held
 
     @property
     def std(self) -> np.ndarray | None:
@@ -143,16 +200,21 @@ class StandardScaler(Scaler):
         if std is not None and self.floors is not None:
             std = np.maximum(std, self.floors)
         safe = None if std is None or mean is None else np.where(std > 1e-12 * (1.0 + np.abs(mean)), std, np.inf)
+        if safe is not None and self.constant_share is not None and self.at_mode is not None:
+            safe = np.where(self.at_mode >= self.constant_share * self.n, np.inf, safe)
         self._cache = (*key, safe)
         return safe
 
     def state_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "n": self.n, "mean": self.mean, "m2": self.m2}
+        return {"name": self.name, "n": self.n, "mean": self.mean, "m2": self.m2, "mode": self.mode, "at_mode": self.at_mode}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.n = float(state["n"])
         self.mean = None if state["mean"] is None else np.asarray(state["mean"], dtype=np.float64)
         self.m2 = None if state["m2"] is None else np.asarray(state["m2"], dtype=np.float64)
+        mode, at_mode = state.get("mode"), state.get("at_mode")  # states before the count have neither
+        self.mode = None if mode is None else np.asarray(mode, dtype=np.float64)
+        self.at_mode = None if at_mode is None else np.asarray(at_mode, dtype=np.float64)
 
 
 def moments(X: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:

@@ -279,7 +279,9 @@ class TemporalFeatures:
         self._offsets = np.array([first.get(g, -1) for g in KERNEL_GROUPS], dtype=np.int64)
         # The derived columns' own scale; a floor per kind of column keeps one that
         # barely moved so far from calling its first small move extreme.
-        self.scaler = StandardScaler(floors=np.array([FLOORS[c.kind] for c in cols[d:]]))
+        # Every derived column keeps its scale however rarely it moves: a run length is
+        # 0 nearly always, and its departure is the stuck sensor.
+        self.scaler = StandardScaler(floors=np.array([FLOORS[c.kind] for c in cols[d:]]), constant_share=None)
         self._states = KeyStates.empty(0, d, self.history)
 
     @property

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamad.scaling import MinMaxScaler, StandardScaler
 
@@ -65,3 +67,58 @@ def test_one_record_is_scaled_exactly_as_in_a_batch(scaler: StandardScaler | Min
         scaler.learn(part)
         probe = rng.normal(scale=[5.0, 1.0, 500.0], size=(20, 3))
         assert np.array_equal(np.stack([scaler.transform_one(x) for x in probe]), scaler.transform(probe))
+
+
+def test_a_feature_that_rarely_departs_from_one_value_scales_to_zero() -> None:
+    """A feature holding one value in at least ``constant_share`` of the records learned
+    is constant to the scaler: its departures scale to 0, one record at a time too, and
+    through a checkpoint; once departures pass the share it scales again."""
+    rng = np.random.default_rng(0)
+    X = np.c_[np.zeros(2000), rng.normal(size=2000)]
+    X[::50, 0] = rng.uniform(1.0, 9.0, size=40)  # 2% departures
+    sc, every = StandardScaler(), StandardScaler(constant_share=None)
+    for part in np.array_split(X, 10):
+        sc.learn(part)
+        every.learn(part)
+    probe = np.array([[6.0, 1.5], [0.0, -0.5]])
+    assert np.array_equal(sc.transform(probe)[:, 0], [0.0, 0.0])
+    np.testing.assert_array_equal(sc.transform(probe)[:, 1], every.transform(probe)[:, 1])
+    assert every.transform(probe)[0, 0] > 5.0  # without the rule: many deviations out
+    assert np.array_equal(np.stack([sc.transform_one(x) for x in probe]), sc.transform(probe))
+    back = StandardScaler()
+    back.load_state_dict(sc.state_dict())
+    assert np.array_equal(back.transform(probe), sc.transform(probe))
+    sc.learn(np.c_[rng.uniform(1.0, 9.0, size=200), rng.normal(size=200)])  # now 11% depart
+    assert sc.transform(probe)[0, 0] > 1.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 300), min_size=1, max_size=8),
+    departs=st.floats(0.0, 0.2),
+    values=st.integers(1, 4),
+    seed=st.integers(0, 2**16),
+)
+def test_only_a_value_held_by_the_share_of_records_makes_a_feature_constant(sizes, departs, values, seed) -> None:
+    """The scaler counts the records holding its candidate value since it became the
+    candidate, never more than hold it: a feature it scales to 0 has a value that at
+    least ``constant_share`` of the records learned hold (it may be late to see one)."""
+    rng = np.random.default_rng(seed)
+    sc = StandardScaler()
+    seen = []
+    for n in sizes:
+        col = np.where(rng.random(n) < departs, rng.integers(1, values + 1, size=n).astype(float), 0.0)
+        W = np.c_[col, rng.normal(size=n)]
+        sc.learn(W)
+        seen.append(col)
+        allv = np.concatenate(seen)
+        top = np.unique(allv, return_counts=True)[1].max() / len(allv)
+        if len(allv) >= 2 and allv.std() > 0 and sc.transform(np.array([[1.0, 0.0]]))[0, 0] == 0.0:
+            assert top >= sc.constant_share
+
+
+def test_the_settings_default_is_the_scalers() -> None:
+    from streamad.config import Settings
+    from streamad.scaling import CONSTANT_SHARE
+
+    assert Settings().scaler.constant_share == CONSTANT_SHARE == StandardScaler().constant_share
