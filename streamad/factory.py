@@ -35,10 +35,10 @@ def apply_threads(settings: Settings) -> None:
 SENSOR_DEFAULT: dict[str, Any] = {"detector": "per-key", "params": {"detector": "gaussian", "inner": DEFAULT_INNER["gaussian"]}, "scaler": "none", "window": 32}
 #: What ``default`` ran on streams with event times before: a lane checkpointed then
 #: goes on with it (``for_stream``'s ``held``). Until 2026-12-02 ``loe-ae`` (a table's
-#: default: its scaler and windows), then the one Gaussian for all keys until
-#: ``per-key`` took its place.
+#: default, then without its feature histograms: its scaler and windows), then the one
+#: Gaussian for all keys until ``per-key`` took its place.
 FORMER_SENSOR_DEFAULTS: dict[str, dict[str, Any]] = {
-    "loe-ae": {"detector": "loe-ae", "params": {}, "scaler": None, "window": None},
+    "loe-ae": {"detector": "loe-ae", "params": {"histograms": False}, "scaler": None, "window": None},
     "gaussian": {"detector": "gaussian", "params": DEFAULT_INNER["gaussian"], "scaler": "none", "window": 32},
 }
 

@@ -71,6 +71,20 @@ def quadratic(v: np.ndarray, p: np.ndarray) -> float:
     return total
 
 
+@numba.njit(cache=True)
+def axes_score(x: np.ndarray, clip: float, inv_width: float, offset: np.ndarray, base: np.ndarray, bins: int, table: np.ndarray) -> float:
+    """``ProjectionHistograms.score`` (one histogram per feature) of one record, cleaned
+    as ``record_scores`` cleans it (NaN → 0, clipped to ``±clip``): each feature's bin,
+    its ``-log`` frequency from ``table``, their mean."""
+    total = 0.0
+    for j in range(x.shape[0]):
+        v = x[j]
+        v = 0.0 if v != v else min(max(v, -clip), clip)
+        b = min(max(math.floor(v * inv_width + offset[j]), 0.0), bins - 1.0)
+        total += table[int(b) + base[j]]
+    return total / x.shape[0]
+
+
 def pack(
     net: tuple[np.ndarray, ...],
     activation: str,
@@ -173,5 +187,6 @@ def compile_kernels() -> None:
     x = np.zeros(d)
     scale_record(x, x, np.ones(d), 10.0)
     quadratic(x, np.eye(d))  # the Gaussian's one-record score (learning/gaussian.py)
+    axes_score(x, 10.0, 4.0, np.zeros(d), np.zeros(d, dtype=np.int64), 2, np.zeros(2 * d))  # loe-ae's feature histograms
     net = (np.zeros((d, h)), np.zeros(h), np.zeros((h, k)), np.zeros(k), np.zeros((k, h)), np.zeros(h), np.zeros((h, d)), np.zeros(d), np.ones(d))
     record_scores(x, 10.0, *pack(net, "tanh", inv_var=np.ones(d), nu=1.0, gauss=(np.zeros(d), np.eye(d))))

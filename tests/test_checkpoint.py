@@ -170,7 +170,8 @@ TOL = {"rtol": 1e-3, "atol": 1e-3}
 def test_the_default_detector_computes_what_it_computed_before_the_redesign():
     expected = np.load(FIXTURES / "loe_ae_v3_scores.npy")
     expected[:8] = 0.0  # since: before it has learned anything the detector scores 0, neutral (WindowTrainer.neutral)
-    np.testing.assert_allclose(run(make_detector("loe-ae"), fixture_stream()), expected, **TOL)
+    # Without the feature histograms, on since 2026-12-03 (the fixture predates them).
+    np.testing.assert_allclose(run(make_detector("loe-ae", histograms=False), fixture_stream()), expected, **TOL)
 
 
 def test_a_version_3_state_written_before_the_redesign_loads_and_continues():
@@ -180,15 +181,19 @@ def test_a_version_3_state_written_before_the_redesign_loads_and_continues():
     # would compute something else from it.
     with pytest.raises(ValueError, match=r"tail=None \(configured: 0.99\)"):
         make_detector("loe-ae", tail=0.99).load_state_dict(state)
-    assert type(make_detector("loe-ae")).from_state_dict(state).get_params()["tail"] is None
-    det = make_detector("loe-ae")
+    # Nor had it the feature histograms: the default (on) refuses it by name.
+    with pytest.raises(ValueError, match=r"histograms=False \(configured: True\)"):
+        make_detector("loe-ae").load_state_dict(state)
+    params = type(make_detector("loe-ae")).from_state_dict(state).get_params()
+    assert params["tail"] is None and params["histograms"] is False
+    det = make_detector("loe-ae", histograms=False)
     det.load_state_dict(state)
     expected = np.load(FIXTURES / "loe_ae_v3_scores.npy")
     np.testing.assert_allclose(run(det, fixture_stream(), start=1016), expected[1016:], **TOL)
     # A state of then with a knob away from the default describes another model.
     other = dict(state, params={**state["params"], "score_nu": 0.0, "alpha": 0.2})
     with pytest.raises(ValueError, match=r"score_nu=0.0 \(configured: 1.0\).*alpha=0.2|alpha=0.2 \(configured: 0.1\).*score_nu=0.0"):
-        make_detector("loe-ae").load_state_dict(other)
+        make_detector("loe-ae", histograms=False).load_state_dict(other)
 
 
 @pytest.mark.parametrize("name, params", [("loe-ae", {"alpha": 0.2, "hidden": 8}), ("gaussian", {"ridge": 0.01}), ("river-hst", {"n_trees": 4})])

@@ -9,7 +9,7 @@ import pytest
 
 from streamad import checkpoint
 from streamad.detectors import make_detector
-from streamad.learning.components import Calibration, Combiner, HeadSpec
+from streamad.learning.components import Calibration, Combiner, HeadSpec, ProjectionSpec
 
 NAMES = ["loe-ae", "loe-ntl", "loe-svdd", "gaussian", "river-hst"]
 FAST = {"loe-ntl": {"n_transforms": 4}}
@@ -163,6 +163,7 @@ KERNEL_VARIANTS = {
     "no gaussian": {"gaussian": None},
     "no gaussian, calibrated network": {"gaussian": None, "head": None, "calibration": Calibration(network_after=64)},
     "small clip": {"input_clip": 2.0},
+    "no histograms": {"projections": None, "calibration": Calibration(network_after=None)},
 }
 
 
@@ -170,7 +171,8 @@ KERNEL_VARIANTS = {
 def test_the_compiled_one_record_score_is_the_batch_score(variant: str) -> None:
     """score_one's compiled path (streamad/record_kernel.py) computes what the float64
     numpy batch path does, for every part it covers: the heads, the activations, the
-    combiners, with and without the Gaussian; wild and missing values cleaned alike."""
+    combiners, with and without the Gaussian, with the feature histograms (the default)
+    and without; wild and missing values cleaned alike."""
     det = make_detector("loe-ae", batch_size=64).with_components(**KERNEL_VARIANTS[variant])
     X = stream(900, d=4)
     det.learn(X[:400])
@@ -187,7 +189,7 @@ def test_the_compiled_one_record_score_is_the_batch_score(variant: str) -> None:
 
 
 def test_the_compiled_path_steps_aside_for_what_it_does_not_cover() -> None:
-    det = make_detector("loe-ae", histograms=True)
+    det = make_detector("loe-ae").with_components(projections=ProjectionSpec(kind="sparse"))  # LODA's random directions
     X = stream(300, d=4)
     det.learn(X)
     assert det.trainer is not None and det.trainer.score_record(X[0], 1e3) is None

@@ -118,8 +118,8 @@ def test_settings_and_validation_never_import_torch_or_build_a_model() -> None:
 def test_tail_sets_how_loe_ae_reads_its_components_scores():
     from streamad.detectors.loe_ae import LoeAE
 
-    assert LoeAE().components().calibration.tail is None  # robust z-scores
-    assert LoeAE(tail=0.9).components().calibration.tail == 0.9
-    assert LoeAE(histograms=True).components().calibration.tail == 0.99
+    assert LoeAE(histograms=False).components().calibration.tail is None  # robust z-scores
+    assert LoeAE(histograms=False, tail=0.9).components().calibration.tail == 0.9
+    assert LoeAE().components().calibration.tail == 0.99  # with the feature histograms (the default), whatever tail says
     with pytest.raises(ValueError, match="tail"):
         make_detector("loe-ae", tail=1.5)

@@ -130,7 +130,7 @@ def test_a_backbone_without_residuals_cannot_take_a_head() -> None:
 def test_detector_score_head_switch() -> None:
     rng = np.random.default_rng(7)
     X = rng.normal(size=(256, 4))
-    on, off = make_detector("loe-ae", seed=1, gauss=False), make_detector("loe-ae", seed=1, gauss=False).with_components(head=None)
+    on, off = make_detector("loe-ae", seed=1, gauss=False, histograms=False), make_detector("loe-ae", seed=1, gauss=False, histograms=False).with_components(head=None)
     assert on.components().head == HeadSpec() and off.components().head is None
     for det in (on, off):
         for i in range(0, 256, 64):

@@ -148,14 +148,15 @@ def test_states_without_the_histograms_are_refused_clearly() -> None:
     state = checkpoint.loads(checkpoint.dumps(old.state_dict()))
     with pytest.raises(ValueError, match="histograms=False"):
         make_detector("loe-ae", seed=0, histograms=True).load_state_dict(state)
-    # A state from before the histograms existed names no such parameter.
+    # A state from before the histograms existed names no such parameter: it was made
+    # without them, and is refused by name by the default (on), taken without them.
     del state["params"]["histograms"]
-    with pytest.raises(ValueError, match="no projection histograms"):
-        make_detector("loe-ae", seed=0, histograms=True).load_state_dict(state)
-    make_detector("loe-ae", seed=0).load_state_dict(state)  # the default (off) continues from it
+    with pytest.raises(ValueError, match="histograms=False"):
+        make_detector("loe-ae", seed=0).load_state_dict(state)
+    make_detector("loe-ae", seed=0, histograms=False).load_state_dict(state)
     state["version"] = "2"
     with pytest.raises(ValueError, match="version 2"):
-        make_detector("loe-ae", seed=0).load_state_dict(state)
+        make_detector("loe-ae", seed=0, histograms=False).load_state_dict(state)
 
 
 def test_drift_reopens_the_histograms() -> None:
@@ -173,3 +174,20 @@ def test_an_untrained_detector_scores_every_record_neutral() -> None:
     det = make_detector("loe-ae", seed=0)
     assert np.array_equal(det.score(bimodal(0, 8)), np.zeros(8))
     assert det.score_one({"a": 1.0, "b": 2.0}) == 0.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_one_record_reads_the_bins_a_batch_reads(seed: int) -> None:
+    """``score_record`` (the compiled one-record path of ``loe-ae``'s ``score_one``)
+    reads the same bins as ``score``: NaN as 0, values clipped as the detector cleans
+    a batch, the outermost bins taking everything beyond."""
+    rng = np.random.default_rng(seed)
+    h = ProjectionHistograms(5, seed=seed)
+    h.update(rng.normal(size=(3000, 5)) * [1.0, 0.1, 3.0, 1.0, 1.0])
+    probe = rng.normal(scale=20.0, size=(200, 5))
+    probe[::7, 2] = np.nan
+    clean = np.clip(np.nan_to_num(probe, nan=0.0), -1e3, 1e3)
+    one = np.array([h.score_record(x, 1e3) for x in probe])
+    np.testing.assert_allclose(one, h.score(clean), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="one histogram per feature"):
+        ProjectionHistograms(5, kind="sparse").score_record(probe[0], 1e3)

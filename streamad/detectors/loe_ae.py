@@ -67,15 +67,18 @@ class LoeAE(NeuralDetector):
     gauss : bool, default True
         Keep the online Gaussian beside the network and add its calibrated score
         (twice) to the network's; False scores with the density head alone.
-    histograms : bool, default False
+    histograms : bool, default True
         Keep a histogram of each feature's LOE-normal values beside the network
         (learning/projections.py, HBOS) and add its calibrated score; every component
         is then read against the 99% tail of its own normal scores. It sees values
-        that are rare in the data though ordinary for the network and the Gaussian:
-        ODDS mean ROC-AUC 0.831 -> 0.840 (8 files up, 4 down by over 0.005), AP
-        0.472 -> 0.484 (12 up, 4 down), but fewer demo spikes alarmed (the threshold
-        sits higher on the summed score), so it is off by default
-        (benchmarks/results/odds_current.md).
+        that are rare in the data though ordinary for the network and the Gaussian.
+        On tables it is worth it (ODDS, behind the scaler's ``constant_share``: mean
+        ROC-AUC 0.832 -> 0.841, AP 0.495 -> 0.508; benchmarks/results/odds.md). On
+        sensor readings replayed without their event times, where this detector is the
+        default too, it costs: the demo's AP 0.51 -> 0.30 (a periodic signal's values
+        are not equally common, and some normal ones rank among the spikes). Such a
+        stream is better served by the temporal stage (``features.temporal: on``), or
+        ``histograms=False`` (benchmarks/results/ANALYSIS.md, sixteenth round).
     tail : float in (0.5, 1) or None, default None
         How each component's score is read against the running histogram of its own
         LOE-normal scores (learning/gaussian.py ``Calibrator``): None, as a robust
@@ -126,12 +129,12 @@ class LoeAE(NeuralDetector):
 
     name = "loe-ae"
     # 2: the residual density score head; 3: the online Gaussian beside it. The feature
-    # histograms (``histograms=True``) keep version 3: their states say so in their
-    # parameters, and states from before them load with the default (off).
+    # histograms keep version 3: their states say so in their parameters.
     version = "3"
-    # States written before ``tail`` read their calibration as robust z-scores: one
-    # restored into a detector configured with a tail is refused by name.
-    implied_params: ClassVar[dict[str, Any]] = {"tail": None}
+    # States written before ``tail`` read their calibration as robust z-scores, those
+    # before ``histograms`` had none: one restored into a detector configured otherwise
+    # is refused by name.
+    implied_params: ClassVar[dict[str, Any]] = {"tail": None, "histograms": False}
     legacy_params: ClassVar[dict[str, Any]] = {
         **LEGACY_PARAMS, "activation": "tanh", "anomalous_loss": "complement", "score_head": True, "calibrate": False, "gauss_weight": 2.0,
     }  # fmt: skip
@@ -155,7 +158,7 @@ class LoeAE(NeuralDetector):
         weights: bool = False,
         lamp: Literal["none", "scale", "power", "exp"] = "none",
         gauss: bool = True,
-        histograms: bool = False,
+        histograms: bool = True,
         tail: Annotated[float, Field(gt=0.5, lt=1)] | None = None,
         train_share: Annotated[float, Field(gt=0, le=1)] = 1.0,
         settled_share: Annotated[float, Field(gt=0, le=1)] | None = 0.125,

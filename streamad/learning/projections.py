@@ -148,6 +148,15 @@ class ProjectionHistograms:
             return np.empty(0)
         return self._table[self._index(X)].mean(axis=1)
 
+    def score_record(self, x: np.ndarray, clip: float) -> float:
+        """``score`` of one record (d,), NaN read as 0 and clipped to ``±clip`` (as the
+        detector cleans a batch), in one compiled call; one histogram per feature only."""
+        if self.proj is not None:
+            raise ValueError("score_record reads one histogram per feature (kind 'axes')")
+        from streamad.record_kernel import axes_score  # numba: loaded on the first one-record score
+
+        return float(axes_score(x, clip, 1.0 / self.width, self.offset, self.base, self.bins, self._table))
+
     def state_dict(self) -> dict[str, Any]:
         return {"n": self.n, "counts": self.counts.copy()}
 

@@ -239,22 +239,27 @@ class WindowTrainer:
         a batch (NaN → 0, clipped to ``±clip``), through the compiled kernel of
         streamad/record_kernel.py: equal to ``score_numpy`` up to float64 rounding. None
         for a trainer the kernel does not cover (no numpy form of the backbone, another
-        head, projection histograms): use ``score_numpy`` or ``score``."""
+        head, histograms of random directions): use ``score_numpy`` or ``score``. The
+        feature histograms' bins are read by a second compiled call."""
         if self._record is None or self._record[0] != self.revision:
             self._record = (self.revision, self._kernel())
         kernel = self._record[1]
         if kernel is None:
             return None
-        g = self.gaussian
-        if g is not None and self.n_seen == 0:
+        g, h = self.gaussian, self.projections
+        if (g is not None or h is not None) and self.n_seen == 0:
             return 0.0  # self.neutral
         record_scores, p, sizes = kernel
         raw, dist = record_scores(x, clip, p, sizes)
-        if g is None:
+        if g is None and h is None:
             return float(self._calibrated(np.array([raw]))[0])
-        z_g = self.combiner.gauss_weight * g.cal.one(dist)
-        z_n = self.ncal.one(raw) if self.combiner.uses_network else 0.0
-        return self.combiner.one(z_n, z_g)
+        # As _combined: component_scores, the combiner, the histograms' score added.
+        z_g = 0.0 if g is None else self.combiner.gauss_weight * g.cal.one(dist)
+        z_n = self.ncal.one(raw) if self.combiner.uses_network or g is None else 0.0
+        score = self.combiner.one(z_n, z_g)
+        if h is not None:
+            score += self.combiner.proj_weight * h.cal.one(h.model.score_record(x, clip))
+        return score
 
     def _kernel(self) -> tuple[Callable[..., tuple[float, float]], np.ndarray, np.ndarray] | None:
         """The compiled kernel and its arguments after ``x`` and ``clip``, as of the
@@ -263,8 +268,11 @@ class WindowTrainer:
 
         net = self._numpy_net()
         head = self.head
-        if net is None or net.activation not in ACTIVATIONS or self.projections is not None or not (head is None or type(head) is DensityHead):
+        h = self.projections
+        if net is None or net.activation not in ACTIVATIONS or not (head is None or type(head) is DensityHead):
             return None
+        if h is not None and h.model.proj is not None:
+            return None  # random directions (LODA): the batch path
         g = self.gaussian
         return record_scores, *pack(
             net.arrays,

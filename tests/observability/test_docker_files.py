@@ -234,7 +234,8 @@ def test_compile_kernels_fills_the_cache_numba_is_pointed_at(tmp_path) -> None:
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)
     cached = {p.name.split("-")[0] for p in tmp_path.rglob("*.nbi")}
     assert {
-        "temporal_kernel.run_rows", "temporal_kernel.running_means", "temporal_kernel.scale_columns", "record_kernel.record_scores", "record_kernel.scale_record", "record_kernel.quadratic",
+        "temporal_kernel.run_rows", "temporal_kernel.running_means", "temporal_kernel.scale_columns", "record_kernel.record_scores", "record_kernel.scale_record",
+        "record_kernel.quadratic", "record_kernel.axes_score",
         "kernel.feed", "kernel.chunk_medians", "histogram_kernel.binned", "histogram_kernel.quantiles",
         "gaussian_kernel.spd_inverse",
     } <= cached  # fmt: skip
