@@ -73,7 +73,7 @@ class LoeAE(NeuralDetector):
         is then read against the 99% tail of its own normal scores. It sees values
         that are rare in the data though ordinary for the network and the Gaussian.
         On tables it is worth it (ODDS, behind the scaler's ``constant_share``: mean
-        ROC-AUC 0.832 -> 0.841, AP 0.495 -> 0.508; benchmarks/results/odds.md). On
+        ROC-AUC 0.832 -> 0.840, AP 0.495 -> 0.508; benchmarks/results/odds.md). On
         sensor readings replayed without their event times, where this detector is the
         default too, it costs: the demo's AP 0.51 -> 0.30 (a periodic signal's values
         are not equally common, and some normal ones rank among the spikes). Such a
