@@ -290,6 +290,10 @@ class Model:
         if self.temporal is None or F.shape[1] == d:
             return self.scaler.transform(F)
         sc, tsc = self.scaler, self.temporal.scaler
+        if len(F) == 1 and tsc is not None and sc.name != "minmax":
+            # One row (``score_one``): the two scalers' compiled one-record transforms, the
+            # same values as the window's paths below, without their per-call cost.
+            return np.concatenate((sc.transform_one(F[0, :d]), tsc.transform_one(F[0, d:])))[None]
         if isinstance(sc, StandardScaler) and tsc is not None and sc.clip == tsc.clip:
             # One affine map of all the columns, clipped alike, in one compiled pass.
             a, b = sc.affine(), tsc.affine()
@@ -410,12 +414,7 @@ class Model:
         row = self._row(x)
         if self.temporal is None:
             return self.scaler.transform_one(row[0])
-        f, d = self._context_one(row).features[0], row.shape[1]
-        tsc = self.temporal.scaler
-        if tsc is None or self.scaler.name == "minmax":
-            return self._scale(f.reshape(1, -1), d)[0]
-        # ``_scale`` of one row: the two scalers' compiled one-record transforms, the same values.
-        return np.concatenate((self.scaler.transform_one(f[:d]), tsc.transform_one(f[d:])))
+        return self._scale(self._context_one(row).features, row.shape[1])[0]
 
     def _context_one(self, row: np.ndarray) -> Context:
         """The temporal context of one record (1 × d) after the records ``learn_one`` holds."""

@@ -96,8 +96,8 @@ class StandardScaler(Scaler):
         self.mean: np.ndarray | None = None
         self.m2: np.ndarray | None = None
         # Per feature, the value it held most lately (a candidate: replaced by a window's
-        # first value when it held under half of that window) and the records that held
-        # it, forgetting as ``n`` does.
+        # median when it held under half of that window) and the records that held it,
+        # forgetting as ``n`` does.
         self.mode: np.ndarray | None = None
         self.at_mode: np.ndarray | None = None
         self._cache: tuple[Any, Any, float, np.ndarray | None] | None = None

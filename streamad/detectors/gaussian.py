@@ -149,7 +149,7 @@ class Gaussian(Detector):
         weight = self._weight()
         if weight == 0.0 or self.g is None:
             return np.zeros(len(X))
-        return self.g.score(X) if weight == 1.0 else self.g.score(X) * weight
+        return self.g.score(X) * weight  # (times 1.0 once grown: the same values)
 
     def score_one(self, x: Record, key: str | None = None) -> float:
         """``score`` of one record, its quadratic form in one compiled call (no numpy

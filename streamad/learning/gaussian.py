@@ -185,7 +185,7 @@ class OnlineGaussian:
         quadratic form in one compiled call, equal to ``score``'s up to rounding."""
         if self.d > COMPILED_MAX_COLUMNS:
             return float(self.score(x.reshape(1, -1))[0])
-        return max(_record_kernel().quadratic(np.asarray(x, dtype=np.float64) - self.mean, self.precision), 0.0)
+        return max(record_kernels().quadratic(np.asarray(x, dtype=np.float64) - self.mean, self.precision), 0.0)
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         diff = np.asarray(X, dtype=np.float64) - self.mean
@@ -238,8 +238,10 @@ def symmetric_inverse(a: np.ndarray) -> np.ndarray:
 
 
 @functools.cache
-def _record_kernel() -> Any:
-    from streamad import record_kernel  # numba: loaded on the first one-record score
+def record_kernels() -> Any:
+    """streamad/record_kernel.py, loaded (numba and all) on the first one-record score
+    and once: an import statement per record is a measurable part of its cost."""
+    from streamad import record_kernel
 
     return record_kernel
 

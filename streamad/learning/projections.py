@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from streamad.learning.gaussian import Calibrator
+from streamad.learning.gaussian import Calibrator, record_kernels
 
 KINDS = ("axes", "sparse")
 
@@ -153,9 +153,7 @@ class ProjectionHistograms:
         detector cleans a batch), in one compiled call; one histogram per feature only."""
         if self.proj is not None:
             raise ValueError("score_record reads one histogram per feature (kind 'axes')")
-        from streamad.record_kernel import axes_score  # numba: loaded on the first one-record score
-
-        return float(axes_score(x, clip, 1.0 / self.width, self.offset, self.base, self.bins, self._table))
+        return float(record_kernels().axes_score(x, clip, 1.0 / self.width, self.offset, self.base, self.bins, self._table))
 
     def state_dict(self) -> dict[str, Any]:
         return {"n": self.n, "counts": self.counts.copy()}
